@@ -1,0 +1,106 @@
+"""JetStream streams and durable consumers, as data.
+
+Processes create or update streams from these specs at start (idempotent), so the
+bus layout lives in one place and in version control.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bus_schemas import subjects
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: float  # 0 = forever
+    max_bytes: int = -1  # -1 = unlimited
+    duplicate_window_s: float = 120.0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer; the runner follows these numbers."""
+
+    durable: str
+    stream: str
+    filter_subjects: tuple[str, ...]
+    ack_wait_s: float = 30.0
+    max_ack_pending: int = 1024
+    max_deliver: int = 6
+    backoff_s: tuple[float, ...] = field(default=(1.0, 2.0, 5.0, 10.0, 30.0))
+    batch: int = 64
+
+
+AUDIO = StreamSpec(
+    name="AUDIO",
+    subjects=(subjects.AUDIO_ALL,),
+    max_age_s=DAY_S,
+    max_bytes=8 * 1024**3,
+    duplicate_window_s=600.0,
+    description="PCM chunks per source and channel",
+)
+EVENTS = StreamSpec(
+    name="EVENTS",
+    subjects=(subjects.PRED_ALL, subjects.SAMPLE_ALL, subjects.MIXER_ALL, subjects.HEALTH_ALL),
+    max_age_s=90 * DAY_S,
+    duplicate_window_s=600.0,
+    description="predictions, samples, mixer commands, channel health",
+)
+CONTROL = StreamSpec(
+    name="CONTROL",
+    subjects=(subjects.CTL_ALL,),
+    max_age_s=0.0,
+    duplicate_window_s=600.0,
+    description="configuration history: sources, live streams, rules, models, labels",
+)
+DLQ = StreamSpec(
+    name="DLQ",
+    subjects=(subjects.DLQ_ALL,),
+    max_age_s=30 * DAY_S,
+    description="messages that could not be decoded or handled, with the reason",
+)
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (AUDIO, EVENTS, CONTROL, DLQ)
+
+# Headers a dead letter carries besides the original ones.
+DLQ_REASON = "Tidzam-Dlq-Reason"
+DLQ_SUBJECT = "Tidzam-Dlq-Subject"
+DLQ_STREAM_SEQ = "Tidzam-Dlq-Stream-Seq"
+DLQ_CONSUMER = "Tidzam-Dlq-Consumer"
+
+
+def classifier_consumer(model_id: str) -> ConsumerSpec:
+    """One durable per model: instances of the same model share the work."""
+    return ConsumerSpec(
+        durable=f"classifier-{model_id}",
+        stream=AUDIO.name,
+        filter_subjects=(subjects.AUDIO_ALL,),
+        ack_wait_s=30.0,
+        max_ack_pending=256,
+        max_deliver=8,
+        batch=32,
+    )
+
+
+def projection_consumer(name: str, stream: StreamSpec, filters: tuple[str, ...]) -> ConsumerSpec:
+    """Projections apply in stream order: one batch in flight at a time.
+
+    ``max_ack_pending`` equals the batch so a failed batch is redelivered before
+    anything after it; with the checkpoint this gives exactly-once rows.
+    """
+    return ConsumerSpec(
+        durable=f"projection-{name}-{stream.name.lower()}",
+        stream=stream.name,
+        filter_subjects=filters,
+        ack_wait_s=60.0,
+        max_ack_pending=500,
+        max_deliver=-1,  # never given up by the server: the runner decides what is poison
+        backoff_s=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+        batch=500,
+    )

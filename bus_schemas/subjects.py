@@ -1,0 +1,76 @@
+"""Subject names, as functions so that every process spells them alike."""
+
+from __future__ import annotations
+
+from bus_schemas.events import (
+    AudioChunk,
+    ChannelHealth,
+    Event,
+    ExtractionRulesSet,
+    LiveStreamClosed,
+    LiveStreamOpened,
+    MixerApplied,
+    MixerCommand,
+    ModelDeployed,
+    Prediction,
+    SampleExtracted,
+    SampleLabelled,
+    SourceFailed,
+    SourceLoaded,
+    SourceUnloaded,
+)
+
+PREFIX = "tidzam"
+AUDIO_ALL = f"{PREFIX}.audio.>"
+PRED_ALL = f"{PREFIX}.pred.>"
+SAMPLE_ALL = f"{PREFIX}.sample.>"
+MIXER_ALL = f"{PREFIX}.mixer.>"
+HEALTH_ALL = f"{PREFIX}.health.>"
+CTL_ALL = f"{PREFIX}.ctl.>"
+DLQ_ALL = f"{PREFIX}.dlq.>"
+
+
+def audio(source: str, channel: int) -> str:
+    return f"{PREFIX}.audio.{source}.{channel}"
+
+
+def audio_of_source(source: str) -> str:
+    return f"{PREFIX}.audio.{source}.*"
+
+
+def prediction(source: str, channel: int) -> str:
+    return f"{PREFIX}.pred.{source}.{channel}"
+
+
+def dlq(original_subject: str) -> str:
+    """Dead letters keep the subject they came from after the prefix."""
+    rest = original_subject[len(PREFIX) + 1 :] if original_subject.startswith(PREFIX) else original_subject
+    return f"{PREFIX}.dlq.{rest or 'unknown'}"
+
+
+def subject_for(event: Event) -> str:
+    """Where an event is published."""
+    match event:
+        case AudioChunk():
+            return audio(event.source, event.channel)
+        case Prediction():
+            return prediction(event.source, event.channel)
+        case SampleExtracted():
+            return f"{PREFIX}.sample.{event.source}.{event.channel}"
+        case ChannelHealth():
+            return f"{PREFIX}.health.{event.source}.{event.channel}"
+        case MixerCommand():
+            return f"{PREFIX}.mixer.cmd.{event.source}.{event.channel}"
+        case MixerApplied():
+            return f"{PREFIX}.mixer.applied.{event.source}.{event.channel}"
+        case SourceLoaded() | SourceUnloaded() | SourceFailed():
+            return f"{PREFIX}.ctl.source.{event.source}"
+        case LiveStreamOpened() | LiveStreamClosed():
+            return f"{PREFIX}.ctl.live.{event.source}"
+        case ExtractionRulesSet():
+            return f"{PREFIX}.ctl.rules"
+        case ModelDeployed():
+            return f"{PREFIX}.ctl.model.{event.model_id}"
+        case SampleLabelled():
+            return f"{PREFIX}.ctl.label"
+    raise TypeError(f"no subject for {type(event).__name__}")

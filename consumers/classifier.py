@@ -1,0 +1,180 @@
+"""The classifier consumer: AudioChunk events in, Prediction events out.
+
+For a batch of chunks (any sources and channels, from the shared durable
+consumer): fetch the next chunk of each where a window crosses its end, cut the
+windows the chunk owns (``windowing``), compute features for all of them at once
+(``learning.features``), run ONE batched inference, decide, publish every
+prediction and wait for the acks; only then are the chunks acked. A redelivered
+chunk gives the same predictions with the same ``Nats-Msg-Id``, stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from bus_schemas import AudioChunk, DecodeError, Prediction, decode
+from bus_schemas.streams import AUDIO
+from bus_schemas.subjects import audio as audio_subject
+from consumers.runner import Ack, Delivery, Nak, Outcome, Poison, TransientError
+from consumers.windowing import Windows, cut, needs_next
+from learning.features import FeatureParams, window_features
+from producers.publisher import Publisher, PublishError
+
+log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+
+
+class Scorer(Protocol):
+    """A loaded model: feature params in, full score vectors out."""
+
+    model_id: str
+    version: str
+    labels: tuple[str, ...]
+    features: FeatureParams
+
+    def predict(self, features: F32) -> F32:
+        """features (N, frames, mels) float32 → scores (N, len(labels)) float32."""
+        ...
+
+    def decide(self, scores: F32) -> tuple[str, ...]:
+        """The decision for one score vector (len(labels),)."""
+        ...
+
+
+@dataclass
+class ClassifierStats:
+    chunks: int = 0
+    windows: int = 0
+    predictions: int = 0
+    waits: int = 0
+
+
+class ChunkNotReady(Exception):
+    """The next chunk of a live source has not arrived yet."""
+
+
+class Classifier:
+    GIVE_UP_AFTER = 3  # deliveries of a chunk whose successor never comes
+
+    def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
+                 overlap: float = 0.25, wait_next_s: float = 3.0) -> None:
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        self._js = nc.jetstream()
+        self.scorer = scorer
+        self._pub = publisher
+        params = scorer.features
+        self.window = params.window_samples
+        self.hop = max(1, round(self.window * (1.0 - overlap)))
+        self._wait_next = wait_next_s
+        self.stats = ClassifierStats()
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Runner handler: one inference for the whole batch."""
+        outcomes: list[Outcome] = [Ack()] * len(deliveries)
+        jobs: list[tuple[int, AudioChunk]] = []
+        for i, delivery in enumerate(deliveries):
+            event = delivery.event
+            if not isinstance(event, AudioChunk):
+                outcomes[i] = Poison(f"classifier got a {event.event_type}, not an AudioChunk")
+            elif event.sample_rate != self.scorer.features.sample_rate:
+                outcomes[i] = Poison(
+                    f"chunk at {event.sample_rate} Hz; model {self.scorer.model_id} needs "
+                    f"{self.scorer.features.sample_rate} Hz (producers resample)")
+            else:
+                jobs.append((i, event))
+        nexts = await asyncio.gather(*(self._following(d.stream_seq, c)
+                                       for d, (_, c) in zip([deliveries[i] for i, _ in jobs],
+                                                            jobs, strict=True)),
+                                     return_exceptions=True)
+        ready: list[tuple[AudioChunk, Windows]] = []
+        for (i, chunk), following in zip(jobs, nexts, strict=True):
+            if isinstance(following, ChunkNotReady):
+                self.stats.waits += 1
+                if deliveries[i].num_delivered < self.GIVE_UP_AFTER:
+                    outcomes[i] = Nak(delay_s=1.0)
+                    continue
+                # The source stalled for good: the windows crossing this end are lost
+                # with the audio that never came; the others are classified.
+                log.warning("no chunk after %s.%d seq %d: closing its windows",
+                            chunk.source, chunk.channel, chunk.seq)
+                ready.append((chunk, cut(chunk.to_float32(), chunk.first_sample, None,
+                                         self.hop, self.window)))
+            elif isinstance(following, BaseException):
+                raise TransientError(f"looking up the next chunk failed: {following}")
+            else:
+                ready.append((chunk, cut(chunk.to_float32(), chunk.first_sample, following,
+                                         self.hop, self.window)))
+        predictions = await asyncio.to_thread(self._predict, ready)
+        try:
+            await self._pub.publish_all(predictions)
+        except PublishError as exc:
+            raise TransientError(str(exc)) from exc
+        self.stats.chunks += len(ready)
+        self.stats.predictions += len(predictions)
+        return outcomes
+
+    async def _following(self, stream_seq: int, chunk: AudioChunk) -> F32 | None:
+        """Samples right after ``chunk``, if a window needs them; None at a session end."""
+        if chunk.final or not needs_next(chunk.first_sample, chunk.n_samples, self.hop,
+                                         self.window):
+            return None
+        deadline = time.monotonic() + self._wait_next
+        subject = audio_subject(chunk.source, chunk.channel)
+        while True:
+            try:
+                raw = await self._js.get_msg(AUDIO.name, seq=stream_seq + 1, subject=subject,
+                                             next=True)
+            except NotFoundError:
+                raw = None
+            if raw is not None:
+                nxt = self._decode_chunk(raw.headers, raw.data or b"")
+                if nxt is not None and nxt.seq == chunk.seq + 1 and \
+                        nxt.first_sample == chunk.end_sample:
+                    return nxt.to_float32()
+                return None  # a new session or a gap: this session ended here
+            if time.monotonic() >= deadline:
+                raise ChunkNotReady(f"{subject} seq {chunk.seq + 1}")
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    def _decode_chunk(headers: dict[str, str] | None, data: bytes) -> AudioChunk | None:
+        try:
+            event = decode(headers, data)
+        except DecodeError:
+            return None
+        return event if isinstance(event, AudioChunk) else None
+
+    def _predict(self, ready: list[tuple[AudioChunk, Windows]]) -> list[Prediction]:
+        """Worker thread: features + one inference for every window of the batch."""
+        total = sum(w.samples.shape[0] for _, w in ready)
+        if total == 0:
+            return []
+        windows = np.concatenate([w.samples for _, w in ready if w.samples.shape[0]])
+        scores = self.scorer.predict(window_features(windows, self.scorer.features))
+        out: list[Prediction] = []
+        row = 0
+        s = self.scorer
+        for chunk, w in ready:
+            for start in w.starts.tolist():
+                vector = scores[row]
+                row += 1
+                t0 = chunk.time_of(start)
+                out.append(Prediction(
+                    source=chunk.source, channel=chunk.channel, window_start_ns=t0,
+                    window_end_ns=chunk.time_of(start + self.window), model_id=s.model_id,
+                    model_version=s.version, labels=s.labels,
+                    scores=tuple(float(x) for x in vector), result=s.decide(vector)))
+        self.stats.windows += total
+        return out

@@ -1,0 +1,264 @@
+"""The one pull-consumer runner every consumer and projection uses.
+
+Commit order, written down and followed:
+  1. fetch a batch; decode each message by its header type. A message that
+     cannot be decoded goes to the DLQ with the reason, then ``term``.
+  2. hand the decoded batch to the handler; while it works, ``in_progress``
+     keeps the messages from being redelivered.
+  3. the handler commits its side effect (rows, published events) and returns
+     one ``Outcome`` per delivery; only then are messages acked.
+  4. a ``TransientError`` naks with backoff and never dead-letters; any other
+     exception is retried message by message to isolate the poison one, which
+     goes to the DLQ and is terminated after ``poison_after`` deliveries.
+
+``ordered=True`` (projections): on the first failure everything after it in the
+batch is nak'd too, so nothing is committed past an uncommitted message.
+SIGTERM/SIGINT set the stop event: the current batch finishes, then we drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bus_schemas import DecodeError, Event, decode
+from bus_schemas import subjects as subj
+from bus_schemas.codec import MSG_ID_HEADER
+from bus_schemas.streams import (
+    DLQ_CONSUMER,
+    DLQ_REASON,
+    DLQ_STREAM_SEQ,
+    DLQ_SUBJECT,
+    ConsumerSpec,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(RuntimeError):
+    """A failure that retrying later can fix (database down, bus unreachable)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    msg: Msg
+    event: Event
+    stream_seq: int
+    num_delivered: int
+    subject: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    pass
+
+
+@dataclass(frozen=True)
+class Nak:
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class Poison:
+    reason: str
+
+
+Outcome = Ack | Nak | Poison
+Handler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Outcome]]]
+
+
+@dataclass
+class RunnerStats:
+    batches: int = 0
+    acked: int = 0
+    nakked: int = 0
+    dead_lettered: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        nc: Client,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        ordered: bool = False,
+        poison_after: int = 5,
+        fetch_timeout_s: float = 1.0,
+    ) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self.spec = spec
+        self._handler = handler
+        self._ordered = ordered
+        self._poison_after = poison_after
+        self._fetch_timeout = fetch_timeout_s
+        self.stats = RunnerStats()
+
+    def consumer_config(self) -> ConsumerConfig:
+        spec = self.spec
+        backoff = list(spec.backoff_s) if 0 < len(spec.backoff_s) < spec.max_deliver else None
+        return ConsumerConfig(
+            durable_name=spec.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=spec.ack_wait_s,
+            max_deliver=spec.max_deliver,
+            max_ack_pending=spec.max_ack_pending,
+            backoff=backoff,
+            filter_subjects=list(spec.filter_subjects),
+        )
+
+    async def ensure_consumer(self) -> None:
+        try:
+            await self._js.consumer_info(self.spec.stream, self.spec.durable)
+        except NotFoundError:
+            await self._js.add_consumer(self.spec.stream, self.consumer_config())
+
+    async def run(self, stop: asyncio.Event) -> RunnerStats:
+        """Consume until ``stop`` is set; the batch in hand is always finished."""
+        await self.ensure_consumer()
+        sub = await self._js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(self.spec.batch, timeout=self._fetch_timeout)
+                except (NatsTimeoutError, asyncio.TimeoutError):
+                    continue
+                await self.process(msgs)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return self.stats
+
+    async def process(self, msgs: Sequence[Msg]) -> None:
+        """Decode, handle, settle one fetched batch."""
+        deliveries: list[Delivery] = []
+        for msg in msgs:
+            meta = msg.metadata
+            try:
+                event = decode(msg.headers, msg.data)
+            except DecodeError as exc:
+                await self.dead_letter(msg, exc.reason)
+                continue
+            deliveries.append(Delivery(msg, event, meta.sequence.stream,
+                                       meta.num_delivered, msg.subject))
+        if deliveries:
+            await self._handle(deliveries)
+        self.stats.batches += 1
+        await self._nc.flush()
+
+    async def _handle(self, deliveries: list[Delivery]) -> None:
+        try:
+            async with self._heartbeat(deliveries):
+                outcomes = await self._handler(deliveries)
+        except TransientError as exc:
+            log.warning("%s: transient failure, retrying later: %s", self.spec.durable, exc)
+            await self._nak_all(deliveries)
+            return
+        except Exception as exc:
+            log.exception("%s: handler failed on a batch of %d", self.spec.durable,
+                          len(deliveries))
+            self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+            if len(deliveries) == 1:
+                await self._fail_one(deliveries[0], exc)
+            else:
+                await self._one_by_one(deliveries)
+            return
+        if len(outcomes) != len(deliveries):
+            raise RuntimeError("handler must return one outcome per delivery")
+        await self._settle(deliveries, outcomes)
+
+    async def _one_by_one(self, deliveries: list[Delivery]) -> None:
+        """Retry each message alone to find the one that fails."""
+        for i, delivery in enumerate(deliveries):
+            try:
+                outcomes = await self._handler([delivery])
+            except TransientError:
+                await self._nak_all(deliveries[i:])
+                return
+            except Exception as exc:
+                await self._fail_one(delivery, exc)
+                if self._ordered:
+                    await self._nak_all(deliveries[i + 1 :])
+                    return
+                continue
+            await self._settle([delivery], outcomes)
+
+    async def _fail_one(self, delivery: Delivery, exc: BaseException) -> None:
+        if delivery.num_delivered >= self._poison_after:
+            await self.dead_letter(delivery.msg, f"handler failed {delivery.num_delivered} "
+                                   f"times: {type(exc).__name__}: {exc}")
+        else:
+            await delivery.msg.nak(delay=self._delay(delivery))
+            self.stats.nakked += 1
+
+    async def _settle(self, deliveries: Sequence[Delivery],
+                      outcomes: Sequence[Outcome]) -> None:
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            match outcome:
+                case Ack():
+                    await delivery.msg.ack()
+                    self.stats.acked += 1
+                case Nak(delay_s=delay):
+                    await delivery.msg.nak(delay=delay)
+                    self.stats.nakked += 1
+                case Poison(reason=reason):
+                    await self.dead_letter(delivery.msg, reason)
+
+    async def _nak_all(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            await delivery.msg.nak(delay=self._delay(delivery))
+            self.stats.nakked += 1
+
+    def _delay(self, delivery: Delivery) -> float:
+        steps = self.spec.backoff_s or (1.0,)
+        return steps[min(delivery.num_delivered - 1, len(steps) - 1)]
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Copy the raw message to the DLQ with the reason, then terminate it."""
+        meta = msg.metadata
+        headers = dict(msg.headers or {})
+        headers.pop(MSG_ID_HEADER, None)
+        headers.update({
+            DLQ_REASON: reason[:4000],
+            DLQ_SUBJECT: msg.subject,
+            DLQ_STREAM_SEQ: str(meta.sequence.stream),
+            DLQ_CONSUMER: self.spec.durable,
+            MSG_ID_HEADER: f"dlq.{self.spec.durable}.{meta.sequence.stream}",
+        })
+        log.error("%s: dead-lettering %s #%d: %s", self.spec.durable, msg.subject,
+                  meta.sequence.stream, reason)
+        await self._js.publish(subj.dlq(msg.subject), msg.data or b"", headers=headers)
+        await msg.term()
+        self.stats.dead_lettered += 1
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, deliveries: Sequence[Delivery]) -> AsyncIterator[None]:
+        """Tell the server the batch is still being worked on (long inference/commit)."""
+        period = max(self.spec.ack_wait_s / 3.0, 0.5)
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(period)
+                for delivery in deliveries:
+                    await delivery.msg.in_progress()
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,137 @@
+"""Streaming audio decoding: any format FFmpeg reads (through PyAV), resampled.
+
+This is the one decoder: the producers stream files and URLs through it, and
+training reads whole files through it. Output blocks are float32, shape
+(channels, n), in [-1, 1], at the requested rate; every channel of a
+multi-channel file is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+
+ARCHIVE_NAME = re.compile(
+    r"^(?P<name>.+)-(?P<ts>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})(?:\.\d+)?$"
+)
+
+
+class AudioDecodeError(RuntimeError):
+    """A file or URL that is not audio we can decode; the message says which and why."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"cannot decode {location}: {reason}")
+        self.location = location
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    channels: int
+    original_rate: int
+    codec: str
+    duration_s: float | None
+
+
+def parse_archive_name(path: str | Path) -> tuple[str, datetime] | None:
+    """``<name>-YYYY-MM-DD-HH-MM-SS.ext`` → (name, UTC start time), else None."""
+    stem = Path(path).name.split(".")[0]
+    match = ARCHIVE_NAME.match(stem)
+    if not match:
+        return None
+    ts = datetime.strptime(match["ts"], "%Y-%m-%d-%H-%M-%S").replace(tzinfo=UTC)
+    return match["name"], ts
+
+
+class AudioStream:
+    """Open ``location`` (path or URL) and iterate resampled float32 blocks.
+
+    ``with AudioStream(path, 48_000) as s: for block in s.blocks(): ...`` where
+    each block has shape (s.info.channels, n).
+    """
+
+    def __init__(self, location: str | Path, sample_rate: int, *,
+                 timeout_s: float = 15.0) -> None:
+        self.location = str(location)
+        self.sample_rate = sample_rate
+        try:
+            self._container = av.open(self.location, timeout=timeout_s)
+        except FileNotFoundError:
+            raise AudioDecodeError(self.location, "no such file") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            raise AudioDecodeError(
+                self.location, f"not a recognised audio file or stream ({_reason(exc)})"
+            ) from None
+        if not self._container.streams.audio:
+            self._container.close()
+            raise AudioDecodeError(self.location, "no audio stream in it")
+        self._stream = self._container.streams.audio[0]
+        codec = self._stream.codec_context
+        duration = (float(self._stream.duration * self._stream.time_base)
+                    if self._stream.duration and self._stream.time_base else None)
+        self.info = StreamInfo(channels=codec.channels, original_rate=codec.sample_rate or 0,
+                               codec=codec.name, duration_s=duration)
+        if self.info.channels < 1:
+            raise AudioDecodeError(self.location, "the audio stream has no channels")
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def seek(self, seconds: float) -> None:
+        """Start decoding about ``seconds`` into the stream (before the first block)."""
+        if seconds > 0:
+            self._container.seek(int(seconds * 1_000_000), any_frame=False)
+
+    def blocks(self) -> Iterator[F32]:
+        """Float32 blocks of shape (channels, n) at ``sample_rate``, in stream order."""
+        channels = self.info.channels
+        resampler = av.AudioResampler(format="fltp", layout=self._stream.layout,
+                                      rate=self.sample_rate)
+        try:
+            for frame in self._container.decode(self._stream):
+                for out in resampler.resample(frame):
+                    yield _planar(out.to_ndarray(), channels)
+            for out in resampler.resample(None):
+                yield _planar(out.to_ndarray(), channels)
+        except av.error.FFmpegError as exc:
+            raise AudioDecodeError(self.location, _reason(exc)) from None
+
+
+def _planar(array: npt.NDArray[np.generic], channels: int) -> F32:
+    block = np.asarray(array, dtype=np.float32)
+    if block.ndim == 1:
+        block = block.reshape(channels, -1)
+    return block
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return re.sub(r"\s*:\s*'[^']*'$", "", text)
+
+
+def decode_all(location: str | Path, sample_rate: int) -> tuple[F32, StreamInfo]:
+    """The whole file: float32 (channels, n) at ``sample_rate``, and its stream info."""
+    with AudioStream(location, sample_rate) as stream:
+        blocks = list(stream.blocks())
+        if not blocks:
+            raise AudioDecodeError(str(location), "no audio samples in it")
+        return np.concatenate(blocks, axis=1), stream.info

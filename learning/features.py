@@ -1,0 +1,146 @@
+"""Log-mel spectrograms of fixed-length windows: the one feature extractor.
+
+Training and the live classifier both call ``window_features``; a model folder
+records the ``FeatureParams`` it was trained with, and the classifier refuses a
+model whose parameters it cannot honour (``FeatureParams.check_compatible``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+
+FEATURE_KIND = "logmel-v1"
+
+
+class IncompatibleFeatures(ValueError):
+    """A model asks for feature parameters this code cannot produce."""
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """How a window of audio becomes a (frames, mels) matrix."""
+
+    kind: str = FEATURE_KIND
+    sample_rate: int = 48_000
+    window_s: float = 0.5
+    n_fft: int = 1024
+    hop: int = 512
+    n_mels: int = 64
+    fmin: float = 50.0
+    fmax: float = 12_000.0
+    log_floor: float = 1e-6
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_s * self.sample_rate)
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + (self.window_samples - self.n_fft) // self.hop
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_frames, self.n_mels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureParams:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise IncompatibleFeatures(
+                f"feature parameters {sorted(unknown)} are unknown to this Tidzam; "
+                "upgrade it or retrain the model"
+            )
+        params = cls(**data)
+        params.check_compatible()
+        return params
+
+    def check_compatible(self) -> None:
+        if self.kind != FEATURE_KIND:
+            raise IncompatibleFeatures(
+                f"feature kind {self.kind!r} is not supported (this code makes {FEATURE_KIND!r})"
+            )
+        if self.n_fft > self.window_samples:
+            raise IncompatibleFeatures(
+                f"n_fft {self.n_fft} is longer than the window ({self.window_samples} samples)"
+            )
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise IncompatibleFeatures(
+                f"mel band {self.fmin}-{self.fmax} Hz does not fit a {self.sample_rate} Hz rate"
+            )
+        if self.hop <= 0 or self.n_mels <= 0:
+            raise IncompatibleFeatures("hop and n_mels must be positive")
+
+
+def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 2595.0 * np.log10(1.0 + hz / 700.0)
+
+
+def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(params: FeatureParams) -> F32:
+    """Triangular filters, shape (n_fft // 2 + 1, n_mels), area-normalised."""
+    n_bins = params.n_fft // 2 + 1
+    freqs = np.linspace(0.0, params.sample_rate / 2, n_bins)
+    mels = np.linspace(
+        _hz_to_mel(np.array(params.fmin)), _hz_to_mel(np.array(params.fmax)), params.n_mels + 2
+    )
+    edges = _mel_to_hz(mels)
+    bank = np.zeros((n_bins, params.n_mels), dtype=np.float64)
+    for m in range(params.n_mels):
+        lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
+        up = (freqs - lo) / (mid - lo)
+        down = (hi - freqs) / (hi - mid)
+        bank[:, m] = np.maximum(0.0, np.minimum(up, down)) * (2.0 / (hi - lo))
+    return bank.astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _hann(n: int) -> F32:
+    return np.hanning(n + 1)[:-1].astype(np.float32)
+
+
+def window_features(windows: F32, params: FeatureParams) -> F32:
+    """Log-mel features of a batch of windows.
+
+    windows: float32, shape (N, params.window_samples), mono, in [-1, 1], at
+    ``params.sample_rate``. Returns float32, shape (N, n_frames, n_mels).
+    """
+    if windows.ndim != 2 or windows.shape[1] != params.window_samples:
+        raise ValueError(
+            f"expected windows of shape (N, {params.window_samples}), got {windows.shape}"
+        )
+    n = windows.shape[0]
+    if n == 0:
+        return np.zeros((0, *params.shape), dtype=np.float32)
+    x = np.ascontiguousarray(windows, dtype=np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(x, params.n_fft, axis=1)[
+        :, :: params.hop, :
+    ][:, : params.n_frames, :]
+    spec = np.fft.rfft(frames * _hann(params.n_fft), axis=-1)
+    power = (spec.real**2 + spec.imag**2).astype(np.float32)
+    mel = power @ mel_filterbank(params)
+    return np.log(mel + np.float32(params.log_floor)).astype(np.float32)
+
+
+def frame_windows(signal: F32, params: FeatureParams, hop_samples: int) -> F32:
+    """Consecutive windows of a mono signal, shape (N, window_samples); the tail
+    shorter than a window is dropped. The hop is the analysis hop, not the FFT's."""
+    w = params.window_samples
+    if signal.shape[0] < w:
+        return np.zeros((0, w), dtype=np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(signal.astype(np.float32, copy=False), w)
+    return np.ascontiguousarray(view[::hop_samples])

@@ -1,0 +1,72 @@
+"""Connecting to NATS and creating the JetStream streams of ``bus_schemas.streams``."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from bus_schemas.streams import ALL_STREAMS, StreamSpec
+
+log = logging.getLogger(__name__)
+
+
+class BusError(RuntimeError):
+    """NATS is unreachable or refused the stream layout."""
+
+
+async def connect(url: str, name: str) -> Client:
+    """A NATS connection that reconnects for ever (a restarted server is picked up)."""
+    try:
+        nc: Client = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=5,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+        )
+    except Exception as exc:
+        raise BusError(f"cannot connect to NATS ({_redact(url)}): {exc}") from exc
+    return nc
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("nats", url)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def stream_config(spec: StreamSpec) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=spec.max_age_s or None,
+        max_bytes=spec.max_bytes,
+        duplicate_window=spec.duplicate_window_s,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = ALL_STREAMS) -> None:
+    """Create the streams, or update them to the specs (idempotent)."""
+    for spec in specs:
+        config = stream_config(spec)
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("created stream %s", spec.name)
+            continue
+        try:
+            await js.update_stream(config)
+        except BadRequestError as exc:
+            raise BusError(f"stream {spec.name} cannot be updated to the spec: {exc}") from exc

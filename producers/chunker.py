@@ -1,0 +1,80 @@
+"""Cut decoded blocks into gapless, fixed-length ``AudioChunk`` events per channel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from bus_schemas import AudioChunk
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass
+class ChannelCursor:
+    seq: int = 0
+    first_sample: int = 0
+
+
+class Chunker:
+    """Accumulate (channels, n) float32 blocks; emit chunks of ``chunk_samples``.
+
+    Each chunk's ``start_ns`` is ``origin_ns`` plus its sample offset, so times
+    come from the recording, and ``seq``/``first_sample`` are gapless. The last
+    chunk (``finish``) may be shorter and carries ``final=True``.
+    """
+
+    def __init__(self, source: str, channels: Iterable[int], sample_rate: int,
+                 origin_ns: int, chunk_samples: int) -> None:
+        self.source = source
+        self.channels = tuple(channels)
+        self.sample_rate = sample_rate
+        self.chunk_samples = chunk_samples
+        self._origin_ns = origin_ns
+        self._buf: list[F32] = []
+        self._buffered = 0
+        self._emitted_samples = 0
+        self._seq = 0
+
+    def _time_offset_ns(self, samples: int) -> int:
+        return samples * 1_000_000_000 // self.sample_rate
+
+    def push(self, block: F32) -> Iterator[list[AudioChunk]]:
+        """Add a (channels, n) block; yield every complete set of chunks (one per channel)."""
+        self._buf.append(block)
+        self._buffered += block.shape[1]
+        while self._buffered >= self.chunk_samples * 2:
+            yield self._emit(self.chunk_samples, final=False)
+
+    def finish(self) -> list[AudioChunk]:
+        """Flush the rest: one or two chunk sets, the last marked final."""
+        out: list[AudioChunk] = []
+        if self._buffered > self.chunk_samples:
+            out.extend(self._emit(self.chunk_samples, final=False))
+        out.extend(self._emit(self._buffered, final=True))
+        return out
+
+    def _emit(self, n: int, *, final: bool) -> list[AudioChunk]:
+        if not self._buf:
+            data = np.zeros((len(self.channels), 0), dtype=np.float32)
+        elif len(self._buf) == 1:
+            data = self._buf[0]
+        else:
+            data = np.concatenate(self._buf, axis=1)
+        head, rest = data[:, :n], data[:, n:]
+        self._buf = [rest] if rest.shape[1] else []
+        self._buffered = rest.shape[1]
+        start_ns = self._origin_ns + self._time_offset_ns(self._emitted_samples)
+        pcm = np.clip(np.round(head * 32767.0), -32768, 32767).astype("<i2")
+        chunks = [
+            AudioChunk(source=self.source, channel=ch, seq=self._seq,
+                       first_sample=self._emitted_samples, start_ns=start_ns,
+                       sample_rate=self.sample_rate, samples=pcm[i].tobytes(), final=final)
+            for i, ch in enumerate(self.channels)
+        ]
+        self._seq += 1
+        self._emitted_samples += n
+        return chunks

@@ -1,0 +1,112 @@
+"""The one publisher: every event any process puts on the bus goes through it.
+
+- deterministic ``Nats-Msg-Id`` from the event (the stream's duplicate window
+  stores a retried or replayed publish once);
+- a bounded number of publishes in flight (``max_pending``): ``publish`` waits
+  when the bound is reached, so a fast producer cannot grow memory without end;
+- retries with backoff on timeouts and lost connections; ``flush`` waits for
+  every ack and raises ``PublishError`` if any event could not be stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import APIError, ServiceUnavailableError
+
+from bus_schemas import Event, encode
+from bus_schemas.subjects import subject_for
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = (TimeoutError, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError)
+
+
+class PublishError(RuntimeError):
+    """An event could not be stored in JetStream after all retries."""
+
+
+class Publisher:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        max_pending: int = 256,
+        retries: int = 6,
+        timeout_s: float = 5.0,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self._js = js
+        self._slots = asyncio.Semaphore(max_pending)
+        self._retries = retries
+        self._timeout = timeout_s
+        self._backoff = backoff_s
+        self._pending: set[asyncio.Task[PubAck]] = set()
+        self._errors: list[BaseException] = []
+        self.published = 0
+        self.duplicates = 0
+
+    async def publish(self, event: Event) -> None:
+        """Queue one event; returns once it is in flight (waits while the bound is full)."""
+        if self._errors:
+            await self.flush()
+        await self._slots.acquire()
+        task = asyncio.create_task(self._send(subject_for(event), event))
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+
+    async def publish_now(self, event: Event) -> PubAck:
+        """Publish one event and wait for its ack."""
+        async with self._slots:
+            return await self._send(subject_for(event), event)
+
+    async def publish_all(self, events: Iterable[Event]) -> None:
+        """Publish events concurrently and wait until every one is stored."""
+        for event in events:
+            await self.publish(event)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait for every publish in flight; raise if any of them failed."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        if self._errors:
+            first, count = self._errors[0], len(self._errors)
+            self._errors.clear()
+            raise PublishError(f"{count} event(s) not stored: {first}") from first
+
+    def _done(self, task: asyncio.Task[PubAck]) -> None:
+        self._pending.discard(task)
+        self._slots.release()
+        if task.cancelled():
+            self._errors.append(PublishError("publish cancelled"))
+        elif task.exception() is not None:
+            self._errors.append(task.exception())  # type: ignore[arg-type]
+
+    async def _send(self, subject: str, event: Event) -> PubAck:
+        headers, body = encode(event)
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            try:
+                ack = await self._js.publish(subject, body, timeout=self._timeout,
+                                             headers=headers)
+            except _RETRYABLE as exc:
+                if attempt == self._retries:
+                    raise PublishError(f"{subject}: {type(exc).__name__} after "
+                                       f"{attempt + 1} tries") from exc
+                log.warning("publish to %s failed (%s), retry %d", subject, exc, attempt + 1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except (ConnectionClosedError, APIError) as exc:
+                raise PublishError(f"{subject}: {exc}") from exc
+            else:
+                self.published += 1
+                if ack.duplicate:
+                    self.duplicates += 1
+                return ack
+        raise PublishError(f"{subject}: retries exhausted")  # unreachable: loop returns/raises

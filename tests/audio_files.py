@@ -1,0 +1,32 @@
+"""Small audio files written by the tests themselves (no codec needed: WAV)."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+
+def write_wav(path: Path, seconds: float, rate: int = 48_000, channels: int = 1,
+              seed: int = 0) -> Path:
+    """Noise bursts alternating with near-silence, one different pattern per channel."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    data = np.zeros((n, channels), dtype=np.float32)
+    for ch in range(channels):
+        gate = (np.floor(t * (1 + ch)) % 2 == 0).astype(np.float32)
+        data[:, ch] = rng.normal(0, 0.3, n) * gate + rng.normal(0, 0.001, n)
+    pcm = (np.clip(data, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def expected_windows(n_samples: int, window: int, hop: int) -> int:
+    """How many windows i*hop .. i*hop+window fit in a session of n samples."""
+    return 0 if n_samples < window else (n_samples - window) // hop + 1

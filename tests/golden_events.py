@@ -1,0 +1,83 @@
+"""One fixed example per event type and version; tests/golden/v<N>/<Type>.msgpack
+holds its encoded body as written by that schema version. Regenerate only when a
+NEW version is added (never overwrite an old version's files):
+``python -m tests.golden_events`` writes files that do not exist yet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bus_schemas import (
+    AudioChunk,
+    ChannelHealth,
+    Event,
+    ExtractionRule,
+    ExtractionRulesSet,
+    LiveStreamClosed,
+    LiveStreamOpened,
+    MixerApplied,
+    MixerCommand,
+    ModelDeployed,
+    Prediction,
+    SampleExtracted,
+    SampleLabelled,
+    SourceFailed,
+    SourceLoaded,
+    SourceUnloaded,
+)
+from bus_schemas.codec import encode_body
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+T0 = 1_700_000_000_000_000_000
+
+EXAMPLES: list[Event] = [
+    AudioChunk(source="herring", channel=3, seq=7, first_sample=336_000, start_ns=T0,
+               sample_rate=48_000, samples=bytes(range(16)), final=False),
+    Prediction(source="herring", channel=3, window_start_ns=T0, window_end_ns=T0 + 500_000_000,
+               model_id="selector", model_version="1.0.0", labels=("birds", "rain", "wind"),
+               scores=(0.75, 0.125, 0.125), result=("birds",)),
+    SampleExtracted(sample_id="s-1", source="herring", channel=3, start_ns=T0,
+                    end_ns=T0 + 500_000_000, label="birds", confidence=0.75,
+                    model_id="selector", model_version="1.0.0", path="samples/birds/s-1.wav"),
+    ChannelHealth(source="herring", channel=3, start_ns=T0, end_ns=T0 + 10**9, rms_dbfs=-40.5,
+                  peak_dbfs=-3.0, clip_ratio=0.0, silent=False),
+    MixerCommand(command_id="c-1", source="herring", channel=3, action="gain", gain_db=-6.0,
+                 reason="wind", origin="auto", at_ns=T0),
+    MixerApplied(command_id="c-1", source="herring", channel=3, muted=False, gain_db=-6.0,
+                 stage="producer", at_ns=T0),
+    SourceLoaded(source="herring", kind="file", location="/data/herring.ogg", channels=(0, 1),
+                 sample_rate=48_000, permanent=True, at_ns=T0, attempt=1),
+    SourceUnloaded(source="herring", reason="end of file", at_ns=T0),
+    SourceFailed(source="herring", reason="connection refused", at_ns=T0, attempt=2,
+                 will_retry=True),
+    LiveStreamOpened(source="live-abc", client="sid-1", sample_rate=44_100, at_ns=T0),
+    LiveStreamClosed(source="live-abc", reason="disconnect", at_ns=T0),
+    ExtractionRulesSet(rules=(ExtractionRule(source="herring", channels=(1,),
+                                             classes=("birds",), rate="auto"),
+                              ExtractionRule(rate=0.25, length_s=2.0)), at_ns=T0),
+    ModelDeployed(model_id="selector", model_version="1.0.0", path="models/selector",
+                  labels=("birds", "rain"), feature_params={"n_mels": 64, "kind": "logmel-v1"},
+                  at_ns=T0),
+    SampleLabelled(sample_id="s-1", label="birds-american_robin", previous_label="birds",
+                   by="alice", at_ns=T0),
+]
+
+
+def golden_path(event: Event) -> Path:
+    return GOLDEN_DIR / f"v{event.schema_version}" / f"{event.event_type}.msgpack"
+
+
+def write_missing() -> list[Path]:
+    written = []
+    for event in EXAMPLES:
+        path = golden_path(event)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode_body(event))
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_missing():
+        print("wrote", p)
