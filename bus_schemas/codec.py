@@ -15,7 +15,7 @@ import msgpack
 from pydantic import ValidationError
 
 from bus_schemas.events import EVENT_TYPES, Event
-from bus_schemas.upcasters import UPCASTERS, UpcastError, Upcaster, upcast
+from bus_schemas.upcasters import UPCASTERS, Upcaster, UpcastError, upcast
 
 HEADER_TYPE = "Tidzam-Type"
 HEADER_VERSION = "Tidzam-Version"

@@ -99,7 +99,8 @@ class AudioChunk(Event):
 
     def time_of(self, sample_index: int) -> int:
         """UTC time in ns of a sample index on this source's grid."""
-        return self.start_ns + (sample_index - self.first_sample) * 1_000_000_000 // self.sample_rate
+        offset = sample_index - self.first_sample
+        return self.start_ns + offset * 1_000_000_000 // self.sample_rate
 
     def to_float32(self) -> npt.NDArray[np.float32]:
         """Samples as float32 in [-1, 1], shape (n_samples,)."""

@@ -44,7 +44,9 @@ def prediction(source: str, channel: int) -> str:
 
 def dlq(original_subject: str) -> str:
     """Dead letters keep the subject they came from after the prefix."""
-    rest = original_subject[len(PREFIX) + 1 :] if original_subject.startswith(PREFIX) else original_subject
+    rest = original_subject
+    if original_subject.startswith(PREFIX + "."):
+        rest = original_subject[len(PREFIX) + 1 :]
     return f"{PREFIX}.dlq.{rest or 'unknown'}"
 
 

@@ -132,8 +132,9 @@ def window_features(windows: F32, params: FeatureParams) -> F32:
     ][:, : params.n_frames, :]
     spec = np.fft.rfft(frames * _hann(params.n_fft), axis=-1)
     power = (spec.real**2 + spec.imag**2).astype(np.float32)
-    mel = power @ mel_filterbank(params)
-    return np.log(mel + np.float32(params.log_floor)).astype(np.float32)
+    mel: F32 = power @ mel_filterbank(params)
+    logmel: F32 = np.log(mel + np.float32(params.log_floor)).astype(np.float32)
+    return logmel
 
 
 def frame_windows(signal: F32, params: FeatureParams, hop_samples: int) -> F32:

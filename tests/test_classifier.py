@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -66,7 +67,7 @@ async def test_every_window_once_across_chunk_boundaries(nc: Client, tmp_path: P
     assert len(preds) == 2 * per_channel
     for ch in (0, 1):
         starts = sorted(p.window_start_ns for p in preds if p.channel == ch)
-        steps = {b - a for a, b in zip(starts, starts[1:], strict=False)}
+        steps = {b - a for a, b in itertools.pairwise(starts)}
         assert steps == {hop * 1_000_000_000 // 48_000}  # a regular grid, no gap, no double
     # channel 0 toggles each second, channel 1 each half second: labels follow the audio
     first = min(p.window_start_ns for p in preds)

@@ -69,13 +69,22 @@ class NatsServer:
         return self.dir / "nats.log"
 
     @classmethod
+    def load(cls, home: Path) -> NatsServer | None:
+        """The server recorded in ``home``, if one was set up there."""
+        state = home / "nats" / "state.json"
+        if not state.exists():
+            return None
+        data = json.loads(state.read_text())
+        return cls(home=home, port=int(data["port"]), user=data["user"],
+                   password=data["password"])
+
+    @classmethod
     def load_or_init(cls, home: Path) -> NatsServer:
         """The server recorded in ``home``, or a new one with a free port and a password."""
+        existing = cls.load(home)
+        if existing is not None:
+            return existing
         state = home / "nats" / "state.json"
-        if state.exists():
-            data = json.loads(state.read_text())
-            return cls(home=home, port=int(data["port"]), user=data["user"],
-                       password=data["password"])
         server = cls(home=home, port=free_port(), user="tidzam",
                      password=secrets.token_urlsafe(24))
         server.dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,204 @@
+"""Throughput of the whole pipeline on real audio: replay → bus → classifier → SQL.
+
+    .venv/bin/python benchmarks/throughput.py --channels 8 --seconds 60
+
+Starts a private stack (embedded NATS + PostgreSQL + classifier(s) + projector) in
+a temporary home, builds an N-channel recording from real corpus recordings (a
+different one on each channel), replays it as fast as the bus takes it (or at
+``--speed``), waits until every window is a committed SQL row, and prints:
+the real-time factor (audio-seconds per wall-second), windows/s, the latency from
+publishing a window's last chunk to its committed prediction row (p50/p99), and
+CPU time and peak RSS per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import threading
+import time
+import wave
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from learning.audio_stream import decode_all
+from learning.corpus import CorpusManifest, default_cache_dir, fetch_package
+from producers.bus import connect, ensure_streams
+from producers.publisher import Publisher
+from producers.replay import Replayer, ReplayItem
+from tidzam_ctl.pipeline import pipeline_durables, wait_idle
+from tidzam_ctl.settings import REPO_ROOT, CtlSettings
+from tidzam_ctl.stack import Stack
+
+RATE = 48_000
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def build_recording(channels: int, seconds: float, out: Path, cache: Path) -> Path:
+    """An N-channel 16-bit WAV: each channel loops a different real corpus recording."""
+    manifest = CorpusManifest.load(REPO_ROOT / "models" / "selector" / "corpus.json")
+    files = sorted(manifest.files, key=lambda f: -(f.duration_s or 0.0))[: max(channels, 8)]
+    for package in sorted({f.package for f in files}):
+        fetch_package(package, cache)
+    n = int(seconds * RATE)
+    data = np.zeros((n, channels), dtype=np.int16)
+    for ch in range(channels):
+        audio, _ = decode_all(cache / files[ch % len(files)].local, RATE)
+        mono = audio.mean(axis=0)
+        looped = np.resize(mono, n)
+        data[:, ch] = np.clip(looped * 32767, -32768, 32767).astype(np.int16)
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(data.tobytes())
+    return out
+
+
+@dataclass
+class ProcUsage:
+    cpu_s: float = 0.0
+    peak_rss: int = 0
+    start_cpu: dict[int, float] = field(default_factory=dict)
+
+
+class Sampler(threading.Thread):
+    """CPU time and peak RSS of each stack process (PostgreSQL: with its backends)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.usage = {name: ProcUsage() for name in pids}
+        self.stop = threading.Event()
+
+    def _procs(self, name: str) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.pids[name])
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def sample(self) -> None:
+        for name, usage in self.usage.items():
+            rss, cpu = 0, 0.0
+            for p in self._procs(name):
+                try:
+                    t = p.cpu_times()
+                    total = t.user + t.system
+                    usage.start_cpu.setdefault(p.pid, total)
+                    cpu += total - usage.start_cpu[p.pid]
+                    rss += p.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+            usage.cpu_s = max(usage.cpu_s, cpu)
+            usage.peak_rss = max(usage.peak_rss, rss)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.sample()
+            time.sleep(0.25)
+        self.sample()
+
+
+async def replay_and_wait(stack: Stack, wav: Path, speed: float | None,
+                          published: dict[int, float]) -> tuple[float, float]:
+    nc = await connect(stack.nats_url, "benchmark")
+    await ensure_streams(nc.jetstream())
+    seq = 0
+
+    def on_chunk(_source: str, _seconds: float) -> None:
+        nonlocal seq
+        published[seq] = time.time()
+        seq += 1
+
+    replayer = Replayer(Publisher(nc.jetstream()), sample_rate=RATE,
+                        chunk_s=stack.settings.chunk_s, speed=speed, progress=on_chunk)
+    t0 = time.time()
+    await replayer.replay([ReplayItem(wav, "bench", START)])
+    t_pub = time.time()
+    model_id = "selector"
+    ok = await wait_idle(nc, pipeline_durables(model_id), timeout_s=3600, settle_s=0.5)
+    await nc.drain()
+    if not ok:
+        raise SystemExit("the pipeline did not catch up within an hour")
+    return t0, t_pub
+
+
+async def latencies(stack: Stack, published: dict[int, float], chunk_s: float) -> list[float]:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT extract(epoch FROM end_time - %s::timestamptz), "
+            "extract(epoch FROM projected_at) FROM predictions WHERE source = 'bench'", (START,))
+        rows = await cur.fetchall()
+    out = []
+    for end_offset, projected in rows:
+        chunk = min(int(float(end_offset) / chunk_s - 1e-9), max(published))
+        out.append(float(projected) - published[chunk])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--channels", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--classifiers", type=int, default=1, help="classifier instances")
+    ap.add_argument("--speed", default="max", help="N times real time, or max")
+    ap.add_argument("--overlap", type=float, default=0.25)
+    args = ap.parse_args()
+    speed = None if args.speed == "max" else float(args.speed)
+    with tempfile.TemporaryDirectory(prefix="tidzam-bench-") as tmp:
+        home = Path(tmp) / "home"
+        wav = build_recording(args.channels, args.seconds, Path(tmp) / "bench.wav",
+                              default_cache_dir())
+        stack = Stack(CtlSettings(home=home, classifiers=args.classifiers,
+                                  overlap=args.overlap))
+        stack.up()
+        try:
+            names = ["nats", "postgres", *[p.name for p in stack.processes()]]
+            pids = {n: stack.pid_of(n) for n in names if n != "postgres"}
+            pg = stack.pg.status().pid if stack.pg else None
+            if pg:
+                pids["postgres"] = pg
+            sampler = Sampler({n: p for n, p in pids.items() if p})
+            sampler.start()
+            published: dict[int, float] = {}
+            me = psutil.Process()
+            cpu0 = sum(me.cpu_times()[:2])
+            t0, t_pub = asyncio.run(replay_and_wait(stack, wav, speed, published))
+            t_end = time.time()
+            sampler.stop.set()
+            sampler.join()
+            replay_cpu = sum(me.cpu_times()[:2]) - cpu0
+            lat = asyncio.run(latencies(stack, published, stack.settings.chunk_s))
+        finally:
+            stack.down()
+    wall = t_end - t0
+    audio_s = args.channels * args.seconds
+    lat.sort()
+    print(f"channels={args.channels} seconds={args.seconds} classifiers={args.classifiers} "
+          f"overlap={args.overlap} speed={args.speed} cores={psutil.cpu_count()}")
+    print(f"audio: {audio_s:.0f} channel-seconds; published in {t_pub - t0:.2f} s; "
+          f"all rows committed after {wall:.2f} s")
+    print(f"real-time factor: {audio_s / wall:.1f} audio-s per wall-s")
+    print(f"windows: {len(lat)} -> {len(lat) / wall:.0f} windows/s")
+    if lat:
+        p50 = statistics.median(lat)
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+        print(f"latency publish -> committed row: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    print(f"{'process':<14}{'CPU s':>8}{'CPU %':>8}{'peak RSS MB':>13}")
+    print(f"{'replay':<14}{replay_cpu:>8.1f}{100 * replay_cpu / wall:>8.0f}"
+          f"{me.memory_info().rss / 2**20:>13.0f}")
+    for name, u in sampler.usage.items():
+        print(f"{name:<14}{u.cpu_s:>8.1f}{100 * u.cpu_s / wall:>8.0f}{u.peak_rss / 2**20:>13.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The projector process: EVENTS and CONTROL streams → PostgreSQL read models.
+
+One runner per stream, ``ordered``: a batch is applied in one transaction with
+its checkpoint (``ProjectionStore.apply``), then acked. After a crash the
+unacked messages come back; those at or below the checkpoint are skipped, so
+every row exists exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus_schemas import subjects
+from bus_schemas.streams import CONTROL, EVENTS, StreamSpec, projection_consumer
+from consumers.runner import Ack, ConsumerRunner, Delivery, Handler, Outcome, TransientError
+from consumers.signals import stop_event_on_signals
+from producers.bus import connect, ensure_streams
+from projections.migrate import migrate
+from projections.store import ProjectionStore
+
+log = logging.getLogger(__name__)
+
+PROJECTION = "main"
+SUBSCRIPTIONS: tuple[tuple[StreamSpec, tuple[str, ...]], ...] = (
+    (EVENTS, (subjects.PRED_ALL,)),
+    (CONTROL, (subjects.CTL_ALL,)),
+)
+
+
+class ProjectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
+
+    nats_url: SecretStr
+    database_url: SecretStr
+    batch: int = 500
+
+
+def handler_for(store: ProjectionStore, stream: str) -> Handler:
+    async def handle(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        items = [(d.stream_seq, d.event) for d in deliveries]
+        try:
+            await store.apply(PROJECTION, stream, items)
+        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+            raise TransientError(f"database unavailable: {exc}") from exc
+        return [Ack()] * len(deliveries)
+
+    return handle
+
+
+async def run(settings: ProjectorSettings, stop: asyncio.Event) -> None:
+    nc = await connect(settings.nats_url.get_secret_value(), "tidzam-projector")
+    await ensure_streams(nc.jetstream())
+    async with AsyncConnectionPool(settings.database_url.get_secret_value(), min_size=1,
+                                   max_size=4, open=False) as pool:
+        async with pool.connection() as conn:
+            await migrate(conn)
+        store = ProjectionStore(pool)
+        runners = []
+        for spec, filters in SUBSCRIPTIONS:
+            consumer = projection_consumer(PROJECTION, spec, filters)
+            runners.append(ConsumerRunner(nc, consumer, handler_for(store, spec.name),
+                                          ordered=True, poison_after=20))
+        log.info("projector running")
+        await asyncio.gather(*(r.run(stop) for r in runners))
+    await nc.drain()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = ProjectorSettings()
+
+    async def go() -> None:
+        await run(settings, stop_event_on_signals())
+
+    asyncio.run(go())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Start a whole Tidzam stack (embedded NATS + PostgreSQL + processes) in a temp home."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tidzam_ctl.settings import CtlSettings
+from tidzam_ctl.stack import Stack
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def running_stack(home: Path, **settings: object) -> Iterator[Stack]:
+    stack = Stack(CtlSettings(home=home, **settings))  # type: ignore[arg-type]
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+def ctl(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``tidzam_ctl`` as a user would, in ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDZAM_")}
+    env["TIDZAM_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "tidzam_ctl", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

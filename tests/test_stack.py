@@ -1,0 +1,54 @@
+"""``tidzam_ctl up | status | check | down`` on real embedded servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from tests.stack_helpers import ctl, running_stack, wait_for
+
+
+def _status(home: Path) -> dict:  # type: ignore[type-arg]
+    done = ctl(home, "status", "--json")
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    with running_stack(a), running_stack(b):
+        sa, sb = _status(a), _status(b)
+        for st in (sa, sb):
+            states = {p["name"]: p["state"] for p in st["processes"]}
+            assert states == {"nats": "running", "postgres": "running",
+                              "classifier-0": "running", "projector": "running"}
+            assert all(p["pid"] for p in st["processes"])
+            assert "@" not in json.dumps(st["services"])  # no credentials in status
+        assert sa["services"]["nats"] != sb["services"]["nats"]
+        assert sa["services"]["postgres"] != sb["services"]["postgres"]
+    for home in (a, b):
+        assert {p["state"] for p in _status(home)["processes"]} == {"stopped"}
+
+
+def test_check_restarts_what_died(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    with running_stack(home) as stack:
+        victim = stack.pid_of("projector")
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(victim) or
+                 psutil.Process(victim).status() == psutil.STATUS_ZOMBIE, what="the kill")
+        dead = {p["name"]: p["state"] for p in _status(home)["processes"]}
+        assert dead["projector"] == "dead"
+        done = ctl(home, "check")
+        assert "projector" in done.stderr
+        assert stack.pid_of("projector") not in (None, victim)
+
+
+def test_status_without_a_stack_says_stopped(tmp_path: Path) -> None:
+    done = ctl(tmp_path / "none", "status", "--json")
+    assert done.returncode == 0
+    assert {p["state"] for p in json.loads(done.stdout)["processes"]} == {"stopped"}

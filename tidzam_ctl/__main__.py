@@ -1,0 +1,115 @@
+"""``tidzam_ctl``: the one command line of Tidzam. Thin: parses, calls, prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from tidzam_ctl.errors import CliError
+from tidzam_ctl.settings import CtlSettings
+
+console = Console(stderr=True)
+out = Console()
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidzam_ctl",
+        description="Tidzam: listen to outdoor microphones and say what they hear. "
+        "The stack lives in $TIDZAM_HOME (default ~/.local/share/tidzam); set "
+        "TIDZAM_NATS_URL / TIDZAM_DATABASE_URL to use external servers.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="start NATS, PostgreSQL and the Tidzam processes")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    sub.add_parser("down", help="stop the Tidzam processes and the embedded servers")
+    p = sub.add_parser("status", help="every process with its pid and state, and the URLs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("check", help="restart whatever died (as the original `tidzam check`)")
+
+    p = sub.add_parser("replay", help="publish recordings through the pipeline",
+                       description="Decode files (wav, flac, ogg, opus, mp3, ...), resample "
+                       "to the pipeline rate and publish one stream per channel. Archive "
+                       "names <name>-YYYY-MM-DD-HH-MM-SS.ext give the source and start time.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_FOLDER")
+    p.add_argument("--source", help="source name (default: from the file name)")
+    p.add_argument("--start", help="start time of the recording, ISO 8601 (default: the "
+                   "archive name's time, else the file's modification time)")
+    p.add_argument("--speed", default="max",
+                   help="N times real time, or 'max' (default) for as fast as the bus takes")
+    p.add_argument("--wait", action="store_true",
+                   help="return once every window is classified and projected into SQL")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait with --wait (default 600)")
+
+    p = sub.add_parser("query", help="read the projections")
+    qsub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = qsub.add_parser("detections", help="detections, oldest first")
+    q.add_argument("--source")
+    q.add_argument("--channel", type=int)
+    q.add_argument("--label")
+    q.add_argument("--since", help="ISO time or an age like 2h, 3d")
+    q.add_argument("--until", help="ISO time or an age like 2h, 3d")
+    q.add_argument("--limit", type=int, default=1000)
+    q.add_argument("--json", action="store_true", help="one JSON array")
+
+    p = sub.add_parser("projections", help="maintain the SQL read models")
+    psub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    psub.add_parser("rebuild", help="truncate the projections and replay every event")
+
+    p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
+                       "that the model never saw, print the detections from SQL")
+    p.add_argument("--keep", action="store_true", help="leave the stack running (default)")
+    p.add_argument("--down", action="store_true", help="stop the stack afterwards")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = CtlSettings()
+        handler = COMMANDS[args.command]
+        code = handler(settings, args)
+    except CliError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code)
+
+
+def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
+    from tidzam_ctl import commands
+
+    return {
+        "up": commands.up,
+        "down": commands.down,
+        "status": commands.status,
+        "check": commands.check,
+        "replay": commands.replay,
+        "query": commands.query,
+        "projections": commands.projections,
+        "demo": commands.demo,
+    }
+
+
+class _Lazy(dict[str, Callable[[CtlSettings, argparse.Namespace], int]]):
+    def __missing__(self, key: str) -> Callable[[CtlSettings, argparse.Namespace], int]:
+        self.update(_commands())
+        return self[key]
+
+
+COMMANDS = _Lazy()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Waiting for the pipeline to catch up: consumers drained, projections committed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from bus_schemas.streams import projection_consumer
+
+
+async def consumer_backlog(nc: Client, stream: str, durable: str) -> int | None:
+    """Messages not yet acked by a durable consumer (None if it does not exist)."""
+    try:
+        info = await nc.jetstream().consumer_info(stream, durable)
+    except NotFoundError:
+        return None
+    return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+
+async def wait_idle(nc: Client, durables: list[tuple[str, str]], timeout_s: float,
+                    settle_s: float = 1.0) -> bool:
+    """Wait until every durable has no backlog for ``settle_s``; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        backlogs = [await consumer_backlog(nc, s, d) for s, d in durables]
+        if all(b == 0 for b in backlogs):
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= settle_s:
+                return True
+        else:
+            quiet_since = None
+        await asyncio.sleep(0.2)
+    return False
+
+
+def pipeline_durables(model_id: str) -> list[tuple[str, str]]:
+    """The classifier, then the projections that follow it."""
+    from projections.service import PROJECTION, SUBSCRIPTIONS
+
+    durables = [("AUDIO", f"classifier-{model_id}")]
+    durables += [(spec.name, projection_consumer(PROJECTION, spec, filters).durable)
+                 for spec, filters in SUBSCRIPTIONS]
+    return durables

@@ -1,0 +1,36 @@
+"""The settings of ``tidzam_ctl`` (environment prefix ``TIDZAM_``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_home() -> Path:
+    """Per-user data directory: ``$XDG_DATA_HOME/tidzam`` or ``~/.local/share/tidzam``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tidzam"
+
+
+class CtlSettings(BaseSettings):
+    """Where the stack lives and which servers it talks to.
+
+    ``nats_url``/``database_url`` left unset: ``up`` starts embedded servers in
+    ``home``. Set them to use external servers instead.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    nats_url: SecretStr | None = None
+    database_url: SecretStr | None = None
+    model_dir: Path = REPO_ROOT / "models" / "selector"
+    sample_rate: int = 48_000
+    chunk_s: float = Field(1.0, gt=0.05, le=10.0)
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    classifiers: int = Field(1, ge=1, le=32)

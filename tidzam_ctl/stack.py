@@ -1,0 +1,276 @@
+"""Start, stop, inspect and heal the stack: embedded servers and Tidzam processes.
+
+Like the original ``tidzam start|stop|check``: every process has a pid file in
+``<home>/run`` (pid + start time, so a recycled pid is not mistaken for ours)
+and a log in ``<home>/logs``. ``check`` restarts whatever died while the stack
+is meant to be up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from tidzam_ctl.services.nats import NatsServer
+from tidzam_ctl.services.postgres import EmbeddedPostgres
+from tidzam_ctl.settings import CtlSettings
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or is not running."""
+
+
+@dataclass(frozen=True)
+class ProcSpec:
+    name: str
+    argv: list[str]
+
+
+@dataclass(frozen=True)
+class ProcState:
+    name: str
+    pid: int | None
+    state: str  # running | stopped | dead
+    log: str
+
+
+class Stack:
+    def __init__(self, settings: CtlSettings) -> None:
+        self.settings = settings
+        self.home = settings.home.expanduser().absolute()
+        self.run_dir = self.home / "run"
+        self.log_dir = self.home / "logs"
+        self.desired = self.home / "stack.json"
+        self.embedded_nats = settings.nats_url is None
+        self.nats = NatsServer.load(self.home) if self.embedded_nats else None
+        self.pg = None if settings.database_url else EmbeddedPostgres(self.home / "postgres")
+
+    # ------------------------------------------------------------------ urls
+
+    @property
+    def nats_url(self) -> str:
+        if self.settings.nats_url:
+            return self.settings.nats_url.get_secret_value()
+        if self.nats is None:
+            raise StackError(f"no NATS server set up in {self.home}: run `tidzam_ctl up`")
+        return self.nats.url
+
+    @property
+    def database_url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url.get_secret_value()
+        assert self.pg is not None
+        return self.pg.url
+
+    def public_urls(self) -> dict[str, str]:
+        """Service URLs without credentials, for status output."""
+        urls = {}
+        if not self.embedded_nats or self.nats is not None:
+            urls["nats"] = _strip_credentials(self.nats_url)
+        if self.pg is None or self.pg.initialized:
+            urls["postgres"] = _strip_credentials(self.database_url)
+        return urls
+
+    # ------------------------------------------------------------- processes
+
+    def processes(self) -> list[ProcSpec]:
+        py = sys.executable
+        procs = [ProcSpec(f"classifier-{i}", [py, "-m", "consumers.classifier_service"])
+                 for i in range(self.settings.classifiers)]
+        procs.append(ProcSpec("projector", [py, "-m", "projections.service"]))
+        return procs
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "TIDZAM_HOME": str(self.home),
+            "TIDZAM_NATS_URL": self.nats_url,
+            "TIDZAM_DATABASE_URL": self.database_url,
+            "TIDZAM_MODEL_DIR": str(self.settings.model_dir),
+            "TIDZAM_OVERLAP": str(self.settings.overlap),
+        })
+        return env
+
+    # -------------------------------------------------------------- commands
+
+    def up(self) -> None:
+        """Start what is not running: servers first, then the processes."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        for d in (self.run_dir, self.log_dir):
+            d.mkdir(exist_ok=True)
+        self._start_nats()
+        self._start_postgres()
+        self._ensure_streams()
+        started = []
+        for spec in self.processes():
+            if self._state_of(spec.name).state != "running":
+                self._spawn(spec)
+                started.append(spec.name)
+        self.desired.write_text(json.dumps({"up": True, "since": time.time()}))
+        self._verify_alive(started)
+
+    def _verify_alive(self, names: list[str], grace_s: float = 2.0) -> None:
+        """A process that dies right after its start (bad model, bad URL) is an error now."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            dead = [n for n in names if self._state_of(n).state != "running"]
+            if dead:
+                tail = (self.log_dir / f"{dead[0]}.log").read_text(errors="replace")
+                raise StackError(f"{dead[0]} exited at start; the end of its log:\n"
+                                 + "\n".join(tail.splitlines()[-15:]))
+
+    def down(self, timeout_s: float = 20.0) -> None:
+        """Stop the processes (SIGTERM, then SIGKILL), then the servers."""
+        if self.desired.exists():
+            self.desired.write_text(json.dumps({"up": False}))
+        for spec in self.processes():
+            self._terminate(spec.name, timeout_s)
+        if self.embedded_nats:
+            self._terminate("nats", timeout_s)
+        if self.pg is not None and self.pg.initialized:
+            self.pg.stop()
+
+    def check(self) -> list[str]:
+        """Restart every process (and embedded server) that died; returns their names."""
+        if not self.is_meant_up():
+            return []
+        restarted: list[str] = []
+        if self.embedded_nats and self._state_of("nats").state != "running":
+            self._start_nats()
+            restarted.append("nats")
+        if self.pg is not None and not self.pg.status().running:
+            self._start_postgres()
+            restarted.append("postgres")
+        for spec in self.processes():
+            if self._state_of(spec.name).state != "running":
+                self._spawn(spec)
+                restarted.append(spec.name)
+        return restarted
+
+    def is_meant_up(self) -> bool:
+        if not self.desired.exists():
+            return False
+        return bool(json.loads(self.desired.read_text()).get("up"))
+
+    def status(self) -> dict[str, Any]:
+        procs: list[ProcState] = []
+        if self.embedded_nats:
+            procs.append(self._state_of("nats"))
+        if self.pg is not None:
+            st = self.pg.status()
+            procs.append(ProcState("postgres", st.pid if st.running else None,
+                                   "running" if st.running else "stopped",
+                                   str(self.pg.log_file)))
+        procs.extend(self._state_of(spec.name) for spec in self.processes())
+        return {
+            "home": str(self.home),
+            "up": self.is_meant_up(),
+            "processes": [p.__dict__ for p in procs],
+            "services": self.public_urls(),
+        }
+
+    def pid_of(self, name: str) -> int | None:
+        return self._state_of(name).pid
+
+    # ------------------------------------------------------------ internals
+
+    def _start_nats(self) -> None:
+        if not self.embedded_nats or self._state_of("nats").state == "running":
+            return
+        self.nats = NatsServer.load_or_init(self.home)
+        proc = self.nats.spawn()
+        self._write_pid("nats", proc.pid)
+        self.nats.wait_ready(proc)
+
+    def _start_postgres(self) -> None:
+        if self.pg is None:
+            return
+        self.pg.init()
+        self.pg.start()
+
+    def _ensure_streams(self) -> None:
+        import asyncio
+
+        from producers.bus import connect, ensure_streams
+
+        async def go() -> None:
+            nc = await connect(self.nats_url, "tidzam_ctl")
+            try:
+                await ensure_streams(nc.jetstream())
+            finally:
+                await nc.close()
+
+        asyncio.run(go())
+
+    def _spawn(self, spec: ProcSpec) -> None:
+        logf = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - child's stdout
+        proc = subprocess.Popen(spec.argv, stdout=logf, stderr=subprocess.STDOUT,
+                                env=self.child_env(), cwd=str(self.home),
+                                start_new_session=True)
+        logf.close()
+        self._write_pid(spec.name, proc.pid)
+        log.info("started %s (pid %d)", spec.name, proc.pid)
+
+    def _write_pid(self, name: str, pid: int) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        created = psutil.Process(pid).create_time()
+        (self.run_dir / f"{name}.pid").write_text(json.dumps({"pid": pid, "created": created}))
+
+    def _state_of(self, name: str) -> ProcState:
+        logfile = str(self.log_dir / f"{name}.log")
+        pidfile = self.run_dir / f"{name}.pid"
+        if not pidfile.exists():
+            return ProcState(name, None, "stopped", logfile)
+        data = json.loads(pidfile.read_text())
+        pid = int(data["pid"])
+        try:
+            proc = psutil.Process(pid)
+            alive = (abs(proc.create_time() - float(data["created"])) < 1.0
+                     and proc.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            alive = False
+        if alive:
+            return ProcState(name, pid, "running", logfile)
+        meant = self.is_meant_up()
+        return ProcState(name, None, "dead" if meant else "stopped", logfile)
+
+    def stop_process(self, name: str, timeout_s: float = 20.0) -> None:
+        """SIGTERM one process (the batch in hand finishes), SIGKILL after the timeout."""
+        self._terminate(name, timeout_s)
+
+    def _terminate(self, name: str, timeout_s: float) -> None:
+        state = self._state_of(name)
+        if state.pid is None:
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            return
+        try:
+            proc = psutil.Process(state.pid)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except psutil.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s: killing it", name, timeout_s)
+                proc.kill()
+                proc.wait(5)
+        except psutil.NoSuchProcess:
+            pass
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+
+
+def _strip_credentials(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{rest.rsplit('@', 1)[1]}"
