@@ -38,10 +38,17 @@ F32 = npt.NDArray[np.float32]
 class Scorer(Protocol):
     """A loaded model: feature params in, full score vectors out."""
 
-    model_id: str
-    version: str
-    labels: tuple[str, ...]
-    features: FeatureParams
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def features(self) -> FeatureParams: ...
 
     def predict(self, features: F32) -> F32:
         """features (N, frames, mels) float32 → scores (N, len(labels)) float32."""

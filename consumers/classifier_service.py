@@ -15,9 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier import Classifier
-from consumers.model_scorer import TfliteScorer
 from consumers.runner import ConsumerRunner
 from consumers.signals import stop_event_on_signals
+from learning.inference import TfliteModel
 from producers.bus import connect, ensure_streams
 from producers.publisher import Publisher
 
@@ -37,7 +37,7 @@ class ClassifierSettings(BaseSettings):
 
 
 async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
-    scorer = TfliteScorer.load(settings.model_dir, threads=settings.threads)
+    scorer = TfliteModel(settings.model_dir, num_threads=settings.threads)
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-classifier")
     await ensure_streams(nc.jetstream())
     classifier = Classifier(nc, scorer, Publisher(nc.jetstream()), overlap=settings.overlap)

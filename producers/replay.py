@@ -84,8 +84,15 @@ def plan(paths: Iterable[Path], source: str | None = None,
         else:
             mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC) if path.exists() else None
             items.append(ReplayItem(path, name, None if earlier and source else mtime))
-    items.sort(key=lambda it: (it.source, it.start or datetime.min.replace(tzinfo=UTC)))
-    return items
+    by_source: dict[str, list[ReplayItem]] = {}
+    for item in items:
+        by_source.setdefault(item.source, []).append(item)
+    ordered: list[ReplayItem] = []
+    for group in by_source.values():
+        if all(it.start is not None for it in group):  # archives: by their time
+            group.sort(key=lambda it: it.start or datetime.min.replace(tzinfo=UTC))
+        ordered.extend(group)  # otherwise in the given order, one after the other
+    return ordered
 
 
 _END = object()

@@ -126,7 +126,8 @@ def detection_rows(event: Prediction) -> list[tuple[Any, ...]]:
 # ------------------------------------------------------------------- writers
 
 _TEMP_TABLES = """
-CREATE TEMP TABLE IF NOT EXISTS tidzam_predictions_in (LIKE predictions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tidzam_predictions_in (LIKE predictions INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tidzam_detections_in (LIKE detections) ON COMMIT DELETE ROWS;
 """
 

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     psub.add_parser("rebuild", help="truncate the projections and replay every event")
 
+    p = sub.add_parser("psql", help="open psql on the projections database",
+                       description="Run psql (or print the connection URL, password "
+                       "included, with --url) for the stack's PostgreSQL.")
+    p.add_argument("--url", action="store_true", help="print the URL instead of running psql")
+    p.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
+
     p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
                        "that the model never saw, print the detections from SQL")
     p.add_argument("--keep", action="store_true", help="leave the stack running (default)")
@@ -100,6 +106,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "query": commands.query,
         "projections": commands.projections,
         "demo": commands.demo,
+        "psql": commands.psql,
     }
 
 

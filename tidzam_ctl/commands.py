@@ -84,7 +84,6 @@ def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
     from producers.replay import plan
 
     stack = Stack(settings)
-    _require_bus(stack)
     try:
         start = parse_time(args.start) if args.start else None
         speed = None if args.speed == "max" else float(args.speed)
@@ -95,6 +94,7 @@ def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise CliError(f"no such file or folder: {', '.join(missing)}", EXIT_USAGE)
+    _require_bus(stack)
     items = plan(args.paths, source=args.source, start=start)
     if not items:
         raise CliError("no audio files found in the given folders", EXIT_USAGE)
@@ -243,6 +243,24 @@ async def _rebuild(stack: Stack) -> None:
                 raise CliError("the rebuild did not finish within an hour")
     finally:
         await nc.drain()
+
+
+# --------------------------------------------------------------------- psql
+
+
+def psql(settings: CtlSettings, args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    url = Stack(settings).database_url
+    if args.url:
+        out.print(url, highlight=False)
+        return EXIT_OK
+    exe = shutil.which("psql")
+    if exe is None:
+        raise CliError("psql is not installed (Debian: postgresql-client); "
+                       "`tidzam_ctl psql --url` prints the URL for another client")
+    os.execv(exe, [exe, url, *args.psql_args])
 
 
 # --------------------------------------------------------------------- demo

@@ -1,0 +1,94 @@
+"""Fast unit tests of the chunker, replay planning and time parsing."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from learning.audio_stream import AudioDecodeError, decode_all, parse_archive_name
+from producers.chunker import Chunker
+from producers.replay import plan, source_name
+from tests.audio_files import write_wav
+from tidzam_ctl.timeparse import parse_time
+
+
+def test_chunker_is_gapless_and_marks_the_final_chunk() -> None:
+    chunker = Chunker("s", (0, 1), 1000, origin_ns=5_000_000_000, chunk_samples=400)
+    rng = np.random.default_rng(1)
+    chunks = []
+    for n in (130, 700, 1, 333, 90):
+        chunks += [c for group in chunker.push(rng.uniform(-1, 1, (2, n)).astype(np.float32))
+                   for c in group]
+    chunks += chunker.finish()
+    ch0 = [c for c in chunks if c.channel == 0]
+    assert [c.seq for c in ch0] == list(range(len(ch0)))
+    assert sum(c.n_samples for c in ch0) == 130 + 700 + 1 + 333 + 90
+    for a, b in zip(ch0, ch0[1:], strict=False):
+        assert b.first_sample == a.end_sample
+        assert b.start_ns == 5_000_000_000 + b.first_sample * 1_000_000
+    assert [c.final for c in ch0] == [False] * (len(ch0) - 1) + [True]
+    assert all(c.n_samples == 400 for c in ch0[:-1])
+
+
+def test_an_empty_source_still_ends_with_a_final_chunk() -> None:
+    final = Chunker("s", (0,), 1000, 0, 100).finish()
+    assert len(final) == 1 and final[0].final and final[0].n_samples == 0
+
+
+def test_plan_orders_archives_by_time_and_names_sources(tmp_path: Path) -> None:
+    for name in ("herring-2017-05-01-14-00-00.wav", "herring-2017-05-01-13-00-00.wav",
+                 "My Field Recording!.wav"):
+        write_wav(tmp_path / name, 0.1)
+    (tmp_path / "notes.txt").write_text("x")
+    items = plan([tmp_path])
+    assert [(i.source, i.start) for i in items if i.source == "herring"] == [
+        ("herring", datetime(2017, 5, 1, 13, tzinfo=UTC)),
+        ("herring", datetime(2017, 5, 1, 14, tzinfo=UTC))]
+    other = [i for i in items if i.source != "herring"]
+    assert other[0].source == "My_Field_Recording"
+    assert source_name("...") == "source"
+
+
+def test_files_under_one_source_follow_each_other(tmp_path: Path) -> None:
+    a, b = write_wav(tmp_path / "a.wav", 0.1), write_wav(tmp_path / "b.wav", 0.1)
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    items = plan([a, b], source="x", start=start)
+    assert [i.start for i in items] == [start, None]  # b continues after a
+
+
+def test_archive_names() -> None:
+    assert parse_archive_name("impoundment-2017-05-01-13-00-00.opus") == (
+        "impoundment", datetime(2017, 5, 1, 13, tzinfo=UTC))
+    assert parse_archive_name("a-b-2017-05-01-13-00-00.ogg") == (
+        "a-b", datetime(2017, 5, 1, 13, tzinfo=UTC))
+    assert parse_archive_name("plain.ogg") is None
+
+
+def test_decoding_resamples_and_keeps_channels(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "x.wav", 1.0, rate=22_050, channels=3)
+    audio, info = decode_all(wav, 48_000)
+    assert info.channels == 3 and info.original_rate == 22_050
+    assert audio.shape[0] == 3 and abs(audio.shape[1] - 48_000) < 200
+    assert audio.dtype == np.float32
+
+
+def test_corrupt_files_raise_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ogg"
+    bad.write_bytes(b"OggS" + os.urandom(500))
+    with pytest.raises(AudioDecodeError, match="cannot decode .*bad.ogg"):
+        decode_all(bad, 48_000)
+    with pytest.raises(AudioDecodeError, match="no such file"):
+        decode_all(tmp_path / "missing.wav", 48_000)
+
+
+def test_parse_time() -> None:
+    now = datetime(2026, 1, 2, 12, tzinfo=UTC)
+    assert parse_time("2h", now) == datetime(2026, 1, 2, 10, tzinfo=UTC)
+    assert parse_time("2017-05-01T13:00:00") == datetime(2017, 5, 1, 13, tzinfo=UTC)
+    assert parse_time("2017-05-01T13:00:00+02:00").utcoffset() is not None
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time("yesterday")
