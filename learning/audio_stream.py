@@ -37,6 +37,10 @@ class AudioDecodeError(RuntimeError):
         self.location = location
         self.reason = reason
 
+    @property
+    def path(self) -> str:
+        return self.location
+
 
 @dataclass(frozen=True)
 class StreamInfo:
@@ -84,6 +88,9 @@ class AudioStream:
                     if self._stream.duration and self._stream.time_base else None)
         self.info = StreamInfo(channels=codec.channels, original_rate=codec.sample_rate or 0,
                                codec=codec.name, duration_s=duration)
+        if self.info.original_rate <= 0:
+            self._container.close()
+            raise AudioDecodeError(self.location, "the audio stream declares no sample rate")
         if self.info.channels < 1:
             raise AudioDecodeError(self.location, "the audio stream has no channels")
 
@@ -101,10 +108,18 @@ class AudioStream:
         if seconds > 0:
             self._container.seek(int(seconds * 1_000_000), any_frame=False)
 
+    def _layout(self) -> av.AudioLayout | int:
+        """The stream's channel layout, or a plain channel count when FFmpeg has none
+        that matches (many-channel Opus, odd WAVs)."""
+        layout = self._stream.codec_context.layout
+        if layout is not None and layout.nb_channels == self.info.channels:
+            return layout
+        return self.info.channels
+
     def blocks(self) -> Iterator[F32]:
         """Float32 blocks of shape (channels, n) at ``sample_rate``, in stream order."""
         channels = self.info.channels
-        resampler = av.AudioResampler(format="fltp", layout=self._stream.layout,
+        resampler = av.AudioResampler(format="fltp", layout=self._layout(),
                                       rate=self.sample_rate)
         try:
             for frame in self._container.decode(self._stream):
@@ -135,3 +150,11 @@ def decode_all(location: str | Path, sample_rate: int) -> tuple[F32, StreamInfo]
         if not blocks:
             raise AudioDecodeError(str(location), "no audio samples in it")
         return np.concatenate(blocks, axis=1), stream.info
+
+
+def decode_file(path: str | Path, sample_rate: int = 48_000) -> tuple[F32, int]:
+    """The whole file as float32 (channels, n) at ``sample_rate``, and its own rate in Hz."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    audio, info = decode_all(path, sample_rate)
+    return audio, info.original_rate

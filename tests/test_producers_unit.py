@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ def test_chunker_is_gapless_and_marks_the_final_chunk() -> None:
     ch0 = [c for c in chunks if c.channel == 0]
     assert [c.seq for c in ch0] == list(range(len(ch0)))
     assert sum(c.n_samples for c in ch0) == 130 + 700 + 1 + 333 + 90
-    for a, b in zip(ch0, ch0[1:], strict=False):
+    for a, b in itertools.pairwise(ch0):
         assert b.first_sample == a.end_sample
         assert b.start_ns == 5_000_000_000 + b.first_sample * 1_000_000
     assert [c.final for c in ch0] == [False] * (len(ch0) - 1) + [True]
@@ -79,7 +80,7 @@ def test_decoding_resamples_and_keeps_channels(tmp_path: Path) -> None:
 def test_corrupt_files_raise_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.ogg"
     bad.write_bytes(b"OggS" + os.urandom(500))
-    with pytest.raises(AudioDecodeError, match="cannot decode .*bad.ogg"):
+    with pytest.raises(AudioDecodeError, match=r"cannot decode .*bad\.ogg"):
         decode_all(bad, 48_000)
     with pytest.raises(AudioDecodeError, match="no such file"):
         decode_all(tmp_path / "missing.wav", 48_000)

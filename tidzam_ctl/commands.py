@@ -130,7 +130,7 @@ async def _replay(stack: Stack, items: list[Any], speed: float | None, wait: boo
     try:
         await ensure_streams(nc.jetstream())
         with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.completed:.0f}/{task.total:.0f} s of audio"),
+                      TextColumn("{task.completed:.0f} s of audio"),
                       TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("replaying", total=total or None)
             replayer = Replayer(Publisher(nc.jetstream()), sample_rate=stack.settings.sample_rate,

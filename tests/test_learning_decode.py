@@ -1,0 +1,86 @@
+"""learning.audio_stream.decode_file: whole-file decoding to float32 planar at 48 kHz."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from learning.audio_stream import AudioDecodeError, decode_file
+
+
+def _tones(rate: int, seconds: float, freqs: tuple[float, ...]) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return np.stack([0.5 * np.sin(2 * np.pi * f * t) for f in freqs]).astype(np.float32)
+
+
+def _peak_hz(signal: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(signal))
+    return float(np.fft.rfftfreq(signal.shape[0], 1 / rate)[int(np.argmax(spectrum))])
+
+
+def _write_wav(path: Path, data: np.ndarray, rate: int) -> Path:
+    pcm = (np.clip(data.T, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(data.shape[0])
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def _write_ogg_vorbis(path: Path, data: np.ndarray, rate: int) -> Path:
+    with av.open(str(path), "w", format="ogg") as out:
+        stream = out.add_stream("vorbis", rate=rate, options={"strict": "experimental"})
+        stream.layout = "stereo"
+        frame = av.AudioFrame.from_ndarray(data, format="fltp", layout="stereo")
+        frame.sample_rate = rate
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_wav_stereo_is_resampled_to_48k_planar(tmp_path: Path) -> None:
+    path = _write_wav(tmp_path / "tones.wav", _tones(22_050, 1.0, (1000.0, 3000.0)), 22_050)
+    audio, rate = decode_file(path)
+    assert rate == 22_050
+    assert audio.dtype == np.float32
+    assert audio.shape[0] == 2
+    assert abs(audio.shape[1] - 48_000) <= 64
+    assert _peak_hz(audio[0], 48_000) == pytest.approx(1000.0, abs=2.0)
+    assert _peak_hz(audio[1], 48_000) == pytest.approx(3000.0, abs=2.0)
+    assert 0.3 < float(np.abs(audio).max()) <= 0.55
+
+
+def test_ogg_vorbis_decodes(tmp_path: Path) -> None:
+    path = _write_ogg_vorbis(tmp_path / "tones.ogg", _tones(44_100, 1.0, (500.0, 2000.0)),
+                             44_100)
+    audio, rate = decode_file(path, sample_rate=16_000)
+    assert rate == 44_100
+    assert audio.shape[0] == 2
+    assert abs(audio.shape[1] - 16_000) < 400
+    assert _peak_hz(audio[1], 16_000) == pytest.approx(2000.0, abs=3.0)
+
+
+def test_corrupt_file_raises_audio_decode_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.ogg"
+    bad.write_bytes(b"OggS" + bytes(range(256)) * 8)
+    with pytest.raises(AudioDecodeError) as info:
+        decode_file(bad)
+    assert info.value.path == str(bad)
+    assert "broken.ogg" in str(info.value)
+
+
+def test_text_file_and_missing_file_raise(tmp_path: Path) -> None:
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 50)
+    with pytest.raises(AudioDecodeError):
+        decode_file(text)
+    with pytest.raises(AudioDecodeError, match=r"(?i)no such file"):
+        decode_file(tmp_path / "absent.wav")
