@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import statistics
 import tempfile
 import threading
@@ -130,7 +131,10 @@ async def replay_and_wait(stack: Stack, wav: Path, speed: float | None,
     return t0, t_pub
 
 
-async def latencies(stack: Stack, published: dict[int, float], chunk_s: float) -> list[float]:
+async def latencies(stack: Stack, published: dict[int, float],
+                    chunk_s: float) -> tuple[list[float], float]:
+    """Per window: its committed row's time minus the publish time of the chunk holding
+    the window's end; and the time the last row was committed."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
@@ -139,10 +143,12 @@ async def latencies(stack: Stack, published: dict[int, float], chunk_s: float) -
             "extract(epoch FROM projected_at) FROM predictions WHERE source = 'bench'", (START,))
         rows = await cur.fetchall()
     out = []
+    last = 0.0
     for end_offset, projected in rows:
         chunk = min(int(float(end_offset) / chunk_s - 1e-9), max(published))
         out.append(float(projected) - published[chunk])
-    return out
+        last = max(last, float(projected))
+    return out, last
 
 
 def main() -> None:
@@ -173,11 +179,10 @@ def main() -> None:
             me = psutil.Process()
             cpu0 = sum(me.cpu_times()[:2])
             t0, t_pub = asyncio.run(replay_and_wait(stack, wav, speed, published))
-            t_end = time.time()
             sampler.stop.set()
             sampler.join()
             replay_cpu = sum(me.cpu_times()[:2]) - cpu0
-            lat = asyncio.run(latencies(stack, published, stack.settings.chunk_s))
+            lat, t_end = asyncio.run(latencies(stack, published, stack.settings.chunk_s))
         finally:
             stack.down()
     wall = t_end - t0
@@ -193,9 +198,10 @@ def main() -> None:
         p50 = statistics.median(lat)
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
         print(f"latency publish -> committed row: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
-    print(f"{'process':<14}{'CPU s':>8}{'CPU %':>8}{'peak RSS MB':>13}")
+    print(f"{'process':<14}{'CPU s':>8}{'CPU %':>8}{'peak RSS MB':>13}"
+          "   (CPU % of one core over the wall time above)")
     print(f"{'replay':<14}{replay_cpu:>8.1f}{100 * replay_cpu / wall:>8.0f}"
-          f"{me.memory_info().rss / 2**20:>13.0f}")
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:>13.0f}")
     for name, u in sampler.usage.items():
         print(f"{name:<14}{u.cpu_s:>8.1f}{100 * u.cpu_s / wall:>8.0f}{u.peak_rss / 2**20:>13.0f}")
 

@@ -95,7 +95,7 @@ class ConsumerRunner:
         *,
         ordered: bool = False,
         poison_after: int = 5,
-        fetch_timeout_s: float = 1.0,
+        fetch_timeout_s: float = 0.2,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()

@@ -119,7 +119,9 @@ class AudioStream:
     def blocks(self) -> Iterator[F32]:
         """Float32 blocks of shape (channels, n) at ``sample_rate``, in stream order."""
         channels = self.info.channels
-        resampler = av.AudioResampler(format="fltp", layout=self._layout(),
+        # Packed (interleaved) float, not planar: PyAV's planar to_ndarray crashes
+        # the interpreter with 8 or more channels; one plane is safe at any count.
+        resampler = av.AudioResampler(format="flt", layout=self._layout(),
                                       rate=self.sample_rate)
         try:
             for frame in self._container.decode(self._stream):
@@ -132,10 +134,9 @@ class AudioStream:
 
 
 def _planar(array: npt.NDArray[np.generic], channels: int) -> F32:
-    block = np.asarray(array, dtype=np.float32)
-    if block.ndim == 1:
-        block = block.reshape(channels, -1)
-    return block
+    """A packed frame (1, n * channels) as float32 (channels, n)."""
+    packed = np.asarray(array, dtype=np.float32).reshape(-1, channels)
+    return np.ascontiguousarray(packed.T)
 
 
 def _reason(exc: BaseException) -> str:

@@ -137,3 +137,11 @@ async def _estimate(conn: AsyncConnection[Any], table: str, timescale: bool) -> 
         )
     row = await cur.fetchone()
     return int(row[0]) if row is not None and row[0] is not None else None
+
+
+async def decisions(conn: AsyncConnection[Any], source: str) -> dict[str, int]:
+    """How many windows of a source got each decision (``unknown`` included)."""
+    cur = await conn.execute(
+        "SELECT result[1] AS decision, count(*) FROM predictions WHERE source = %s "
+        "GROUP BY 1 ORDER BY 2 DESC", (source,))
+    return {str(label): int(n) for label, n in await cur.fetchall()}

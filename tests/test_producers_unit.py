@@ -93,3 +93,21 @@ def test_parse_time() -> None:
     assert parse_time("2017-05-01T13:00:00+02:00").utcoffset() is not None
     with pytest.raises(ValueError, match="not a time"):
         parse_time("yesterday")
+
+
+def test_many_channels_decode_in_order(tmp_path: Path) -> None:
+    """12 channels (PyAV's planar path crashes from 8 up): channel k keeps its own level."""
+    import wave
+
+    n, channels = 4800, 12
+    data = np.tile((np.arange(channels) + 1) * 1000, (n, 1)).astype("<i2")
+    path = tmp_path / "twelve.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(data.tobytes())
+    audio, info = decode_all(path, 48_000)
+    assert info.channels == channels and audio.shape[0] == channels
+    levels = audio[:, 2000:-2000].mean(axis=1) * 32768
+    assert np.allclose(levels, (np.arange(channels) + 1) * 1000, rtol=0.01)

@@ -63,8 +63,7 @@ def run_demo(settings: CtlSettings, stop_after: bool = False) -> int:
     manifest = CorpusManifest.load(settings.model_dir / "corpus.json")
     files = pick_files(manifest)
     console.print(f"2/4 fetching {len(files)} held-out recordings (never seen in training)")
-    paths = fetch(files, default_cache_dir() if settings.home is None else
-                  settings.home / "corpus")
+    paths = fetch(files, default_cache_dir())
     items = [ReplayItem(paths[f.sha256], f"demo-{f.label}", DEMO_START + timedelta(hours=i))
              for i, f in enumerate(files)]
     console.print("3/4 replaying them through the bus; classifying; projecting into SQL")
@@ -76,8 +75,8 @@ def run_demo(settings: CtlSettings, stop_after: bool = False) -> int:
     correct, total = _print_summary(stack, files)
     out.print(f"\n{correct}/{total} windows labelled with their recording's class "
               f"({100.0 * correct / max(total, 1):.0f} %).")
-    out.print("More: `.venv/bin/tidzam_ctl query detections --source demo-rain`, or psql with "
-              "the URL from `.venv/bin/tidzam_ctl status` (see the README's SQL).")
+    out.print("More: `.venv/bin/tidzam_ctl query detections --source demo-rain`, or "
+              "`.venv/bin/tidzam_ctl psql` and the README's SQL.")
     if stop_after:
         stack.down()
     else:
@@ -88,19 +87,26 @@ def run_demo(settings: CtlSettings, stop_after: bool = False) -> int:
 
 
 def _print_summary(stack: Stack, files: list[CorpusFile]) -> tuple[int, int]:
-    from tidzam_ctl.commands import _detections_of
-
-    table = Table(title="What Tidzam heard (from SQL)")
-    for col in ("source", "truth", "recording", "windows", "detected labels (count)"):
+    table = Table(title="What Tidzam heard (read back from SQL)")
+    for col in ("source", "truth", "recording", "windows", "decisions (count)"):
         table.add_column(col)
     correct = total = 0
+    counts_by_source = asyncio.run(_decisions(stack, [f"demo-{f.label}" for f in files]))
     for f in files:
-        rows = _detections_of(stack, f"demo-{f.label}")
-        counts = Counter(r.label for r in rows)
+        counts = Counter(counts_by_source[f"demo-{f.label}"])
         correct += counts.get(f.label, 0)
-        total += len(rows)
+        total += sum(counts.values())
         top = ", ".join(f"{label} ({n})" for label, n in counts.most_common(4))
         table.add_row(f"demo-{f.label}", f.label, f"{f.package}:{Path(f.path).name}",
-                      str(len(rows)), top or "-")
+                      str(sum(counts.values())), top or "-")
     out.print(table)
     return correct, total
+
+
+async def _decisions(stack: Stack, sources: list[str]) -> dict[str, dict[str, int]]:
+    import psycopg
+
+    from projections import queries
+
+    async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
+        return {source: await queries.decisions(conn, source) for source in sources}
