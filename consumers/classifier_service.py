@@ -47,6 +47,8 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
              classifier.hop)
     await ConsumerRunner(nc, spec, classifier.handle).run(stop)
     await nc.drain()
+    log.info("classifier drained after %d chunks, %d windows: exiting",
+             classifier.stats.chunks, classifier.stats.windows)
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ async def run(settings: ProjectorSettings, stop: asyncio.Event) -> None:
         log.info("projector running")
         await asyncio.gather(*(r.run(stop) for r in runners))
     await nc.drain()
+    log.info("projector drained after %d batches: exiting", sum(r.stats.batches for r in runners))
 
 
 def main() -> None:

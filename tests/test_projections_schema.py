@@ -190,7 +190,9 @@ async def test_latest_detections_of_an_empty_table(pg_pool: Pool) -> None:
 
 
 def readme_queries() -> list[str]:
-    return re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    """Every SQL block of projections/README.md and of the project's README.md."""
+    texts = [README.read_text(), (README.parents[1] / "README.md").read_text()]
+    return [q for text in texts for q in re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)]
 
 
 def test_the_readme_has_queries() -> None:

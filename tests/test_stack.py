@@ -31,6 +31,9 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
         assert sa["services"]["postgres"] != sb["services"]["postgres"]
     for home in (a, b):
         assert {p["state"] for p in _status(home)["processes"]} == {"stopped"}
+        # SIGTERM let each process finish its batch and drain, not a kill
+        assert "classifier drained" in (home / "logs" / "classifier-0.log").read_text()
+        assert "projector drained" in (home / "logs" / "projector.log").read_text()
 
 
 def test_check_restarts_what_died(tmp_path: Path) -> None:
@@ -52,3 +55,14 @@ def test_status_without_a_stack_says_stopped(tmp_path: Path) -> None:
     done = ctl(tmp_path / "none", "status", "--json")
     assert done.returncode == 0
     assert {p["state"] for p in json.loads(done.stdout)["processes"]} == {"stopped"}
+
+
+def test_external_servers_are_used_when_configured(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "servers") as servers:
+        external = {"nats_url": servers.nats_url, "database_url": servers.database_url}
+        with running_stack(tmp_path / "workers", **external) as workers:
+            names = [p["name"] for p in workers.status()["processes"]]
+            assert names == ["classifier-0", "projector"]  # no servers of its own
+            assert workers.status()["services"]["nats"] == servers.public_urls()["nats"]
+            assert not (tmp_path / "workers" / "nats").exists()
+            assert not (tmp_path / "workers" / "postgres").exists()

@@ -8,12 +8,23 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 
+from learning.audio_stream import AudioDecodeError
+from producers.bus import BusError
+from producers.publisher import PublishError
 from tidzam_ctl.errors import CliError
+from tidzam_ctl.services.nats import NatsServerError
+from tidzam_ctl.services.postgres import PostgresError
 from tidzam_ctl.settings import CtlSettings
+from tidzam_ctl.stack import StackError
 
 console = Console(stderr=True)
+
+# Errors at a boundary whose message tells the user what to do: no traceback.
+PROJECT_ERRORS = (StackError, PostgresError, NatsServerError, BusError, PublishError,
+                  AudioDecodeError, ValidationError)
 out = Console()
 
 
@@ -89,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except CliError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(exc.code)
+    except PROJECT_ERRORS as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)

@@ -70,7 +70,8 @@ class Stack:
     def database_url(self) -> str:
         if self.settings.database_url:
             return self.settings.database_url.get_secret_value()
-        assert self.pg is not None
+        if self.pg is None or not self.pg.initialized:
+            raise StackError(f"no PostgreSQL set up in {self.home}: run `tidzam_ctl up`")
         return self.pg.url
 
     def public_urls(self) -> dict[str, str]:
@@ -93,6 +94,10 @@ class Stack:
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # One BLAS thread per process: scale by processes (more classifiers), not by
+        # threads; several processes each spinning a BLAS pool on 2 cores collapse.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")
         env.update({
             "TIDZAM_HOME": str(self.home),
             "TIDZAM_NATS_URL": self.nats_url,
@@ -258,15 +263,30 @@ class Stack:
         try:
             proc = psutil.Process(state.pid)
             proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except psutil.TimeoutExpired:
+            if not _wait_gone(proc, timeout_s):
                 log.warning("%s did not stop in %.0f s: killing it", name, timeout_s)
                 proc.kill()
-                proc.wait(5)
+                _wait_gone(proc, 5.0)
         except psutil.NoSuchProcess:
             pass
         (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+
+
+def _wait_gone(proc: psutil.Process, timeout_s: float) -> bool:
+    """Wait until the process exited. Its parent may be another program that never
+    reaps it (``up`` ran elsewhere), so a zombie counts as gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+            proc.wait(0.1)
+            return True
+        except psutil.TimeoutExpired:
+            continue
+        except psutil.NoSuchProcess:
+            return True
+    return False
 
 
 def _strip_credentials(url: str) -> str:
