@@ -15,8 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier import Classifier
+from consumers.process import run_process
 from consumers.runner import ConsumerRunner
-from consumers.signals import stop_event_on_signals
 from learning.inference import TfliteModel
 from producers.bus import connect, ensure_streams
 from producers.publisher import Publisher
@@ -52,13 +52,8 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = ClassifierSettings()
-
-    async def go() -> None:
-        await run(settings, stop_event_on_signals())
-
-    asyncio.run(go())
+    run_process(lambda stop: run(settings, stop))
 
 
 if __name__ == "__main__":

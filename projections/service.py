@@ -19,8 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus_schemas import subjects
 from bus_schemas.streams import CONTROL, EVENTS, StreamSpec, projection_consumer
+from consumers.process import run_process
 from consumers.runner import Ack, ConsumerRunner, Delivery, Handler, Outcome, TransientError
-from consumers.signals import stop_event_on_signals
 from producers.bus import connect, ensure_streams
 from projections.migrate import migrate
 from projections.store import ProjectionStore
@@ -74,13 +74,8 @@ async def run(settings: ProjectorSettings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = ProjectorSettings()
-
-    async def go() -> None:
-        await run(settings, stop_event_on_signals())
-
-    asyncio.run(go())
+    run_process(lambda stop: run(settings, stop))
 
 
 if __name__ == "__main__":
