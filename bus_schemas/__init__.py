@@ -27,8 +27,10 @@ from bus_schemas.events import (
     Prediction,
     SampleExtracted,
     SampleLabelled,
+    SourceAdded,
     SourceFailed,
     SourceLoaded,
+    SourceRemoved,
     SourceUnloaded,
 )
 
@@ -51,8 +53,10 @@ __all__ = [
     "Prediction",
     "SampleExtracted",
     "SampleLabelled",
+    "SourceAdded",
     "SourceFailed",
     "SourceLoaded",
+    "SourceRemoved",
     "SourceUnloaded",
     "decode",
     "encode",

@@ -234,6 +234,44 @@ class MixerApplied(Event):
 # ------------------------------------------------------------------------ control
 
 
+class SourceAdded(Event):
+    """A user wants this source loaded (the desired state; ``SourceLoaded`` is the actual).
+
+    ``location`` is a path or URL (http, https, rtsp, icecast). ``channels`` selects
+    channels (empty: all). ``permanent`` sources are reloaded after a failure or an
+    end, with backoff. ``database`` is a folder of archive files
+    ``<name>-YYYY-MM-DD-HH-MM-SS.ext``; with ``date`` the source plays the archive
+    from that instant on, and the live ``location`` once the archive is exhausted.
+    """
+
+    event_type: ClassVar[str] = "SourceAdded"
+
+    source: Token
+    kind: Literal["file", "url", "jack", "live", "archive"]
+    location: str
+    channels: tuple[int, ...] = ()
+    permanent: bool = False
+    database: str = ""
+    date_ns: TimeNs | None = None
+    format: Literal["ogg", "copy"] = "ogg"
+    at_ns: TimeNs
+
+    def msg_id(self) -> str:
+        return f"ctl.source.added.{self.source}.{self.at_ns}"
+
+
+class SourceRemoved(Event):
+    """A user wants this source stopped and forgotten."""
+
+    event_type: ClassVar[str] = "SourceRemoved"
+
+    source: Token
+    at_ns: TimeNs
+
+    def msg_id(self) -> str:
+        return f"ctl.source.removed.{self.source}.{self.at_ns}"
+
+
 class SourceLoaded(Event):
     """A source started publishing audio."""
 
@@ -364,6 +402,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ChannelHealth,
         MixerCommand,
         MixerApplied,
+        SourceAdded,
+        SourceRemoved,
         SourceLoaded,
         SourceUnloaded,
         SourceFailed,

@@ -15,8 +15,10 @@ from bus_schemas.events import (
     Prediction,
     SampleExtracted,
     SampleLabelled,
+    SourceAdded,
     SourceFailed,
     SourceLoaded,
+    SourceRemoved,
     SourceUnloaded,
 )
 
@@ -65,7 +67,7 @@ def subject_for(event: Event) -> str:
             return f"{PREFIX}.mixer.cmd.{event.source}.{event.channel}"
         case MixerApplied():
             return f"{PREFIX}.mixer.applied.{event.source}.{event.channel}"
-        case SourceLoaded() | SourceUnloaded() | SourceFailed():
+        case SourceAdded() | SourceRemoved() | SourceLoaded() | SourceUnloaded() | SourceFailed():
             return f"{PREFIX}.ctl.source.{event.source}"
         case LiveStreamOpened() | LiveStreamClosed():
             return f"{PREFIX}.ctl.live.{event.source}"

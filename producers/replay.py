@@ -1,35 +1,26 @@
 """Replay recordings (files or folders) through the bus as ``AudioChunk`` events.
 
-Decoding runs in a worker thread and hands chunk sets to the event loop through
-a bounded queue (backpressure: a slow bus slows the decoder, memory stays flat).
-Chunks of one channel are stored strictly in order: a set (one chunk per
-channel) is acked before the next set is sent.
+``plan`` decides what plays as which source from when; ``Replayer`` plays each file
+as one session of the ``Player``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
 import re
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bus_schemas import AudioChunk, SourceFailed, SourceLoaded, SourceUnloaded
-from learning.audio_stream import AudioDecodeError, AudioStream, parse_archive_name
-from producers.chunker import Chunker
+from learning.audio_stream import parse_archive_name
+from producers.player import Player, Progress, Session
 from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif",
                   ".aiff", ".wma", ".webm", ".mka"}
-
-Progress = Callable[[str, float], None]  # (source, audio seconds just published)
 
 
 @dataclass(frozen=True)
@@ -95,18 +86,14 @@ def plan(paths: Iterable[Path], source: str | None = None,
     return ordered
 
 
-_END = object()
-
-
 class Replayer:
+    """Replay planned files (the CLI's ``replay``), one session per file."""
+
     def __init__(self, publisher: Publisher, *, sample_rate: int = 48_000,
                  chunk_s: float = 1.0, speed: float | None = None,
                  progress: Progress | None = None) -> None:
-        self._pub = publisher
-        self.sample_rate = sample_rate
-        self.chunk_samples = round(chunk_s * sample_rate)
-        self.speed = speed  # None = as fast as the bus takes it
-        self._progress = progress
+        self.player = Player(publisher, sample_rate=sample_rate, chunk_s=chunk_s, speed=speed,
+                             progress=progress)
 
     async def replay(self, items: list[ReplayItem]) -> list[SourceReport]:
         reports: dict[str, SourceReport] = {}
@@ -114,88 +101,16 @@ class Replayer:
         for item in items:
             report = reports.setdefault(item.source, SourceReport(item.source))
             start = item.start or next_start.get(item.source) or datetime.now(UTC)
-            seconds = await self._replay_file(item, start, report)
-            next_start[item.source] = datetime.fromtimestamp(start.timestamp() + seconds, UTC)
+            session = Session(source=item.source, location=str(item.path),
+                              origin_ns=int(start.timestamp() * 1e9))
+            result = await self.player.play(session)
+            if result.error is not None:
+                report.errors.append(result.error)
+            else:
+                report.files += 1
+            report.chunks += result.chunks
+            report.audio_s += result.seconds
+            report.channels = max(report.channels, len(result.channels))
+            next_start[item.source] = datetime.fromtimestamp(
+                start.timestamp() + result.seconds, UTC)
         return list(reports.values())
-
-    async def _replay_file(self, item: ReplayItem, start: datetime,
-                           report: SourceReport) -> float:
-        loop = asyncio.get_running_loop()
-        sets: queue.Queue[object] = queue.Queue(maxsize=8)
-        info_box: dict[str, object] = {}
-        stop = threading.Event()
-        origin_ns = int(start.timestamp() * 1e9)
-        thread = threading.Thread(target=self._decode, daemon=True,
-                                  args=(item, origin_ns, sets, info_box, stop))
-        thread.start()
-        published = 0.0
-        t0 = time.monotonic()
-        try:
-            while True:
-                got = await loop.run_in_executor(None, sets.get)
-                if got is _END:
-                    break
-                if isinstance(got, AudioDecodeError):
-                    raise got
-                if isinstance(got, dict):  # the stream opened: announce the source
-                    await self._pub.publish_now(SourceLoaded(
-                        source=item.source, kind="file", location=str(item.path),
-                        channels=tuple(range(int(got["channels"]))),
-                        sample_rate=self.sample_rate, at_ns=time.time_ns()))
-                    report.channels = int(got["channels"])
-                    continue
-                assert isinstance(got, list)
-                chunks: list[AudioChunk] = got
-                await self._pub.publish_all(chunks)
-                seconds = chunks[0].n_samples / self.sample_rate
-                published += seconds
-                report.chunks += len(chunks)
-                if self._progress:
-                    self._progress(item.source, seconds)
-                await self._pace(t0, published)
-        except AudioDecodeError as exc:
-            report.errors.append(str(exc))
-            await self._pub.publish_now(SourceFailed(source=item.source, reason=str(exc),
-                                                     at_ns=time.time_ns()))
-            return published
-        finally:
-            stop.set()
-            thread.join(timeout=5)
-        report.files += 1
-        report.audio_s += published
-        await self._pub.publish_now(SourceUnloaded(source=item.source, reason="end of file",
-                                                   at_ns=time.time_ns()))
-        return published
-
-    async def _pace(self, t0: float, published_s: float) -> None:
-        if self.speed:
-            ahead = t0 + published_s / self.speed - time.monotonic()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-
-    def _decode(self, item: ReplayItem, origin_ns: int, sets: queue.Queue[object],
-                info_box: dict[str, object], stop: threading.Event) -> None:
-        """Worker thread: decode, chunk, queue chunk sets; ends with _END."""
-        def put(obj: object) -> bool:
-            while not stop.is_set():
-                try:
-                    sets.put(obj, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        try:
-            with AudioStream(item.path, self.sample_rate) as stream:
-                channels = stream.info.channels
-                put({"channels": channels})
-                chunker = Chunker(item.source, range(channels), self.sample_rate, origin_ns,
-                                  self.chunk_samples)
-                for block in stream.blocks():
-                    for chunk_set in chunker.push(block):
-                        if not put(chunk_set):
-                            return
-                put(chunker.finish())
-        except AudioDecodeError as exc:
-            put(exc)
-        put(_END)

@@ -34,11 +34,14 @@ class SourceRow:
     channels: list[int] | None
     sample_rate: int | None
     permanent: bool
-    state: str  # loaded | failed | unloaded
+    state: str  # requested | loaded | failed | unloaded | removed
     since: datetime
     last_error: str | None
     attempts: int
     updated_at: datetime
+    database: str | None = None
+    start_date: datetime | None = None
+    wanted: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ async def sources(conn: AsyncConnection[Any]) -> list[SourceRow]:
     async with conn.cursor(row_factory=class_row(SourceRow)) as cur:
         await cur.execute(
             "SELECT name, kind, location, channels, sample_rate, permanent, state, since,"
-            " last_error, attempts, updated_at FROM sources ORDER BY name"
+            " last_error, attempts, updated_at, database, start_date, wanted"
+            " FROM sources ORDER BY name"
         )
         return await cur.fetchall()
 

@@ -35,8 +35,10 @@ from bus_schemas.events import (
     LiveStreamOpened,
     ModelDeployed,
     Prediction,
+    SourceAdded,
     SourceFailed,
     SourceLoaded,
+    SourceRemoved,
     SourceUnloaded,
 )
 
@@ -213,6 +215,23 @@ ON CONFLICT (name) DO UPDATE SET
     attempts = EXCLUDED.attempts, updated_at = EXCLUDED.updated_at
 """
 
+# a request keeps the actual state of a source that is already running
+_SOURCE_REQUESTED = """
+INSERT INTO sources AS s (name, kind, location, channels, permanent, database, start_date,
+                          format, wanted, state, since, attempts, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, true, 'requested', %s, 0, %s)
+ON CONFLICT (name) DO UPDATE SET
+    kind = EXCLUDED.kind, location = EXCLUDED.location, channels = EXCLUDED.channels,
+    permanent = EXCLUDED.permanent, database = EXCLUDED.database,
+    start_date = EXCLUDED.start_date, format = EXCLUDED.format, wanted = true,
+    updated_at = EXCLUDED.updated_at
+"""
+
+_SOURCE_REMOVED = """
+UPDATE sources SET wanted = false, state = 'removed', since = %s, updated_at = %s
+ WHERE name = %s
+"""
+
 _MODEL_DEPLOYED = """
 INSERT INTO models (model_id, version, labels, feature_params, path, deployed_at)
 VALUES (%s, %s, %s, %s, %s, %s)
@@ -224,6 +243,15 @@ ON CONFLICT (model_id, version) DO UPDATE SET
 
 def _control_statement(event: Event) -> tuple[str, str, tuple[Any, ...]] | None:
     """(table, SQL, parameters) for a control event, None if not projected."""
+    if isinstance(event, SourceAdded):
+        at = to_datetime(event.at_ns)
+        start = to_datetime(event.date_ns) if event.date_ns is not None else None
+        return "sources", _SOURCE_REQUESTED, (
+            event.source, event.kind, event.location, list(event.channels), event.permanent,
+            event.database or None, start, event.format, at, at)
+    if isinstance(event, SourceRemoved):
+        at = to_datetime(event.at_ns)
+        return "sources", _SOURCE_REMOVED, (at, at, event.source)
     if isinstance(event, SourceLoaded):
         at = to_datetime(event.at_ns)
         return "sources", _SOURCE_UP, (

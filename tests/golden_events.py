@@ -21,8 +21,10 @@ from bus_schemas import (
     Prediction,
     SampleExtracted,
     SampleLabelled,
+    SourceAdded,
     SourceFailed,
     SourceLoaded,
+    SourceRemoved,
     SourceUnloaded,
 )
 from bus_schemas.codec import encode_body
@@ -45,6 +47,10 @@ EXAMPLES: list[Event] = [
                  reason="wind", origin="auto", at_ns=T0),
     MixerApplied(command_id="c-1", source="herring", channel=3, muted=False, gain_db=-6.0,
                  stage="producer", at_ns=T0),
+    SourceAdded(source="herring", kind="archive", location="http://127.0.0.1:8000/h.ogg",
+                channels=(0, 2), permanent=True, database="/data/herring", date_ns=T0,
+                format="ogg", at_ns=T0),
+    SourceRemoved(source="herring", at_ns=T0),
     SourceLoaded(source="herring", kind="file", location="/data/herring.ogg", channels=(0, 1),
                  sample_rate=48_000, permanent=True, at_ns=T0, attempt=1),
     SourceUnloaded(source="herring", reason="end of file", at_ns=T0),
