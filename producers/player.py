@@ -28,6 +28,8 @@ from producers.publisher import Publisher
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]  # (source, audio seconds just published)
+# Asked once the stream's channels are known: an error text refuses the session.
+Admit = Callable[["Session", tuple[int, ...]], str | None]
 Kind = Literal["file", "url", "jack", "live", "archive"]
 
 
@@ -74,10 +76,12 @@ class Player:
     speed: float | None = None
     progress: Progress | None = None
     queue_sets: int = 8
+    open_timeout_s: float = 15.0  # connecting to / reading from a URL
     _never: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def play(self, session: Session, stop: asyncio.Event | None = None, *,
-                   will_retry: bool = False, announce_end: bool = True) -> SessionResult:
+                   will_retry: bool = False, announce_end: bool = True,
+                   admit: Admit | None = None) -> SessionResult:
         """Play until the stream ends, fails, or ``stop`` is set; announce each step."""
         stop = stop or self._never
         sets: queue.Queue[object] = queue.Queue(maxsize=self.queue_sets)
@@ -99,8 +103,12 @@ class Player:
                     result.error = str(got.error)
                     break
                 if isinstance(got, _Opened):
-                    result.opened = True
                     result.channels = self._selected(session, got.channels)
+                    refusal = admit(session, result.channels) if admit else None
+                    if refusal is not None:
+                        result.error = refusal
+                        break
+                    result.opened = True
                     await self.publisher.publish_now(SourceLoaded(
                         source=session.source, kind=session.kind, location=session.location,
                         channels=result.channels, sample_rate=self.sample_rate,
@@ -181,7 +189,8 @@ class Player:
             return False
 
         try:
-            with AudioStream(session.location, self.sample_rate) as stream:
+            with AudioStream(session.location, self.sample_rate,
+                             timeout_s=self.open_timeout_s) as stream:
                 chosen = self._selected(session, stream.info.channels)
                 stream.seek(session.seek_s)
                 if not put(_Opened(stream.info.channels)):

@@ -24,7 +24,8 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
         for st in (sa, sb):
             states = {p["name"]: p["state"] for p in st["processes"]}
             assert states == {"nats": "running", "postgres": "running",
-                              "classifier-0": "running", "projector": "running"}
+                              "classifier-0": "running", "projector": "running",
+                              "sources": "running"}
             assert all(p["pid"] for p in st["processes"])
             assert "@" not in json.dumps(st["services"])  # no credentials in status
         assert sa["services"]["nats"] != sb["services"]["nats"]
@@ -62,7 +63,7 @@ def test_external_servers_are_used_when_configured(tmp_path: Path) -> None:
         external = {"nats_url": servers.nats_url, "database_url": servers.database_url}
         with running_stack(tmp_path / "workers", **external) as workers:
             names = [p["name"] for p in workers.status()["processes"]]
-            assert names == ["classifier-0", "projector"]  # no servers of its own
+            assert names == ["classifier-0", "projector", "sources"]  # no servers of its own
             assert workers.status()["services"]["nats"] == servers.public_urls()["nats"]
             assert not (tmp_path / "workers" / "nats").exists()
             assert not (tmp_path / "workers" / "postgres").exists()

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start NATS, PostgreSQL and the Tidzam processes")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--sources", type=Path, metavar="FILE.json",
+                   help='load permanent sources from a JSON file: {"sources": [{"name", '
+                   '"url", "path_database", "nb_channels"}]} (the original format)')
     sub.add_parser("down", help="stop the Tidzam processes and the embedded servers")
     p = sub.add_parser("status", help="every process with its pid and state, and the URLs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -60,6 +63,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="return once every window is classified and projected into SQL")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="seconds to wait with --wait (default 600)")
+
+    p = sub.add_parser("source", help="add, remove and list sources (files, URLs, archives)")
+    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = ssub.add_parser("add", help="load a source; the source manager keeps it playing",
+                        description="Play a file, an HTTP/Icecast/RTSP stream or an archive "
+                        "into the pipeline at real time. Permanent sources are reloaded "
+                        "after a failure or an end, with backoff.")
+    s.add_argument("name", help="source name (letters, digits, '_' and '-')")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--url", help="http(s)://, rtsp:// or Icecast mount URL")
+    where.add_argument("--file", type=Path, help="a local audio file")
+    s.add_argument("--channels", help="comma-separated channel numbers, e.g. 1,4,7 "
+                   "(default: all)")
+    s.add_argument("--permanent", action="store_true",
+                   help="reload after failures and ends, with backoff")
+    s.add_argument("--database", type=Path,
+                   help="archive folder of <name>-YYYY-MM-DD-HH-MM-SS.ext files")
+    s.add_argument("--date", help="with --database: play the archive from this ISO time "
+                   "on, then the live --url; 'now' or a future date means live at once")
+    s.add_argument("--format", choices=("ogg", "copy"), default="ogg",
+                   help="Icecast relay format (copy: relay untouched)")
+    s = ssub.add_parser("rm", help="stop a source and forget it")
+    s.add_argument("name")
+    s = ssub.add_parser("ls", help="sources with state, channels, since, last error, "
+                        "reconnects and chunks/s")
+    s.add_argument("--all", action="store_true", help="include removed sources")
+    s.add_argument("--json", action="store_true")
+    s = ssub.add_parser("archive-ls", help="time ranges covered by a source's archive folder")
+    s.add_argument("name")
+    s.add_argument("--database", type=Path, help="the folder (default: the source's own)")
+    s.add_argument("--json", action="store_true")
 
     p = sub.add_parser("query", help="read the projections")
     qsub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -121,6 +155,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "projections": commands.projections,
         "demo": commands.demo,
         "psql": commands.psql,
+        "source": commands.source,
     }
 
 

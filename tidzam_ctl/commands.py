@@ -27,12 +27,18 @@ out = Console(soft_wrap=True)
 
 
 def up(settings: CtlSettings, args: argparse.Namespace) -> int:
+    from tidzam_ctl.source_commands import publish, sources_file
+
     stack = Stack(settings)
+    wanted = sources_file(args.sources) if getattr(args, "sources", None) else []
     with console.status("starting the stack…"):
         try:
             stack.up()
         except Exception as exc:
             raise CliError(f"could not start the stack: {exc}") from exc
+    if wanted:
+        asyncio.run(publish(stack, list(wanted)))
+        console.print(f"{len(wanted)} source(s) requested from {args.sources}")
     return status(settings, args)
 
 
@@ -264,6 +270,12 @@ def psql(settings: CtlSettings, args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------- demo
+
+
+def source(settings: CtlSettings, args: argparse.Namespace) -> int:
+    from tidzam_ctl.source_commands import source as run
+
+    return run(settings, args)
 
 
 def demo(settings: CtlSettings, args: argparse.Namespace) -> int:

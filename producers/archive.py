@@ -1,0 +1,76 @@
+"""Source databases: folders of hour files ``<name>-YYYY-MM-DD-HH-MM-SS.ext``.
+
+``scan`` lists a folder's archive files in time order with their durations;
+``ranges`` merges them into the covered time ranges (the original's ``database``
+answer); ``locate`` finds the file holding an instant and the offset inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from learning.audio_stream import AudioDecodeError, AudioStream, parse_archive_name
+
+GAP_S = 1.0  # files closer than this are one continuous range
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    path: Path
+    name: str
+    start: datetime
+    duration_s: float | None  # None: the file could not be read
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(seconds=self.duration_s or 0.0)
+
+
+def scan(database: Path, name: str | None = None) -> list[ArchiveFile]:
+    """Archive files of ``database`` (only those of source ``name`` if given), by time."""
+    if not database.is_dir():
+        raise FileNotFoundError(f"no archive folder {database}")
+    files = []
+    for path in sorted(p for p in database.iterdir() if p.is_file()):
+        parsed = parse_archive_name(path)
+        if parsed is None or (name is not None and parsed[0] != name):
+            continue
+        files.append(ArchiveFile(path, parsed[0], parsed[1], _duration(path)))
+    files.sort(key=lambda f: f.start)
+    return files
+
+
+def _duration(path: Path) -> float | None:
+    try:
+        with AudioStream(path, 48_000) as stream:
+            return stream.info.duration_s
+    except AudioDecodeError:
+        return None
+
+
+def ranges(files: list[ArchiveFile]) -> list[tuple[datetime, datetime]]:
+    """Covered time ranges, contiguous files merged."""
+    out: list[tuple[datetime, datetime]] = []
+    for f in files:
+        if f.duration_s is None:
+            continue
+        if out and (f.start - out[-1][1]).total_seconds() <= GAP_S:
+            out[-1] = (out[-1][0], max(out[-1][1], f.end))
+        else:
+            out.append((f.start, f.end))
+    return out
+
+
+def locate(files: list[ArchiveFile], at: datetime) -> tuple[int, float] | None:
+    """(index of the file playing at ``at``, seconds into it); the next file if ``at``
+    falls in a gap; None if ``at`` is after the archive's end."""
+    for i, f in enumerate(files):
+        if f.duration_s is None:
+            continue
+        if at < f.start:
+            return i, 0.0
+        if at < f.end:
+            return i, (at - f.start).total_seconds()
+    return None

@@ -1,0 +1,185 @@
+"""The source manager: keeps every wanted source playing into the bus.
+
+Desired state comes from the CONTROL stream (``SourceAdded`` / ``SourceRemoved``,
+the configuration history, replayed from the start at every launch); actual state
+goes back to it (``SourceLoaded`` / ``SourceFailed`` / ``SourceUnloaded``). Each
+source runs in its own task: one failing source never disturbs the others.
+Permanent sources are reloaded after a failure or an end, with exponential
+backoff; a source whose channels would pass ``max_channels`` is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bus_schemas import SourceAdded, SourceRemoved, SourceUnloaded
+from consumers.runner import Ack, Delivery, Outcome
+from producers import archive
+from producers.player import Player, Session
+from producers.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    first_s: float = 1.0
+    max_s: float = 60.0
+    healthy_s: float = 60.0  # a session that lasted this long resets the attempts
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_s, self.first_s * 2 ** max(0, attempt - 1)))
+
+
+class SourceManager:
+    def __init__(self, publisher: Publisher, *, sample_rate: int = 48_000,
+                 chunk_s: float = 1.0, max_channels: int = 64,
+                 backoff: Backoff | None = None, open_timeout_s: float = 15.0) -> None:
+        self.player = Player(publisher, sample_rate=sample_rate, chunk_s=chunk_s, speed=1.0,
+                             open_timeout_s=open_timeout_s)
+        self._pub = publisher
+        self.max_channels = max_channels
+        self.backoff = backoff or Backoff()
+        self.desired: dict[str, SourceAdded] = {}
+        self.caught_up = False
+        self._tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._channels: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- events
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Runner handler over ``tidzam.ctl.source.>`` (history first, then live)."""
+        for delivery in deliveries:
+            event = delivery.event
+            if isinstance(event, SourceAdded):
+                self.desired[event.source] = event
+                if self.caught_up:
+                    await self._restart(event.source)
+            elif isinstance(event, SourceRemoved):
+                self.desired.pop(event.source, None)
+                if self.caught_up:
+                    await self._stop(event.source)
+        if not self.caught_up and deliveries and deliveries[-1].msg.metadata.num_pending == 0:
+            await self.catch_up()
+        return [Ack()] * len(deliveries)
+
+    async def catch_up(self) -> None:
+        """The history is read: start every source still wanted."""
+        if self.caught_up:
+            return
+        self.caught_up = True
+        log.info("configuration read: %d source(s) wanted", len(self.desired))
+        for name in list(self.desired):
+            await self._restart(name)
+
+    async def close(self) -> None:
+        for name in list(self._tasks):
+            await self._stop(name)
+
+    @property
+    def running(self) -> list[str]:
+        return [n for n, (t, _) in self._tasks.items() if not t.done()]
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def _restart(self, name: str) -> None:
+        await self._stop(name)
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._supervise(self.desired[name], stop),
+                                   name=f"source-{name}")
+        self._tasks[name] = (task, stop)
+
+    async def _stop(self, name: str) -> None:
+        entry = self._tasks.pop(name, None)
+        if entry is None:
+            return
+        task, stop = entry
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _supervise(self, cfg: SourceAdded, stop: asyncio.Event) -> None:
+        """Play ``cfg`` until removed; reload permanent sources with backoff."""
+        attempt = 0
+        try:
+            while not stop.is_set():
+                began = time.monotonic()
+                error = await self._play_once(cfg, stop, attempt)
+                if stop.is_set():
+                    break
+                if not cfg.permanent:
+                    if error is None:
+                        await self._unloaded(cfg.source, "end of stream")
+                    return
+                attempt = 1 if time.monotonic() - began > self.backoff.healthy_s else attempt + 1
+                delay = self.backoff.delay(attempt)
+                log.warning("%s: %s; reloading in %.0f s (attempt %d)", cfg.source,
+                            error or "stream ended", delay, attempt)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            await self._unloaded(cfg.source, "removed")
+        except Exception:
+            log.exception("source %s: supervisor crashed", cfg.source)
+            raise
+        finally:
+            self._channels.pop(cfg.source, None)
+
+    async def _play_once(self, cfg: SourceAdded, stop: asyncio.Event, attempt: int) -> str | None:
+        """One pass over the source's sessions (archive files, then the live location)."""
+        for session in self._sessions(cfg, attempt):
+            result = await self.player.play(session, stop, will_retry=cfg.permanent,
+                                            announce_end=False, admit=self._admit)
+            self._channels.pop(cfg.source, None)
+            if result.error is not None or result.stopped:
+                return result.error
+        return None
+
+    def _admit(self, session: Session, channels: tuple[int, ...]) -> str | None:
+        others = sum(n for name, n in self._channels.items() if name != session.source)
+        if others + len(channels) > self.max_channels:
+            return (f"channel limit: {len(channels)} more channel(s) would make "
+                    f"{others + len(channels)} > {self.max_channels} (TIDZAM_MAX_CHANNELS)")
+        self._channels[session.source] = len(channels)
+        return None
+
+    async def _unloaded(self, source: str, reason: str) -> None:
+        await self._pub.publish_now(SourceUnloaded(source=source, reason=reason,
+                                                   at_ns=time.time_ns()))
+
+    def _sessions(self, cfg: SourceAdded, attempt: int) -> Iterator[Session]:
+        now_ns = time.time_ns()
+        base = dict(source=cfg.source, channels=cfg.channels, permanent=cfg.permanent,
+                    attempt=attempt)
+        if cfg.database and cfg.date_ns is not None and cfg.date_ns < now_ns and attempt == 0:
+            yield from self._archive_sessions(cfg, base)
+        if cfg.location:
+            kind = "file" if cfg.kind == "archive" and not _is_url(cfg.location) else cfg.kind
+            yield Session(location=cfg.location, origin_ns=time.time_ns(), kind=kind,
+                          **base)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _archive_sessions(cfg: SourceAdded, base: dict[str, object]) -> Iterator[Session]:
+        """The archive from ``date`` on: the file holding it (sought), then the next ones."""
+        assert cfg.date_ns is not None
+        at = datetime.fromtimestamp(cfg.date_ns / 1e9, UTC)
+        files = archive.scan(Path(cfg.database), cfg.source)
+        found = archive.locate(files, at)
+        if found is None:
+            return
+        first, offset = found
+        for i, f in enumerate(files[first:]):
+            seek = offset if i == 0 else 0.0
+            origin = int((f.start.timestamp() + seek) * 1e9)
+            yield Session(location=str(f.path), origin_ns=origin, kind="archive", seek_s=seek,
+                          **base)  # type: ignore[arg-type]
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location

@@ -1,0 +1,69 @@
+"""The source manager process: ``python -m producers.source_service``.
+
+At each start it re-reads the whole source configuration history from CONTROL
+(a fresh durable from the first message), so the wanted sources are exactly
+those added and not removed, whatever happened while it was down. Run one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.js.errors import NotFoundError
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus_schemas.streams import CONTROL, ConsumerSpec
+from consumers.process import run_process
+from consumers.runner import ConsumerRunner
+from producers.bus import connect, ensure_streams
+from producers.publisher import Publisher
+from producers.source_manager import SourceManager
+
+log = logging.getLogger(__name__)
+
+SPEC = ConsumerSpec(durable="source-manager", stream=CONTROL.name,
+                    filter_subjects=("tidzam.ctl.source.>",), ack_wait_s=30.0,
+                    max_ack_pending=1000, max_deliver=-1, backoff_s=(1.0, 5.0), batch=200)
+
+
+class SourcesSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
+
+    nats_url: SecretStr
+    sample_rate: int = 48_000
+    chunk_s: float = Field(1.0, gt=0.05, le=10.0)
+    max_channels: int = Field(64, ge=1, le=4096)
+    open_timeout_s: float = Field(15.0, gt=0.0, le=600.0)
+
+
+async def run(settings: SourcesSettings, stop: asyncio.Event) -> None:
+    nc = await connect(settings.nats_url.get_secret_value(), "tidzam-sources")
+    js = nc.jetstream()
+    await ensure_streams(js)
+    with contextlib.suppress(NotFoundError):  # read the history from its start again
+        await js.delete_consumer(SPEC.stream, SPEC.durable)
+    manager = SourceManager(Publisher(js), sample_rate=settings.sample_rate,
+                            chunk_s=settings.chunk_s, max_channels=settings.max_channels,
+                            open_timeout_s=settings.open_timeout_s)
+    runner = ConsumerRunner(nc, SPEC, manager.handle)
+    await runner.ensure_consumer()
+    info = await js.consumer_info(SPEC.stream, SPEC.durable)
+    if not info.num_pending:
+        await manager.catch_up()  # no source event was ever published
+    log.info("source manager running")
+    await runner.run(stop)
+    await manager.close()
+    await nc.drain()
+    log.info("source manager drained: exiting")
+
+
+def main() -> None:
+    settings = SourcesSettings()
+    run_process(lambda stop: run(settings, stop))
+
+
+if __name__ == "__main__":
+    main()
