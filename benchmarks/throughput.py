@@ -166,8 +166,8 @@ def main() -> None:
                               default_cache_dir())
         stack = Stack(CtlSettings(home=home, classifiers=args.classifiers,
                                   overlap=args.overlap))
-        stack.up()
         try:
+            stack.up()
             names = ["nats", "postgres", *[p.name for p in stack.processes()]]
             pids = {n: stack.pid_of(n) for n in names if n != "postgres"}
             pg = stack.pg.status().pid if stack.pg else None

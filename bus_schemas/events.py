@@ -108,10 +108,16 @@ class AudioChunk(Event):
             return np.frombuffer(self.samples, dtype="<i2").astype(np.float32) / 32768.0
         return np.frombuffer(self.samples, dtype="<f4").astype(np.float32)
 
+    @property
+    def origin_ns(self) -> int:
+        """Start time of the session's first sample: it names the session."""
+        return self.start_ns - self.first_sample * 1_000_000_000 // self.sample_rate
+
     def msg_id(self) -> str:
-        # The start time, not seq: seq restarts with each load of a source, while no
-        # two chunks of one channel start at the same instant of the recording.
-        return f"audio.{self.source}.{self.channel}.{self.start_ns}"
+        # Session-scoped: seq restarts with each load of a source. Replaying the same
+        # recording from the same start gives the same ids (stored once); another
+        # session never collides, even when its times overlap this one's.
+        return f"audio.{self.source}.{self.channel}.{self.origin_ns}.{self.seq}"
 
 
 # ----------------------------------------------------------------------- analysis

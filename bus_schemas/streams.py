@@ -32,8 +32,8 @@ class ConsumerSpec:
     filter_subjects: tuple[str, ...]
     ack_wait_s: float = 30.0
     max_ack_pending: int = 1024
-    max_deliver: int = 6
-    backoff_s: tuple[float, ...] = field(default=(1.0, 2.0, 5.0, 10.0, 30.0))
+    max_deliver: int = -1  # the server never gives up; the runner decides what is poison
+    backoff_s: tuple[float, ...] = field(default=(1.0, 2.0, 5.0, 10.0, 30.0))  # nak delays
     batch: int = 64
 
 
@@ -83,24 +83,19 @@ def classifier_consumer(model_id: str) -> ConsumerSpec:
         filter_subjects=(subjects.AUDIO_ALL,),
         ack_wait_s=30.0,
         max_ack_pending=256,
-        max_deliver=8,
         batch=32,
     )
 
 
 def projection_consumer(name: str, stream: StreamSpec, filters: tuple[str, ...]) -> ConsumerSpec:
-    """Projections apply in stream order: one batch in flight at a time.
-
-    ``max_ack_pending`` equals the batch so a failed batch is redelivered before
-    anything after it; with the checkpoint this gives exactly-once rows.
-    """
+    """Projections apply in stream order: one batch in flight at a time, retried in
+    the projector until committed; the durable restarts after the checkpoint."""
     return ConsumerSpec(
         durable=f"projection-{name}-{stream.name.lower()}",
         stream=stream.name,
         filter_subjects=filters,
         ack_wait_s=60.0,
         max_ack_pending=500,
-        max_deliver=-1,  # never given up by the server: the runner decides what is poison
         backoff_s=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
         batch=500,
     )

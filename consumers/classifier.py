@@ -20,13 +20,14 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 from nats.aio.client import Client
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from bus_schemas import AudioChunk, DecodeError, Prediction, decode
 from bus_schemas.streams import AUDIO
 from bus_schemas.subjects import audio as audio_subject
 from consumers.runner import Ack, Delivery, Nak, Outcome, Poison, TransientError
-from consumers.windowing import Windows, cut, needs_next
+from consumers.windowing import Windows, cut, samples_needed_after
 from learning.features import FeatureParams, window_features
 from producers.publisher import Publisher, PublishError
 
@@ -73,6 +74,7 @@ class ChunkNotReady(Exception):
 
 class Classifier:
     GIVE_UP_AFTER = 3  # deliveries of a chunk whose successor never comes
+    MAX_FOREIGN = 64  # chunks of other sessions to skip while looking for the next one
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
                  overlap: float = 0.25, wait_next_s: float = 3.0) -> None:
@@ -133,27 +135,50 @@ class Classifier:
         return outcomes
 
     async def _following(self, stream_seq: int, chunk: AudioChunk) -> F32 | None:
-        """Samples right after ``chunk``, if a window needs them; None at a session end."""
-        if chunk.final or not needs_next(chunk.first_sample, chunk.n_samples, self.hop,
-                                         self.window):
+        """Samples right after ``chunk`` as far as its last window needs them (from the
+        next chunks of its session, several if chunks are shorter than a window);
+        None or fewer at the end of a session or a gap."""
+        need = samples_needed_after(chunk.first_sample, chunk.n_samples, self.hop, self.window)
+        if chunk.final or need == 0:
             return None
-        deadline = time.monotonic() + self._wait_next
         subject = audio_subject(chunk.source, chunk.channel)
-        while True:
-            try:
-                raw = await self._js.get_msg(AUDIO.name, seq=stream_seq + 1, subject=subject,
-                                             next=True)
-            except NotFoundError:
-                raw = None
-            if raw is not None:
-                nxt = self._decode_chunk(raw.headers, raw.data or b"")
-                if nxt is not None and nxt.seq == chunk.seq + 1 and \
-                        nxt.first_sample == chunk.end_sample:
-                    return nxt.to_float32()
-                return None  # a new session or a gap: this session ended here
-            if time.monotonic() >= deadline:
-                raise ChunkNotReady(f"{subject} seq {chunk.seq + 1}")
-            await asyncio.sleep(0.05)
+        parts: list[F32] = []
+        got, cursor, seq, first = 0, stream_seq, chunk.seq + 1, chunk.end_sample
+        foreign = 0
+        deadline = time.monotonic() + self._wait_next
+        while got < need:
+            raw = await self._next_on_subject(cursor, subject)
+            if raw is None:
+                if time.monotonic() >= deadline:
+                    if parts:
+                        break  # classify what has come; the rest waits for no one
+                    raise ChunkNotReady(f"{subject} seq {seq}")
+                await asyncio.sleep(0.05)
+                continue
+            cursor = raw.seq or cursor + 1
+            nxt = self._decode_chunk(raw.headers, raw.data or b"")
+            if nxt is None or nxt.origin_ns != chunk.origin_ns:
+                foreign += 1  # another session of this source, interleaved
+                if foreign > self.MAX_FOREIGN:
+                    break
+                continue
+            if nxt.seq != seq or nxt.first_sample != first:
+                break  # a gap: the session ended here
+            samples = nxt.to_float32()
+            parts.append(samples)
+            got += samples.shape[0]
+            seq, first = seq + 1, nxt.end_sample
+            if nxt.final:
+                break
+        return np.concatenate(parts) if parts else None
+
+    async def _next_on_subject(self, after_seq: int, subject: str) -> RawStreamMsg | None:
+        try:
+            raw: RawStreamMsg = await self._js.get_msg(AUDIO.name, seq=after_seq + 1,
+                                                       subject=subject, next=True)
+        except NotFoundError:
+            return None
+        return raw
 
     @staticmethod
     def _decode_chunk(headers: dict[str, str] | None, data: bytes) -> AudioChunk | None:

@@ -7,12 +7,17 @@ Commit order, written down and followed:
      keeps the messages from being redelivered.
   3. the handler commits its side effect (rows, published events) and returns
      one ``Outcome`` per delivery; only then are messages acked.
-  4. a ``TransientError`` naks with backoff and never dead-letters; any other
+  4. a ``TransientError`` is retried for ever (it never dead-letters); any other
      exception is retried message by message to isolate the poison one, which
-     goes to the DLQ and is terminated after ``poison_after`` deliveries.
+     goes to the DLQ and is terminated after ``poison_after`` failures.
 
-``ordered=True`` (projections): on the first failure everything after it in the
-batch is nak'd too, so nothing is committed past an uncommitted message.
+Unordered runners (the classifier) retry through the server: ``nak`` with a
+delay. Ordered runners (projections) never ``nak``: a failed batch is retried in
+this process, with backoff and heartbeats, so nothing after it is fetched before
+it is committed. Their durable is re-created at start from the position the
+caller committed (``start_after``), so messages that a killed process left
+unacked can never be overtaken by newer ones. The server never gives up on a
+message (``max_deliver`` -1 by default): the runner decides what is poison.
 SIGTERM/SIGINT set the stop event: the current batch finishes, then we drain.
 """
 
@@ -41,6 +46,7 @@ from bus_schemas.streams import (
     DLQ_SUBJECT,
     ConsumerSpec,
 )
+from producers.publisher import Publisher, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,12 @@ class RunnerStats:
     acked: int = 0
     nakked: int = 0
     dead_lettered: int = 0
+    retries: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+class _Stopped(Exception):
+    """The stop event was set while a batch was being retried."""
 
 
 class ConsumerRunner:
@@ -96,38 +107,49 @@ class ConsumerRunner:
         ordered: bool = False,
         poison_after: int = 5,
         fetch_timeout_s: float = 0.2,
+        start_after: int | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
+        self._pub = Publisher(self._js)
         self.spec = spec
         self._handler = handler
         self._ordered = ordered
         self._poison_after = poison_after
         self._fetch_timeout = fetch_timeout_s
+        self._start_after = start_after
+        self._stop = asyncio.Event()
         self.stats = RunnerStats()
 
     def consumer_config(self) -> ConsumerConfig:
         spec = self.spec
-        backoff = list(spec.backoff_s) if 0 < len(spec.backoff_s) < spec.max_deliver else None
-        return ConsumerConfig(
+        # No server-side backoff: the server would use its first step as the ack
+        # wait, redelivering work still in hand; the runner sets each nak's delay.
+        config = ConsumerConfig(
             durable_name=spec.durable,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=spec.ack_wait_s,
             max_deliver=spec.max_deliver,
             max_ack_pending=spec.max_ack_pending,
-            backoff=backoff,
             filter_subjects=list(spec.filter_subjects),
         )
+        if self._start_after is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = self._start_after + 1
+        return config
 
     async def ensure_consumer(self) -> None:
-        try:
-            await self._js.consumer_info(self.spec.stream, self.spec.durable)
-        except NotFoundError:
-            await self._js.add_consumer(self.spec.stream, self.consumer_config())
+        """Create the durable, or update it to the spec; ordered runners re-create it
+        at their committed position."""
+        if self._start_after is not None:
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(self.spec.stream, self.spec.durable)
+        await self._js.add_consumer(self.spec.stream, self.consumer_config())
 
     async def run(self, stop: asyncio.Event) -> RunnerStats:
         """Consume until ``stop`` is set; the batch in hand is always finished."""
+        self._stop = stop
         await self.ensure_consumer()
         sub = await self._js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
         try:
@@ -155,9 +177,18 @@ class ConsumerRunner:
             deliveries.append(Delivery(msg, event, meta.sequence.stream,
                                        meta.num_delivered, msg.subject))
         if deliveries:
-            await self._handle(deliveries)
+            try:
+                if self._ordered:
+                    await self._handle_ordered(deliveries)
+                else:
+                    await self._handle(deliveries)
+            except _Stopped:
+                log.info("%s: stopping with a batch unfinished; it will be redelivered",
+                         self.spec.durable)
         self.stats.batches += 1
         await self._nc.flush()
+
+    # -------------------------------------------------------------- unordered
 
     async def _handle(self, deliveries: list[Delivery]) -> None:
         try:
@@ -171,41 +202,88 @@ class ConsumerRunner:
             log.exception("%s: handler failed on a batch of %d", self.spec.durable,
                           len(deliveries))
             self.stats.errors.append(f"{type(exc).__name__}: {exc}")
-            if len(deliveries) == 1:
-                await self._fail_one(deliveries[0], exc)
-            else:
-                await self._one_by_one(deliveries)
+            for delivery in deliveries:  # find the poison one
+                await self._handle_one(delivery)
             return
-        if len(outcomes) != len(deliveries):
-            raise RuntimeError("handler must return one outcome per delivery")
         await self._settle(deliveries, outcomes)
 
-    async def _one_by_one(self, deliveries: list[Delivery]) -> None:
-        """Retry each message alone to find the one that fails."""
-        for i, delivery in enumerate(deliveries):
+    async def _handle_one(self, delivery: Delivery) -> None:
+        try:
+            outcomes = await self._handler([delivery])
+        except TransientError:
+            await self._nak_all([delivery])
+        except Exception as exc:
+            if delivery.num_delivered >= self._poison_after:
+                await self.dead_letter(delivery.msg, self._poison_reason(exc,
+                                                                         delivery.num_delivered))
+            else:
+                await self._nak_all([delivery])
+        else:
+            await self._settle([delivery], outcomes)
+
+    # ---------------------------------------------------------------- ordered
+
+    async def _handle_ordered(self, deliveries: list[Delivery]) -> None:
+        """Commit the batch, in order, before anything else is fetched."""
+        async with self._heartbeat(deliveries):
+            attempt = 0
+            while True:
+                try:
+                    outcomes = await self._handler(deliveries)
+                except TransientError as exc:
+                    attempt += 1
+                    log.warning("%s: transient failure (try %d), retrying: %s",
+                                self.spec.durable, attempt, exc)
+                    await self._pause(attempt)
+                    continue
+                except Exception as exc:
+                    log.exception("%s: handler failed on a batch of %d", self.spec.durable,
+                                  len(deliveries))
+                    self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+                    for delivery in deliveries:
+                        await self._ordered_one(delivery)
+                    return
+                await self._settle(deliveries, outcomes)
+                return
+
+    async def _ordered_one(self, delivery: Delivery) -> None:
+        """Retry one message here until it commits, or dead-letter it as poison."""
+        failures = 0
+        while True:
             try:
                 outcomes = await self._handler([delivery])
             except TransientError:
-                await self._nak_all(deliveries[i:])
-                return
+                failures = 0
+                await self._pause(1)
+                continue
             except Exception as exc:
-                await self._fail_one(delivery, exc)
-                if self._ordered:
-                    await self._nak_all(deliveries[i + 1 :])
+                failures += 1
+                if failures >= self._poison_after:
+                    await self.dead_letter(delivery.msg, self._poison_reason(exc, failures))
                     return
+                await self._pause(failures)
                 continue
             await self._settle([delivery], outcomes)
+            return
 
-    async def _fail_one(self, delivery: Delivery, exc: BaseException) -> None:
-        if delivery.num_delivered >= self._poison_after:
-            await self.dead_letter(delivery.msg, f"handler failed {delivery.num_delivered} "
-                                   f"times: {type(exc).__name__}: {exc}")
-        else:
-            await delivery.msg.nak(delay=self._delay(delivery))
-            self.stats.nakked += 1
+    async def _pause(self, attempt: int) -> None:
+        self.stats.retries += 1
+        delay = self._delay(attempt)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+        if self._stop.is_set():
+            raise _Stopped
+
+    # ----------------------------------------------------------------- common
+
+    @staticmethod
+    def _poison_reason(exc: BaseException, failures: int) -> str:
+        return f"handler failed {failures} times: {type(exc).__name__}: {exc}"
 
     async def _settle(self, deliveries: Sequence[Delivery],
                       outcomes: Sequence[Outcome]) -> None:
+        if len(outcomes) != len(deliveries):
+            raise RuntimeError("handler must return one outcome per delivery")
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             match outcome:
                 case Ack():
@@ -219,15 +297,16 @@ class ConsumerRunner:
 
     async def _nak_all(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
-            await delivery.msg.nak(delay=self._delay(delivery))
+            await delivery.msg.nak(delay=self._delay(delivery.num_delivered))
             self.stats.nakked += 1
 
-    def _delay(self, delivery: Delivery) -> float:
+    def _delay(self, attempt: int) -> float:
         steps = self.spec.backoff_s or (1.0,)
-        return steps[min(delivery.num_delivered - 1, len(steps) - 1)]
+        return steps[min(max(attempt, 1) - 1, len(steps) - 1)]
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
-        """Copy the raw message to the DLQ with the reason, then terminate it."""
+        """Copy the raw message to the DLQ with the reason, then terminate it. If the
+        DLQ cannot be written, the message is nak'd: nothing is dropped unrecorded."""
         meta = msg.metadata
         headers = dict(msg.headers or {})
         headers.pop(MSG_ID_HEADER, None)
@@ -240,14 +319,21 @@ class ConsumerRunner:
         })
         log.error("%s: dead-lettering %s #%d: %s", self.spec.durable, msg.subject,
                   meta.sequence.stream, reason)
-        await self._js.publish(subj.dlq(msg.subject), msg.data or b"", headers=headers)
+        try:
+            await self._pub.publish_raw(subj.dlq(msg.subject), msg.data or b"", headers)
+        except PublishError as exc:
+            log.error("%s: the DLQ is unavailable (%s); keeping #%d", self.spec.durable, exc,
+                      meta.sequence.stream)
+            await msg.nak(delay=self._delay(meta.num_delivered))
+            self.stats.nakked += 1
+            return
         await msg.term()
         self.stats.dead_lettered += 1
 
     @contextlib.asynccontextmanager
     async def _heartbeat(self, deliveries: Sequence[Delivery]) -> AsyncIterator[None]:
         """Tell the server the batch is still being worked on (long inference/commit)."""
-        period = max(self.spec.ack_wait_s / 3.0, 0.5)
+        period = max(self.spec.ack_wait_s / 3.0, 0.2)
 
         async def beat() -> None:
             while True:

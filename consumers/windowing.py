@@ -33,10 +33,12 @@ def owned_starts(first_sample: int, n_samples: int, hop: int) -> npt.NDArray[np.
     return np.arange(first_i, last_i + 1, dtype=np.int64) * hop
 
 
-def needs_next(first_sample: int, n_samples: int, hop: int, window: int) -> bool:
-    """Whether any window owned by this chunk runs past its end."""
+def samples_needed_after(first_sample: int, n_samples: int, hop: int, window: int) -> int:
+    """How many samples after this chunk its last owned window needs (0: none)."""
     starts = owned_starts(first_sample, n_samples, hop)
-    return bool(starts.size) and int(starts[-1]) + window > first_sample + n_samples
+    if not starts.size:
+        return 0
+    return max(0, int(starts[-1]) + window - (first_sample + n_samples))
 
 
 def cut(samples: F32, first_sample: int, following: F32 | None, hop: int,

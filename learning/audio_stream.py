@@ -108,13 +108,13 @@ class AudioStream:
         if seconds > 0:
             self._container.seek(int(seconds * 1_000_000), any_frame=False)
 
-    def _layout(self) -> av.AudioLayout | int:
+    def _layout(self) -> av.AudioLayout:
         """The stream's channel layout, or a plain channel count when FFmpeg has none
         that matches (many-channel Opus, odd WAVs)."""
         layout = self._stream.codec_context.layout
         if layout is not None and layout.nb_channels == self.info.channels:
             return layout
-        return self.info.channels
+        return av.AudioLayout(f"{self.info.channels} channels")
 
     def blocks(self) -> Iterator[F32]:
         """Float32 blocks of shape (channels, n) at ``sample_rate``, in stream order."""

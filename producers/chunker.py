@@ -49,12 +49,12 @@ class Chunker:
         while self._buffered >= self.chunk_samples * 2:
             yield self._emit(self.chunk_samples, final=False)
 
-    def finish(self) -> list[AudioChunk]:
-        """Flush the rest: one or two chunk sets, the last marked final."""
-        out: list[AudioChunk] = []
+    def finish(self) -> list[list[AudioChunk]]:
+        """Flush the rest: one or two chunk sets, the last one marked final."""
+        out: list[list[AudioChunk]] = []
         if self._buffered > self.chunk_samples:
-            out.extend(self._emit(self.chunk_samples, final=False))
-        out.extend(self._emit(self._buffered, final=True))
+            out.append(self._emit(self.chunk_samples, final=False))
+        out.append(self._emit(self._buffered, final=True))
         return out
 
     def _emit(self, n: int, *, final: bool) -> list[AudioChunk]:

@@ -93,7 +93,7 @@ class Player:
         t0 = time.monotonic()
         try:
             while True:
-                got = await self._next(sets, stop)
+                got = await self._next(sets, stop, thread)
                 if got is None:
                     result.stopped = True
                     break
@@ -145,9 +145,12 @@ class Player:
                 source=session.source, reason=reason, at_ns=time.time_ns()))
 
     @staticmethod
-    async def _next(sets: queue.Queue[object], stop: asyncio.Event) -> object | None:
+    async def _next(sets: queue.Queue[object], stop: asyncio.Event,
+                    thread: threading.Thread) -> object | None:
         """The next item from the decoder, or None once ``stop`` is set."""
         while not stop.is_set():
+            if not thread.is_alive() and sets.empty():
+                return _END
             try:
                 return sets.get_nowait()
             except queue.Empty:
@@ -201,7 +204,13 @@ class Player:
                     for chunk_set in chunker.push(block[list(chosen)]):
                         if not put(chunk_set):
                             return
-                put(chunker.finish())
+                for chunk_set in chunker.finish():
+                    if not put(chunk_set):
+                        return
         except AudioDecodeError as exc:
             put(_Failed(exc))
-        put(_END)
+        except Exception as exc:  # a bug or a library surprise: fail the session, loudly
+            log.exception("decoding %s failed", session.location)
+            put(_Failed(AudioDecodeError(session.location, f"{type(exc).__name__}: {exc}")))
+        finally:
+            put(_END)

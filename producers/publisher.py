@@ -88,8 +88,16 @@ class Publisher:
         elif task.exception() is not None:
             self._errors.append(task.exception())  # type: ignore[arg-type]
 
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
+        """Publish bytes that are not an event of ours (dead letters), with retries."""
+        async with self._slots:
+            return await self._send_bytes(subject, body, headers)
+
     async def _send(self, subject: str, event: Event) -> PubAck:
         headers, body = encode(event)
+        return await self._send_bytes(subject, body, headers)
+
+    async def _send_bytes(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
         delay = self._backoff
         for attempt in range(self._retries + 1):
             try:

@@ -9,12 +9,13 @@ every row exists exactly once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus_schemas import subjects
@@ -39,7 +40,7 @@ class ProjectorSettings(BaseSettings):
 
     nats_url: SecretStr
     database_url: SecretStr
-    batch: int = 500
+    batch: int = Field(500, ge=1, le=10_000)
 
 
 def handler_for(store: ProjectionStore, stream: str) -> Handler:
@@ -65,8 +66,13 @@ async def run(settings: ProjectorSettings, stop: asyncio.Event) -> None:
         runners = []
         for spec, filters in SUBSCRIPTIONS:
             consumer = projection_consumer(PROJECTION, spec, filters)
+            consumer = dataclasses.replace(consumer, batch=settings.batch,
+                                           max_ack_pending=settings.batch)
+            # The checkpoint, not the server's ack state, says where to resume.
+            committed = await store.checkpoint(PROJECTION, spec.name)
             runners.append(ConsumerRunner(nc, consumer, handler_for(store, spec.name),
-                                          ordered=True, poison_after=20))
+                                          ordered=True, poison_after=20,
+                                          start_after=committed))
         log.info("projector running")
         await asyncio.gather(*(r.run(stop) for r in runners))
     await nc.drain()

@@ -24,7 +24,7 @@ def test_chunker_is_gapless_and_marks_the_final_chunk() -> None:
     for n in (130, 700, 1, 333, 90):
         chunks += [c for group in chunker.push(rng.uniform(-1, 1, (2, n)).astype(np.float32))
                    for c in group]
-    chunks += chunker.finish()
+    chunks += [c for group in chunker.finish() for c in group]
     ch0 = [c for c in chunks if c.channel == 0]
     assert [c.seq for c in ch0] == list(range(len(ch0)))
     assert sum(c.n_samples for c in ch0) == 130 + 700 + 1 + 333 + 90
@@ -37,7 +37,7 @@ def test_chunker_is_gapless_and_marks_the_final_chunk() -> None:
 
 def test_an_empty_source_still_ends_with_a_final_chunk() -> None:
     final = Chunker("s", (0,), 1000, 0, 100).finish()
-    assert len(final) == 1 and final[0].final and final[0].n_samples == 0
+    assert len(final) == 1 and final[0][0].final and final[0][0].n_samples == 0
 
 
 def test_plan_orders_archives_by_time_and_names_sources(tmp_path: Path) -> None:

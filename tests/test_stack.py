@@ -60,10 +60,11 @@ def test_status_without_a_stack_says_stopped(tmp_path: Path) -> None:
 
 def test_external_servers_are_used_when_configured(tmp_path: Path) -> None:
     with running_stack(tmp_path / "servers") as servers:
-        external = {"nats_url": servers.nats_url, "database_url": servers.database_url}
+        external = {"nats_url": servers.nats_url, "database_url": servers.database_url,
+                    "projector": False, "sources": False}
         with running_stack(tmp_path / "workers", **external) as workers:
             names = [p["name"] for p in workers.status()["processes"]]
-            assert names == ["classifier-0", "projector", "sources"]  # no servers of its own
+            assert names == ["classifier-0"]  # an extra classifier: no servers of its own
             assert workers.status()["services"]["nats"] == servers.public_urls()["nats"]
             assert not (tmp_path / "workers" / "nats").exists()
             assert not (tmp_path / "workers" / "postgres").exists()

@@ -177,7 +177,8 @@ def query(settings: CtlSettings, args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         table.add_row(r.time.astimezone(UTC).isoformat(timespec="milliseconds"), r.source,
-                      str(r.channel), r.label, f"{r.confidence:.2f}",
+                      str(r.channel), r.label,
+                      "-" if r.confidence is None else f"{r.confidence:.2f}",
                       f"{r.model_id}@{r.model_version}")
     out.print(table)
     return EXIT_OK
@@ -257,6 +258,7 @@ async def _rebuild(stack: Stack) -> None:
 def psql(settings: CtlSettings, args: argparse.Namespace) -> int:
     import os
     import shutil
+    from urllib.parse import unquote, urlsplit, urlunsplit
 
     url = Stack(settings).database_url
     if args.url:
@@ -266,7 +268,13 @@ def psql(settings: CtlSettings, args: argparse.Namespace) -> int:
     if exe is None:
         raise CliError("psql is not installed (Debian: postgresql-client); "
                        "`tidzam_ctl psql --url` prints the URL for another client")
-    os.execv(exe, [exe, url, *args.psql_args])
+    # The password goes through the environment, never the command line (ps shows it).
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = unquote(parts.username or "")
+    env = dict(os.environ, PGPASSWORD=unquote(parts.password or ""), PGUSER=user)
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    os.execve(exe, [exe, bare, *args.psql_args], env)
 
 
 # --------------------------------------------------------------------- demo

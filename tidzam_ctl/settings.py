@@ -33,4 +33,7 @@ class CtlSettings(BaseSettings):
     sample_rate: int = 48_000
     chunk_s: float = Field(1.0, gt=0.05, le=10.0)
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
-    classifiers: int = Field(1, ge=1, le=32)
+    classifiers: int = Field(1, ge=0, le=32)
+    # One projector and one source manager per bus: extra machines run classifiers only.
+    projector: bool = True
+    sources: bool = True

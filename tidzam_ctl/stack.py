@@ -89,8 +89,10 @@ class Stack:
         py = sys.executable
         procs = [ProcSpec(f"classifier-{i}", [py, "-m", "consumers.classifier_service"])
                  for i in range(self.settings.classifiers)]
-        procs.append(ProcSpec("projector", [py, "-m", "projections.service"]))
-        procs.append(ProcSpec("sources", [py, "-m", "producers.source_service"]))
+        if self.settings.projector:
+            procs.append(ProcSpec("projector", [py, "-m", "projections.service"]))
+        if self.settings.sources:
+            procs.append(ProcSpec("sources", [py, "-m", "producers.source_service"]))
         return procs
 
     def child_env(self) -> dict[str, str]:
