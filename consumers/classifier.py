@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
@@ -73,11 +73,11 @@ class ChunkNotReady(Exception):
 
 
 class Classifier:
-    GIVE_UP_AFTER = 3  # deliveries of a chunk whose successor never comes
+    RETRY_S = 0.2  # how soon a chunk waiting for its successor comes back
     MAX_FOREIGN = 64  # chunks of other sessions to skip while looking for the next one
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
-                 overlap: float = 0.25, wait_next_s: float = 3.0) -> None:
+                 overlap: float = 0.25, stall_s: float = 10.0) -> None:
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         self._js = nc.jetstream()
@@ -86,7 +86,7 @@ class Classifier:
         params = scorer.features
         self.window = params.window_samples
         self.hop = max(1, round(self.window * (1.0 - overlap)))
-        self._wait_next = wait_next_s
+        self._stall_s = stall_s  # a successor this late means the session ended
         self.stats = ClassifierStats()
 
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
@@ -110,9 +110,11 @@ class Classifier:
         ready: list[tuple[AudioChunk, Windows]] = []
         for (i, chunk), following in zip(jobs, nexts, strict=True):
             if isinstance(following, ChunkNotReady):
+                # Live edge: come back shortly rather than hold up the ready chunks of
+                # the batch (and the next fetch) while this one's successor arrives.
                 self.stats.waits += 1
-                if deliveries[i].num_delivered < self.GIVE_UP_AFTER:
-                    outcomes[i] = Nak(delay_s=1.0)
+                if self._age_s(deliveries[i]) < self._stall_s:
+                    outcomes[i] = Nak(delay_s=self.RETRY_S)
                     continue
                 # The source stalled for good: the windows crossing this end are lost
                 # with the audio that never came; the others are classified.
@@ -145,16 +147,10 @@ class Classifier:
         parts: list[F32] = []
         got, cursor, seq, first = 0, stream_seq, chunk.seq + 1, chunk.end_sample
         foreign = 0
-        deadline = time.monotonic() + self._wait_next
         while got < need:
             raw = await self._next_on_subject(cursor, subject)
-            if raw is None:
-                if time.monotonic() >= deadline:
-                    if parts:
-                        break  # classify what has come; the rest waits for no one
-                    raise ChunkNotReady(f"{subject} seq {seq}")
-                await asyncio.sleep(0.05)
-                continue
+            if raw is None:  # not published yet: the handler decides to wait or not
+                raise ChunkNotReady(f"{subject} seq {seq}")
             cursor = raw.seq or cursor + 1
             nxt = self._decode_chunk(raw.headers, raw.data or b"")
             if nxt is None or nxt.origin_ns != chunk.origin_ns:
@@ -171,6 +167,12 @@ class Classifier:
             if nxt.final:
                 break
         return np.concatenate(parts) if parts else None
+
+    @staticmethod
+    def _age_s(delivery: Delivery) -> float:
+        """Seconds since the chunk was stored in the stream."""
+        stored = delivery.msg.metadata.timestamp
+        return (datetime.now(UTC) - stored).total_seconds() if stored else 0.0
 
     async def _next_on_subject(self, after_seq: int, subject: str) -> RawStreamMsg | None:
         try:

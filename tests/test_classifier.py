@@ -6,9 +6,10 @@ import asyncio
 import itertools
 from pathlib import Path
 
+import numpy as np
 from nats.aio.client import Client
 
-from bus_schemas import Prediction, decode
+from bus_schemas import AudioChunk, Prediction, decode
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier import Classifier
 from consumers.runner import ConsumerRunner
@@ -84,3 +85,28 @@ async def test_two_instances_share_work_without_duplicates(nc: Client, tmp_path:
     preds = await _all_predictions(nc)
     keys = [(p.channel, p.window_start_ns) for p in preds]
     assert len(keys) == len(set(keys)) == 4 * per_channel
+
+
+async def test_a_stalled_session_is_classified_after_the_stall_timeout(nc: Client) -> None:
+    """Three 1 s chunks and then nothing (no final flag: a live source died): the windows
+    inside the last chunk are still classified once its successor is overdue."""
+    rng = np.random.default_rng(0)
+    chunks = [AudioChunk(source="dead", channel=0, seq=k, first_sample=k * 48_000,
+                         start_ns=10**18 + k * 10**9, sample_rate=48_000,
+                         samples=(rng.normal(0, 0.1, 48_000) * 32767).astype("<i2").tobytes())
+              for k in range(3)]
+    await Publisher(nc.jetstream()).publish_all(chunks)
+    clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=0.25, stall_s=1.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ConsumerRunner(nc, classifier_consumer("placeholder"),
+                                              clf.handle).run(stop))
+    expected = expected_windows(3 * 48_000, 24_000, 18_000)  # 7: the grid up to 3 s
+    try:
+        async with asyncio.timeout(20):
+            while (await nc.jetstream().stream_info("EVENTS")).state.messages < expected:
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    assert clf.stats.waits > 0  # it did wait for a successor first
+    assert len(await _all_predictions(nc)) == expected
