@@ -37,3 +37,6 @@ class CtlSettings(BaseSettings):
     # One projector and one source manager per bus: extra machines run classifiers only.
     projector: bool = True
     sources: bool = True
+    live: bool = True  # the socket.io server for phone/browser streams
+    live_host: str = "127.0.0.1"
+    live_port: int | None = Field(None, ge=1, le=65535)  # None: a free port, kept in the home

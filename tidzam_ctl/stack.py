@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from tidzam_ctl.services.nats import NatsServer
+from tidzam_ctl.services.ports import free_port
 from tidzam_ctl.services.postgres import EmbeddedPostgres
 from tidzam_ctl.settings import CtlSettings
 
@@ -81,6 +82,8 @@ class Stack:
             urls["nats"] = _strip_credentials(self.nats_url)
         if self.pg is None or self.pg.initialized:
             urls["postgres"] = _strip_credentials(self.database_url)
+        if self.settings.live and (self.settings.live_port or (self.home / "live.json").exists()):
+            urls["live"] = f"http://{self.settings.live_host}:{self.live_port}"
         return urls
 
     # ------------------------------------------------------------- processes
@@ -93,6 +96,8 @@ class Stack:
             procs.append(ProcSpec("projector", [py, "-m", "projections.service"]))
         if self.settings.sources:
             procs.append(ProcSpec("sources", [py, "-m", "producers.source_service"]))
+        if self.settings.live:
+            procs.append(ProcSpec("live", [py, "-m", "producers.live_service"]))
         return procs
 
     def child_env(self) -> dict[str, str]:
@@ -107,8 +112,23 @@ class Stack:
             "TIDZAM_DATABASE_URL": self.database_url,
             "TIDZAM_MODEL_DIR": str(self.settings.model_dir),
             "TIDZAM_OVERLAP": str(self.settings.overlap),
+            "TIDZAM_LIVE_HOST": self.settings.live_host,
+            "TIDZAM_LIVE_PORT": str(self.live_port),
         })
         return env
+
+    @property
+    def live_port(self) -> int:
+        """The live server's port: configured, else chosen once and kept in the home."""
+        if self.settings.live_port:
+            return self.settings.live_port
+        state = self.home / "live.json"
+        if state.exists():
+            return int(json.loads(state.read_text())["port"])
+        self.home.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        state.write_text(json.dumps({"port": port}))
+        return port
 
     # -------------------------------------------------------------- commands
 
