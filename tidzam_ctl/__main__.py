@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start NATS, PostgreSQL and the Tidzam processes")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--icecast", action="store_true",
+                   help="also run Icecast with every channel as a mono stream "
+                   "(/<source>-out_<k>.ogg); same as TIDZAM_ICECAST=1")
     p.add_argument("--sources", type=Path, metavar="FILE.json",
                    help='load permanent sources from a JSON file: {"sources": [{"name", '
                    '"url", "path_database", "nb_channels"}]} (the original format)')

@@ -29,6 +29,8 @@ out = Console(soft_wrap=True)
 def up(settings: CtlSettings, args: argparse.Namespace) -> int:
     from tidzam_ctl.source_commands import publish, sources_file
 
+    if getattr(args, "icecast", False):
+        settings = settings.model_copy(update={"icecast": True})
     stack = Stack(settings)
     wanted = sources_file(args.sources) if getattr(args, "sources", None) else []
     with console.status("starting the stack…"):

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from tidzam_ctl.services.icecast import IcecastServer
 from tidzam_ctl.services.nats import NatsServer
 from tidzam_ctl.services.ports import free_port
 from tidzam_ctl.services.postgres import EmbeddedPostgres
@@ -48,11 +49,13 @@ class ProcState:
 
 class Stack:
     def __init__(self, settings: CtlSettings) -> None:
-        self.settings = settings
         self.home = settings.home.expanduser().absolute()
         self.run_dir = self.home / "run"
         self.log_dir = self.home / "logs"
         self.desired = self.home / "stack.json"
+        if self._recorded().get("icecast"):  # `up --icecast` holds for later commands
+            settings = settings.model_copy(update={"icecast": True})
+        self.settings = settings
         self.embedded_nats = settings.nats_url is None
         self.nats = NatsServer.load(self.home) if self.embedded_nats else None
         self.pg = None if settings.database_url else EmbeddedPostgres(self.home / "postgres")
@@ -84,6 +87,8 @@ class Stack:
             urls["postgres"] = _strip_credentials(self.database_url)
         if self.settings.live and (self.settings.live_port or (self.home / "live.json").exists()):
             urls["live"] = f"http://{self.settings.live_host}:{self.live_port}"
+        if self.settings.icecast and (self.home / "icecast" / "state.json").exists():
+            urls["icecast"] = self.icecast.url if self.icecast else ""
         return urls
 
     # ------------------------------------------------------------- processes
@@ -98,6 +103,8 @@ class Stack:
             procs.append(ProcSpec("sources", [py, "-m", "producers.source_service"]))
         if self.settings.live:
             procs.append(ProcSpec("live", [py, "-m", "producers.live_service"]))
+        if self.settings.icecast:
+            procs.append(ProcSpec("relay", [py, "-m", "consumers.icecast_relay"]))
         return procs
 
     def child_env(self) -> dict[str, str]:
@@ -115,7 +122,17 @@ class Stack:
             "TIDZAM_LIVE_HOST": self.settings.live_host,
             "TIDZAM_LIVE_PORT": str(self.live_port),
         })
+        if self.icecast is not None:
+            env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
+                        "TIDZAM_ICECAST_PORT": str(self.icecast.port),
+                        "TIDZAM_ICECAST_SOURCE_PASSWORD": self.icecast.source_password})
         return env
+
+    @property
+    def icecast(self) -> IcecastServer | None:
+        if not self.settings.icecast:
+            return None
+        return IcecastServer.load_or_init(self.home, self.settings.icecast_host)
 
     @property
     def live_port(self) -> int:
@@ -139,14 +156,22 @@ class Stack:
             d.mkdir(exist_ok=True)
         self._start_nats()
         self._start_postgres()
+        self._start_icecast()
         self._ensure_streams()
         started = []
         for spec in self.processes():
             if self._state_of(spec.name).state != "running":
                 self._spawn(spec)
                 started.append(spec.name)
-        self.desired.write_text(json.dumps({"up": True, "since": time.time()}))
+        self.desired.write_text(json.dumps({"up": True, "since": time.time(),
+                                            "icecast": self.settings.icecast}))
         self._verify_alive(started)
+
+    def _recorded(self) -> dict[str, Any]:
+        if not self.desired.exists():
+            return {}
+        data: dict[str, Any] = json.loads(self.desired.read_text())
+        return data
 
     def _verify_alive(self, names: list[str], grace_s: float = 2.0) -> None:
         """A process that dies right after its start (bad model, bad URL) is an error now."""
@@ -162,11 +187,13 @@ class Stack:
     def down(self, timeout_s: float = 20.0) -> None:
         """Stop the processes (SIGTERM, then SIGKILL), then the servers."""
         if self.desired.exists():
-            self.desired.write_text(json.dumps({"up": False}))
+            self.desired.write_text(json.dumps({**self._recorded(), "up": False}))
         for spec in self.processes():
             self._terminate(spec.name, timeout_s)
         if self.embedded_nats:
             self._terminate("nats", timeout_s)
+        if self.settings.icecast:
+            self._terminate("icecast", timeout_s)
         if self.pg is not None and self.pg.initialized:
             self.pg.stop()
 
@@ -181,6 +208,9 @@ class Stack:
         if self.pg is not None and not self.pg.status().running:
             self._start_postgres()
             restarted.append("postgres")
+        if self.settings.icecast and self._state_of("icecast").state != "running":
+            self._start_icecast()
+            restarted.append("icecast")
         for spec in self.processes():
             if self._state_of(spec.name).state != "running":
                 self._spawn(spec)
@@ -188,9 +218,7 @@ class Stack:
         return restarted
 
     def is_meant_up(self) -> bool:
-        if not self.desired.exists():
-            return False
-        return bool(json.loads(self.desired.read_text()).get("up"))
+        return bool(self._recorded().get("up"))
 
     def status(self) -> dict[str, Any]:
         procs: list[ProcState] = []
@@ -201,6 +229,8 @@ class Stack:
             procs.append(ProcState("postgres", st.pid if st.running else None,
                                    "running" if st.running else "stopped",
                                    str(self.pg.log_file)))
+        if self.settings.icecast:
+            procs.append(self._state_of("icecast"))
         procs.extend(self._state_of(spec.name) for spec in self.processes())
         return {
             "home": str(self.home),
@@ -221,6 +251,14 @@ class Stack:
         proc = self.nats.spawn()
         self._write_pid("nats", proc.pid)
         self.nats.wait_ready(proc)
+
+    def _start_icecast(self) -> None:
+        server = self.icecast
+        if server is None or self._state_of("icecast").state == "running":
+            return
+        proc = server.spawn()
+        self._write_pid("icecast", proc.pid)
+        server.wait_ready(proc)
 
     def _start_postgres(self) -> None:
         if self.pg is None:

@@ -1,0 +1,196 @@
+"""The Icecast relay: every channel of every source as its own mono Ogg stream.
+
+``python -m consumers.icecast_relay``. It taps the AUDIO stream from the live edge
+(a relay has no use for a backlog) and feeds, per source and channel, one ffmpeg
+encoder (PCM s16le → Ogg Vorbis) whose output it sends to Icecast at mount
+``/<source>-out_<channel>.ogg`` (the original's names) with an HTTP PUT. The source
+password travels in that request's header, never in a command line. The relay is
+best effort: a slow or failed encoder or Icecast never holds up the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus_schemas import AudioChunk
+from bus_schemas.streams import AUDIO, ConsumerSpec
+from bus_schemas.subjects import AUDIO_ALL
+from consumers.process import run_process
+from consumers.runner import Ack, ConsumerRunner, Delivery, Outcome
+from producers.bus import connect, ensure_streams
+
+log = logging.getLogger(__name__)
+
+SPEC = ConsumerSpec(durable="icecast-relay", stream=AUDIO.name, filter_subjects=(AUDIO_ALL,),
+                    ack_wait_s=30.0, max_ack_pending=1024, batch=64)
+
+
+class RelayError(RuntimeError):
+    """Icecast refused a mount or an encoder could not start."""
+
+
+def mount_of(source: str, channel: int) -> str:
+    return f"/{source}-out_{channel}.ogg"
+
+
+@dataclass(frozen=True)
+class IcecastTarget:
+    host: str
+    port: int
+    password: str
+
+    def put_request(self, mount: str, name: str) -> bytes:
+        auth = base64.b64encode(f"source:{self.password}".encode()).decode()
+        return (f"PUT {mount} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Authorization: Basic {auth}\r\nUser-Agent: tidzam-relay\r\n"
+                f"Content-Type: audio/ogg\r\nIce-Public: 0\r\nIce-Name: {name}\r\n"
+                "Expect: 100-continue\r\n\r\n").encode()
+
+
+class ChannelStream:
+    """One encoder process and one Icecast connection for one channel."""
+
+    def __init__(self, target: IcecastTarget, source: str, channel: int, rate: int) -> None:
+        self.target, self.source, self.channel, self.rate = target, source, channel, rate
+        self.mount = mount_of(source, channel)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self.last: tuple[int, int] = (-1, -1)  # (session origin, seq) last written
+
+    async def start(self) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.target.host, self.target.port), 5)
+        writer.write(self.target.put_request(self.mount, f"{self.source} channel {self.channel}"))
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 5)
+        if b" 100 " not in status and b" 200 " not in status:
+            writer.close()
+            raise RelayError(f"Icecast refused {self.mount}: {status.decode(errors='replace')}")
+        while (await asyncio.wait_for(reader.readline(), 5)).strip():
+            pass  # the rest of the interim response's headers
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            raise RelayError("ffmpeg is not installed (Debian: apt-get install ffmpeg)")
+        self._proc = await asyncio.create_subprocess_exec(
+            ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(self.rate),
+            "-ac", "1", "-i", "pipe:0", "-c:a", "libvorbis", "-b:a", "96k", "-f", "ogg",
+            "pipe:1", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        self._writer = writer
+        self._pump = asyncio.create_task(self._copy(self._proc, writer))
+        log.info("relaying %s.%d to %s", self.source, self.channel, self.mount)
+
+    @staticmethod
+    async def _copy(proc: asyncio.subprocess.Process, writer: asyncio.StreamWriter) -> None:
+        assert proc.stdout is not None
+        while data := await proc.stdout.read(16_384):
+            writer.write(data)
+            await writer.drain()
+
+    async def write(self, pcm: bytes) -> None:
+        if self._proc is None or self._proc.stdin is None or self._pump is None:
+            raise RelayError("stream not started")
+        if self._pump.done():
+            raise RelayError(f"{self.mount}: Icecast connection lost")
+        self._proc.stdin.write(pcm)
+        await asyncio.wait_for(self._proc.stdin.drain(), 5)
+
+    async def close(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                self._proc.stdin.close()
+                await asyncio.wait_for(self._proc.wait(), 5)
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pump, 5)
+        if self._writer is not None:
+            self._writer.close()
+
+
+class IcecastRelay:
+    def __init__(self, target: IcecastTarget) -> None:
+        self.target = target
+        self.streams: dict[tuple[str, int], ChannelStream] = {}
+        self.failures = 0
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        for delivery in deliveries:
+            chunk = delivery.event
+            if isinstance(chunk, AudioChunk):
+                await self.relay(chunk)
+        return [Ack()] * len(deliveries)
+
+    async def relay(self, chunk: AudioChunk) -> None:
+        key = (chunk.source, chunk.channel)
+        stream = self.streams.get(key)
+        try:
+            if stream is None:
+                stream = ChannelStream(self.target, chunk.source, chunk.channel,
+                                       chunk.sample_rate)
+                self.streams[key] = stream
+                await stream.start()
+            position = (chunk.origin_ns, chunk.seq)
+            if position > stream.last:  # a redelivered or late chunk is not played twice
+                pcm = chunk.samples if chunk.encoding == "s16le" else \
+                    (chunk.to_float32() * 32767).astype("<i2").tobytes()
+                await stream.write(pcm)
+                stream.last = position
+            if chunk.final:
+                await self.drop(key)
+        except (OSError, RelayError, TimeoutError) as exc:
+            self.failures += 1
+            log.warning("relay of %s.%d failed: %s", chunk.source, chunk.channel, exc)
+            await self.drop(key)  # the next chunk starts it again
+
+    async def drop(self, key: tuple[str, int]) -> None:
+        stream = self.streams.pop(key, None)
+        if stream is not None:
+            await stream.close()
+
+    async def close(self) -> None:
+        for key in list(self.streams):
+            await self.drop(key)
+
+
+class RelaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
+
+    nats_url: SecretStr
+    icecast_host: str = "127.0.0.1"
+    icecast_port: int = Field(8000, ge=1, le=65535)
+    icecast_source_password: SecretStr
+
+
+async def run(settings: RelaySettings, stop: asyncio.Event) -> None:
+    nc = await connect(settings.nats_url.get_secret_value(), "tidzam-icecast-relay")
+    js = nc.jetstream()
+    await ensure_streams(js)
+    relay = IcecastRelay(IcecastTarget(settings.icecast_host, settings.icecast_port,
+                                       settings.icecast_source_password.get_secret_value()))
+    live_edge = (await js.stream_info(AUDIO.name)).state.last_seq
+    runner = ConsumerRunner(nc, SPEC, relay.handle, start_after=live_edge)
+    log.info("relaying to Icecast on %s:%d", settings.icecast_host, settings.icecast_port)
+    await runner.run(stop)
+    await relay.close()
+    await nc.drain()
+    log.info("relay drained: exiting")
+
+
+def main() -> None:
+    settings = RelaySettings()
+    run_process(lambda stop: run(settings, stop))
+
+
+if __name__ == "__main__":
+    main()

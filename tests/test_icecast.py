@@ -1,0 +1,91 @@
+"""A multi-channel Ogg/Opus stream served by Icecast as a source; every channel relayed
+back to Icecast as its own mono stream. Real Icecast 2, real ffmpeg."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+import wave
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from learning.audio_stream import AudioStream, decode_all
+from tests.real_audio import MEGAGLEST, RAIN, real_file
+from tests.stack_helpers import ctl, running_stack, wait_for
+
+ASTERISK = "asterisk-core-sounds-en-wav"
+SPEECH = "usr/share/asterisk/sounds/en_US_f_Allison/demo-instruct.wav"
+PATTERN = ("rain", "speech", "speech", "rain", "rain", "speech", "rain", "speech")
+SECONDS = 12
+
+
+def _eight_channels(path: Path) -> Path:
+    rain, _ = decode_all(real_file(MEGAGLEST, RAIN), 48_000)
+    speech, _ = decode_all(real_file(ASTERISK, SPEECH), 48_000)
+    n = SECONDS * 48_000
+    tracks = {"rain": np.resize(rain[0], n), "speech": np.resize(speech[0], n)}
+    data = np.stack([tracks[kind] for kind in PATTERN], axis=1)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(8)
+        out.setsampwidth(2)
+        out.setframerate(48_000)
+        out.writeframes((np.clip(data, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def _mounts(url: str) -> set[str]:
+    try:
+        raw = urllib.request.urlopen(f"{url}/status-json.xsl", timeout=2).read()
+        sources = json.loads(raw)["icestats"].get("source", [])
+    except (OSError, ValueError, KeyError):
+        return set()  # Icecast's JSON is invalid while no source is mounted
+    if isinstance(sources, dict):
+        sources = [sources]
+    return {s["listenurl"].rsplit("/", 1)[1] for s in sources}
+
+
+def test_each_channel_lands_under_its_number_and_is_relayed(tmp_path: Path) -> None:
+    assert shutil.which("ffmpeg") and shutil.which("icecast2"), \
+        "ffmpeg and icecast2 are needed (scripts/test installs them as root)"
+    wav = _eight_channels(tmp_path / "eight.wav")
+    with running_stack(tmp_path / "home", icecast=True) as stack:
+        icecast = stack.icecast
+        assert icecast is not None
+        push = subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(wav),
+             "-c:a", "libopus", "-b:a", "384k", "-mapping_family", "1", "-f", "ogg",
+             "-content_type", "application/ogg",
+             f"icecast://source:{icecast.source_password}@127.0.0.1:{icecast.port}/multi.opus"],
+            stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: "multi.opus" in _mounts(icecast.url), 20, "the Icecast source")
+            done = ctl(stack.home, "source", "add", "multi", "--url",
+                       f"{icecast.url}/multi.opus")
+            assert done.returncode == 0, done.stderr
+            relayed = {f"multi-out_{k}.ogg" for k in range(8)}
+            wait_for(lambda: relayed <= _mounts(icecast.url), 30, "the 8 relay mounts")
+            with AudioStream(f"{icecast.url}/multi-out_3.ogg", 48_000) as mono:
+                assert mono.info.channels == 1 and mono.info.codec == "vorbis"
+                got = next(iter(mono.blocks()))
+                assert got.shape[0] == 1
+            push.wait(timeout=60)
+        finally:
+            push.kill()
+        with psycopg.connect(stack.database_url) as conn:
+            def ended() -> bool:
+                row = conn.execute("SELECT state FROM sources WHERE name = 'multi'").fetchone()
+                return row is not None and row[0] in ("unloaded", "failed")
+            wait_for(ended, 60, "the end of the Icecast stream")
+            rows = conn.execute("SELECT channel, label FROM detections "
+                                "WHERE source = 'multi'").fetchall()
+    by_channel: dict[int, Counter[str]] = {}
+    for channel, label in rows:
+        by_channel.setdefault(channel, Counter())[label] += 1
+    assert sorted(by_channel) == list(range(8))
+    heard = tuple(by_channel[k].most_common(1)[0][0] for k in range(8))
+    assert heard == PATTERN, by_channel
