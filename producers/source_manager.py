@@ -169,7 +169,9 @@ class SourceManager:
         """The archive from ``date`` on: the file holding it (sought), then the next ones."""
         assert cfg.date_ns is not None
         at = datetime.fromtimestamp(cfg.date_ns / 1e9, UTC)
-        files = archive.scan(Path(cfg.database), cfg.source)
+        # the folder's files of this source, else all of its files (a database may be
+        # played under another name, as the original's `database` field allowed)
+        files = archive.scan(Path(cfg.database), cfg.source) or archive.scan(Path(cfg.database))
         found = archive.locate(files, at)
         if found is None:
             return

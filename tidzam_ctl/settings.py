@@ -39,6 +39,7 @@ class CtlSettings(BaseSettings):
     sources: bool = True
     live: bool = True  # the socket.io server for phone/browser streams
     icecast: bool = False  # an Icecast server with every channel as a mono stream
+    archive_dir: Path | None = None  # set: the archiver writes live audio into hour files
     icecast_host: str = "127.0.0.1"
     live_host: str = "127.0.0.1"
     live_port: int | None = Field(None, ge=1, le=65535)  # None: a free port, kept in the home

@@ -105,6 +105,8 @@ class Stack:
             procs.append(ProcSpec("live", [py, "-m", "producers.live_service"]))
         if self.settings.icecast:
             procs.append(ProcSpec("relay", [py, "-m", "consumers.icecast_relay"]))
+        if self.settings.archive_dir is not None:
+            procs.append(ProcSpec("archiver", [py, "-m", "consumers.archiver"]))
         return procs
 
     def child_env(self) -> dict[str, str]:
@@ -122,6 +124,8 @@ class Stack:
             "TIDZAM_LIVE_HOST": self.settings.live_host,
             "TIDZAM_LIVE_PORT": str(self.live_port),
         })
+        if self.settings.archive_dir is not None:
+            env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
         if self.icecast is not None:
             env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
                         "TIDZAM_ICECAST_PORT": str(self.icecast.port),

@@ -1,0 +1,237 @@
+"""The archiver: live audio into hour files, so that today's stream is tomorrow's archive.
+
+``python -m consumers.archiver`` writes the sources matching ``TIDZAM_ARCHIVE_SOURCES``
+(a glob, default ``*``) into ``TIDZAM_ARCHIVE_DIR/<source>/<source>-YYYY-MM-DD-HH-MM-SS.ext``:
+the name is the time of the file's first sample, a new file starts at each hour and
+each session. FLAC (lossless) up to 8 channels, Ogg/Opus beyond (FLAC's limit).
+These are the archive folders ``source add --database`` plays from a date.
+
+A set (one chunk per channel, same seq) is written once complete; the chunks of a set
+still incomplete at the end of a batch are nak'd and kept in memory, so a crash never
+loses them; what was already written is recorded per session and never written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+import av
+import numpy as np
+import numpy.typing as npt
+from av.audio.stream import AudioStream
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus_schemas import AudioChunk
+from bus_schemas.streams import AUDIO, ConsumerSpec
+from bus_schemas.subjects import AUDIO_ALL
+from consumers.process import run_process
+from consumers.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
+from producers.bus import connect, ensure_streams
+
+log = logging.getLogger(__name__)
+
+SPEC = ConsumerSpec(durable="archiver", stream=AUDIO.name, filter_subjects=(AUDIO_ALL,),
+                    ack_wait_s=60.0, max_ack_pending=4096, batch=256, backoff_s=(0.5,))
+HOUR_NS = 3_600 * 1_000_000_000
+I16 = npt.NDArray[np.int16]
+
+
+class HourFile:
+    """One open archive file: (n, channels) int16 blocks in, encoded frames out."""
+
+    def __init__(self, path: Path, channels: int, rate: int) -> None:
+        self.path = path
+        self.channels = channels
+        self.layout = av.AudioLayout(f"{channels} channels")
+        lossless = channels <= 8
+        self._out = av.open(str(path), "w", format="flac" if lossless else "ogg")
+        codec = "flac" if lossless else "libopus"
+        self._stream = cast(AudioStream, self._out.add_stream(codec, rate=rate,
+                                                              layout=self.layout))
+        if not lossless:
+            self._stream.codec_context.options = {"mapping_family": "255"}
+        self.rate = rate
+        self._float = not lossless
+
+    def write(self, block: I16) -> None:
+        data: npt.NDArray[np.generic] = block
+        fmt = "s16"
+        if self._float:
+            data, fmt = block.astype(np.float32) / 32768.0, "flt"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data).reshape(1, -1),
+                                           format=fmt, layout=self.layout)
+        frame.sample_rate = self.rate
+        for packet in self._stream.encode(frame):
+            self._out.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode(None):
+            self._out.mux(packet)
+        self._out.close()
+
+
+@dataclass
+class Session:
+    source: str
+    origin_ns: int
+    rate: int
+    channels: tuple[int, ...] = ()  # learnt from the first complete set
+    sets: dict[int, dict[int, AudioChunk]] = field(default_factory=dict)
+    next_seq: int = 0
+    file: HourFile | None = None
+    file_hour: int = -1
+
+
+class Archiver:
+    def __init__(self, root: Path, pattern: str = "*") -> None:
+        self.root = root
+        self.pattern = pattern
+        self.sessions: dict[tuple[str, int], Session] = {}
+        self._state_path = root / ".archiver-state.json"
+        self._written: dict[str, int] = self._load_state()  # "source@origin" -> next seq
+
+    def _load_state(self) -> dict[str, int]:
+        if self._state_path.exists():
+            data: dict[str, int] = json.loads(self._state_path.read_text())
+            return data
+        return {}
+
+    def _save_state(self) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._written))
+        os.replace(tmp, self._state_path)
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        outcomes: list[Outcome] = [Ack()] * len(deliveries)
+        held: list[tuple[int, Session, int]] = []
+        for i, d in enumerate(deliveries):
+            chunk = d.event
+            if not isinstance(chunk, AudioChunk) or not fnmatch.fnmatch(chunk.source,
+                                                                       self.pattern):
+                continue
+            session = self._session(chunk)
+            if chunk.seq < session.next_seq:  # written before (a redelivery, a restart)
+                if chunk.final and session.file is None:
+                    self.sessions.pop((chunk.source, chunk.origin_ns), None)
+                continue
+            session.sets.setdefault(chunk.seq, {})[chunk.channel] = chunk
+            held.append((i, session, chunk.seq))
+        await asyncio.to_thread(self._write_ready)
+        for i, session, seq in held:
+            if seq >= session.next_seq:  # still incomplete: come back, nothing is lost
+                outcomes[i] = Nak(delay_s=0.5)
+        self._save_state()
+        return outcomes
+
+    def _session(self, chunk: AudioChunk) -> Session:
+        key = (chunk.source, chunk.origin_ns)
+        session = self.sessions.get(key)
+        if session is None:
+            session = Session(chunk.source, chunk.origin_ns, chunk.sample_rate)
+            session.next_seq = self._written.get(f"{chunk.source}@{chunk.origin_ns}", 0)
+            self.sessions[key] = session
+        return session
+
+    def _write_ready(self) -> None:
+        """Worker thread: write every complete set, in seq order, per session."""
+        for key, session in list(self.sessions.items()):
+            while session.next_seq in session.sets:
+                chunks = session.sets[session.next_seq]
+                later = any(seq > session.next_seq for seq in session.sets)
+                final = any(c.final for c in chunks.values())
+                if not session.channels:
+                    if not (later or final):
+                        break  # the first set's channels are known once the next starts
+                    session.channels = tuple(sorted(chunks))
+                if len(chunks) < len(session.channels):
+                    break
+                self._write(session, [chunks[ch] for ch in session.channels])
+                del session.sets[session.next_seq]
+                session.next_seq += 1
+                self._written[f"{session.source}@{session.origin_ns}"] = session.next_seq
+                if final:
+                    self._close(session)
+                    del self.sessions[key]
+                    break
+
+    def _write(self, session: Session, chunks: list[AudioChunk]) -> None:
+        n = min(c.n_samples for c in chunks)
+        if n == 0:
+            return
+        block = np.stack([np.frombuffer(c.samples, dtype="<i2")[:n] if c.encoding == "s16le"
+                          else (c.to_float32()[:n] * 32767).astype(np.int16) for c in chunks],
+                         axis=1)
+        start_ns = chunks[0].start_ns
+        while block.shape[0]:
+            hour = start_ns // HOUR_NS
+            if session.file is None or hour != session.file_hour:
+                self._close(session)
+                session.file = self._open(session, start_ns, len(chunks))
+                session.file_hour = hour
+            room = ((hour + 1) * HOUR_NS - start_ns) * session.rate // 1_000_000_000
+            part, block = block[: max(1, room)], block[max(1, room):]
+            session.file.write(part)
+            start_ns += part.shape[0] * 1_000_000_000 // session.rate
+
+    def _open(self, session: Session, start_ns: int, channels: int) -> HourFile:
+        folder = self.root / session.source
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.fromtimestamp(start_ns / 1e9, UTC).strftime("%Y-%m-%d-%H-%M-%S")
+        ext = "flac" if channels <= 8 else "opus"
+        path = folder / f"{session.source}-{stamp}.{ext}"
+        n = 1
+        while path.exists():  # a restart within the same second: never overwrite
+            path = folder / f"{session.source}-{stamp}.{n}.{ext}"
+            n += 1
+        log.info("archiving %s into %s", session.source, path)
+        return HourFile(path, channels, session.rate)
+
+    @staticmethod
+    def _close(session: Session) -> None:
+        if session.file is not None:
+            session.file.close()
+            session.file = None
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            self._close(session)
+        self._save_state()
+
+
+class ArchiverSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
+
+    nats_url: SecretStr
+    archive_dir: Path
+    archive_sources: str = Field("*", min_length=1)
+
+
+async def run(settings: ArchiverSettings, stop: asyncio.Event) -> None:
+    settings.archive_dir.mkdir(parents=True, exist_ok=True)
+    nc = await connect(settings.nats_url.get_secret_value(), "tidzam-archiver")
+    await ensure_streams(nc.jetstream())
+    archiver = Archiver(settings.archive_dir, settings.archive_sources)
+    log.info("archiving %s into %s", settings.archive_sources, settings.archive_dir)
+    await ConsumerRunner(nc, SPEC, archiver.handle).run(stop)
+    archiver.close()
+    await nc.drain()
+    log.info("archiver drained: exiting")
+
+
+def main() -> None:
+    settings = ArchiverSettings()
+    run_process(lambda stop: run(settings, stop))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The archiver writes what streams in into hour files that play back as an archive."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from nats.aio.client import Client
+
+from consumers.archiver import SPEC, Archiver
+from consumers.runner import ConsumerRunner
+from learning.audio_stream import decode_all
+from producers import archive
+from producers.publisher import Publisher
+from producers.replay import Replayer, ReplayItem
+from tests.audio_files import write_wav
+from tests.real_audio import DAY, MEGAGLEST, real_file
+from tests.stack_helpers import ctl, running_stack, wait_for
+
+T0 = datetime(2025, 6, 1, 9, 59, 57, tzinfo=UTC)  # 3 s before an hour boundary
+
+
+async def _archive(nc: Client, root: Path, *items: ReplayItem) -> Archiver:
+    await Replayer(Publisher(nc.jetstream()), chunk_s=1.0).replay(list(items))
+    archiver = Archiver(root)
+    stop = asyncio.Event()
+    runner = ConsumerRunner(nc, SPEC, archiver.handle)
+    await runner.ensure_consumer()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while (await nc.jetstream().consumer_info("AUDIO", SPEC.durable)).num_pending or \
+                    archiver.sessions:
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    archiver.close()
+    return archiver
+
+
+async def test_hour_files_are_split_at_the_hour_and_lossless(nc: Client, tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "two.wav", seconds=7.5, channels=2, seed=4)
+    original, _ = decode_all(wav, 48_000)
+    await _archive(nc, tmp_path / "arch", ReplayItem(wav, "pond", T0))
+    files = archive.scan(tmp_path / "arch" / "pond", "pond")
+    assert [f.path.name for f in files] == ["pond-2025-06-01-09-59-57.flac",
+                                            "pond-2025-06-01-10-00-00.flac"]
+    assert [round(f.duration_s or 0, 3) for f in files] == [3.0, 4.5]
+    back = np.concatenate([decode_all(f.path, 48_000)[0] for f in files], axis=1)
+    assert back.shape == original.shape
+    assert np.abs(back - original).max() < 1e-4  # FLAC: what came in, exactly
+    assert archive.ranges(files) == [(T0, T0 + timedelta(seconds=7.5))]
+
+
+async def test_many_channels_go_to_opus_and_redeliveries_are_not_written_twice(
+        nc: Client, tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "twelve.wav", seconds=3.0, channels=12, seed=5)
+    archiver = await _archive(nc, tmp_path / "arch", ReplayItem(wav, "array", T0))
+    files = archive.scan(tmp_path / "arch" / "array", "array")
+    assert len(files) == 1 and files[0].path.suffix == ".opus"  # 09:59:57 to the hour
+    assert decode_all(files[0].path, 48_000)[1].channels == 12
+    # a restarted archiver that is handed every chunk again (its consumer lost) writes
+    # nothing twice: what was written is recorded per session
+    await nc.jetstream().delete_consumer("AUDIO", SPEC.durable)
+    again = await _archive(nc, tmp_path / "arch")
+    assert again._written == archiver._written
+    assert [f.path.name for f in archive.scan(tmp_path / "arch" / "array", "array")] == [
+        files[0].path.name]
+
+
+def test_the_stack_archives_a_stream_that_then_plays_as_an_archive(tmp_path: Path) -> None:
+    day = real_file(MEGAGLEST, DAY)
+    clip = tmp_path / "day.wav"
+    audio, _ = decode_all(day, 48_000)
+    import wave
+
+    with wave.open(str(clip), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(48_000)
+        out.writeframes((audio[:, : 4 * 48_000].T * 32767).astype("<i2").tobytes())
+    store = tmp_path / "archives"
+    with running_stack(tmp_path / "home", archive_dir=store) as stack:
+        assert ctl(stack.home, "source", "add", "meadow", "--file", str(clip)).returncode == 0
+        def archived() -> bool:
+            folder = store / "meadow"
+            files = archive.scan(folder, "meadow") if folder.is_dir() else []
+            return len(files) == 1 and abs((files[0].duration_s or 0) - 4.0) < 0.01
+        wait_for(archived, 60, "the finished archive file")
+        files = archive.scan(store / "meadow", "meadow")
+        assert len(files) == 1 and abs((files[0].duration_s or 0) - 4.0) < 0.01
+        start = files[0].start.isoformat()
+        done = ctl(stack.home, "source", "add", "meadow-again", "--database",
+                   str(store / "meadow"), "--date", start)
+        assert done.returncode == 0
+        with psycopg.connect(stack.database_url) as conn:
+            def played() -> bool:
+                row = conn.execute("SELECT count(*) FROM predictions "
+                                   "WHERE source = 'meadow-again'").fetchone()
+                return bool(row and row[0] >= 18)
+            wait_for(played, 60, "the archive played back")
