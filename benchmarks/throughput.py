@@ -41,16 +41,17 @@ RATE = 48_000
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def build_recording(channels: int, seconds: float, out: Path, cache: Path) -> Path:
+def build_recording(channels: int, seconds: float, out: Path, cache: Path,
+                    offset: int = 0) -> Path:
     """An N-channel 16-bit WAV: each channel loops a different real corpus recording."""
     manifest = CorpusManifest.load(REPO_ROOT / "models" / "selector" / "corpus.json")
-    files = sorted(manifest.files, key=lambda f: -(f.duration_s or 0.0))[: max(channels, 8)]
+    files = sorted(manifest.files, key=lambda f: -(f.duration_s or 0.0))[:32]
     for package in sorted({f.package for f in files}):
         fetch_package(package, cache)
     n = int(seconds * RATE)
     data = np.zeros((n, channels), dtype=np.int16)
     for ch in range(channels):
-        audio, _ = decode_all(cache / files[ch % len(files)].local, RATE)
+        audio, _ = decode_all(cache / files[(ch + offset) % len(files)].local, RATE)
         mono = audio.mean(axis=0)
         looped = np.resize(mono, n)
         data[:, ch] = np.clip(looped * 32767, -32768, 32767).astype(np.int16)
@@ -107,21 +108,28 @@ class Sampler(threading.Thread):
         self.sample()
 
 
-async def replay_and_wait(stack: Stack, wav: Path, speed: float | None,
-                          published: dict[int, float]) -> tuple[float, float]:
+async def replay_and_wait(stack: Stack, wavs: list[Path], speed: float | None,
+                          published: dict[tuple[str, int], float]) -> tuple[float, float]:
+    """Replay every recording as its own source, all at once; wait for every row."""
     nc = await connect(stack.nats_url, "benchmark")
     await ensure_streams(nc.jetstream())
-    seq = 0
+    seqs: dict[str, int] = {}
 
-    def on_chunk(_source: str, _seconds: float) -> None:
-        nonlocal seq
-        published[seq] = time.time()
-        seq += 1
+    def on_chunk(source: str, _seconds: float) -> None:
+        seq = seqs.get(source, 0)
+        published[(source, seq)] = time.time()
+        seqs[source] = seq + 1
 
-    replayer = Replayer(Publisher(nc.jetstream()), sample_rate=RATE,
-                        chunk_s=stack.settings.chunk_s, speed=speed, progress=on_chunk)
+    async def one(i: int, wav: Path) -> None:
+        replayer = Replayer(Publisher(nc.jetstream()), sample_rate=RATE,
+                            chunk_s=stack.settings.chunk_s, speed=speed, progress=on_chunk)
+        reports = await replayer.replay([ReplayItem(wav, f"bench{i}", START)])
+        errors = [e for r in reports for e in r.errors]
+        if errors:
+            raise SystemExit(f"replay failed: {errors[0]}")
+
     t0 = time.time()
-    await replayer.replay([ReplayItem(wav, "bench", START)])
+    await asyncio.gather(*(one(i, wav) for i, wav in enumerate(wavs)))
     t_pub = time.time()
     model_id = "selector"
     ok = await wait_idle(nc, pipeline_durables(model_id), timeout_s=3600, settle_s=0.5)
@@ -131,7 +139,7 @@ async def replay_and_wait(stack: Stack, wav: Path, speed: float | None,
     return t0, t_pub
 
 
-async def latencies(stack: Stack, published: dict[int, float],
+async def latencies(stack: Stack, published: dict[tuple[str, int], float],
                     chunk_s: float) -> tuple[list[float], float]:
     """Per window: its committed row's time minus the publish time of the chunk holding
     the window's end; and the time the last row was committed."""
@@ -139,14 +147,16 @@ async def latencies(stack: Stack, published: dict[int, float],
 
     async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
         cur = await conn.execute(
-            "SELECT extract(epoch FROM end_time - %s::timestamptz), "
-            "extract(epoch FROM projected_at) FROM predictions WHERE source = 'bench'", (START,))
+            "SELECT source, extract(epoch FROM end_time - %s::timestamptz), "
+            "extract(epoch FROM projected_at) FROM predictions WHERE source LIKE 'bench%%'",
+            (START,))
         rows = await cur.fetchall()
+    last_seq = {s: max(q for (src, q) in published if src == s) for s, _ in published}
     out = []
     last = 0.0
-    for end_offset, projected in rows:
-        chunk = min(int(float(end_offset) / chunk_s - 1e-9), max(published))
-        out.append(float(projected) - published[chunk])
+    for source, end_offset, projected in rows:
+        chunk = min(int(float(end_offset) / chunk_s - 1e-9), last_seq[source])
+        out.append(float(projected) - published[(source, chunk)])
         last = max(last, float(projected))
     return out, last
 
@@ -158,12 +168,17 @@ def main() -> None:
     ap.add_argument("--classifiers", type=int, default=1, help="classifier instances")
     ap.add_argument("--speed", default="max", help="N times real time, or max")
     ap.add_argument("--overlap", type=float, default=0.25)
+    ap.add_argument("--per-source", type=int, default=32,
+                    help="channels per source (one stream each; at most 64)")
     args = ap.parse_args()
     speed = None if args.speed == "max" else float(args.speed)
     with tempfile.TemporaryDirectory(prefix="tidzam-bench-") as tmp:
         home = Path(tmp) / "home"
-        wav = build_recording(args.channels, args.seconds, Path(tmp) / "bench.wav",
-                              default_cache_dir())
+        wavs = []  # sources of at most --per-source channels, like real microphone streams
+        for i, first in enumerate(range(0, args.channels, args.per_source)):
+            n = min(args.per_source, args.channels - first)
+            wavs.append(build_recording(n, args.seconds, Path(tmp) / f"bench{i}.wav",
+                                        default_cache_dir(), offset=first))
         stack = Stack(CtlSettings(home=home, classifiers=args.classifiers,
                                   overlap=args.overlap))
         try:
@@ -175,10 +190,10 @@ def main() -> None:
                 pids["postgres"] = pg
             sampler = Sampler({n: p for n, p in pids.items() if p})
             sampler.start()
-            published: dict[int, float] = {}
+            published: dict[tuple[str, int], float] = {}
             me = psutil.Process()
             cpu0 = sum(me.cpu_times()[:2])
-            t0, t_pub = asyncio.run(replay_and_wait(stack, wav, speed, published))
+            t0, t_pub = asyncio.run(replay_and_wait(stack, wavs, speed, published))
             sampler.stop.set()
             sampler.join()
             replay_cpu = sum(me.cpu_times()[:2]) - cpu0
@@ -188,7 +203,8 @@ def main() -> None:
     wall = t_end - t0
     audio_s = args.channels * args.seconds
     lat.sort()
-    print(f"channels={args.channels} seconds={args.seconds} classifiers={args.classifiers} "
+    print(f"channels={args.channels} in {len(wavs)} source(s) seconds={args.seconds} "
+          f"classifiers={args.classifiers} "
           f"overlap={args.overlap} speed={args.speed} cores={psutil.cpu_count()}")
     print(f"audio: {audio_s:.0f} channel-seconds; published in {t_pub - t0:.2f} s; "
           f"all rows committed after {wall:.2f} s")

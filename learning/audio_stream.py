@@ -23,6 +23,7 @@ import numpy.typing as npt
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
+MAX_CHANNELS = 64  # libswresample's limit (SWR_CH_MAX)
 
 ARCHIVE_NAME = re.compile(
     r"^(?P<name>.+)-(?P<ts>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})(?:\.\d+)?$"
@@ -91,6 +92,10 @@ class AudioStream:
         if self.info.original_rate <= 0:
             self._container.close()
             raise AudioDecodeError(self.location, "the audio stream declares no sample rate")
+        if self.info.channels > MAX_CHANNELS:
+            self._container.close()
+            raise AudioDecodeError(self.location, f"{self.info.channels} channels: FFmpeg's "
+                                   f"resampler takes at most {MAX_CHANNELS} per stream")
         if self.info.channels < 1:
             raise AudioDecodeError(self.location, "the audio stream has no channels")
 

@@ -111,3 +111,9 @@ def test_many_channels_decode_in_order(tmp_path: Path) -> None:
     assert info.channels == channels and audio.shape[0] == channels
     levels = audio[:, 2000:-2000].mean(axis=1) * 32768
     assert np.allclose(levels, (np.arange(channels) + 1) * 1000, rtol=0.01)
+
+
+def test_more_than_64_channels_is_refused_clearly(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "wide.wav", 0.1, channels=65)
+    with pytest.raises(AudioDecodeError, match="65 channels: FFmpeg's resampler takes at most 64"):
+        decode_all(wav, 48_000)
