@@ -11,12 +11,10 @@ best effort: a slow or failed encoder or Icecast never holds up the pipeline.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +25,7 @@ from bus_schemas.subjects import AUDIO_ALL
 from consumers.process import run_process
 from consumers.runner import Ack, ConsumerRunner, Delivery, Outcome
 from producers.bus import connect, ensure_streams
+from producers.icecast import IcecastRefused, IcecastTarget
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +41,6 @@ def mount_of(source: str, channel: int) -> str:
     return f"/{source}-out_{channel}.ogg"
 
 
-@dataclass(frozen=True)
-class IcecastTarget:
-    host: str
-    port: int
-    password: str
-
-    def put_request(self, mount: str, name: str) -> bytes:
-        auth = base64.b64encode(f"source:{self.password}".encode()).decode()
-        return (f"PUT {mount} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Authorization: Basic {auth}\r\nUser-Agent: tidzam-relay\r\n"
-                f"Content-Type: audio/ogg\r\nIce-Public: 0\r\nIce-Name: {name}\r\n"
-                "Expect: 100-continue\r\n\r\n").encode()
-
-
 class ChannelStream:
     """One encoder process and one Icecast connection for one channel."""
 
@@ -68,16 +53,7 @@ class ChannelStream:
         self.last: tuple[int, int] = (-1, -1)  # (session origin, seq) last written
 
     async def start(self) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.target.host, self.target.port), 5)
-        writer.write(self.target.put_request(self.mount, f"{self.source} channel {self.channel}"))
-        await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), 5)
-        if b" 100 " not in status and b" 200 " not in status:
-            writer.close()
-            raise RelayError(f"Icecast refused {self.mount}: {status.decode(errors='replace')}")
-        while (await asyncio.wait_for(reader.readline(), 5)).strip():
-            pass  # the rest of the interim response's headers
+        writer = await self.target.open(self.mount, f"{self.source} channel {self.channel}")
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
             raise RelayError("ffmpeg is not installed (Debian: apt-get install ffmpeg)")
@@ -148,7 +124,7 @@ class IcecastRelay:
                 stream.last = position
             if chunk.final:
                 await self.drop(key)
-        except (OSError, RelayError, TimeoutError) as exc:
+        except (OSError, RelayError, IcecastRefused, TimeoutError) as exc:
             self.failures += 1
             log.warning("relay of %s.%d failed: %s", chunk.source, chunk.channel, exc)
             await self.drop(key)  # the next chunk starts it again

@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bus_schemas import SourceAdded, SourceRemoved, SourceUnloaded
+from bus_schemas import SourceAdded, SourceFailed, SourceLoaded, SourceRemoved, SourceUnloaded
 from consumers.runner import Ack, Delivery, Outcome
 from producers import archive
+from producers.icecast import IcecastRefused, IcecastTarget
 from producers.player import Player, Session
 from producers.publisher import Publisher
 
@@ -41,10 +43,12 @@ class Backoff:
 class SourceManager:
     def __init__(self, publisher: Publisher, *, sample_rate: int = 48_000,
                  chunk_s: float = 1.0, max_channels: int = 64,
-                 backoff: Backoff | None = None, open_timeout_s: float = 15.0) -> None:
+                 backoff: Backoff | None = None, open_timeout_s: float = 15.0,
+                 icecast: IcecastTarget | None = None) -> None:
         self.player = Player(publisher, sample_rate=sample_rate, chunk_s=chunk_s, speed=1.0,
                              open_timeout_s=open_timeout_s)
         self._pub = publisher
+        self.icecast = icecast  # where `format: copy` sources go
         self.max_channels = max_channels
         self.backoff = backoff or Backoff()
         self.desired: dict[str, SourceAdded] = {}
@@ -111,7 +115,10 @@ class SourceManager:
         try:
             while not stop.is_set():
                 began = time.monotonic()
-                error = await self._play_once(cfg, stop, attempt)
+                if cfg.format == "copy":
+                    error = await self._copy_once(cfg, stop, attempt)
+                else:
+                    error = await self._play_once(cfg, stop, attempt)
                 if stop.is_set():
                     break
                 if not cfg.permanent:
@@ -140,6 +147,55 @@ class SourceManager:
             if result.error is not None or result.stopped:
                 return result.error
         return None
+
+    async def _copy_once(self, cfg: SourceAdded, stop: asyncio.Event,
+                         attempt: int) -> str | None:
+        """``format: copy``: the stream goes to Icecast untouched, not analysed (as the
+        original's copy mode, for streams with more channels than a player decodes)."""
+        error = await self._copy(cfg, stop, attempt)
+        if error is not None:
+            await self._pub.publish_now(SourceFailed(
+                source=cfg.source, reason=error, at_ns=time.time_ns(), attempt=attempt,
+                will_retry=cfg.permanent))
+        return error
+
+    async def _copy(self, cfg: SourceAdded, stop: asyncio.Event, attempt: int) -> str | None:
+        ffmpeg = shutil.which("ffmpeg")
+        if self.icecast is None:
+            return "format copy needs Icecast: start the stack with `tidzam_ctl up --icecast`"
+        if ffmpeg is None:
+            return "format copy needs ffmpeg (Debian: apt-get install ffmpeg)"
+        suffix = Path(cfg.location.split("?", 1)[0]).suffix or ".ogg"
+        mount = f"/{cfg.source}{suffix}"
+        proc = await asyncio.create_subprocess_exec(
+            ffmpeg, "-hide_banner", "-loglevel", "error", "-rw_timeout", "15000000",
+            "-i", cfg.location, "-map", "0:a", "-codec", "copy", "-f", "ogg", "pipe:1",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            first = await proc.stdout.read(16_384)  # the stream answers before Icecast
+            if not first:
+                err = (await proc.stderr.read()).decode(errors="replace").strip()
+                return f"cannot copy {cfg.location}: {err or 'no data'}"
+            writer = await self.icecast.open(mount, cfg.source)
+            await self._pub.publish_now(SourceLoaded(
+                source=cfg.source, kind=cfg.kind, location=cfg.location, channels=(),
+                sample_rate=0, permanent=cfg.permanent, at_ns=time.time_ns(),
+                attempt=attempt))
+            data = first
+            while data and not stop.is_set():
+                writer.write(data)
+                await writer.drain()
+                data = await proc.stdout.read(16_384)
+            writer.close()
+            return None
+        except (OSError, IcecastRefused, TimeoutError) as exc:
+            return f"copy of {cfg.location} to Icecast {mount} failed: {exc}"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     def _admit(self, session: Session, channels: tuple[int, ...]) -> str | None:
         others = sum(n for name, n in self._channels.items() if name != session.source)

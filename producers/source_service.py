@@ -19,6 +19,7 @@ from bus_schemas.streams import CONTROL, ConsumerSpec
 from consumers.process import run_process
 from consumers.runner import ConsumerRunner
 from producers.bus import connect, ensure_streams
+from producers.icecast import IcecastTarget
 from producers.publisher import Publisher
 from producers.source_manager import SourceManager
 
@@ -37,6 +38,9 @@ class SourcesSettings(BaseSettings):
     chunk_s: float = Field(1.0, gt=0.05, le=10.0)
     max_channels: int = Field(64, ge=1, le=4096)
     open_timeout_s: float = Field(15.0, gt=0.0, le=600.0)
+    icecast_host: str = "127.0.0.1"
+    icecast_port: int | None = None  # set (with the password) when Icecast runs
+    icecast_source_password: SecretStr | None = None
 
 
 async def run(settings: SourcesSettings, stop: asyncio.Event) -> None:
@@ -47,7 +51,8 @@ async def run(settings: SourcesSettings, stop: asyncio.Event) -> None:
         await js.delete_consumer(SPEC.stream, SPEC.durable)
     manager = SourceManager(Publisher(js), sample_rate=settings.sample_rate,
                             chunk_s=settings.chunk_s, max_channels=settings.max_channels,
-                            open_timeout_s=settings.open_timeout_s)
+                            open_timeout_s=settings.open_timeout_s,
+                            icecast=_icecast(settings))
     runner = ConsumerRunner(nc, SPEC, manager.handle)
     await runner.ensure_consumer()
     info = await js.consumer_info(SPEC.stream, SPEC.durable)
@@ -58,6 +63,13 @@ async def run(settings: SourcesSettings, stop: asyncio.Event) -> None:
     await manager.close()
     await nc.drain()
     log.info("source manager drained: exiting")
+
+
+def _icecast(settings: SourcesSettings) -> IcecastTarget | None:
+    if settings.icecast_port is None or settings.icecast_source_password is None:
+        return None
+    return IcecastTarget(settings.icecast_host, settings.icecast_port,
+                         settings.icecast_source_password.get_secret_value())
 
 
 def main() -> None:

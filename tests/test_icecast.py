@@ -73,6 +73,13 @@ def test_each_channel_lands_under_its_number_and_is_relayed(tmp_path: Path) -> N
                 assert mono.info.channels == 1 and mono.info.codec == "vorbis"
                 got = next(iter(mono.blocks()))
                 assert got.shape[0] == 1
+            # format copy: the original stream relayed untouched (and not analysed)
+            done = ctl(stack.home, "source", "add", "raw", "--url",
+                       f"{icecast.url}/multi.opus", "--format", "copy")
+            assert done.returncode == 0, done.stderr
+            wait_for(lambda: "raw.opus" in _mounts(icecast.url), 30, "the copy mount")
+            with AudioStream(f"{icecast.url}/raw.opus", 48_000) as copy:
+                assert (copy.info.channels, copy.info.codec) == (8, "opus")
             push.wait(timeout=60)
         finally:
             push.kill()
@@ -83,6 +90,9 @@ def test_each_channel_lands_under_its_number_and_is_relayed(tmp_path: Path) -> N
             wait_for(ended, 60, "the end of the Icecast stream")
             rows = conn.execute("SELECT channel, label FROM detections "
                                 "WHERE source = 'multi'").fetchall()
+            copied = conn.execute("SELECT count(*) FROM predictions WHERE source = 'raw'"
+                                  ).fetchone()
+            assert copied == (0,)  # copied, never decoded
     by_channel: dict[int, Counter[str]] = {}
     for channel, label in rows:
         by_channel.setdefault(channel, Counter())[label] += 1
