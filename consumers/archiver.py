@@ -138,7 +138,10 @@ class Archiver:
         session = self.sessions.get(key)
         if session is None:
             session = Session(chunk.source, chunk.origin_ns, chunk.sample_rate)
-            session.next_seq = self._written.get(f"{chunk.source}@{chunk.origin_ns}", 0)
+            # a session first seen mid-way (retention dropped its start, the archiver was
+            # enabled later) is archived from there, not waited for from seq 0
+            session.next_seq = self._written.get(f"{chunk.source}@{chunk.origin_ns}",
+                                                 chunk.seq)
             self.sessions[key] = session
         return session
 

@@ -74,22 +74,32 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.chunk_samples = round(chunk_s * sample_rate)
         self.max_streams = max_streams
         self.sessions: dict[str, LiveSession] = {}
+        # socket.io runs each event in its own task: one lock per client keeps its
+        # buffers in order and its session created once; a gone client stays gone
+        self._client_locks: dict[str, asyncio.Lock] = {}
+        self._gone: set[str] = set()
+
+    def _lock(self, sid: str) -> asyncio.Lock:
+        return self._client_locks.setdefault(sid, asyncio.Lock())
 
     @staticmethod
     def portname(sid: str) -> str:
         return "live-" + (re.sub(r"[^A-Za-z0-9]", "", sid)[:12] or "client")
 
     async def on_audio(self, sid: str, data: Any) -> dict[str, Any]:
-        try:
-            pcm, rate = parse_audio(data)
-            session = await self._session(sid, rate)
-        except LiveInputError as exc:
-            await self.emit("sys", {"error": str(exc)}, to=sid)
-            return {"error": str(exc)}
-        async with session.lock:
-            block = await asyncio.to_thread(session.resampler.push, pcm)
-            session.samples_in += pcm.size
-            await self._publish(session, block)
+        async with self._lock(sid):
+            if sid in self._gone:
+                return {"error": "disconnected"}
+            try:
+                pcm, rate = parse_audio(data)
+                session = await self._session(sid, rate)
+            except LiveInputError as exc:
+                await self.emit("sys", {"error": str(exc)}, to=sid)
+                return {"error": str(exc)}
+            async with session.lock:
+                block = await asyncio.to_thread(session.resampler.push, pcm)
+                session.samples_in += pcm.size
+                await self._publish(session, block)
         return {"ok": True}
 
     async def on_sys(self, sid: str, data: Any) -> dict[str, Any]:
@@ -102,14 +112,18 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.emit("sys", reply, to=sid)
             return reply
         if "del_livestream" in request:
-            await self.close(sid, "closed by the client")
+            async with self._lock(sid):
+                await self.close(sid, "closed by the client")
             return {"sys": {"del_livestream": self.portname(sid)}}
         error = {"error": f"unknown request {sorted(request)}"}
         await self.emit("sys", error, to=sid)
         return error
 
     async def on_disconnect(self, sid: str, *args: Any) -> None:
-        await self.close(sid, "client disconnected")
+        async with self._lock(sid):
+            self._gone.add(sid)
+            await self.close(sid, "client disconnected")
+        self._client_locks.pop(sid, None)
 
     async def _session(self, sid: str, rate: int) -> LiveSession:
         session = self.sessions.get(sid)

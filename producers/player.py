@@ -120,7 +120,7 @@ class Player:
                 await self._pace(t0, result.seconds, stop)
         finally:
             halt.set()
-            thread.join(timeout=5)
+            await asyncio.to_thread(thread.join, 5)  # a blocked read must not freeze the loop
         await self._announce(session, result, will_retry, announce_end)
         return result
 

@@ -66,10 +66,19 @@ class Publisher:
             return await self._send(subject_for(event), event)
 
     async def publish_all(self, events: Iterable[Event]) -> None:
-        """Publish events concurrently and wait until every one is stored."""
+        """Publish events concurrently and wait until every one is stored. Only these
+        events' failures are raised: callers sharing the publisher never see each
+        other's errors."""
+        tasks: list[asyncio.Task[PubAck]] = []
         for event in events:
-            await self.publish(event)
-        await self.flush()
+            await self._slots.acquire()
+            task = asyncio.create_task(self._send(subject_for(event), event))
+            task.add_done_callback(lambda _t: self._slots.release())
+            tasks.append(task)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise PublishError(f"{len(errors)} event(s) not stored: {errors[0]}") from errors[0]
 
     async def flush(self) -> None:
         """Wait for every publish in flight; raise if any of them failed."""

@@ -24,6 +24,7 @@ from bus_schemas import SourceAdded, SourceFailed, SourceLoaded, SourceRemoved, 
 from consumers.runner import Ack, Delivery, Outcome
 from producers import archive
 from producers.icecast import IcecastRefused, IcecastTarget
+from producers.jack_source import capture
 from producers.player import Player, Session
 from producers.publisher import Publisher
 
@@ -63,8 +64,10 @@ class SourceManager:
         for delivery in deliveries:
             event = delivery.event
             if isinstance(event, SourceAdded):
+                before = self.desired.get(event.source)
                 self.desired[event.source] = event
-                if self.caught_up:
+                unchanged = before is not None and _config(before) == _config(event)
+                if self.caught_up and not (unchanged and event.source in self.running):
                     await self._restart(event.source)
             elif isinstance(event, SourceRemoved):
                 self.desired.pop(event.source, None)
@@ -115,13 +118,10 @@ class SourceManager:
         try:
             while not stop.is_set():
                 began = time.monotonic()
-                if cfg.format == "copy":
-                    error = await self._copy_once(cfg, stop, attempt)
-                else:
-                    error = await self._play_once(cfg, stop, attempt)
+                error = await self._attempt(cfg, stop, attempt)
                 if stop.is_set():
                     break
-                if not cfg.permanent:
+                if not cfg.permanent or not cfg.location:  # an archive alone ends
                     if error is None:
                         await self._unloaded(cfg.source, "end of stream")
                     return
@@ -132,11 +132,28 @@ class SourceManager:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
             await self._unloaded(cfg.source, "removed")
-        except Exception:
-            log.exception("source %s: supervisor crashed", cfg.source)
-            raise
         finally:
             self._channels.pop(cfg.source, None)
+
+    async def _attempt(self, cfg: SourceAdded, stop: asyncio.Event, attempt: int) -> str | None:
+        """One try at playing ``cfg``; any failure becomes a ``SourceFailed``, never a
+        dead supervisor (the bus storing nothing, an archive folder gone, a bug)."""
+        try:
+            if cfg.kind == "jack":
+                return await capture(cfg, self._pub, stop, attempt=attempt,
+                                     sample_rate=self.player.sample_rate,
+                                     chunk_s=self.player.chunk_s)
+            if cfg.format == "copy":
+                return await self._copy_once(cfg, stop, attempt)
+            return await self._play_once(cfg, stop, attempt)
+        except Exception as exc:
+            log.exception("source %s failed", cfg.source)
+            reason = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                await self._pub.publish_now(SourceFailed(
+                    source=cfg.source, reason=reason, at_ns=time.time_ns(), attempt=attempt,
+                    will_retry=cfg.permanent))
+            return reason
 
     async def _play_once(self, cfg: SourceAdded, stop: asyncio.Event, attempt: int) -> str | None:
         """One pass over the source's sessions (archive files, then the live location)."""
@@ -233,10 +250,17 @@ class SourceManager:
             return
         first, offset = found
         for i, f in enumerate(files[first:]):
+            if f.duration_s is None:
+                continue  # unreadable: announced by archive-ls, skipped here
             seek = offset if i == 0 else 0.0
             origin = int((f.start.timestamp() + seek) * 1e9)
             yield Session(location=str(f.path), origin_ns=origin, kind="archive", seek_s=seek,
                           **base)  # type: ignore[arg-type]
+
+
+def _config(event: SourceAdded) -> dict[str, object]:
+    """What a source plays, whenever it was asked for."""
+    return event.model_dump(exclude={"at_ns"})
 
 
 def _is_url(location: str) -> bool:

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start NATS, PostgreSQL and the Tidzam processes")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--jack", action="store_true",
+                   help="also run jackd with the dummy driver (same as TIDZAM_JACK=1)")
     p.add_argument("--icecast", action="store_true",
                    help="also run Icecast with every channel as a mono stream "
                    "(/<source>-out_<k>.ogg); same as TIDZAM_ICECAST=1")
@@ -77,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     where = s.add_mutually_exclusive_group()
     where.add_argument("--url", help="http(s)://, rtsp:// or Icecast mount URL")
     where.add_argument("--file", type=Path, help="a local audio file")
+    where.add_argument("--jack", metavar="PATTERN",
+                       help="capture the JACK output ports matching this regular "
+                       "expression (one channel each, in name order)")
     s.add_argument("--channels", help="comma-separated channel numbers, e.g. 1,4,7 "
                    "(default: all)")
     s.add_argument("--permanent", action="store_true",

@@ -31,6 +31,8 @@ def up(settings: CtlSettings, args: argparse.Namespace) -> int:
 
     if getattr(args, "icecast", False):
         settings = settings.model_copy(update={"icecast": True})
+    if getattr(args, "jack", False):
+        settings = settings.model_copy(update={"jack": True})
     stack = Stack(settings)
     wanted = sources_file(args.sources) if getattr(args, "sources", None) else []
     with console.status("starting the stack…"):

@@ -39,6 +39,11 @@ class CtlSettings(BaseSettings):
     sources: bool = True
     live: bool = True  # the socket.io server for phone/browser streams
     icecast: bool = False  # an Icecast server with every channel as a mono stream
+    jack: bool = False  # jackd with the dummy driver, for --jack sources
+    jack_rate: int = 48_000
+    jack_period: int = Field(1024, ge=16, le=65536)
+    jack_port_max: int = Field(2048, ge=16)
+    jack_timeout_ms: int = Field(50_000, ge=100)
     archive_dir: Path | None = None  # set: the archiver writes live audio into hour files
     icecast_host: str = "127.0.0.1"
     live_host: str = "127.0.0.1"

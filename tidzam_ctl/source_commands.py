@@ -31,12 +31,13 @@ out = Console(soft_wrap=True)
 
 
 def source_added(name: str, *, url: str | None = None, file: Path | None = None,
+                 jack: str | None = None,
                  channels: str | None = None, permanent: bool = False,
                  database: Path | None = None, date: str | None = None,
                  fmt: str = "ogg") -> SourceAdded:
     """The ``SourceAdded`` event for the command line's options (validated)."""
-    if url is None and file is None and database is None:
-        raise CliError("give --url, --file or --database", EXIT_USAGE)
+    if url is None and file is None and database is None and jack is None:
+        raise CliError("give --url, --file, --jack or --database", EXIT_USAGE)
     if file is not None and not file.exists():
         raise CliError(f"no such file: {file}", EXIT_USAGE)
     if database is not None and not database.is_dir():
@@ -50,6 +51,12 @@ def source_added(name: str, *, url: str | None = None, file: Path | None = None,
         raise CliError(f"bad --channels or --date: {exc}", EXIT_USAGE) from exc
     kind = "archive" if database is not None else ("url" if url else "file")
     location = url or (str(file.resolve()) if file else "")
+    if jack is not None:
+        try:
+            re.compile(jack)
+        except re.error as exc:
+            raise CliError(f"bad --jack pattern: {exc}", EXIT_USAGE) from exc
+        kind, location = "jack", jack
     try:
         return SourceAdded(source=name, kind=kind, location=location, channels=chosen,
                            permanent=permanent, database=str(database.resolve()) if database
@@ -97,7 +104,8 @@ async def publish(stack: Stack, events: list[Event]) -> None:
 def source(settings: CtlSettings, args: argparse.Namespace) -> int:
     stack = Stack(settings)
     if args.action == "add":
-        event = source_added(args.name, url=args.url, file=args.file, channels=args.channels,
+        event = source_added(args.name, url=args.url, file=args.file, jack=args.jack,
+                             channels=args.channels,
                              permanent=args.permanent, database=args.database,
                              date=args.date, fmt=args.format)
         asyncio.run(publish(stack, [event]))

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from tidzam_ctl.services.icecast import IcecastServer
+from tidzam_ctl.services.jack import JackServer
 from tidzam_ctl.services.nats import NatsServer
 from tidzam_ctl.services.ports import free_port
 from tidzam_ctl.services.postgres import EmbeddedPostgres
@@ -53,8 +54,10 @@ class Stack:
         self.run_dir = self.home / "run"
         self.log_dir = self.home / "logs"
         self.desired = self.home / "stack.json"
-        if self._recorded().get("icecast"):  # `up --icecast` holds for later commands
-            settings = settings.model_copy(update={"icecast": True})
+        recorded = self._recorded()  # `up --icecast`/`--jack` hold for later commands
+        for option in ("icecast", "jack"):
+            if recorded.get(option):
+                settings = settings.model_copy(update={option: True})
         self.settings = settings
         self.embedded_nats = settings.nats_url is None
         self.nats = NatsServer.load(self.home) if self.embedded_nats else None
@@ -124,6 +127,9 @@ class Stack:
             "TIDZAM_LIVE_HOST": self.settings.live_host,
             "TIDZAM_LIVE_PORT": str(self.live_port),
         })
+        if self.jack is not None:
+            env["JACK_DEFAULT_SERVER"] = self.jack.name
+            env["JACK_NO_START_SERVER"] = "1"
         if self.settings.archive_dir is not None:
             env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
         if self.icecast is not None:
@@ -161,6 +167,7 @@ class Stack:
         self._start_nats()
         self._start_postgres()
         self._start_icecast()
+        self._start_jack()
         self._ensure_streams()
         started = []
         for spec in self.processes():
@@ -168,7 +175,8 @@ class Stack:
                 self._spawn(spec)
                 started.append(spec.name)
         self.desired.write_text(json.dumps({"up": True, "since": time.time(),
-                                            "icecast": self.settings.icecast}))
+                                            "icecast": self.settings.icecast,
+                                            "jack": self.settings.jack}))
         self._verify_alive(started)
 
     def _recorded(self) -> dict[str, Any]:
@@ -198,6 +206,8 @@ class Stack:
             self._terminate("nats", timeout_s)
         if self.settings.icecast:
             self._terminate("icecast", timeout_s)
+        if self.settings.jack:
+            self._terminate("jackd", timeout_s)
         if self.pg is not None and self.pg.initialized:
             self.pg.stop()
 
@@ -215,6 +225,9 @@ class Stack:
         if self.settings.icecast and self._state_of("icecast").state != "running":
             self._start_icecast()
             restarted.append("icecast")
+        if self.settings.jack and self._state_of("jackd").state != "running":
+            self._start_jack()
+            restarted.append("jackd")
         for spec in self.processes():
             if self._state_of(spec.name).state != "running":
                 self._spawn(spec)
@@ -235,6 +248,8 @@ class Stack:
                                    str(self.pg.log_file)))
         if self.settings.icecast:
             procs.append(self._state_of("icecast"))
+        if self.settings.jack:
+            procs.append(self._state_of("jackd"))
         procs.extend(self._state_of(spec.name) for spec in self.processes())
         return {
             "home": str(self.home),
@@ -255,6 +270,22 @@ class Stack:
         proc = self.nats.spawn()
         self._write_pid("nats", proc.pid)
         self.nats.wait_ready(proc)
+
+    @property
+    def jack(self) -> JackServer | None:
+        s = self.settings
+        if not s.jack:
+            return None
+        return JackServer(self.home, rate=s.jack_rate, period=s.jack_period,
+                          port_max=s.jack_port_max, timeout_ms=s.jack_timeout_ms)
+
+    def _start_jack(self) -> None:
+        server = self.jack
+        if server is None or self._state_of("jackd").state == "running":
+            return
+        proc = server.spawn()
+        self._write_pid("jackd", proc.pid)
+        server.wait_ready(proc)
 
     def _start_icecast(self) -> None:
         server = self.icecast
