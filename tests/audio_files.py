@@ -8,6 +8,17 @@ from pathlib import Path
 import numpy as np
 
 
+def write_pcm(path: Path, audio: np.ndarray, rate: int = 48_000) -> Path:
+    """A 16-bit WAV of ``audio``: float (channels, n) in [-1, 1]."""
+    pcm = (np.clip(np.asarray(audio).T, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(pcm.shape[1])
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
 def write_wav(path: Path, seconds: float, rate: int = 48_000, channels: int = 1,
               seed: int = 0) -> Path:
     """Noise bursts alternating with near-silence, one different pattern per channel."""
@@ -18,13 +29,7 @@ def write_wav(path: Path, seconds: float, rate: int = 48_000, channels: int = 1,
     for ch in range(channels):
         gate = (np.floor(t * (1 + ch)) % 2 == 0).astype(np.float32)
         data[:, ch] = rng.normal(0, 0.3, n) * gate + rng.normal(0, 0.001, n)
-    pcm = (np.clip(data, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
-    return path
+    return write_pcm(path, data.T, rate)
 
 
 def expected_windows(n_samples: int, window: int, hop: int) -> int:

@@ -16,7 +16,7 @@ from learning.audio_stream import decode_all
 from producers import archive
 from producers.publisher import Publisher
 from producers.replay import Replayer, ReplayItem
-from tests.audio_files import write_wav
+from tests.audio_files import write_pcm, write_wav
 from tests.real_audio import DAY, MEGAGLEST, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 
@@ -76,13 +76,7 @@ def test_the_stack_archives_a_stream_that_then_plays_as_an_archive(tmp_path: Pat
     day = real_file(MEGAGLEST, DAY)
     clip = tmp_path / "day.wav"
     audio, _ = decode_all(day, 48_000)
-    import wave
-
-    with wave.open(str(clip), "wb") as out:
-        out.setnchannels(2)
-        out.setsampwidth(2)
-        out.setframerate(48_000)
-        out.writeframes((audio[:, : 4 * 48_000].T * 32767).astype("<i2").tobytes())
+    write_pcm(clip, audio[:, : 4 * 48_000])
     store = tmp_path / "archives"
     with running_stack(tmp_path / "home", archive_dir=store) as stack:
         assert ctl(stack.home, "source", "add", "meadow", "--file", str(clip)).returncode == 0

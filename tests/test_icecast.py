@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import urllib.request
-import wave
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import psycopg
 
 from learning.audio_stream import AudioStream, decode_all
+from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 
@@ -29,13 +29,7 @@ def _eight_channels(path: Path) -> Path:
     speech, _ = decode_all(real_file(ASTERISK, SPEECH), 48_000)
     n = SECONDS * 48_000
     tracks = {"rain": np.resize(rain[0], n), "speech": np.resize(speech[0], n)}
-    data = np.stack([tracks[kind] for kind in PATTERN], axis=1)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(8)
-        out.setsampwidth(2)
-        out.setframerate(48_000)
-        out.writeframes((np.clip(data, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return write_pcm(path, np.stack([tracks[kind] for kind in PATTERN]))
 
 
 def _mounts(url: str) -> set[str]:

@@ -8,29 +8,19 @@ import http.server
 import json
 import socket
 import threading
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import psycopg
 import pytest
 
 from learning.audio_stream import decode_all
+from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 from tidzam_ctl.stack import Stack
 
-
-def _wav(path: Path, audio: np.ndarray, rate: int = 48_000) -> Path:
-    """audio: float32 (channels, n)."""
-    pcm = (np.clip(audio.T, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(audio.shape[0])
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
-    return path
+_wav = write_pcm
 
 
 @pytest.fixture(scope="module")
