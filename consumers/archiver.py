@@ -14,15 +14,17 @@ loses them; what was already written is recorded per session and never written t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 SPEC = ConsumerSpec(durable="archiver", stream=AUDIO.name, filter_subjects=(AUDIO_ALL,),
                     ack_wait_s=60.0, max_ack_pending=4096, batch=256, backoff_s=(0.5,))
 HOUR_NS = 3_600 * 1_000_000_000
+STATE_KEEP_S = 48 * 3_600.0  # twice the AUDIO stream's age limit
 I16 = npt.NDArray[np.int16]
 
 
@@ -90,28 +93,47 @@ class Session:
     next_seq: int = 0
     file: HourFile | None = None
     file_hour: int = -1
+    last_seen: float = field(default_factory=time.monotonic)
 
 
 class Archiver:
-    def __init__(self, root: Path, pattern: str = "*") -> None:
+    def __init__(self, root: Path, pattern: str = "*", idle_s: float = 30.0) -> None:
         self.root = root
         self.pattern = pattern
+        self.idle_s = idle_s
+        self._busy = asyncio.Lock()  # batches and idle checks take turns
         self.sessions: dict[tuple[str, int], Session] = {}
         self._state_path = root / ".archiver-state.json"
-        self._written: dict[str, int] = self._load_state()  # "source@origin" -> next seq
+        # "source@origin" -> {"next": seq to write next, "channels": [...]}
+        self._written: dict[str, dict[str, Any]] = self._load_state()
 
-    def _load_state(self) -> dict[str, int]:
+    def _load_state(self) -> dict[str, dict[str, Any]]:
         if self._state_path.exists():
-            data: dict[str, int] = json.loads(self._state_path.read_text())
+            data: dict[str, dict[str, Any]] = json.loads(self._state_path.read_text())
             return data
         return {}
 
     def _save_state(self) -> None:
+        """Written sessions, minus those the AUDIO stream can no longer redeliver."""
+        horizon = time.time() - STATE_KEEP_S
+        self._written = {k: v for k, v in self._written.items() if v["at"] >= horizon}
         tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._written))
+        with open(tmp, "w") as out:
+            json.dump(self._written, out)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, self._state_path)
 
+    async def tick(self) -> None:
+        """Periodic: finish the files of sessions that went quiet."""
+        async with self._busy:
+            await asyncio.to_thread(self._close_idle)
+
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        async with self._busy:
+            return await self._handle(deliveries)
+
+    async def _handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         outcomes: list[Outcome] = [Ack()] * len(deliveries)
         held: list[tuple[int, Session, int]] = []
         for i, d in enumerate(deliveries):
@@ -125,6 +147,7 @@ class Archiver:
                     self.sessions.pop((chunk.source, chunk.origin_ns), None)
                 continue
             session.sets.setdefault(chunk.seq, {})[chunk.channel] = chunk
+            session.last_seen = time.monotonic()
             held.append((i, session, chunk.seq))
         await asyncio.to_thread(self._write_ready)
         for i, session, seq in held:
@@ -140,8 +163,9 @@ class Archiver:
             session = Session(chunk.source, chunk.origin_ns, chunk.sample_rate)
             # a session first seen mid-way (retention dropped its start, the archiver was
             # enabled later) is archived from there, not waited for from seq 0
-            session.next_seq = self._written.get(f"{chunk.source}@{chunk.origin_ns}",
-                                                 chunk.seq)
+            known = self._written.get(f"{chunk.source}@{chunk.origin_ns}")
+            session.next_seq = int(known["next"]) if known else chunk.seq
+            session.channels = tuple(known["channels"]) if known else ()
             self.sessions[key] = session
         return session
 
@@ -161,11 +185,22 @@ class Archiver:
                 self._write(session, [chunks[ch] for ch in session.channels])
                 del session.sets[session.next_seq]
                 session.next_seq += 1
-                self._written[f"{session.source}@{session.origin_ns}"] = session.next_seq
+                self._written[f"{session.source}@{session.origin_ns}"] = {
+                    "next": session.next_seq, "channels": list(session.channels),
+                    "at": time.time()}
                 if final:
                     self._close(session)
                     del self.sessions[key]
                     break
+
+    def _close_idle(self) -> None:
+        """Finish the files of sessions that went quiet without a final chunk (a source
+        stopped or crashed): a later chunk of theirs would open a new file."""
+        now = time.monotonic()
+        for key, session in list(self.sessions.items()):
+            if now - session.last_seen > self.idle_s and not session.sets:
+                self._close(session)
+                del self.sessions[key]
 
     def _write(self, session: Session, chunks: list[AudioChunk]) -> None:
         n = min(c.n_samples for c in chunks)
@@ -225,7 +260,16 @@ async def run(settings: ArchiverSettings, stop: asyncio.Event) -> None:
     await ensure_streams(nc.jetstream())
     archiver = Archiver(settings.archive_dir, settings.archive_sources)
     log.info("archiving %s into %s", settings.archive_sources, settings.archive_dir)
+
+    async def idle_checks() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), archiver.idle_s / 2)
+            await archiver.tick()
+
+    checks = asyncio.create_task(idle_checks())
     await ConsumerRunner(nc, SPEC, archiver.handle).run(stop)
+    await checks
     archiver.close()
     await nc.drain()
     log.info("archiver drained: exiting")

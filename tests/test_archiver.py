@@ -97,3 +97,38 @@ def test_the_stack_archives_a_stream_that_then_plays_as_an_archive(tmp_path: Pat
                                    "WHERE source = 'meadow-again'").fetchone()
                 return bool(row and row[0] >= 18)
             wait_for(played, 60, "the archive played back")
+
+
+async def test_a_session_that_stops_without_an_end_is_finished_and_resumed_right(
+        nc: Client, tmp_path: Path) -> None:
+    """Sets 0-2 of a 3-channel session, then silence (a crashed source): the file is
+    finished after the idle time. A restarted archiver knows the session's channels and
+    where it stopped, so a set arriving one channel at a time is not taken for mono."""
+    from bus_schemas import AudioChunk
+
+    def chunk(seq: int, ch: int) -> AudioChunk:
+        pcm = (np.full(48_000, 1000 * (ch + 1), dtype="<i2")).tobytes()
+        return AudioChunk(source="crash", channel=ch, seq=seq, first_sample=seq * 48_000,
+                          start_ns=int(T0.timestamp() * 1e9) + seq * 10**9,
+                          sample_rate=48_000, samples=pcm)
+
+    pub = Publisher(nc.jetstream())
+    await pub.publish_all([chunk(s, c) for s in range(3) for c in range(3)])
+    first = Archiver(tmp_path / "arch", idle_s=0.3)
+    runner = ConsumerRunner(nc, SPEC, first.handle)
+    await runner.ensure_consumer()
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            while first.sessions or not (tmp_path / "arch" / "crash").is_dir():
+                await asyncio.sleep(0.1)
+                await first.tick()  # the archiver process runs this every idle_s / 2
+    finally:
+        stop.set()
+        await task
+    files = archive.scan(tmp_path / "arch" / "crash", "crash")
+    assert len(files) == 1 and abs((files[0].duration_s or 0) - 3.0) < 0.01  # a finished file
+    again = Archiver(tmp_path / "arch")
+    session = again._session(chunk(3, 2))  # the next set, its last channel first
+    assert session.channels == (0, 1, 2) and session.next_seq == 3
