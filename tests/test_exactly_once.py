@@ -42,6 +42,21 @@ async def _until(cond: Any, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _run_until_rows(runner: ConsumerRunner, pool: AsyncConnectionPool[Any],
+                          rows: int) -> None:
+    """Run ``runner`` until the predictions table holds ``rows`` rows."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+
+    async def done() -> bool:
+        return await _rows(pool) == rows
+    try:
+        await _until(done)
+    finally:
+        stop.set()
+        await task
+
+
 async def test_a_killed_projectors_unacked_batch_is_not_overtaken(
         nc: Client, pg_pool: AsyncConnectionPool[Any]) -> None:
     pub = Publisher(nc.jetstream())
@@ -63,16 +78,7 @@ async def test_a_killed_projectors_unacked_batch_is_not_overtaken(
     await pub.publish_all([prediction(i * SEC) for i in range(50, 60)])  # traffic goes on
     second = ConsumerRunner(nc, SPEC, handler_for(store, "EVENTS"), ordered=True,
                             start_after=await store.checkpoint("main", "EVENTS"))
-    stop = asyncio.Event()
-    task = asyncio.create_task(second.run(stop))
-
-    async def all_rows() -> bool:
-        return await _rows(pg_pool) == 60
-    try:
-        await _until(all_rows)
-    finally:
-        stop.set()
-        await task
+    await _run_until_rows(second, pg_pool, 60)
 
 
 async def test_transient_failures_mid_stream_keep_order_and_lose_nothing(
@@ -93,16 +99,7 @@ async def test_transient_failures_mid_stream_keep_order_and_lose_nothing(
 
     await pub.publish_all([prediction(i * SEC) for i in range(50)])
     runner = ConsumerRunner(nc, SPEC, flaky, ordered=True, start_after=0)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-
-    async def all_rows() -> bool:
-        return await _rows(pg_pool) == 60
-    try:
-        await _until(all_rows)
-    finally:
-        stop.set()
-        await task
+    await _run_until_rows(runner, pg_pool, 60)
     assert committed == sorted(committed) and len(set(committed)) == 60
     assert runner.stats.retries == 2 and runner.stats.dead_lettered == 0
 

@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 
 from tidzam_ctl.services.ports import free_port
 from tidzam_ctl.services.postgres import RunAs, grant_traverse
+from tidzam_ctl.services.private import write_private
 
 SERVICE_USER = "icecast2"
 
@@ -70,11 +71,9 @@ class IcecastServer:
         server = cls(home, host, free_port(), secrets.token_urlsafe(18),
                      secrets.token_urlsafe(18))
         server.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"host": host, "port": server.port,
+        write_private(state, json.dumps({"host": host, "port": server.port,
                        "source_password": server.source_password,
-                       "admin_password": server.admin_password}, out)
+                       "admin_password": server.admin_password}))
         return server
 
     def write_config(self, max_sources: int = 256) -> Path:
@@ -120,9 +119,7 @@ class IcecastServer:
 </icecast>
 """
         path = self.dir / "icecast.xml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(conf)
+        write_private(path, conf)
         if os.geteuid() == 0:  # icecast refuses root: its user must read the config
             user = pwd.getpwnam(SERVICE_USER)
             for p in (self.dir, logs, path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tidzam_ctl.services.ports import free_port
+from tidzam_ctl.services.private import write_private
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,8 @@ class NatsServer:
         server = cls(home=home, port=free_port(), user="tidzam",
                      password=secrets.token_urlsafe(24))
         server.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"port": server.port, "user": server.user,
-                       "password": server.password}, out)
+        write_private(state, json.dumps({"port": server.port, "user": server.user,
+                       "password": server.password}))
         return server
 
     def write_config(self, max_store: str = "64G") -> None:
@@ -110,9 +108,7 @@ authorization {{
   password: "{self.password}"
 }}
 """
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(conf)
+        write_private(self.config_path, conf)
 
     def command(self) -> list[str]:
         return [str(find_binary()), "-c", str(self.config_path)]

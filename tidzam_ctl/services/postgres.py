@@ -39,6 +39,7 @@ import psycopg
 from psycopg import sql
 
 from tidzam_ctl.services.ports import free_port, port_is_free
+from tidzam_ctl.services.private import write_private
 
 log = logging.getLogger(__name__)
 
@@ -432,10 +433,8 @@ class EmbeddedPostgres:
             os.chown(self.log_file, user.uid, user.gid)
 
     def _write_password(self) -> None:
-        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-        self.password_file.chmod(0o600)
+        write_private(self.password_file, secrets.token_urlsafe(32) + "\n")
+        self.password_file.chmod(0o600)  # an older file keeps its mode through O_TRUNC
 
     def _initdb(self, bin_dir: Path, user: RunAs) -> None:
         # initdb runs as the server user: hand it the password through a file it owns
