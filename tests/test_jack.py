@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from consumers.jack_output import PortFifo
 from learning.audio_stream import decode_all
+from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 
@@ -79,3 +81,105 @@ def test_jack_ports_are_captured_channel_by_channel(tmp_path: Path) -> None:
         by_channel.setdefault(channel, Counter())[label] += 1
     assert by_channel[0].most_common(1)[0][0] == "rain"
     assert by_channel[1].most_common(1)[0][0] == "speech"
+
+
+# Another JACK program: records the given output ports once they exist, then reports
+# when they are gone again.
+RECORDER = """
+import sys, time, numpy as np, jack
+names = sys.argv[2].split(",")
+client = jack.Client("recorder", no_start_server=True)
+ins = [client.inports.register(f"in_{k}") for k in range(len(names))]
+recording = [False]
+blocks = [[] for _ in names]
+@client.set_process_callback
+def process(frames):
+    if recording[0]:
+        for k, port in enumerate(ins):
+            blocks[k].append(port.get_array().copy())
+client.activate()
+def present():
+    have = {p.name for p in client.get_ports(is_output=True, is_audio=True)}
+    return [n for n in names if n in have]
+deadline = time.time() + 60
+while len(present()) < len(names):
+    if time.time() > deadline:
+        sys.exit(f"ports never appeared: {present()}")
+    time.sleep(0.05)
+for name, port in zip(names, ins):
+    client.connect(name, port)
+recording[0] = True
+print("recording", flush=True)
+time.sleep(float(sys.argv[3]))
+recording[0] = False
+np.save(sys.argv[1], np.stack([np.concatenate(b) for b in blocks]))
+start = time.time()
+while present() and time.time() - start < 60:
+    time.sleep(0.1)
+print("gone" if not present() else "still there", round(time.time() - start, 1), flush=True)
+"""
+
+
+def _best_match(segment: np.ndarray, track: np.ndarray) -> float:
+    """Highest normalised cross-correlation of ``segment`` anywhere in ``track``."""
+    n = len(track) + len(segment)
+    corr = np.fft.irfft(np.fft.rfft(track, n) * np.conj(np.fft.rfft(segment, n)), n)
+    valid = len(track) - len(segment) + 1
+    energy = np.concatenate([[0.0], np.cumsum(track.astype(np.float64) ** 2)])
+    window = np.sqrt(energy[len(segment):len(segment) + valid] - energy[:valid]) + 1e-9
+    return float(np.max(corr[:valid] / (window * np.linalg.norm(segment) + 1e-9)))
+
+
+def test_loaded_channels_play_on_jack_output_ports(tmp_path: Path) -> None:
+    """A file source's channels appear as JACK ports carrying exactly its audio."""
+    assert shutil.which("jackd"), "jackd is needed (scripts/test installs jackd2 as root)"
+    rain, _ = decode_all(real_file(MEGAGLEST, RAIN), 48_000)
+    speech, _ = decode_all(real_file(ASTERISK, SPEECH), 48_000)
+    n = 9 * 48_000
+    tracks = np.stack([np.resize(rain[0], n), np.resize(speech[0], n)]).astype(np.float32)
+    write_pcm(tmp_path / "room.wav", tracks)
+    with running_stack(tmp_path / "home", jack=True) as stack:
+        assert stack.jack is not None
+        states = {p["name"]: p["state"] for p in stack.status()["processes"]}
+        assert states["jack-out"] == "running"
+        env = dict(os.environ, JACK_DEFAULT_SERVER=stack.jack.name)
+        names = "tidzam-out:room-out_0,tidzam-out:room-out_1"
+        recorder = subprocess.Popen([sys.executable, "-c", RECORDER, str(tmp_path / "rec.npy"),
+                                     names, "4"], env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            done = ctl(stack.home, "source", "add", "room", "--file", str(tmp_path / "room.wav"))
+            assert done.returncode == 0, done.stderr
+            assert recorder.stdout is not None
+            assert recorder.stdout.readline().strip() == "recording"
+            ending = recorder.stdout.readline().split()
+        finally:
+            recorder.kill()
+            recorder.wait()
+    recorded = np.load(tmp_path / "rec.npy")
+    assert ending[0] == "gone", "the ports stay after the source ended"
+    for k, other in ((0, 1), (1, 0)):
+        loud = np.flatnonzero(np.abs(recorded[k]) > 1e-3)
+        assert loud.size > 48_000, f"port {k} played almost nothing"
+        segment = recorded[k][loud[0]:loud[0] + 24_000]
+        assert _best_match(segment, tracks[k]) > 0.99, f"port {k} does not carry its channel"
+        assert _best_match(segment, tracks[other]) < 0.5, f"port {k} carries channel {other}"
+
+
+def test_port_fifo_prefills_bounds_and_counts() -> None:
+    """The FIFO waits for its prefill, drops the oldest beyond its bound, counts underruns."""
+    fifo = PortFifo(max_samples=1000, prefill=300)
+    out = np.ones(256, np.float32)
+    fifo.push(np.arange(200, dtype=np.float32))
+    fifo.pull(out)
+    assert not out.any() and fifo.size == 200  # below the prefill: silence, nothing taken
+    fifo.push(np.arange(200, 1500, dtype=np.float32))
+    assert fifo.size == 1000 and fifo.dropped == 500  # bounded: the oldest 500 went
+    fifo.pull(out)
+    assert np.array_equal(out, np.arange(500, 756, dtype=np.float32))
+    for _ in range(3):
+        fifo.pull(out)
+    assert np.array_equal(out[:232], np.arange(1268, 1500, dtype=np.float32))
+    assert not out[232:].any() and fifo.underruns == 1 and not fifo.playing
+    fifo.push(np.ones(100, np.float32))
+    fifo.pull(out, draining=True)  # a final chunk plays out without waiting for prefill
+    assert out[:100].all() and not out[100:].any() and fifo.underruns == 1

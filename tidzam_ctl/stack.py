@@ -108,6 +108,8 @@ class Stack:
             procs.append(ProcSpec("live", [py, "-m", "producers.live_service"]))
         if self.settings.icecast:
             procs.append(ProcSpec("relay", [py, "-m", "consumers.icecast_relay"]))
+        if self.settings.jack:
+            procs.append(ProcSpec("jack-out", [py, "-m", "consumers.jack_output"]))
         if self.settings.archive_dir is not None:
             procs.append(ProcSpec("archiver", [py, "-m", "consumers.archiver"]))
         return procs
