@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Sequence
 
 from pydantic import Field, SecretStr
@@ -51,6 +52,7 @@ class ChannelStream:
         self._writer: asyncio.StreamWriter | None = None
         self._pump: asyncio.Task[None] | None = None
         self.last: tuple[int, int] = (-1, -1)  # (session origin, seq) last written
+        self.last_seen = time.monotonic()
 
     async def start(self) -> None:
         writer = await self.target.open(self.mount, f"{self.source} channel {self.channel}")
@@ -95,8 +97,9 @@ class ChannelStream:
 
 
 class IcecastRelay:
-    def __init__(self, target: IcecastTarget) -> None:
+    def __init__(self, target: IcecastTarget, idle_s: float = 30.0) -> None:
         self.target = target
+        self.idle_s = idle_s  # a channel without audio this long is closed
         self.streams: dict[tuple[str, int], ChannelStream] = {}
         self.failures = 0
 
@@ -116,6 +119,7 @@ class IcecastRelay:
                                        chunk.sample_rate)
                 self.streams[key] = stream
                 await stream.start()
+            stream.last_seen = time.monotonic()
             position = (chunk.origin_ns, chunk.seq)
             if position > stream.last:  # a redelivered or late chunk is not played twice
                 pcm = chunk.samples if chunk.encoding == "s16le" else \
@@ -134,6 +138,15 @@ class IcecastRelay:
         if stream is not None:
             await stream.close()
 
+    async def close_idle(self, now: float | None = None) -> list[str]:
+        """Close the channels that went quiet without a final chunk (a source that
+        stopped, a killed player): their encoder and mount go away."""
+        now = time.monotonic() if now is None else now
+        idle = [key for key, s in self.streams.items() if now - s.last_seen > self.idle_s]
+        for key in idle:
+            await self.drop(key)
+        return [mount_of(*key) for key in idle]
+
     async def close(self) -> None:
         for key in list(self.streams):
             await self.drop(key)
@@ -146,6 +159,7 @@ class RelaySettings(BaseSettings):
     icecast_host: str = "127.0.0.1"
     icecast_port: int = Field(8000, ge=1, le=65535)
     icecast_source_password: SecretStr
+    relay_idle_s: float = Field(30.0, gt=0, le=86_400)
 
 
 async def run(settings: RelaySettings, stop: asyncio.Event) -> None:
@@ -153,11 +167,26 @@ async def run(settings: RelaySettings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     await ensure_streams(js)
     relay = IcecastRelay(IcecastTarget(settings.icecast_host, settings.icecast_port,
-                                       settings.icecast_source_password.get_secret_value()))
+                                       settings.icecast_source_password.get_secret_value()),
+                         idle_s=settings.relay_idle_s)
     live_edge = (await js.stream_info(AUDIO.name)).state.last_seq
     runner = ConsumerRunner(nc, SPEC, relay.handle, start_after=live_edge)
     log.info("relaying to Icecast on %s:%d", settings.icecast_host, settings.icecast_port)
-    await runner.run(stop)
+
+    async def idle_checks() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(5.0, relay.idle_s / 2))
+            for mount in await relay.close_idle():
+                log.info("%s closed: no audio for %.0f s", mount, relay.idle_s)
+
+    checks = asyncio.create_task(idle_checks())
+    try:
+        await runner.run(stop)
+    finally:
+        checks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checks
     await relay.close()
     await nc.drain()
     log.info("relay drained: exiting")

@@ -3,17 +3,24 @@ back to Icecast as its own mono stream. Real Icecast 2, real ffmpeg."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import psutil
 import psycopg
+import pytest
 
 from learning.audio_stream import AudioStream, decode_all
+from producers.bus import connect
+from producers.chunker import Chunker
+from producers.publisher import Publisher
 from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
@@ -93,3 +100,31 @@ def test_each_channel_lands_under_its_number_and_is_relayed(tmp_path: Path) -> N
     assert sorted(by_channel) == list(range(8))
     heard = tuple(by_channel[k].most_common(1)[0][0] for k in range(8))
     assert heard == PATTERN, by_channel
+
+
+def test_a_channel_that_goes_quiet_without_an_end_is_unmounted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that stops mid-session (no final chunk) does not keep its relay forever."""
+    monkeypatch.setenv("TIDZAM_RELAY_IDLE_S", "3")
+    with running_stack(tmp_path / "home", icecast=True) as stack:
+        icecast = stack.icecast
+        assert icecast is not None
+
+        async def publish_without_end() -> None:
+            nc = await connect(stack.nats_url, "test")
+            chunker = Chunker("stray", (0,), 48_000, time.time_ns(), 48_000)
+            noise = np.random.default_rng(0).normal(0, 0.1, (1, 4 * 48_000))
+            for chunk_set in chunker.push(noise.astype(np.float32)):
+                await Publisher(nc.jetstream()).publish_all(chunk_set)
+            await nc.drain()
+
+        asyncio.run(publish_without_end())
+        wait_for(lambda: "stray-out_0.ogg" in _mounts(icecast.url), 30, "the relay mount")
+        relay = psutil.Process(next(p["pid"] for p in stack.status()["processes"]
+                                    if p["name"] == "relay"))
+        assert [c.name() for c in relay.children()] == ["ffmpeg"]
+        # Icecast drops a silent mount itself (source-timeout); the relay's own encoder
+        # must go too, or every stopped session leaks an ffmpeg.
+        wait_for(lambda: not relay.children(), 20, "the idle channel's encoder to stop")
+        wait_for(lambda: "stray-out_0.ogg" not in _mounts(icecast.url), 20,
+                 "the idle relay to be unmounted")
