@@ -4,7 +4,9 @@
 (a glob, default ``*``) into ``TIDZAM_ARCHIVE_DIR/<source>/<source>-YYYY-MM-DD-HH-MM-SS.ext``:
 the name is the time of the file's first sample, a new file starts at each hour and
 each session. FLAC (lossless) up to 8 channels, Ogg/Opus beyond (FLAC's limit).
-These are the archive folders ``source add --database`` plays from a date.
+These are the archive folders ``source add --database`` plays from a date. A session
+whose first chunk falls inside a file already in the source's folder is audio this
+archive holds (the archive itself played back): it is not written again.
 
 A set (one chunk per channel, same seq) is written once complete; the chunks of a set
 still incomplete at the end of a batch are nak'd and kept in memory, so a crash never
@@ -38,6 +40,7 @@ from bus_schemas.streams import AUDIO, ConsumerSpec
 from bus_schemas.subjects import AUDIO_ALL
 from consumers.process import run_process
 from consumers.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
+from producers import archive
 from producers.bus import connect, ensure_streams
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,7 @@ class Session:
     file: HourFile | None = None
     file_hour: int = -1
     last_seen: float = field(default_factory=time.monotonic)
+    covered_by: str | None = None  # already archived (an archive played back): skipped
 
 
 class Archiver:
@@ -103,6 +107,7 @@ class Archiver:
         self.idle_s = idle_s
         self._busy = asyncio.Lock()  # batches and idle checks take turns
         self.sessions: dict[tuple[str, int], Session] = {}
+        root.mkdir(parents=True, exist_ok=True)
         self._state_path = root / ".archiver-state.json"
         # "source@origin" -> {"next": seq to write next, "channels": [...]}
         self._written: dict[str, dict[str, Any]] = self._load_state()
@@ -142,6 +147,10 @@ class Archiver:
                                                                        self.pattern):
                 continue
             session = self._session(chunk)
+            if session.covered_by is not None:
+                if chunk.final:
+                    self.sessions.pop((chunk.source, chunk.origin_ns), None)
+                continue
             if chunk.seq < session.next_seq:  # written before (a redelivery, a restart)
                 if chunk.final and session.file is None:
                     self.sessions.pop((chunk.source, chunk.origin_ns), None)
@@ -164,10 +173,28 @@ class Archiver:
             # a session first seen mid-way (retention dropped its start, the archiver was
             # enabled later) is archived from there, not waited for from seq 0
             known = self._written.get(f"{chunk.source}@{chunk.origin_ns}")
-            session.next_seq = int(known["next"]) if known else chunk.seq
-            session.channels = tuple(known["channels"]) if known else ()
+            if known is None:
+                known = self._new_session(chunk)
+            session.next_seq = int(known["next"])
+            session.channels = tuple(known["channels"])
+            session.covered_by = known.get("covered_by")
             self.sessions[key] = session
         return session
+
+    def _new_session(self, chunk: AudioChunk) -> dict[str, Any]:
+        """Record a session before any of its audio is written (so that a restart
+        knows its own files from an archive played back), deciding whether it is
+        audio this archive already holds: an archive of this source played back."""
+        at = datetime.fromtimestamp(chunk.start_ns / 1e9, UTC)
+        covering = archive.covering(self.root / chunk.source, chunk.source, at)
+        record: dict[str, Any] = {"next": chunk.seq, "channels": [], "at": time.time(),
+                                  "covered_by": covering.path.name if covering else None}
+        if covering is not None:
+            log.info("%s from %s is already archived in %s: not archived again",
+                     chunk.source, at.isoformat(), covering.path.name)
+        self._written[f"{chunk.source}@{chunk.origin_ns}"] = record
+        self._save_state()
+        return record
 
     def _write_ready(self) -> None:
         """Worker thread: write every complete set, in seq order, per session."""
@@ -185,9 +212,8 @@ class Archiver:
                 self._write(session, [chunks[ch] for ch in session.channels])
                 del session.sets[session.next_seq]
                 session.next_seq += 1
-                self._written[f"{session.source}@{session.origin_ns}"] = {
-                    "next": session.next_seq, "channels": list(session.channels),
-                    "at": time.time()}
+                self._written.setdefault(f"{session.source}@{session.origin_ns}", {}).update(
+                    next=session.next_seq, channels=list(session.channels), at=time.time())
                 if final:
                     self._close(session)
                     del self.sessions[key]

@@ -42,6 +42,26 @@ def scan(database: Path, name: str | None = None) -> list[ArchiveFile]:
     return files
 
 
+def covering(database: Path, name: str, at: datetime,
+             longest_s: float = 2 * 3_600.0) -> ArchiveFile | None:
+    """The archive file of ``name`` in ``database`` whose audio covers ``at``, if any.
+
+    Only files named within ``longest_s`` before ``at`` are opened (hour files are
+    at most an hour long), so this stays cheap in a folder of months of files.
+    """
+    if not database.is_dir():
+        return None
+    earliest = at - timedelta(seconds=longest_s)
+    for path in database.iterdir():
+        parsed = parse_archive_name(path) if path.is_file() else None
+        if parsed is None or parsed[0] != name or not earliest <= parsed[1] <= at:
+            continue
+        found = ArchiveFile(path, parsed[0], parsed[1], _duration(path))
+        if found.duration_s is not None and at < found.end:
+            return found
+    return None
+
+
 def _duration(path: Path) -> float | None:
     try:
         with AudioStream(path, 48_000) as stream:

@@ -132,3 +132,20 @@ async def test_a_session_that_stops_without_an_end_is_finished_and_resumed_right
     again = Archiver(tmp_path / "arch")
     session = again._session(chunk(3, 2))  # the next set, its last channel first
     assert session.channels == (0, 1, 2) and session.next_seq == 3
+
+
+async def test_an_archive_played_back_is_not_archived_again(nc: Client, tmp_path: Path) -> None:
+    """Replaying the archive of a source under its own name (``--database --date``)
+    adds no file; new audio of the same source after it still is archived."""
+    wav = write_wav(tmp_path / "one.wav", seconds=2.5, channels=1, seed=6)
+    await _archive(nc, tmp_path / "arch", ReplayItem(wav, "pond", T0))
+    first = archive.scan(tmp_path / "arch" / "pond", "pond")
+    assert [f.path.name for f in first] == ["pond-2025-06-01-09-59-57.flac"]
+    later = T0 + timedelta(minutes=5)
+    archiver = await _archive(nc, tmp_path / "arch",
+                              ReplayItem(first[0].path, "pond", T0 + timedelta(seconds=1)),
+                              ReplayItem(wav, "pond", later))
+    names = [f.path.name for f in archive.scan(tmp_path / "arch" / "pond", "pond")]
+    assert names == ["pond-2025-06-01-09-59-57.flac", "pond-2025-06-01-10-04-57.flac"]
+    skipped = [v for v in archiver._written.values() if v["covered_by"]]
+    assert [v["covered_by"] for v in skipped] == ["pond-2025-06-01-09-59-57.flac"]
