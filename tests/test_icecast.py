@@ -123,6 +123,11 @@ def test_a_channel_that_goes_quiet_without_an_end_is_unmounted(
         relay = psutil.Process(next(p["pid"] for p in stack.status()["processes"]
                                     if p["name"] == "relay"))
         assert [c.name() for c in relay.children()] == ["ffmpeg"]
+        pids = {p["name"]: p["pid"] for p in stack.status()["processes"]}
+        secret = "TIDZAM_ICECAST_SOURCE_PASSWORD"
+        assert relay.environ()[secret] == icecast.source_password
+        assert all(secret not in psutil.Process(pids[name]).environ()
+                   for name in ("classifier-0", "projector", "live"))
         # Icecast drops a silent mount itself (source-timeout); the relay's own encoder
         # must go too, or every stopped session leaks an ffmpeg.
         wait_for(lambda: not relay.children(), 20, "the idle channel's encoder to stop")

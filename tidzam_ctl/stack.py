@@ -114,7 +114,10 @@ class Stack:
             procs.append(ProcSpec("archiver", [py, "-m", "consumers.archiver"]))
         return procs
 
-    def child_env(self) -> dict[str, str]:
+    # The only processes that talk to Icecast as a source: nobody else gets its password.
+    ICECAST_WRITERS = ("relay", "sources")
+
+    def child_env(self, name: str = "") -> dict[str, str]:
         env = dict(os.environ)
         # One BLAS thread per process: scale by processes (more classifiers), not by
         # threads; several processes each spinning a BLAS pool on 2 cores collapse.
@@ -136,8 +139,9 @@ class Stack:
             env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
         if self.icecast is not None:
             env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
-                        "TIDZAM_ICECAST_PORT": str(self.icecast.port),
-                        "TIDZAM_ICECAST_SOURCE_PASSWORD": self.icecast.source_password})
+                        "TIDZAM_ICECAST_PORT": str(self.icecast.port)})
+            if name in self.ICECAST_WRITERS:
+                env["TIDZAM_ICECAST_SOURCE_PASSWORD"] = self.icecast.source_password
         return env
 
     @property
@@ -320,7 +324,7 @@ class Stack:
     def _spawn(self, spec: ProcSpec) -> None:
         logf = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - child's stdout
         proc = subprocess.Popen(spec.argv, stdout=logf, stderr=subprocess.STDOUT,
-                                env=self.child_env(), cwd=str(self.home),
+                                env=self.child_env(spec.name), cwd=str(self.home),
                                 start_new_session=True)
         logf.close()
         self._write_pid(spec.name, proc.pid)
