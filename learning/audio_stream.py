@@ -72,6 +72,7 @@ class AudioStream:
                  timeout_s: float = 15.0) -> None:
         self.location = str(location)
         self.sample_rate = sample_rate
+        self._seek_to: float | None = None
         try:
             self._container = av.open(self.location, timeout=timeout_s)
         except FileNotFoundError:
@@ -109,9 +110,15 @@ class AudioStream:
         self._container.close()
 
     def seek(self, seconds: float) -> None:
-        """Start decoding about ``seconds`` into the stream (before the first block)."""
+        """Start the blocks exactly ``seconds`` into the stream (call before ``blocks``).
+
+        FFmpeg seeks to a packet at or before the time; the samples decoded before it
+        are dropped using the first frame's timestamp, so the first block starts at
+        ``seconds`` to the sample (within the codec's own timestamp precision).
+        """
         if seconds > 0:
             self._container.seek(int(seconds * 1_000_000), any_frame=False)
+            self._seek_to = seconds
 
     def _layout(self) -> av.AudioLayout:
         """The stream's channel layout, or a plain channel count when FFmpeg has none
@@ -128,14 +135,36 @@ class AudioStream:
         # the interpreter with 8 or more channels; one plane is safe at any count.
         resampler = av.AudioResampler(format="flt", layout=self._layout(),
                                       rate=self.sample_rate)
+        skip: int | None = None if self._seek_to is not None else 0
         try:
             for frame in self._container.decode(self._stream):
+                if skip is None:  # the first frame after a seek: how far before it we are
+                    skip = self._samples_before_seek(frame)
                 for out in resampler.resample(frame):
-                    yield _planar(out.to_ndarray(), channels)
+                    block, skip = _trimmed(_planar(out.to_ndarray(), channels), skip)
+                    if block.shape[1]:
+                        yield block
             for out in resampler.resample(None):
-                yield _planar(out.to_ndarray(), channels)
+                block, skip = _trimmed(_planar(out.to_ndarray(), channels), skip or 0)
+                if block.shape[1]:
+                    yield block
         except av.error.FFmpegError as exc:
             raise AudioDecodeError(self.location, _reason(exc)) from None
+
+    def _samples_before_seek(self, frame: av.AudioFrame) -> int:
+        if frame.pts is None or frame.time_base is None or self._seek_to is None:
+            return 0
+        # Timestamps count from the stream's start time (Opus: its pre-skip), not 0.
+        start = float((frame.pts - (self._stream.start_time or 0)) * frame.time_base)
+        return max(0, round((self._seek_to - start) * self.sample_rate))
+
+
+def _trimmed(block: F32, skip: int | None) -> tuple[F32, int]:
+    """Drop the first ``skip`` samples of the stream from ``block``; (rest, still to skip)."""
+    if not skip:
+        return block, 0
+    taken = min(skip, block.shape[1])
+    return block[:, taken:], skip - taken
 
 
 def _planar(array: npt.NDArray[np.generic], channels: int) -> F32:

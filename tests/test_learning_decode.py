@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from learning.audio_stream import AudioDecodeError, decode_file
+from learning.audio_stream import AudioDecodeError, AudioStream, decode_all, decode_file
 
 
 def _tones(rate: int, seconds: float, freqs: tuple[float, ...]) -> np.ndarray:
@@ -84,3 +84,38 @@ def test_text_file_and_missing_file_raise(tmp_path: Path) -> None:
         decode_file(text)
     with pytest.raises(AudioDecodeError, match=r"(?i)no such file"):
         decode_file(tmp_path / "absent.wav")
+
+
+@pytest.mark.parametrize(("ext", "codec", "exact"), [("wav", None, True), ("flac", "flac", True),
+                                                    ("opus", "libopus", False)])
+def test_seek_starts_at_the_sample(tmp_path: Path, ext: str, codec: str | None,
+                                   exact: bool) -> None:
+    """Archives are played from a date: the first block after a seek starts exactly there."""
+    from tests.audio_files import write_wav
+
+    source = write_wav(tmp_path / "src.wav", seconds=6.0, channels=2, seed=3)
+    path = source
+    if codec is not None:
+        path = tmp_path / f"coded.{ext}"
+        with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+            stream = out.add_stream(codec, rate=48_000, layout="stereo")
+            for frame in inp.decode(audio=0):
+                frame.pts = None
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+    whole, _ = decode_all(path, 48_000)
+    at = 2.3457
+    with AudioStream(path, 48_000) as stream:
+        stream.seek(at)
+        got = np.concatenate(list(stream.blocks()), axis=1)
+    start = round(at * 48_000)
+    assert abs(got.shape[1] - (whole.shape[1] - start)) <= (0 if exact else 960)
+    head, expected = got[:, :24_000], whole[:, start:start + 24_000]
+    if exact:
+        assert np.abs(head - expected).max() < 1e-4
+    else:  # lossy: the decoder restarts after a seek, so compare the alignment
+        corr = [float(np.dot(head[0, 4800:], whole[0, start + 4800 + lag:start + 24_000 + lag]))
+                for lag in range(-480, 481)]
+        assert int(np.argmax(corr)) - 480 == 0, "the first block is not at the seek time"
