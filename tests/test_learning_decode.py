@@ -98,18 +98,19 @@ def test_seek_starts_at_the_sample(tmp_path: Path, ext: str, codec: str | None,
     if codec is not None:
         path = tmp_path / f"coded.{ext}"
         with av.open(str(source)) as inp, av.open(str(path), "w") as out:
-            stream = out.add_stream(codec, rate=48_000, layout="stereo")
+            enc = out.add_stream(codec, rate=48_000, layout="stereo")
+            assert isinstance(enc, av.audio.stream.AudioStream)
             for frame in inp.decode(audio=0):
                 frame.pts = None
-                for packet in stream.encode(frame):
+                for packet in enc.encode(frame):
                     out.mux(packet)
-            for packet in stream.encode(None):
+            for packet in enc.encode(None):
                 out.mux(packet)
     whole, _ = decode_all(path, 48_000)
     at = 2.3457
-    with AudioStream(path, 48_000) as stream:
-        stream.seek(at)
-        got = np.concatenate(list(stream.blocks()), axis=1)
+    with AudioStream(path, 48_000) as decoder:
+        decoder.seek(at)
+        got = np.concatenate(list(decoder.blocks()), axis=1)
     start = round(at * 48_000)
     assert abs(got.shape[1] - (whole.shape[1] - start)) <= (0 if exact else 960)
     head, expected = got[:, :24_000], whole[:, start:start + 24_000]
