@@ -6,12 +6,29 @@ windows the chunk owns (``windowing``), compute features for all of them at once
 (``learning.features``), run ONE batched inference, decide, publish every
 prediction and wait for the acks; only then are the chunks acked. A redelivered
 chunk gives the same predictions with the same ``Nats-Msg-Id``, stored once.
+
+Switching models (``swap``, called by the classifier service on a deploy): a
+batch is scored by the scorer it started with, so the switch falls between two
+batches and every window (owned by exactly one chunk) is scored by exactly one
+model version; no chunk is held back or dropped. The ``Nats-Msg-Id`` of a
+prediction names the model version, so a chunk scored again by ANOTHER version
+would give the window a second prediction, not a de-duplicated copy. This
+happens only to a redelivered chunk whose predictions were published before the
+switch and not acked (a failed publish, a lost ack): the classifier remembers
+which scorer scored its recent chunks (by AUDIO stream sequence) and scores
+such a chunk again with that same scorer, so the copies are identical and stored
+once. Not covered: a chunk redelivered to another instance or after a restart
+(its earlier scorer is not known there); both predictions are then stored, each
+under its own version. A swap is refused (``ModelRefused``) when the model's
+window length or sample rate differs from the running windowing: the window
+grid and the chunks' rate cannot change without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,9 +89,14 @@ class ChunkNotReady(Exception):
     """The next chunk of a live source has not arrived yet."""
 
 
+class ModelRefused(ValueError):
+    """A model this classifier cannot switch to while running."""
+
+
 class Classifier:
     RETRY_S = 0.2  # how soon a chunk waiting for its successor comes back
     MAX_FOREIGN = 64  # chunks of other sessions to skip while looking for the next one
+    REMEMBERED = 16_384  # recently scored chunks whose scorer is kept for redeliveries
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
                  overlap: float = 0.25, stall_s: float = 10.0) -> None:
@@ -87,27 +109,53 @@ class Classifier:
         self.window = params.window_samples
         self.hop = max(1, round(self.window * (1.0 - overlap)))
         self._stall_s = stall_s  # a successor this late means the session ended
+        self._scored_by: OrderedDict[int, Scorer] = OrderedDict()  # AUDIO seq → scorer
         self.stats = ClassifierStats()
+
+    def refusal(self, model_id: str, params: FeatureParams) -> str | None:
+        """Why a model with these feature parameters cannot replace the running one
+        (None: it can). Other parameters (mels, FFT, band) may change: features are
+        computed with each model's own."""
+        running = self.scorer
+        if model_id != running.model_id:
+            return f"model {model_id} is not {running.model_id}, the model this classifier runs"
+        if params.sample_rate != running.features.sample_rate:
+            return (f"sample rate {params.sample_rate} Hz differs from the running "
+                    f"{running.features.sample_rate} Hz")
+        if params.window_samples != self.window:
+            return (f"window of {params.window_samples} samples differs from the running "
+                    f"{self.window} (restart the classifiers to change the window)")
+        return None
+
+    def swap(self, scorer: Scorer) -> Scorer:
+        """Score the next batches with ``scorer``; returns the one it replaces. Raises
+        ModelRefused for a model the running windowing cannot serve."""
+        reason = self.refusal(scorer.model_id, scorer.features)
+        if reason is not None:
+            raise ModelRefused(reason)
+        previous, self.scorer = self.scorer, scorer
+        return previous
 
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         """Runner handler: one inference for the whole batch."""
+        scorer = self.scorer  # the whole batch is scored by one version (see swap)
         outcomes: list[Outcome] = [Ack()] * len(deliveries)
         jobs: list[tuple[int, AudioChunk]] = []
         for i, delivery in enumerate(deliveries):
             event = delivery.event
             if not isinstance(event, AudioChunk):
                 outcomes[i] = Poison(f"classifier got a {event.event_type}, not an AudioChunk")
-            elif event.sample_rate != self.scorer.features.sample_rate:
+            elif event.sample_rate != scorer.features.sample_rate:
                 outcomes[i] = Poison(
-                    f"chunk at {event.sample_rate} Hz; model {self.scorer.model_id} needs "
-                    f"{self.scorer.features.sample_rate} Hz (producers resample)")
+                    f"chunk at {event.sample_rate} Hz; model {scorer.model_id} needs "
+                    f"{scorer.features.sample_rate} Hz (producers resample)")
             else:
                 jobs.append((i, event))
         nexts = await asyncio.gather(*(self._following(d.stream_seq, c)
                                        for d, (_, c) in zip([deliveries[i] for i, _ in jobs],
                                                             jobs, strict=True)),
                                      return_exceptions=True)
-        ready: list[tuple[AudioChunk, Windows]] = []
+        ready: list[tuple[int, AudioChunk, Windows]] = []
         for (i, chunk), following in zip(jobs, nexts, strict=True):
             if isinstance(following, ChunkNotReady):
                 # Live edge: come back shortly rather than hold up the ready chunks of
@@ -120,14 +168,18 @@ class Classifier:
                 # with the audio that never came; the others are classified.
                 log.warning("no chunk after %s.%d seq %d: closing its windows",
                             chunk.source, chunk.channel, chunk.seq)
-                ready.append((chunk, cut(chunk.to_float32(), chunk.first_sample, None,
-                                         self.hop, self.window)))
+                ready.append((deliveries[i].stream_seq, chunk,
+                              cut(chunk.to_float32(), chunk.first_sample, None, self.hop,
+                                  self.window)))
             elif isinstance(following, BaseException):
                 raise TransientError(f"looking up the next chunk failed: {following}")
             else:
-                ready.append((chunk, cut(chunk.to_float32(), chunk.first_sample, following,
-                                         self.hop, self.window)))
-        predictions = await asyncio.to_thread(self._predict, ready)
+                ready.append((deliveries[i].stream_seq, chunk,
+                              cut(chunk.to_float32(), chunk.first_sample, following, self.hop,
+                                  self.window)))
+        groups = self._by_scorer(ready, scorer)
+        predictions = await asyncio.to_thread(self._predict_groups, groups)
+        self._remember(groups)  # before publishing: a partly failed publish counts
         try:
             await self._pub.publish_all(predictions)
         except PublishError as exc:
@@ -190,16 +242,44 @@ class Classifier:
             return None
         return event if isinstance(event, AudioChunk) else None
 
-    def _predict(self, ready: list[tuple[AudioChunk, Windows]]) -> list[Prediction]:
-        """Worker thread: features + one inference for every window of the batch."""
+    def _by_scorer(self, ready: list[tuple[int, AudioChunk, Windows]],
+                   scorer: Scorer) -> list[tuple[Scorer, list[tuple[int, AudioChunk, Windows]]]]:
+        """The chunks of a batch grouped by the scorer that scores them: ``scorer``,
+        except for a chunk this process scored before (a redelivery), which keeps its
+        earlier scorer so that its predictions keep their message ids."""
+        groups: dict[int, tuple[Scorer, list[tuple[int, AudioChunk, Windows]]]] = {}
+        for job in ready:
+            chosen = self._scored_by.get(job[0], scorer)
+            groups.setdefault(id(chosen), (chosen, []))[1].append(job)
+        return list(groups.values())
+
+    def _remember(self, groups: list[tuple[Scorer, list[tuple[int, AudioChunk, Windows]]]]
+                  ) -> None:
+        """Which scorer scored each chunk (by AUDIO stream sequence), for redeliveries."""
+        for scorer, jobs in groups:
+            for seq, _, _ in jobs:
+                self._scored_by[seq] = scorer
+                self._scored_by.move_to_end(seq)
+        while len(self._scored_by) > self.REMEMBERED:
+            self._scored_by.popitem(last=False)
+
+    def _predict_groups(self, groups: list[tuple[Scorer, list[tuple[int, AudioChunk, Windows]]]]
+                        ) -> list[Prediction]:
+        """Worker thread: one inference per scorer (one, but around a switch)."""
+        return [p for scorer, jobs in groups
+                for p in self._predict([(c, w) for _, c, w in jobs], scorer)]
+
+    def _predict(self, ready: list[tuple[AudioChunk, Windows]],
+                 scorer: Scorer) -> list[Prediction]:
+        """Features + one inference for every window of ``ready``."""
         total = sum(w.samples.shape[0] for _, w in ready)
         if total == 0:
             return []
         windows = np.concatenate([w.samples for _, w in ready if w.samples.shape[0]])
-        scores = self.scorer.predict(window_features(windows, self.scorer.features))
+        scores = scorer.predict(window_features(windows, scorer.features))
         out: list[Prediction] = []
         row = 0
-        s = self.scorer
+        s = scorer
         for chunk, w in ready:
             for start in w.starts.tolist():
                 vector = scores[row]

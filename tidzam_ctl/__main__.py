@@ -124,6 +124,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", action="store_true", help="print the URL instead of running psql")
     p.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
 
+    p = sub.add_parser("model", help="the model registry: add, list, show, deploy, roll back",
+                       description="Model folders live in $TIDZAM_HOME/models/<id>/<version> "
+                       "(plus the built-in models/ of Tidzam). A deploy publishes a "
+                       "ModelDeployed event; running classifiers switch at their next batch, "
+                       "without a restart and without losing a window.")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    m = msub.add_parser("add", help="copy a trained model folder into the registry",
+                        description="Validate a model folder (model.tflite, model.json, "
+                        "corpus.json; one test inference) and copy it in as "
+                        "<model_id>/<version>. The same id@version with other content is "
+                        "refused: give a retrained model a new version.")
+    m.add_argument("folder", type=Path, metavar="FOLDER")
+    m = msub.add_parser("ls", help="every id@version with its metrics and which is deployed")
+    m.add_argument("name", nargs="?", metavar="NAME", help="only this model")
+    m.add_argument("--json", action="store_true", help="one JSON array")
+    m = msub.add_parser("show", help="metadata, per-class precision/recall/F1, training "
+                        "data and feature parameters of a version")
+    m.add_argument("spec", metavar="NAME[@VERSION]", help="default version: the newest")
+    m.add_argument("--json", action="store_true", help="the model.json and the deploy state")
+    m = msub.add_parser("deploy", help="make a version the one classifiers use",
+                        description="Validate the folder, then publish ModelDeployed on the "
+                        "CONTROL stream; running classifiers switch at their next batch.")
+    m.add_argument("spec", metavar="NAME[@VERSION]",
+                   help="default version: the newest (semantic version order)")
+    m.add_argument("--new-windowing", action="store_true",
+                   help="deploy a model whose window length or rate differs from the deployed "
+                   "one (running classifiers keep the old model until restarted)")
+    m = msub.add_parser("rollback", help="re-deploy the version deployed before the current one",
+                        description="A second rollback returns to the version the first one "
+                        "left (as `kubectl rollout undo`).")
+    m.add_argument("name", metavar="NAME")
+    m.add_argument("--new-windowing", action="store_true", help="as for deploy")
+
     p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
                        "that the model never saw, print the detections from SQL")
     p.add_argument("--keep", action="store_true", help="leave the stack running (default)")
@@ -152,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl import commands
+    from tidzam_ctl.model_commands import model
 
     return {
         "up": commands.up,
@@ -164,6 +198,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "demo": commands.demo,
         "psql": commands.psql,
         "source": commands.source,
+        "model": model,
     }
 
 

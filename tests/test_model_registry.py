@@ -1,0 +1,462 @@
+"""The model registry, deploys and rollbacks, and classifiers that switch models live."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import shutil
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from nats.aio.client import Client
+
+from bus_schemas import AudioChunk, ModelDeployed, Prediction, SourceRemoved, decode
+from bus_schemas.streams import ConsumerSpec, classifier_consumer
+from consumers.classifier import Classifier, ModelRefused
+from consumers.classifier_service import ModelFollower, read_deployments
+from consumers.runner import ConsumerRunner, Delivery, Outcome
+from learning.audio_stream import decode_all
+from learning.inference import TfliteModel
+from learning.modelfolder import ModelFolder, ModelFolderError
+from learning.registry import (
+    DeployHistory,
+    Deployment,
+    ModelRegistry,
+    RegistryError,
+    semver_key,
+)
+from producers.publisher import Publisher
+from producers.replay import Replayer, plan
+from tests.audio_files import expected_windows, write_pcm, write_wav
+from tests.placeholder import LoudnessScorer
+from tests.real_audio import DAY, MEGAGLEST, real_file
+from tests.stack_helpers import ctl, running_stack, wait_for
+from tidzam_ctl.stack import Stack
+
+REPO = Path(__file__).resolve().parents[1]
+SELECTOR = REPO / "models" / "selector"
+
+
+def variant(dest: Path, version: str, **features: Any) -> Path:
+    """A copy of the built-in selector under another version (and feature parameters)."""
+    shutil.copytree(SELECTOR, dest)
+    meta = json.loads((dest / "model.json").read_text())
+    meta["version"] = version
+    if features:
+        meta["features"].update(features)
+        rate, window = meta["features"]["sample_rate"], meta["features"]["window_s"]
+        frames = 1 + (round(window * rate) - meta["features"]["n_fft"]) // meta["features"]["hop"]
+        meta["input"]["shape"] = [None, frames, meta["features"]["n_mels"]]
+    (dest / "model.json").write_text(json.dumps(meta))
+    return dest
+
+
+# ----------------------------------------------------------------- registry
+
+
+def test_versions_sort_by_semver() -> None:
+    versions = ["1.10.0", "1.2.0", "1.2.0-rc.10", "0.9.9", "1.2.0-rc.2", "1.2.0-alpha",
+                "1.2.0-rc.1", "2.0.0+build.5"]
+    assert sorted(versions, key=semver_key) == [
+        "0.9.9", "1.2.0-alpha", "1.2.0-rc.1", "1.2.0-rc.2", "1.2.0-rc.10", "1.2.0", "1.10.0",
+        "2.0.0+build.5"]
+    with pytest.raises(RegistryError, match="not a semantic version"):
+        semver_key("1.0")
+
+
+def test_add_copies_the_model_and_resolves_the_newest_version(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    for version in ("1.10.0", "1.2.0", "1.1.0"):
+        entry, added = registry.add(variant(tmp_path / version, version))
+        assert added and entry.path == tmp_path / "models" / "selector" / version
+    assert sorted(p.name for p in (tmp_path / "models" / "selector" / "1.2.0").iterdir()) == [
+        "corpus.json", "model.json", "model.tflite"]
+    listed = registry.entries()
+    assert [(e.version, e.builtin) for e in listed] == [
+        ("1.0.0", True), ("1.1.0", False), ("1.2.0", False), ("1.10.0", False)]
+    assert all(e.folder is not None and e.problem is None for e in listed)
+    assert registry.resolve("selector").version == "1.10.0"  # semver, not string order
+    assert registry.resolve("selector@1.0.0").path == SELECTOR
+    with pytest.raises(RegistryError, match=r"no version 3\.0\.0; versions: 1\.0\.0, 1\.1\.0"):
+        registry.resolve("selector@3.0.0")
+    with pytest.raises(RegistryError, match="no model 'birds'"):
+        registry.resolve("birds")
+
+
+def test_a_version_is_added_once_and_never_replaced(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    v11 = variant(tmp_path / "v11", "1.1.0")
+    first, added = registry.add(v11)
+    again, added_again = registry.add(v11)
+    assert added and not added_again and again.path == first.path
+    meta = json.loads((v11 / "model.json").read_text())
+    meta["decision"]["threshold"] = 0.7  # retrained or retuned, same version: refused
+    (v11 / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(RegistryError, match=r"already in the registry .* other content"):
+        registry.add(v11)
+    assert json.loads((first.path / "model.json").read_text())["decision"]["threshold"] == 0.5
+    builtin, added = registry.add(SELECTOR)  # the built-in version, unchanged: nothing to do
+    assert not added and builtin.builtin
+    changed = variant(tmp_path / "v10", "1.0.0")
+    (changed / "corpus.json").write_text("{}")
+    with pytest.raises(RegistryError, match=r"selector@1\.0\.0 is already in the registry"):
+        registry.add(changed)
+
+
+def test_invalid_folders_are_not_added(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    truncated = variant(tmp_path / "t", "1.3.0")
+    (truncated / "model.tflite").write_bytes((SELECTOR / "model.tflite").read_bytes()[:4000])
+    with pytest.raises(ModelFolderError, match="does not run"):
+        registry.add(truncated)
+    escaping = variant(tmp_path / "e", "1.4.0")
+    meta = json.loads((escaping / "model.json").read_text())
+    meta["training_data"]["manifest"] = "../t/corpus.json"
+    (escaping / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFolderError, match="inside the model folder"):
+        registry.add(escaping)
+    with pytest.raises(ModelFolderError, match="no such directory"):
+        registry.add(tmp_path / "missing")
+    assert [e.version for e in registry.entries()] == ["1.0.0"]
+    assert not list((tmp_path / "models").rglob("model.tflite"))  # no half copy left
+
+
+def test_a_damaged_registry_folder_is_listed_with_its_problem(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models", builtin_root=None)
+    entry, _ = registry.add(variant(tmp_path / "v", "1.1.0"))
+    (entry.path / "model.json").write_text("{")
+    [listed] = registry.entries()
+    assert listed.folder is None and listed.problem and "not valid JSON" in listed.problem
+    with pytest.raises(RegistryError, match="invalid"):
+        registry.add(variant(tmp_path / "v2", "1.1.0"))
+
+
+def _deployed(seq: int, version: str, model_id: str = "selector") -> tuple[int, ModelDeployed]:
+    return seq, ModelDeployed(model_id=model_id, model_version=version, path=f"/m/{version}",
+                              labels=("a",), feature_params={}, at_ns=seq)
+
+
+def test_the_deploy_history_gives_the_current_version_and_the_rollback() -> None:
+    base = Deployment("selector", "1.0.0", "/repo/models/selector", 0, 0)
+    history = DeployHistory([_deployed(9, "1.2.0"), _deployed(4, "1.1.0"),
+                             _deployed(5, "3.0.0", "other")], [base])
+    current = history.current("selector")
+    assert current is not None and current.version == "1.2.0"  # stream order, not list order
+    assert history.rollback_target("selector").version == "1.1.0"
+    assert history.models() == ["other", "selector"]
+    # a rollback is a deploy: the next rollback returns to where the first started
+    toggled = DeployHistory([_deployed(4, "1.1.0"), _deployed(9, "1.2.0"),
+                             _deployed(12, "1.1.0")], [base])
+    assert toggled.rollback_target("selector").version == "1.2.0"
+    # re-deploying the current version does not make it its own rollback target
+    again = DeployHistory([_deployed(4, "1.1.0"), _deployed(6, "1.1.0")], [base])
+    target = again.rollback_target("selector")
+    assert target.version == "1.0.0" and target.baseline
+    with pytest.raises(RegistryError, match=r"no version deployed before 1\.0\.0"):
+        DeployHistory([], [base]).rollback_target("selector")
+    with pytest.raises(RegistryError, match="never deployed"):
+        history.rollback_target("birds")
+
+
+# ------------------------------------------------------- on a real bus
+
+
+async def test_the_history_is_read_per_model_in_stream_order(nc: Client) -> None:
+    pub = Publisher(nc.jetstream())
+    for _, event in (_deployed(1, "1.1.0"), _deployed(2, "9.0.0", "other"),
+                       _deployed(3, "1.2.0")):
+        await pub.publish_now(event)
+    await pub.publish_now(SourceRemoved(source="x", at_ns=1))
+    mine, last = await read_deployments(nc.jetstream(), "selector")
+    assert [e.model_version for _, e in mine] == ["1.1.0", "1.2.0"] and last == mine[-1][0]
+    every, _ = await read_deployments(nc.jetstream())
+    assert [e.model_id for _, e in every] == ["selector", "other", "selector"]
+
+
+async def _until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def _deploy_of(path: Path) -> ModelDeployed:
+    meta = json.loads((path / "model.json").read_text())
+    return ModelDeployed(model_id=meta["model_id"], model_version=meta["version"],
+                         path=str(path), labels=tuple(meta["labels"]),
+                         feature_params=meta["features"], at_ns=time.time_ns())
+
+
+async def test_a_running_classifier_follows_deploys_and_refuses_bad_ones(
+        nc: Client, tmp_path: Path) -> None:
+    clf = Classifier(nc, TfliteModel(SELECTOR), Publisher(nc.jetstream()))
+    follower = ModelFollower(clf)
+    await follower.start(nc.jetstream())
+    pub = Publisher(nc.jetstream())
+    try:
+        broken = variant(tmp_path / "broken", "1.1.0")
+        (broken / "model.tflite").write_bytes(b"not a flatbuffer")
+        await pub.publish_now(_deploy_of(broken))
+        await _until(lambda: len(follower.refusals) == 1, "the broken deploy")
+        assert "cannot be loaded" in follower.refusals[0] and clf.scorer.version == "1.0.0"
+        wide = variant(tmp_path / "wide", "2.0.0", window_s=1.0)
+        await pub.publish_now(_deploy_of(wide))
+        await _until(lambda: len(follower.refusals) == 2, "the other window")
+        assert "refused: window of 48000 samples" in follower.refusals[1]
+        assert clf.scorer.version == "1.0.0"
+        good = _deploy_of(variant(tmp_path / "good", "1.1.0"))
+        await pub.publish_now(good)
+        await _until(lambda: clf.scorer.version == "1.1.0", "the switch")
+        await pub.publish_now(good.model_copy(update={"at_ns": time.time_ns()}))
+        await pub.publish_now(_deploy_of(SELECTOR))  # back, after the repeat was skipped
+        await _until(lambda: clf.scorer.version == "1.0.0", "the switch back")
+        assert follower.switches == 2 and len(follower.refusals) == 2
+    finally:
+        await follower.stop()
+
+
+class _Louder(LoudnessScorer):
+    version = "0.0.2"
+
+
+async def test_a_switch_between_batches_scores_every_window_once(nc: Client,
+                                                                 tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "three.wav", seconds=6.0, channels=2)
+    await Replayer(Publisher(nc.jetstream()), chunk_s=1.0).replay(plan([wav], source="sw"))
+    clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=0.25)
+    with pytest.raises(ModelRefused, match="window"):
+        clf.swap(_wide_scorer())
+    batches = 0
+
+    async def handle_then_switch(deliveries: Sequence[Delivery]) -> Sequence[Outcome]:
+        nonlocal batches
+        outcomes = await clf.handle(deliveries)
+        batches += 1
+        if batches == 1:
+            clf.swap(_Louder())
+        return outcomes
+
+    spec = _spec(batch=3)
+    per_channel = expected_windows(6 * 48_000, 24_000, 18_000)
+    await _run_until(nc, ConsumerRunner(nc, spec, handle_then_switch).run,
+                     lambda n: n >= 2 * per_channel)
+    preds = await _predictions(nc)
+    keys = [(p.channel, p.window_start_ns) for p in preds]
+    assert len(keys) == len(set(keys)) == 2 * per_channel  # none lost, none twice
+    assert {p.model_version for p in preds} == {"0.0.1", "0.0.2"} and batches > 1
+    origin = min(p.window_start_ns for p in preds)
+    by_chunk: dict[tuple[int, int], set[str]] = {}
+    for p in preds:  # a window belongs to the chunk it starts in: 1 s chunks
+        chunk = (p.window_start_ns - origin) // 1_000_000_000
+        by_chunk.setdefault((p.channel, chunk), set()).add(p.model_version)
+    assert all(len(v) == 1 for v in by_chunk.values())
+
+
+async def test_a_deploy_landing_during_a_batch_takes_effect_at_the_next(nc: Client) -> None:
+    chunks = [AudioChunk(source="mid", channel=0, seq=k, first_sample=k * 48_000,
+                         start_ns=10**18 + k * 10**9, sample_rate=48_000,
+                         samples=b"\x10\x00" * 48_000, final=k == 1) for k in range(2)]
+    await Publisher(nc.jetstream()).publish_all(chunks)
+    clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=0.25)
+
+    class SwitchingMidway(LoudnessScorer):
+        def predict(self, features: Any) -> Any:
+            clf.swap(_Louder())  # as if the follower swapped while this batch was scored
+            return super().predict(features)
+
+    clf.scorer = SwitchingMidway()
+    per_chunk = 3  # window starts 0, 0.375, 0.75 s of the first 1 s chunk; 2 in the last
+    await _run_until(nc, ConsumerRunner(nc, _spec(batch=1), clf.handle).run,
+                     lambda n: n >= 2 * per_chunk - 1)
+    preds = sorted(await _predictions(nc), key=lambda p: p.window_start_ns)
+    assert [p.model_version for p in preds] == ["0.0.1"] * per_chunk + ["0.0.2"] * (
+        len(preds) - per_chunk)
+
+
+def _spec(batch: int) -> ConsumerSpec:
+    return dataclasses.replace(classifier_consumer("placeholder"), batch=batch)
+
+
+def _wide_scorer() -> LoudnessScorer:
+    from learning.features import FeatureParams
+
+    wide = LoudnessScorer()
+    wide.features = FeatureParams(window_s=1.0)
+    return wide
+
+
+async def test_a_redelivered_chunk_keeps_the_version_that_scored_it(nc: Client) -> None:
+    """Published, not acked, then the model switched: the redelivery gives the same
+    predictions (same message ids, stored once), not a second version's."""
+    chunk = AudioChunk(source="re", channel=0, seq=0, first_sample=0, start_ns=10**18,
+                       sample_rate=48_000, samples=b"\x10\x00" * 48_000, final=True)
+    clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=0.25)
+
+    def delivery(seq: int, attempt: int) -> Delivery:
+        return Delivery(msg=None, event=chunk, stream_seq=seq,  # type: ignore[arg-type]
+                        num_delivered=attempt, subject="tidzam.audio.re.0")
+
+    await clf.handle([delivery(7, 1)])
+    stored = len(await _predictions(nc))
+    clf.swap(_Louder())
+    await clf.handle([delivery(7, 2)])  # the same chunk again
+    preds = await _predictions(nc)
+    assert stored == expected_windows(48_000, 24_000, 18_000) == len(preds)
+    assert {p.model_version for p in preds} == {"0.0.1"}
+    await clf.handle([delivery(8, 1)])  # any other chunk: the new version
+    assert {p.model_version for p in await _predictions(nc)} == {"0.0.1", "0.0.2"}
+
+
+async def _run_until(nc: Client, run: Callable[[asyncio.Event], Coroutine[Any, Any, Any]],
+                     done: Callable[[int], bool]) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(stop))
+    try:
+        async with asyncio.timeout(60):
+            while not done((await nc.jetstream().stream_info("EVENTS")).state.messages):
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+
+
+async def _predictions(nc: Client) -> list[Prediction]:
+    js = nc.jetstream()
+    total = (await js.stream_info("EVENTS")).state.messages
+    out: list[Prediction] = []
+    if not total:
+        return out
+    sub = await js.pull_subscribe("tidzam.pred.>", stream="EVENTS")
+    try:
+        while len(out) < total:
+            for m in await sub.fetch(500, timeout=2):
+                event = decode(m.headers, m.data)
+                assert isinstance(event, Prediction)
+                out.append(event)
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+# ------------------------------------------------------------- the CLI
+
+
+def test_the_cli_refuses_a_broken_folder_before_touching_the_bus(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    added = ctl(home, "model", "add", str(variant(tmp_path / "v12", "1.2.0")))
+    assert added.returncode == 0 and "added selector@1.2.0" in added.stderr
+    (home / "models" / "selector" / "1.2.0" / "model.tflite").write_bytes(b"garbage")
+    done = ctl(home, "model", "deploy", "selector")  # the newest: 1.2.0, now broken
+    assert done.returncode == 1, done.stderr
+    assert "cannot deploy selector@1.2.0" in done.stderr and "does not run" in done.stderr
+    assert "NATS" not in done.stderr  # refused by validation: the bus was never asked
+    broken = variant(tmp_path / "v13", "1.3.0")
+    (broken / "model.json").write_text("{}")
+    refused = ctl(home, "model", "add", str(broken))
+    assert refused.returncode == 2 and "not added" in refused.stderr
+    listing = json.loads(ctl(home, "model", "ls", "--json").stdout)
+    assert [(r["version"], r["deployed"]) for r in listing] == [("1.0.0", None), ("1.2.0", None)]
+    shown = ctl(home, "model", "show", "selector@1.0.0")
+    assert shown.returncode == 0 and "speech" in shown.stdout and "0.960" in shown.stdout
+
+
+def test_the_cli_will_not_deploy_another_window_grid_unasked(tmp_path: Path) -> None:
+    from tidzam_ctl.errors import CliError
+    from tidzam_ctl.model_commands import _check_windowing
+
+    current = Deployment("selector", "1.0.0", str(SELECTOR), 0, 0)
+    wide = ModelFolder.load(variant(tmp_path / "wide", "2.0.0", window_s=1.0))
+    with pytest.raises(CliError, match="--new-windowing"):
+        _check_windowing(wide, current, allowed=False)
+    _check_windowing(wide, current, allowed=True)
+    _check_windowing(ModelFolder.load(variant(tmp_path / "same", "1.1.0")), current, False)
+
+
+# ------------------------------------------------------ a whole stack
+
+
+def _replay(stack: Stack, clip: Path, source: str) -> None:
+    done = ctl(stack.home, "replay", str(clip), "--source", source, "--wait", "--timeout", "120")
+    assert done.returncode == 0, done.stderr
+
+
+def _classifier_log(stack: Stack) -> str:
+    return (stack.log_dir / "classifier-0.log").read_text(errors="replace")
+
+
+def _windows(stack: Stack, source: str) -> list[tuple[int, int, str]]:
+    """(channel, window start in ns, model version) of every prediction of a source."""
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute(
+            "SELECT channel, (extract(epoch FROM time) * 1e9)::bigint, model_version"
+            " FROM predictions WHERE source = %s", (source,)).fetchall()
+    return [(int(c), int(t), str(v)) for c, t, v in rows]
+
+
+def _stored_on_the_bus(stack: Stack, source: str) -> int:
+    from producers.bus import connect
+
+    async def count() -> int:
+        nc = await connect(stack.nats_url, "pytest-count")
+        try:
+            info = await nc.jetstream().stream_info("EVENTS",
+                                                    subjects_filter=f"tidzam.pred.{source}.*")
+            return sum((info.state.subjects or {}).values())
+        finally:
+            await nc.drain()
+
+    return asyncio.run(count())
+
+
+def test_deploys_and_rollbacks_switch_a_running_stack(tmp_path: Path) -> None:
+    day, _ = decode_all(real_file(MEGAGLEST, DAY), 48_000)
+    clip = write_pcm(tmp_path / "day.wav", day[:, 20 * 48_000:23 * 48_000])  # 3 s, stereo
+    per_channel = expected_windows(3 * 48_000, 24_000, 18_000)
+    with running_stack(tmp_path / "home") as stack:
+        home = stack.home
+        nothing = ctl(home, "model", "rollback", "selector")
+        assert nothing.returncode == 2 and "nothing to roll back to" in nothing.stderr
+        _replay(stack, clip, "before")
+        assert ctl(home, "model", "add", str(variant(tmp_path / "v11", "1.1.0"))).returncode == 0
+        deployed = ctl(home, "model", "deploy", "selector")
+        assert deployed.returncode == 0 and "deployed selector@1.1.0 (was 1.0.0)" in \
+            deployed.stderr.replace("\n", " ")
+        wait_for(lambda: "→ selector@1.1.0" in _classifier_log(stack), 60, "the switch")
+        _replay(stack, clip, "after")
+
+        stack.stop_process("classifier-0")  # a classifier started after the deploy
+        assert "classifier-0" in stack.check()
+        wait_for(lambda: "classifier selector@1.1.0 running" in _classifier_log(stack), 60,
+                 "the restarted classifier")
+        _replay(stack, clip, "restarted")
+
+        back = ctl(home, "model", "rollback", "selector")
+        assert back.returncode == 0 and "rolled back to selector@1.0.0" in back.stderr
+        wait_for(lambda: "→ selector@1.0.0" in _classifier_log(stack), 60, "the rollback")
+        _replay(stack, clip, "rolledback")
+
+        broken = variant(tmp_path / "v12", "1.2.0")
+        assert ctl(home, "model", "add", str(broken)).returncode == 0
+        (home / "models" / "selector" / "1.2.0" / "model.tflite").write_bytes(b"garbage")
+        refused = ctl(home, "model", "deploy", "selector@1.2.0")
+        assert refused.returncode == 1 and "does not run" in refused.stderr
+        listing = json.loads(ctl(home, "model", "ls", "--json").stdout)
+        assert {r["version"]: r["deployed"] for r in listing} == {
+            "1.0.0": True, "1.1.0": False, "1.2.0": False}
+
+        for source, version in (("before", "1.0.0"), ("after", "1.1.0"),
+                                ("restarted", "1.1.0"), ("rolledback", "1.0.0")):
+            rows = _windows(stack, source)
+            assert {v for _, _, v in rows} == {version}, source
+            keys = [(c, t) for c, t, _ in rows]
+            assert len(keys) == len(set(keys)) == 2 * per_channel, source  # each window once
+            for ch in (0, 1):
+                starts = sorted(t for c, t in keys if c == ch)
+                assert {b - a for a, b in itertools.pairwise(starts)} == {375_000_000}, source
+            assert _stored_on_the_bus(stack, source) == 2 * per_channel, source
