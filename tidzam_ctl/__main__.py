@@ -14,6 +14,7 @@ from rich.console import Console
 from learning.audio_stream import AudioDecodeError
 from producers.bus import BusError
 from producers.publisher import PublishError
+from tidzam_ctl.dataset_commands import add_dataset_parser
 from tidzam_ctl.errors import CliError
 from tidzam_ctl.services.nats import NatsServerError
 from tidzam_ctl.services.postgres import PostgresError
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", metavar="NAME")
     m.add_argument("--new-windowing", action="store_true", help="as for deploy")
 
+    add_dataset_parser(sub)
+
     p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
                        "that the model never saw, print the detections from SQL")
     p.add_argument("--keep", action="store_true", help="leave the stack running (default)")
@@ -185,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl import commands
+    from tidzam_ctl.dataset_commands import dataset
     from tidzam_ctl.model_commands import model
 
     return {
@@ -199,6 +203,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "psql": commands.psql,
         "source": commands.source,
         "model": model,
+        "dataset": dataset,
     }
 
 
