@@ -15,18 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import layers
 
 from learning.features import FeatureParams
 
 
-def _conv_bn(x: Any, filters: int, strides: int = 1) -> Any:
+def _conv_bn(layers: Any, x: Any, filters: int, strides: int = 1) -> Any:
     x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization()(x)
     return layers.ReLU()(x)
 
 
-def _separable_bn(x: Any, filters: int) -> Any:
+def _separable_bn(layers: Any, x: Any, filters: int) -> Any:
     x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
@@ -36,20 +35,26 @@ def _separable_bn(x: Any, filters: int) -> Any:
 
 
 def build_selector(n_classes: int, params: FeatureParams, mean: float, std: float,
-                   width: int = 24, dropout: float = 0.3) -> keras.Model:
-    """The selector CNN: (N, frames, mels) float32 log-mel → (N, n_classes) softmax."""
+                   width: int = 24, dropout: float = 0.3, k: Any = keras) -> Any:
+    """The selector CNN: (N, frames, mels) float32 log-mel → (N, n_classes) softmax.
+
+    ``k`` is the Keras to build with: Keras 3 (default, what is exported), or
+    ``tf_keras`` (Keras 2) for distributed training: the same layers in the same
+    order, so the weights of one load into the other (``get_weights``/``set_weights``).
+    """
     if n_classes < 1:
         raise ValueError("a classifier needs at least one class")
+    layers = k.layers
     frames, mels = params.shape
-    inputs = keras.Input(shape=(frames, mels), name="logmel", dtype="float32")
+    inputs = k.Input(shape=(frames, mels), name="logmel", dtype="float32")
     x = layers.Reshape((frames, mels, 1))(inputs)
     x = layers.Rescaling(1.0 / std, offset=-mean / std)(x)
-    x = _conv_bn(x, width, strides=2)
-    x = layers.MaxPooling2D(2)(_separable_bn(x, 2 * width))
-    x = layers.MaxPooling2D(2)(_separable_bn(x, 4 * width))
-    x = _separable_bn(x, 5 * width)
-    pooled = layers.Concatenate()([layers.GlobalAveragePooling2D()(x),
+    x = _conv_bn(layers, x, width, strides=2)
+    x = layers.MaxPooling2D(2)(_separable_bn(layers, x, 2 * width))
+    x = layers.MaxPooling2D(2)(_separable_bn(layers, x, 4 * width))
+    x = _separable_bn(layers, x, 5 * width)
+    pooled = layers.Concatenate(name="embedding")([layers.GlobalAveragePooling2D()(x),
                                    layers.GlobalMaxPooling2D()(x)])
     pooled = layers.Dropout(dropout)(pooled)
     outputs = layers.Dense(n_classes, activation="softmax", name="scores")(pooled)
-    return keras.Model(inputs, outputs, name="selector")
+    return k.Model(inputs, outputs, name="selector")
