@@ -7,8 +7,14 @@ windows the chunk owns (``windowing``), compute features for all of them at once
 prediction and wait for the acks; only then are the chunks acked. A redelivered
 chunk gives the same predictions with the same ``Nats-Msg-Id``, stored once.
 
-Switching models (``swap``, called by the classifier service on a deploy): a
-batch is scored by the scorer it started with, so the switch falls between two
+The scorer is a ``learning.cascade.Cascade`` in the service (the selector and
+the experts that refine its classes, one score vector with every class of all
+of them, one version naming them all) or any single model: both are a
+``Scorer``. Features are computed once per window with the scorer's parameters.
+
+Switching models (``swap``, called by the classifier service on a deploy of the
+selector or of an expert; either way the whole cascade is swapped): a batch
+is scored by the scorer it started with, so the switch falls between two
 batches and every window (owned by exactly one chunk) is scored by exactly one
 model version; no chunk is held back or dropped. The ``Nats-Msg-Id`` of a
 prediction names the model version, so a chunk scored again by ANOTHER version

@@ -3,21 +3,37 @@
 Instances of the same model share one durable consumer: start more of them to
 classify more channels; every window is still predicted once.
 
-Which version of the model: the CONTROL stream decides. At start the process
-reads the ``ModelDeployed`` history of its model id and loads the newest
-deployed folder that loads (``TIDZAM_MODEL_DIR`` only when none does, or none
-was ever deployed); it then follows new deploys live (an ordered consumer on
-``tidzam.ctl.model.<id>``): ``ModelFollower`` loads each in a worker thread while
-windows keep flowing, and swaps it in between two batches (``Classifier.swap``).
-A deploy whose folder does not load, names another version than its folder, or
-changes the window length or rate is refused with an error in the log; the
-running model stays. A restart picks the refused-for-windowing model up.
+What it runs: a cascade (``learning.cascade``): the selector (``TIDZAM_MODEL_DIR``
+names its model id) plus every model whose id is a class of the cascade
+(``birds`` under the selector's ``birds``, ``birds-american_robin`` under the
+``birds`` expert's ``american_robin``…), gated at ``TIDZAM_EXPERT_GATE``.
+
+Which version of each model: the CONTROL stream decides. At start the process
+reads the ``ModelDeployed`` history of every model and loads, for the selector
+and for each expert, the newest deployed folder that loads; the selector falls
+back to ``TIDZAM_MODEL_DIR`` and an expert that was never deployed to the newest
+valid version in the registry (``$TIDZAM_HOME/models``, then the built-in
+``models/``). It then follows new deploys live (an ordered consumer on
+``tidzam.ctl.model.>``): ``ModelFollower`` loads each in a worker thread while
+windows keep flowing, builds the new cascade and swaps it in between two batches
+(``Classifier.swap``), so a selector deploy and an expert deploy alike switch
+without losing or doubling a window. A deploy whose folder does not load, names
+another version than its folder, changes the window length or rate (selector),
+or computes other features than the selector (expert) is refused with an error
+in the log; the running cascade stays. A selector switch keeps the experts that
+still fit it and leaves the others out, with an error each. An expert added to
+the registry without a deploy is picked up at the next start.
+
+Predictions carry the cascade's version (``1.0.0+birds.1.2.0``, see
+``learning.cascade.cascade_version``): a new expert version is a new model
+version of the predictions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 from nats.aio.msg import Msg
@@ -33,12 +49,19 @@ from bus_schemas.streams import CONTROL, classifier_consumer
 from consumers.classifier import Classifier, ModelRefused
 from consumers.process import run_process
 from consumers.runner import ConsumerRunner
+from learning.cascade import DEFAULT_GATE, Candidate, Cascade, Expert, plan_experts
 from learning.inference import TfliteModel
-from learning.modelfolder import ModelFolder
+from learning.modelfolder import ModelFolder, ModelFolderError
+from learning.registry import ModelRegistry
 from producers.bus import connect, ensure_streams
 from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
+
+# What a folder that cannot serve raises: ModelFolderError (not a ValueError), a
+# ValueError (IncompatibleFeatures, a version mismatch, a TFLite file LiteRT
+# refuses, ModelRefused), RuntimeError from LiteRT, OSError.
+LOAD_ERRORS = (ModelFolderError, ValueError, RuntimeError, OSError)
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "selector"
 
@@ -51,6 +74,10 @@ class ClassifierSettings(BaseSettings):
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     batch: int = Field(32, ge=1, le=1024)
     threads: int = Field(1, ge=1, le=64)
+    home: Path | None = None  # the registry of experts is <home>/models
+    # An expert runs on a window only where its parent class scores at least this
+    # (learning.cascade: ≤ the decision threshold, gating never changes a decision).
+    expert_gate: float = Field(DEFAULT_GATE, ge=0.0, le=1.0)
 
 
 # ------------------------------------------------------------------ history
@@ -87,8 +114,8 @@ async def read_deployments(js: JetStreamContext, model_id: str | None = None
 
 
 def deployed_folder(event: ModelDeployed) -> ModelFolder:
-    """The folder of a deploy, checked; raises ValueError (ModelFolderError and
-    IncompatibleFeatures are ValueErrors) or OSError if it cannot serve it."""
+    """The folder of a deploy, checked; raises one of ``LOAD_ERRORS`` if it cannot
+    serve it."""
     folder = ModelFolder.load(event.path)
     meta = folder.meta
     if (meta.model_id, meta.version) != (event.model_id, event.model_version):
@@ -98,7 +125,7 @@ def deployed_folder(event: ModelDeployed) -> ModelFolder:
 
 
 def load_deployed(event: ModelDeployed, num_threads: int) -> TfliteModel:
-    """Worker thread: the scorer of a deploy (same errors as ``deployed_folder``)."""
+    """Worker thread: the scorer of a deploy (raises one of ``LOAD_ERRORS``)."""
     return TfliteModel(deployed_folder(event), num_threads=num_threads)
 
 
@@ -108,7 +135,7 @@ async def initial_scorer(history: list[tuple[int, ModelDeployed]], fallback: Pat
     for seq, event in reversed(history):
         try:
             return await asyncio.to_thread(load_deployed, event, num_threads)
-        except (ValueError, OSError) as exc:
+        except LOAD_ERRORS as exc:
             log.error("deployed %s@%s (CONTROL seq %d) cannot be loaded: %s; trying the "
                       "deploy before it", event.model_id, event.model_version, seq, exc)
     if history:
@@ -117,28 +144,115 @@ async def initial_scorer(history: list[tuple[int, ModelDeployed]], fallback: Pat
     return await asyncio.to_thread(TfliteModel, fallback, num_threads)
 
 
+# ------------------------------------------------------------------ experts
+
+
+def expert_folders(history: Sequence[tuple[int, ModelDeployed]], registry: ModelRegistry | None,
+                   selector_id: str) -> dict[str, ModelFolder]:
+    """The folder each model other than the selector would bring to a cascade: its
+    newest deploy whose folder loads, else its newest valid registry version.
+    Whether it joins is ``plan_experts``' business. Worker thread (reads files)."""
+    deployed: dict[str, list[tuple[int, ModelDeployed]]] = {}
+    for seq, event in history:
+        deployed.setdefault(event.model_id, []).append((seq, event))
+    newest: dict[str, ModelFolder] = {}  # entries come in semantic-version order
+    for entry in registry.entries() if registry is not None else []:
+        if entry.folder is not None:
+            newest[entry.model_id] = entry.folder
+    chosen: dict[str, ModelFolder] = {}
+    for model_id in sorted((set(deployed) | set(newest)) - {selector_id}):
+        for seq, event in reversed(deployed.get(model_id, [])):
+            try:
+                chosen[model_id] = deployed_folder(event)
+                break
+            except LOAD_ERRORS as exc:
+                log.error("deployed %s@%s (CONTROL seq %d) cannot be loaded: %s", model_id,
+                          event.model_version, seq, exc)
+        if model_id not in chosen and model_id in newest:
+            chosen[model_id] = newest[model_id]
+    return chosen
+
+
+def _candidate(folder: ModelFolder) -> Candidate:
+    meta = folder.meta
+    return Candidate(f"{meta.model_id}@{meta.version}", folder.labels, folder.params)
+
+
+def _plan(selector: Expert, folders: Mapping[str, ModelFolder]) -> tuple[tuple[str, ...],
+                                                                        Mapping[str, str]]:
+    plan = plan_experts(f"{selector.model_id}@{selector.version}", selector.labels,
+                        selector.features, {k: _candidate(f) for k, f in folders.items()})
+    return plan.order, plan.problems
+
+
+async def build_cascade(selector: Expert, folders: Mapping[str, ModelFolder], gate: float,
+                        num_threads: int, loaded: MutableMapping[Path, TfliteModel]
+                        ) -> tuple[Cascade, list[str]]:
+    """The cascade of ``selector`` and the expert ``folders`` (id → folder) that join
+    it, and why the others that would have joined do not (features, labels, a
+    TFLite file that does not load). ``loaded`` (folder path → model) is reused and
+    filled: an expert is loaded once, off the event loop."""
+    excluded: set[str] = set()
+    problems: list[str] = []
+    while True:
+        order, plan_problems = _plan(selector, {k: f for k, f in folders.items()
+                                                if k not in excluded})
+        experts: dict[str, Expert] = {}
+        for model_id in order:
+            folder = folders[model_id]
+            model = loaded.get(folder.path)
+            if model is None or model.version != folder.meta.version:
+                try:
+                    model = await asyncio.to_thread(TfliteModel, folder, num_threads)
+                except LOAD_ERRORS as exc:
+                    problems.append(f"expert {model_id}@{folder.meta.version} ({folder.path}) "
+                                    f"cannot be loaded: {exc}")
+                    excluded.add(model_id)
+                    break  # its children may hang from it: plan again without it
+                loaded[folder.path] = model
+            experts[model_id] = model
+        else:
+            problems.extend(plan_problems.values())
+            return Cascade(selector, experts, gate), problems
+
+
 # ----------------------------------------------------------------- following
 
 
 class ModelFollower:
-    """Keeps a running classifier on the version deployed for its model."""
+    """Keeps a running classifier on the deployed versions of its selector and its
+    experts (``candidates``: expert id → the folder it uses, joined or not)."""
 
     def __init__(self, classifier: Classifier, *, num_threads: int = 1,
-                 after_seq: int = 0) -> None:
+                 after_seq: int = 0, gate: float | None = None,
+                 candidates: Mapping[str, ModelFolder] | None = None,
+                 loaded: MutableMapping[Path, TfliteModel] | None = None) -> None:
         self.classifier = classifier
+        running = classifier.scorer
+        self.selector: Expert = running.selector if isinstance(running, Cascade) else running
+        self.gate = gate if gate is not None else (
+            running.gate if isinstance(running, Cascade) else DEFAULT_GATE)
+        running_experts = [e for e in (running.experts.values() if isinstance(running, Cascade)
+                                       else ()) if isinstance(e, TfliteModel)]
+        # the experts running now stay candidates unless ``candidates`` says otherwise
+        self.candidates: dict[str, ModelFolder] = {
+            **{e.model_id: e.folder for e in running_experts}, **(candidates or {})}
+        self._loaded: MutableMapping[Path, TfliteModel] = loaded if loaded is not None else {}
+        for expert in running_experts:
+            self._loaded.setdefault(expert.folder.path, expert)
         self.num_threads = num_threads
         self.last_seq = after_seq  # CONTROL sequence of the last deploy handled
         self.switches = 0
         self.refusals: list[str] = []
+        self.left_out: list[str] = []  # experts a new selector could not keep
         self._sub: JetStreamContext.PushSubscription | None = None
 
     async def start(self, js: JetStreamContext) -> None:
-        """Follow deploys stored after ``after_seq`` (ordered consumer: it re-creates
-        itself after a reconnect, from where it was)."""
+        """Follow the deploys of every model stored after ``after_seq`` (ordered
+        consumer: it re-creates itself after a reconnect, from where it was)."""
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                                 opt_start_seq=self.last_seq + 1)
-        model_id = self.classifier.scorer.model_id
-        self._sub = await js.subscribe(deploy_subject(model_id), stream=CONTROL.name,
+        self._sub = await js.subscribe(deploy_subject(None), stream=CONTROL.name,
                                        cb=self._on_msg, ordered_consumer=True, config=config)
 
     async def stop(self) -> None:
@@ -164,13 +278,27 @@ class ModelFollower:
             await self.apply(event, seq)
 
     async def apply(self, event: ModelDeployed, seq: int = 0) -> bool:
-        """Load a deploy off the event loop and swap it in; False if refused or
-        already running. Never raises for a bad deploy: the old model stays."""
+        """Load a deploy (of the selector or of an expert) off the event loop and swap
+        the cascade it makes in; False if refused, already running or not part of
+        this cascade. Never raises for a bad deploy: the running cascade stays."""
+        if event.model_id == self.selector.model_id:
+            return await self._apply_selector(event, seq)
+        return await self._apply_expert(event, seq)
+
+    def _refuse(self, event: ModelDeployed, exc: Exception) -> bool:
+        kind = "refused" if isinstance(exc, ModelRefused) else "cannot be loaded"
+        reason = f"deploy of {event.model_id}@{event.model_version} from {event.path} {kind}: {exc}"
+        self.refusals.append(reason)
         running = self.classifier.scorer
+        log.error("%s; keeping %s@%s", reason, running.model_id, running.version)
+        return False
+
+    async def _apply_selector(self, event: ModelDeployed, seq: int) -> bool:
         spec = f"{event.model_id}@{event.model_version}"
-        loaded = getattr(running, "folder", None)  # a TfliteModel's ModelFolder
+        selector = self.selector
+        loaded = selector.folder if isinstance(selector, TfliteModel) else None
         same_path = loaded is not None and Path(event.path) == Path(loaded.path)
-        if event.model_version == running.version and same_path:
+        if event.model_version == selector.version and same_path:
             log.info("deploy of %s (CONTROL seq %d): already running it", spec, seq)
             return False
         try:
@@ -179,17 +307,65 @@ class ModelFollower:
             if refusal is not None:  # before the TFLite file: the clearest reason
                 raise ModelRefused(refusal)
             scorer = await asyncio.to_thread(TfliteModel, folder, self.num_threads)
-            previous = self.classifier.swap(scorer)
-        except (ValueError, OSError) as exc:  # ModelRefused is a ValueError
-            kind = "refused" if isinstance(exc, ModelRefused) else "cannot be loaded"
-            reason = f"deploy of {spec} from {event.path} {kind}: {exc}"
-            self.refusals.append(reason)
-            log.error("%s; keeping %s@%s", reason, running.model_id, running.version)
-            return False
-        self.switches += 1
-        log.info("switched %s@%s → %s (CONTROL seq %d, %s): the next batch uses it",
-                 previous.model_id, previous.version, spec, seq, event.path)
+            cascade, problems = await build_cascade(scorer, self.candidates, self.gate,
+                                                    self.num_threads, self._loaded)
+            self.classifier.swap(cascade)
+        except LOAD_ERRORS as exc:
+            return self._refuse(event, exc)
+        for problem in problems:
+            log.error("%s: left out of the cascade of %s", problem, spec)
+        self.left_out.extend(problems)
+        self.selector = scorer
+        self._switched(cascade)
+        log.info("switched %s@%s → %s (CONTROL seq %d, %s): the next batch uses it "
+                 "(cascade %s, version %s)", selector.model_id, selector.version, spec, seq,
+                 event.path, cascade.describe(), cascade.version)
         return True
+
+    async def _apply_expert(self, event: ModelDeployed, seq: int) -> bool:
+        spec = f"{event.model_id}@{event.model_version}"
+        current = self.candidates.get(event.model_id)
+        if (current is not None and current.meta.version == event.model_version
+                and Path(current.path) == Path(event.path)):
+            log.info("deploy of %s (CONTROL seq %d): already using it", spec, seq)
+            return False
+        try:
+            folder = await asyncio.to_thread(deployed_folder, event)
+        except LOAD_ERRORS as exc:
+            return self._refuse(event, exc)
+        trial = {**self.candidates, event.model_id: folder}
+        order, problems = _plan(self.selector, trial)
+        if event.model_id in problems:
+            return self._refuse(event, ModelRefused(problems[event.model_id]))
+        if event.model_id not in order:
+            self.candidates = trial  # a later selector may have its class
+            log.info("deploy of %s (CONTROL seq %d): no class %r in the cascade of %s@%s, "
+                     "so it does not run (kept for a selector that has it)", spec, seq,
+                     event.model_id, self.selector.model_id, self.selector.version)
+            return False
+        try:
+            cascade, failures = await build_cascade(self.selector, trial, self.gate,
+                                                    self.num_threads, self._loaded)
+            if event.model_id not in cascade.experts:
+                raise ValueError(next((f for f in failures if f.startswith(f"expert {spec}")),
+                                      "it does not load"))
+            previous = self.classifier.scorer
+            self.classifier.swap(cascade)
+        except LOAD_ERRORS as exc:
+            return self._refuse(event, exc)
+        self.candidates = trial
+        self._switched(cascade)
+        was = f"{current.meta.model_id}@{current.meta.version}" if current else "no expert"
+        log.info("switched %s → %s (CONTROL seq %d, %s): the next batch uses it "
+                 "(cascade %s, version %s, was %s)", was, spec, seq, event.path,
+                 cascade.describe(), cascade.version, previous.version)
+        return True
+
+    def _switched(self, cascade: Cascade) -> None:
+        self.switches += 1
+        in_use = {e.folder.path for e in cascade.experts.values() if isinstance(e, TfliteModel)}
+        for path in [p for p in self._loaded if p not in in_use]:
+            del self._loaded[path]  # the previous batch holds its own reference
 
 
 # ------------------------------------------------------------------- process
@@ -200,15 +376,32 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-classifier")
     js = nc.jetstream()
     await ensure_streams(js)
-    history, last_seq = await read_deployments(js, model_id)
-    scorer = await initial_scorer(history, settings.model_dir, settings.threads)
-    classifier = Classifier(nc, scorer, Publisher(js), overlap=settings.overlap)
-    follower = ModelFollower(classifier, num_threads=settings.threads, after_seq=last_seq)
+    history, last_seq = await read_deployments(js)  # every model: the experts' too
+    selector = await initial_scorer([(s, e) for s, e in history if e.model_id == model_id],
+                                    settings.model_dir, settings.threads)
+    registry = ModelRegistry(settings.home / "models") if settings.home is not None else None
+    if registry is None:
+        log.info("TIDZAM_HOME is not set: experts come from deploys and models/ only")
+    folders = await asyncio.to_thread(expert_folders, history, registry, model_id)
+    loaded: dict[Path, TfliteModel] = {}
+    cascade, problems = await build_cascade(selector, folders, settings.expert_gate,
+                                            settings.threads, loaded)
+    for problem in problems:
+        log.error("%s: left out of the cascade", problem)
+    if cascade.experts and settings.expert_gate > cascade.decision.threshold:
+        log.warning("TIDZAM_EXPERT_GATE %.2f is above the decision threshold %.2f: a class "
+                    "can be decided without its expert having run", settings.expert_gate,
+                    cascade.decision.threshold)
+    classifier = Classifier(nc, cascade, Publisher(js), overlap=settings.overlap)
+    follower = ModelFollower(classifier, num_threads=settings.threads, after_seq=last_seq,
+                             gate=settings.expert_gate, candidates=folders, loaded=loaded)
     await follower.start(js)
-    spec = classifier_consumer(scorer.model_id)
+    spec = classifier_consumer(selector.model_id)
     spec = type(spec)(**{**spec.__dict__, "batch": settings.batch})
-    log.info("classifier %s@%s running (hop %d samples; %d deploy(s) in the history)",
-             scorer.model_id, scorer.version, classifier.hop, len(history))
+    log.info("classifier %s@%s running (cascade %s, version %s, expert gate %.2f; hop %d "
+             "samples; %d deploy(s) in the history)", selector.model_id, selector.version,
+             cascade.describe(), cascade.version, settings.expert_gate, classifier.hop,
+             len(history))
     try:
         await ConsumerRunner(nc, spec, classifier.handle).run(stop)
     finally:
