@@ -20,6 +20,7 @@ from tidzam_ctl.services.nats import NatsServerError
 from tidzam_ctl.services.postgres import PostgresError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack import StackError
+from tidzam_ctl.train_commands import add_train_parser
 
 console = Console(stderr=True)
 
@@ -157,8 +158,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "left (as `kubectl rollout undo`).")
     m.add_argument("name", metavar="NAME")
     m.add_argument("--new-windowing", action="store_true", help="as for deploy")
+    m = msub.add_parser(
+        "compare", help="replay archived audio through two models; report disagreements",
+        description="Decode the archive files (TIDZAM_ARCHIVE_DIR/<source>/ or --database) "
+        "overlapping [--since, --until), cut the live classifier's windows, score them with "
+        "A and B (each with its own decision rule) and report agreement per source and "
+        "class and the longest disagreements. Publishes nothing, writes no SQL. A as NAME "
+        "means the deployed version (asks the bus); NAME@VERSION needs no running stack. "
+        "Exit 3 when some files could not be read.")
+    m.add_argument("a", metavar="A", help="reference: NAME (deployed version) or NAME@VERSION")
+    m.add_argument("b", metavar="B", help="candidate: NAME (newest version) or NAME@VERSION")
+    m.add_argument("--since", required=True, help="ISO time or an age like 2h, 3d")
+    m.add_argument("--until", help="ISO time or an age (default: now)")
+    m.add_argument("--source", action="append", metavar="S", help="only this source "
+                   "(repeat for several; default: every source)")
+    m.add_argument("--database", action="append", type=Path, metavar="DIR",
+                   help="an archive folder to read instead of TIDZAM_ARCHIVE_DIR (repeatable)")
+    m.add_argument("--overlap", type=float, help="window overlap (default: TIDZAM_OVERLAP, "
+                   "as the live classifiers)")
+    m.add_argument("--top", type=int, default=20, help="disagreement ranges to list (20)")
+    m.add_argument("--threads", type=int, default=1, help="LiteRT threads per model (1)")
+    m.add_argument("--json", action="store_true", help="one JSON object")
 
     add_dataset_parser(sub)
+    add_train_parser(sub)
 
     p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
                        "that the model never saw, print the detections from SQL")
@@ -190,6 +213,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl import commands
     from tidzam_ctl.dataset_commands import dataset
     from tidzam_ctl.model_commands import model
+    from tidzam_ctl.train_commands import train
 
     return {
         "up": commands.up,
@@ -204,6 +228,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "source": commands.source,
         "model": model,
         "dataset": dataset,
+        "train": train,
     }
 
 
