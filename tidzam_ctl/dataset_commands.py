@@ -12,6 +12,11 @@ Two ways to call it, the same operations underneath:
   nothing. A missing ``--dataset`` is created when the call adds something to
   it (or asks for nothing else); any other call on it is an error.
 
+``tidzam_ctl dataset edit`` opens the Database Editor (``dataset_editor``):
+a dataset or a sample folder to browse, play, relabel and delete, or a stream
+(``--stream``) to extract labelled samples from. The original editor's flags
+work too: ``--dataset D --stream S``, ``--dataset D --play [--play-id C]``.
+
 Each file is written atomically. A split into a second dataset writes that
 one first and the source last: a crash in between leaves the source as it
 was, and a retry refuses to overwrite the test dataset until it is removed.
@@ -40,6 +45,7 @@ from rich.table import Table
 
 from learning.dataset import TEST, TRAIN, CompiledDataset, DatasetConfig
 from learning.datasets import (
+    UNCHECKED,
     AudioItem,
     BadInput,
     ClassNameError,
@@ -73,6 +79,8 @@ from learning.features import FeatureParams
 from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 
+DELETED = "deleted"  # the editor's folder of deleted samples (dataset_editor.DELETED)
+
 if TYPE_CHECKING:  # not subscriptable at run time
     Actions = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -82,6 +90,7 @@ out = Console(soft_wrap=True)
 _USAGE_ERRORS = (DatasetNotFound, DatasetExists, ClassNameError, BadInput)
 _CHANGES = ("rename", "classe", "audio_folder", "merge", "split", "balance", "randomize")
 _FLAGS = (*_CHANGES, "split_name", "file_count", "metadata", "info")
+_EDITOR_FLAGS = ("stream", "play", "play_id")
 
 DESCRIPTION = """\
 Build and edit compiled datasets: one .npz file each holding log-mel windows, their
@@ -119,7 +128,9 @@ def add_dataset_parser(sub: Actions) -> None:
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_flags(p)
+    _add_editor_flags(p)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
+    _add_editor_action(actions)
     _add_edit_actions(actions)
     _add_read_actions(actions)
     _add_build_actions(actions)
@@ -158,6 +169,45 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
                    help="seed of --split, --balance and --randomize (default 0)")
     g.add_argument("--json", dest="f_json", action="store_true",
                    help="--info and --file-count as JSON")
+
+
+def _add_editor_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("the original TidzamDatabaseEditor flags (with --dataset)")
+    g.add_argument("--stream", dest="f_stream", metavar="FILE_OR_URL",
+                   help="extract samples from this stream (as `dataset edit --stream`), "
+                   "offering the classes of --dataset")
+    g.add_argument("--play", dest="f_play", action="store_true",
+                   help="play every window of --dataset, one after the other")
+    g.add_argument("--play-id", dest="f_play_id", metavar="CLASSE",
+                   help="play the windows of one class only (its name or its index)")
+    g.add_argument("--samples", dest="f_samples", type=Path, metavar="FOLDER",
+                   help="where --stream saves the samples (default ./samples)")
+
+
+def _add_editor_action(actions: Actions) -> None:
+    a = actions.add_parser(
+        "edit", help="the Database Editor: browse, play, relabel, delete; extract samples",
+        description="A text UI. On a dataset (.npz): its classes, their windows with "
+        "provenance, the spectrogram; p plays the window (decoded again from its source "
+        "file), r relabels (R: every window of its file), d deletes, u undoes, s saves (one "
+        "line in the dataset history), / filters, q quits. On a folder of extracted "
+        "samples: the same keys move files at once (relabel: into the label's folder, "
+        "renamed; delete: into deleted/; a: accept an unchecked/ sample). With --stream: "
+        "step through the stream's windows (n/space next, b back, c channel), p plays, 1-9 "
+        "or l labels the window: saved as ['<label>'](<source>-<channel>)_<time>.wav in "
+        "--samples, where `dataset from-samples` reads it. Without ffplay, aplay or paplay, "
+        "p writes a WAV and shows its path.")
+    a.add_argument("target", nargs="?", metavar="DATASET_OR_FOLDER",
+                   help="a dataset NAME or a sample folder (with --stream: a dataset whose "
+                   "classes are offered, or the folder to save into)")
+    a.add_argument("--stream", metavar="FILE_OR_URL",
+                   help="extract samples from this file or stream (any format FFmpeg reads)")
+    a.add_argument("--samples", type=Path, metavar="FOLDER",
+                   help="where --stream saves samples (default: TARGET if a folder, else "
+                   "./samples)")
+    a.add_argument("--classes", metavar="C1,C2,...",
+                   help="labels offered first (number keys) with --stream")
+    a.add_argument("--classe", metavar="CLASSE", help="the class to show first")
 
 
 def _seed(p: argparse.ArgumentParser) -> None:
@@ -509,7 +559,7 @@ def _examples(args: argparse.Namespace, report: _Report) -> None:
 def _from_samples(args: argparse.Namespace, report: _Report) -> None:
     path = dataset_path(args.out)
     classe = args.classe and check_class_name(args.classe)
-    found = sample_items(args.folder, classe, args.include_unchecked)
+    found = _not_deleted(args.folder, sample_items(args.folder, classe, args.include_unchecked))
     if path.exists():
         ds = load(path)
         if args.feature_params is not None:
@@ -519,6 +569,114 @@ def _from_samples(args: argparse.Namespace, report: _Report) -> None:
     ds = _add_items(ds, found, "from-samples", args.folder, args.licence, args.seed, report)
     save(ds, path)
     report.say(f"{path}: {len(ds.files)} files, classes {', '.join(ds.label_names)}")
+
+
+def _not_deleted(folder: Path, found: tuple[list[AudioItem], list[Skipped]]
+                 ) -> tuple[list[AudioItem], list[Skipped]]:
+    """Samples the editor deleted (moved into ``deleted/``) are no class: left out."""
+    items, skipped = found
+    gone = [i for i in items if i.path.relative_to(folder).parts[0] == DELETED]
+    return ([i for i in items if i not in gone],
+            [*skipped, *(Skipped(str(i.path), "deleted in the editor") for i in gone)])
+
+
+# ------------------------------------------------------------------- the editor
+
+
+def _hop(settings: CtlSettings, params: FeatureParams) -> int:
+    """The classifier's hop between windows, in samples (``consumers.classifier``)."""
+    return max(1, round(params.window_samples * (1.0 - settings.overlap)))
+
+
+def _edit(args: argparse.Namespace, settings: CtlSettings) -> None:
+    """``dataset edit``: the browsing app, or the extractor with ``--stream``."""
+    from tidzam_ctl import dataset_editor as ed
+
+    target = Path(args.target) if args.target else None
+    if args.stream:
+        ds, samples = None, args.samples
+        if target is not None and target.is_dir():
+            samples = samples or target
+        elif target is not None:
+            ds = load(dataset_path(target))
+        classes = [c.strip() for c in (args.classes or "").split(",") if c.strip()]
+        _extract(args.stream, samples or Path("samples"), ds, classes, settings)
+        return
+    if target is None:
+        raise CliError("name a dataset or a sample folder to edit, or give --stream",
+                       EXIT_USAGE)
+    browser: ed.Browser
+    if target.is_dir():
+        browser = ed.FolderBrowser(ed.SampleFolder(target))
+    else:
+        browser = ed.DatasetBrowser(ed.DatasetEdits.open(dataset_path(target)))
+    ed.BrowserApp(browser, ed.Player(ed.find_player()), args.classe).run()
+
+
+def _extract(stream: str, samples: Path, ds: CompiledDataset | None, classes: list[str],
+             settings: CtlSettings) -> None:
+    from learning.corpus import CLASSES
+    from tidzam_ctl import dataset_editor as ed
+
+    for name in classes:
+        check_class_name(name)
+    params = ds.params if ds is not None else FeatureParams()
+    folder = ed.SampleFolder(samples)
+    labels = ed.label_choices(classes, ds.label_names if ds else (),
+                              [g for g in folder.groups() if g not in (UNCHECKED, ed.NO_LABEL)],
+                              CLASSES)
+    stepper = ed.StreamStepper(stream, params, _hop(settings, params))
+    ed.ExtractorApp(stepper, folder, labels, ed.Player(ed.find_player())).run()
+
+
+def _play_through(args: argparse.Namespace, report: _Report) -> None:
+    """``--dataset D --play [--play-id C]``: every window (of class C), one after the
+    other, with the audio player (Ctrl-C stops)."""
+    from learning.corpus import default_cache_dir
+    from tidzam_ctl import dataset_editor as ed
+
+    ds = load(dataset_path(args.f_dataset))
+    labels = ds.windows.labels
+    rows = list(range(len(ds.windows)))
+    if args.f_play_id is not None:
+        wanted = args.f_play_id
+        if wanted.isdigit() and int(wanted) < len(ds.label_names):
+            wanted = ds.label_names[int(wanted)]
+        if wanted not in ds.label_names:
+            raise ClassNameError(f"no class {args.f_play_id!r}; classes: "
+                                 f"{', '.join(ds.label_names)}")
+        rows = [r for r in rows if labels[r] == ds.label_names.index(wanted)]
+    command = ed.find_player()
+    if command is None:  # a WAV per window would fill the disk: the editor writes one on `p`
+        raise CliError("no audio player found (ffplay, aplay or paplay): install one, or "
+                       "open the dataset with `tidzam_ctl dataset edit`, where p writes the "
+                       "window as a WAV", EXIT_ERROR)
+    player = ed.Player(command)
+    caches = (default_cache_dir(),)
+    try:
+        for r in rows:
+            prov = ds.provenance[int(ds.file_index[r])]
+            where = (f"{ds.label_names[int(labels[r])]}: {prov.path} at "
+                     f"{float(ds.windows.offset_s[r]):.2f} s, channel {int(ds.windows.channel[r])}")
+            try:
+                audio = ed.window_audio(ds, r, caches)
+            except ed.EditorError as exc:
+                report.warn(f"window {r} ({where}): {exc}")
+                continue
+            outcome = player.play(audio, ds.params.sample_rate, wait=True)
+            report.say(f"window {r} ({where}): {outcome}")
+    finally:
+        player.close()
+
+
+def _run_editor_flags(args: argparse.Namespace, settings: CtlSettings, report: _Report) -> None:
+    if args.f_stream:
+        ds = load(dataset_path(args.f_dataset)) if args.f_dataset else None
+        _extract(args.f_stream, args.f_samples or Path("samples"), ds, [], settings)
+    elif args.f_dataset:
+        _play_through(args, report)
+    else:
+        raise CliError("--play and --play-id need --dataset NAME", EXIT_USAGE)
 
 
 # ------------------------------------------------------------------- the original flags
@@ -582,12 +740,22 @@ def _flag_outputs(ds: CompiledDataset, path: Path, args: argparse.Namespace) -> 
 # ------------------------------------------------------------------- entry point
 
 
-def _dispatch(args: argparse.Namespace, report: _Report) -> None:
+def _dispatch(args: argparse.Namespace, settings: CtlSettings, report: _Report) -> None:
     given = _flags_given(args)
-    if args.action and (given or args.f_dataset):
+    editor = [f for f in _EDITOR_FLAGS if getattr(args, f"f_{f}") not in (None, False)]
+    if args.action and (given or args.f_dataset or editor):
         raise CliError("use either an ACTION or the original flags (--dataset ...), not both",
                        EXIT_USAGE)
-    if args.action == "examples":
+    if args.f_samples and not args.f_stream:
+        raise CliError("--samples goes with --stream", EXIT_USAGE)
+    if editor:
+        if given:
+            raise CliError("the editor's flags (--stream, --play, --play-id) go with "
+                           "--dataset alone, not with the Database Tool's flags", EXIT_USAGE)
+        _run_editor_flags(args, settings, report)
+    elif args.action == "edit":
+        _edit(args, settings)
+    elif args.action == "examples":
         _examples(args, report)
     elif args.action == "from-samples":
         _from_samples(args, report)
@@ -607,7 +775,7 @@ def dataset(settings: CtlSettings, args: argparse.Namespace) -> int:
     (escaped: sample names hold rich markup brackets)."""
     report = _Report(json=bool(args.f_json or getattr(args, "json", False)))
     try:
-        _dispatch(args, report)
+        _dispatch(args, settings, report)
     except DatasetError as exc:
         code, message = EXIT_USAGE if isinstance(exc, _USAGE_ERRORS) else EXIT_ERROR, str(exc)
     except CliError as exc:
