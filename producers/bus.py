@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import nats
 from nats.aio.client import Client
@@ -20,10 +21,15 @@ class BusError(RuntimeError):
 
 
 async def connect(url: str, name: str) -> Client:
-    """A NATS connection that reconnects for ever (a restarted server is picked up)."""
+    """A NATS connection that reconnects for ever (a restarted server is picked up).
+
+    ``url`` may list several servers of a cluster, comma-separated: any one that
+    answers will do, and the others are tried on reconnects.
+    """
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     try:
         nc: Client = await nats.connect(
-            url,
+            servers,
             name=name,
             connect_timeout=5,
             max_reconnect_attempts=-1,
@@ -36,10 +42,20 @@ async def connect(url: str, name: str) -> Client:
 
 
 def _redact(url: str) -> str:
+    if "," in url:
+        return ",".join(_redact(u) for u in url.split(","))
     if "@" not in url:
         return url
     scheme, rest = url.split("://", 1) if "://" in url else ("nats", url)
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def stream_replicas() -> int:
+    """Copies of each stream: ``TIDZAM_STREAM_REPLICAS`` (3 on a 3-node cluster), else 1."""
+    raw = os.environ.get("TIDZAM_STREAM_REPLICAS", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= 5:
+        raise BusError(f"TIDZAM_STREAM_REPLICAS must be 1 to 5, not {raw!r}")
+    return int(raw)
 
 
 def stream_config(spec: StreamSpec) -> StreamConfig:
@@ -53,6 +69,7 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         max_age=spec.max_age_s or None,
         max_bytes=spec.max_bytes,
         duplicate_window=spec.duplicate_window_s,
+        num_replicas=stream_replicas(),
     )
 
 
