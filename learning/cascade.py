@@ -33,6 +33,24 @@ Features are computed once per window for the whole cascade, so every expert
 must use exactly the selector's feature parameters (``CascadeError`` otherwise,
 naming the parameters that differ).
 
+Audio experts (``AudioExpert``, e.g. BirdNET in ``learning.birdnet``) do not take
+the log-mel window: they listen to ``RawAudio.context_samples`` of raw audio
+around it, at the selector's sample rate (a different rate cannot join). The
+caller hands ``predict`` a ``WindowAudio`` that cuts those contexts for the
+gated rows only (the classifier assembles them from the chunks around each
+window, ``consumers.contexts``); without it, a cascade with an audio expert
+refuses to predict rather than leave its classes at 0. ``context_samples``
+says how much audio around a window the cascade needs (0: none).
+
+Softmax and sigmoid experts: a softmax expert splits its parent (its children
+sum to it); an expert of independent sigmoids (BirdNET: one yes/no per species)
+does not: two species singing in the same seconds can both score near their
+parent, and the children of a window need not sum to anything. Either way a
+child is ≤ its parent, and the decision below stays sensible: a child replaces
+its parent only if it passes the threshold AND leads every sibling by the
+margin, so two species at once leave the decision at the parent (``birds``)
+while both scores stay in the vector for whoever reads it.
+
 Decision (``decide_hierarchical``), in the spirit of the original:
 1. among the top-level labels (the selector's; any label none of whose ``-``
    prefixes is itself a label), take the best; it is accepted if its score is
@@ -68,7 +86,7 @@ import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -111,6 +129,56 @@ class Expert(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class RawAudio:
+    """What an audio expert listens to: ``context_samples`` of raw mono audio at
+    ``sample_rate`` around each window (float32 in [-1, 1])."""
+
+    sample_rate: int
+    context_samples: int
+
+
+class WindowAudio(Protocol):
+    """The raw audio around the windows of a batch, cut on demand (only the rows an
+    audio expert runs on are ever cut)."""
+
+    def contexts(self, rows: npt.NDArray[np.intp], samples: int) -> F32:
+        """float32 (len(rows), samples), mono at the selector's rate: row ``k`` is the
+        ``samples`` around window ``rows[k]`` of the batch (centred on it where the
+        audio allows; see ``consumers.contexts``)."""
+        ...
+
+    def start_ns(self, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:
+        """UTC start (ns) of each of those windows, int64 (len(rows),)."""
+        ...
+
+
+@runtime_checkable
+class AudioExpert(Protocol):
+    """An expert that hears raw audio around a window instead of its log-mel
+    features (``learning.birdnet.BirdNetExpert`` is one)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def audio(self) -> RawAudio: ...
+
+    def predict_audio(self, audio: F32, start_ns: npt.NDArray[np.int64]) -> F32:
+        """audio float32 (N, audio.context_samples) at audio.sample_rate; start_ns
+        int64 (N,): each window's UTC start → scores float32 (N, len(labels)) in [0, 1]."""
+        ...
+
+
+AnyExpert = Expert | AudioExpert
+
+
 def child_label(parent: str, label: str) -> str:
     """The cascade label of an expert's ``label`` under the class ``parent``."""
     return f"{parent}{SEP}{label}"
@@ -125,7 +193,13 @@ class Candidate:
 
     spec: str  # "birds@1.2.0", for messages
     labels: tuple[str, ...]
-    features: FeatureParams
+    features: FeatureParams | RawAudio  # its input: log-mel windows, or raw audio
+
+
+def candidate(expert: AnyExpert) -> Candidate:
+    """What planning needs to know of a loaded expert."""
+    heard = expert.audio if isinstance(expert, AudioExpert) else expert.features
+    return Candidate(f"{expert.model_id}@{expert.version}", expert.labels, heard)
 
 
 @dataclass(frozen=True)
@@ -175,7 +249,11 @@ def _problem(cand: Candidate, selector_spec: str, features: FeatureParams, paren
              taken: set[str]) -> str | None:
     if not cand.labels:
         return f"expert {cand.spec} has no labels"
-    if cand.features != features:
+    if isinstance(cand.features, RawAudio):
+        if cand.features.sample_rate != features.sample_rate:
+            return (f"expert {cand.spec} listens to audio at {cand.features.sample_rate} Hz "
+                    f"where the selector {selector_spec} runs at {features.sample_rate} Hz")
+    elif cand.features != features:
         differ = _differences(cand.features, features)
         return (f"expert {cand.spec} computes its features with {differ} where the "
                 f"selector {selector_spec} does not: an expert must use "
@@ -219,7 +297,7 @@ def cascade_version(selector_version: str, experts: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class _Node:
-    expert: Expert
+    expert: AnyExpert
     parent: int  # column of the class it refines
     start: int  # its columns: start .. start + len(expert.labels)
 
@@ -233,7 +311,7 @@ class Cascade:
     folder's for a ``TfliteModel``, else ``DEFAULT_DECISION``. Raises
     CascadeError for an expert that cannot join (every reason at once)."""
 
-    def __init__(self, selector: Expert, experts: Mapping[str, Expert],
+    def __init__(self, selector: Expert, experts: Mapping[str, AnyExpert],
                  gate: float = DEFAULT_GATE, decision: Decision | None = None) -> None:
         if not 0.0 <= gate <= 1.0:
             raise ValueError(f"the expert gate must be in [0, 1], got {gate}")
@@ -244,15 +322,14 @@ class Cascade:
             raise CascadeError("an expert's model id must be the class it refines: "
                                + "; ".join(wrong))
         plan = plan_experts(spec, selector.labels, selector.features,
-                            {k: Candidate(f"{k}@{e.version}", e.labels, e.features)
-                             for k, e in experts.items()})
+                            {k: candidate(e) for k, e in experts.items()})
         reasons = list(plan.problems.values()) + [
             f"expert {k} refines no class of the cascade (no label {k!r})"
             for k in experts if k not in plan.order and k not in plan.problems]
         if reasons:
             raise CascadeError("; ".join(reasons))
         self.selector = selector
-        self.experts: Mapping[str, Expert] = {k: experts[k] for k in plan.order}
+        self.experts: Mapping[str, AnyExpert] = {k: experts[k] for k in plan.order}
         self.gate = gate
         self.decision = decision or (selector.folder.meta.decision
                                      if isinstance(selector, TfliteModel) else DEFAULT_DECISION)
@@ -286,15 +363,27 @@ class Cascade:
     def features(self) -> FeatureParams:
         return self.selector.features
 
+    @property
+    def context_samples(self) -> int:
+        """The most raw audio around a window any audio expert hears (0: none does,
+        ``predict`` needs no ``audio``)."""
+        return max((e.audio.context_samples for e in self.experts.values()
+                    if isinstance(e, AudioExpert)), default=0)
+
     def describe(self) -> str:
         """``selector@1.0.0 + birds@1.2.0 + …``: every model with its own version."""
         return " + ".join(f"{m.model_id}@{m.version}"
                           for m in (self.selector, *self.experts.values()))
 
-    def predict(self, features: F32) -> F32:
+    def predict(self, features: F32, audio: WindowAudio | None = None) -> F32:
         """Scores of a batch: features float32 (N, frames, mels) of the selector's
         parameters → float32 (N, len(labels)), children = parent × expert, experts
-        run only on the rows whose parent score is ≥ the gate."""
+        run only on the rows whose parent score is ≥ the gate. ``audio``: the raw
+        audio around the same N windows, required when ``context_samples`` > 0."""
+        if audio is None and self.context_samples:
+            heard = [k for k, e in self.experts.items() if isinstance(e, AudioExpert)]
+            raise CascadeError(f"expert(s) {', '.join(heard)} listen to the raw audio around "
+                               "each window: pass it to predict (audio=...)")
         root = self.selector.predict(features)
         out = np.zeros((root.shape[0], len(self._labels)), dtype=np.float32)
         out[:, :root.shape[1]] = root
@@ -303,8 +392,14 @@ class Cascade:
             rows = np.flatnonzero(parent >= self.gate - SCORE_EPS)
             if rows.size == 0:
                 continue
-            scores = node.expert.predict(features[rows])
-            stop = node.start + len(node.expert.labels)
+            expert = node.expert
+            if isinstance(expert, AudioExpert):
+                assert audio is not None  # checked above
+                scores = expert.predict_audio(
+                    audio.contexts(rows, expert.audio.context_samples), audio.start_ns(rows))
+            else:
+                scores = expert.predict(features[rows])
+            stop = node.start + len(expert.labels)
             out[rows, node.start:stop] = parent[rows, None] * scores
         return out
 
