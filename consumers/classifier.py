@@ -47,7 +47,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -63,35 +62,12 @@ from consumers.runner import Ack, Delivery, Nak, Outcome, Poison, TransientError
 from consumers.windowing import Windows, cut, samples_needed_after
 from learning.cascade import Cascade
 from learning.features import FeatureParams, window_features
+from learning.inference import Scorer
 from producers.publisher import Publisher, PublishError
 
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
-
-
-class Scorer(Protocol):
-    """A loaded model: feature params in, full score vectors out."""
-
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def version(self) -> str: ...
-
-    @property
-    def labels(self) -> tuple[str, ...]: ...
-
-    @property
-    def features(self) -> FeatureParams: ...
-
-    def predict(self, features: F32) -> F32:
-        """features (N, frames, mels) float32 → scores (N, len(labels)) float32."""
-        ...
-
-    def decide(self, scores: F32) -> tuple[str, ...]:
-        """The decision for one score vector (len(labels),)."""
-        ...
 
 
 @dataclass

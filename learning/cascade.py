@@ -92,7 +92,7 @@ import numpy as np
 import numpy.typing as npt
 
 from learning.features import FeatureParams
-from learning.inference import _EPS, UNKNOWN, TfliteModel, decide
+from learning.inference import _EPS, UNKNOWN, Model, TfliteModel, decide
 from learning.modelfolder import Decision
 
 F32 = npt.NDArray[np.float32]
@@ -109,24 +109,7 @@ class CascadeError(ValueError):
     with ``-``, a class that clashes, or no class of the cascade to refine."""
 
 
-class Expert(Protocol):
-    """A loaded model as the cascade uses it (``TfliteModel`` is one)."""
-
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def version(self) -> str: ...
-
-    @property
-    def labels(self) -> tuple[str, ...]: ...
-
-    @property
-    def features(self) -> FeatureParams: ...
-
-    def predict(self, features: F32) -> F32:
-        """features float32 (N, frames, mels) → scores float32 (N, len(labels))."""
-        ...
+Expert = Model  # a feature expert: any loaded model (``learning.inference.Model``)
 
 
 @dataclass(frozen=True)

@@ -45,14 +45,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from learning.audio_stream import AudioDecodeError, AudioStream
 from learning.features import FeatureParams, window_features
-from learning.inference import UNKNOWN
+from learning.inference import UNKNOWN, Scorer
 from producers.archive import ArchiveFile, scan
 
 log = logging.getLogger(__name__)
@@ -69,30 +69,6 @@ OnProgress = Callable[[float], None]  # called with seconds of audio just decode
 
 class CompareError(Exception):
     """Nothing to compare: no archive folder, no archive file in the time range."""
-
-
-class Scorer(Protocol):
-    """A loaded model (``learning.inference.TfliteModel``)."""
-
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def version(self) -> str: ...
-
-    @property
-    def labels(self) -> tuple[str, ...]: ...
-
-    @property
-    def features(self) -> FeatureParams: ...
-
-    def predict(self, features: F32) -> F32:
-        """features float32 (N, frames, mels) → scores float32 (N, len(labels))."""
-        ...
-
-    def decide(self, scores: F32) -> tuple[str, ...]:
-        """The decision for one score vector (len(labels),)."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,35 @@ from learning.features import FeatureParams
 from learning.modelfolder import ModelFolder
 
 log = logging.getLogger(__name__)
+
+
+class Model(Protocol):
+    """A loaded model: log-mel windows in, full score vectors out (``TfliteModel`` is
+    one; so is a ``learning.cascade.Cascade``, and any expert of a cascade)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def features(self) -> FeatureParams: ...
+
+    def predict(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """features float32 (N, frames, mels) → scores float32 (N, len(labels))."""
+        ...
+
+
+class Scorer(Model, Protocol):
+    """A model with its decision rule: what the classifier and ``model compare`` run."""
+
+    def decide(self, scores: npt.NDArray[np.float32]) -> tuple[str, ...]:
+        """The decision for one score vector (len(labels),)."""
+        ...
 
 F32 = npt.NDArray[np.float32]
 

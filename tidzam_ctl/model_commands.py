@@ -47,7 +47,8 @@ from tidzam_ctl.stack import Stack
 from tidzam_ctl.timeparse import parse_time
 
 if TYPE_CHECKING:
-    from learning.compare import CompareReport, Scorer, Segment, Tally
+    from learning.compare import CompareReport, Segment, Tally
+    from learning.inference import Scorer
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
