@@ -92,7 +92,7 @@ import numpy as np
 import numpy.typing as npt
 
 from learning.features import FeatureParams
-from learning.inference import _EPS, UNKNOWN, Model, TfliteModel, decide
+from learning.inference import _EPS, UNKNOWN, Model, Named, TfliteModel, decide
 from learning.modelfolder import Decision
 
 F32 = npt.NDArray[np.float32]
@@ -137,18 +137,9 @@ class WindowAudio(Protocol):
 
 
 @runtime_checkable
-class AudioExpert(Protocol):
+class AudioExpert(Named, Protocol):
     """An expert that hears raw audio around a window instead of its log-mel
     features (``learning.birdnet.BirdNetExpert`` is one)."""
-
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def version(self) -> str: ...
-
-    @property
-    def labels(self) -> tuple[str, ...]: ...
 
     @property
     def audio(self) -> RawAudio: ...

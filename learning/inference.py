@@ -22,9 +22,8 @@ from learning.modelfolder import ModelFolder
 log = logging.getLogger(__name__)
 
 
-class Model(Protocol):
-    """A loaded model: log-mel windows in, full score vectors out (``TfliteModel`` is
-    one; so is a ``learning.cascade.Cascade``, and any expert of a cascade)."""
+class Named(Protocol):
+    """What names a model's output: its id, version and labels (score order)."""
 
     @property
     def model_id(self) -> str: ...
@@ -34,6 +33,11 @@ class Model(Protocol):
 
     @property
     def labels(self) -> tuple[str, ...]: ...
+
+
+class Model(Named, Protocol):
+    """A loaded model: log-mel windows in, full score vectors out (``TfliteModel`` is
+    one; so is a ``learning.cascade.Cascade``, and any expert of a cascade)."""
 
     @property
     def features(self) -> FeatureParams: ...
