@@ -2,10 +2,12 @@
 
 ``build_selector``: a small CNN over one log-mel window, float32 input
 (N, frames, mels) = (N, 45, 64) → softmax (N, n_classes). A strided first
-convolution and depthwise-separable blocks keep it near 2.6 M multiply-adds per
-window (≈ 0.25 ms per window batched on one CPU core with LiteRT/XNNPACK) and
-about 30 k parameters. The input is normalised inside the model with the
-training set's mean and standard deviation, so callers feed raw log-mel values.
+convolution and depthwise-separable blocks keep it small: 2.6 M multiply-adds per
+window and 23 k parameters at width 24, 4.3 M and 39 k at width 32 (the default
+selector's; ≈ 0.05 ms per window in batches of 32 on one CPU core with
+LiteRT/XNNPACK, see ``benchmarks/inference_cost.py``). The input is normalised
+inside the model with the training set's mean and standard deviation, so callers
+feed raw log-mel values.
 Global average AND max pooling: short events (a thunder crack, a chirp) should
 not be averaged away by a long background.
 """

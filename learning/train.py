@@ -9,6 +9,16 @@ float32 TFLite model with a dynamic batch dimension, evaluates THAT file with
 LiteRT on the held-out windows and writes the model folder
 (``learning.modelfolder``).
 
+Supplement (``corpus.SUPPLEMENT_PACKAGES``): recordings of the rarest classes
+that join the train side only (``compile_training_set``). The held-out split is
+drawn over the default packages alone, so successive selectors are measured on
+the same windows, and no supplement file copies a held-out recording (checked by
+waveform cross-correlation when the package was added).
+
+Choosing a configuration (``--validate``): the train side loses a validation
+split by recording group (``validation_split``), the model trains on the rest and
+is scored on it; the held-out side is only read by the final run.
+
 Augmentation, in the log-mel power domain (numpy, per epoch):
 - gain ±12 dB, clamped so a loud window stays above the energy gate and a quiet
   window stays below it (quiet is a level, it must stay distinguishable);
@@ -44,11 +54,13 @@ import numpy.typing as npt
 from learning.corpus import (
     DEFAULT_PACKAGES,
     PACKAGES,
+    SUPPLEMENT_PACKAGES,
     CorpusManifest,
     build_corpus,
     default_cache_dir,
 )
 from learning.dataset import (
+    DROPPED,
     QUIET,
     TEST,
     TRAIN,
@@ -56,6 +68,7 @@ from learning.dataset import (
     DatasetConfig,
     build_dataset,
     dataset_key,
+    pick_test_groups,
 )
 from learning.features import F32, FeatureParams, window_features
 from learning.modelfolder import (
@@ -80,6 +93,11 @@ SPLIT_DESCRIPTION = (
     "single group is split in time with a one-window gap (split 'time')"
 )
 
+VALIDATION_DESCRIPTION = (
+    "validation: recording groups of the train side held out by validation_split; the "
+    "held-out side is not used"
+)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -88,16 +106,17 @@ class TrainConfig:
     out: Path
     cache: Path = field(default_factory=default_cache_dir)
     packages: tuple[str, ...] = DEFAULT_PACKAGES
+    supplement: tuple[str, ...] = SUPPLEMENT_PACKAGES  # train side only, never held out
     classes: tuple[str, ...] | None = None
-    epochs: int = 40
+    epochs: int = 60
     per_class: int = 600  # windows drawn per class per epoch (balanced epochs)
     batch_size: int = 64
     learning_rate: float = 3e-3
-    width: int = 24
+    width: int = 32
     seed: int = 0
     threads: int = 0  # TensorFlow CPU threads, 0 = its default
     model_id: str = "selector"
-    version: str = "1.0.0"
+    version: str = "1.1.0"
     threshold: float = 0.5
     margin: float = 0.1
     progress: bool = True
@@ -250,6 +269,41 @@ def metrics_table(metrics: Metrics) -> str:
     return "\n".join(rows)
 
 
+# ---------------------------------------------------------------- model selection
+
+
+def validation_split(ds: CompiledDataset, manifest: CorpusManifest, fraction: float = 0.2,
+                     seed: int = 1) -> CompiledDataset:
+    """``ds`` for choosing a configuration: part of its TRAIN side, by recording group,
+    becomes the TEST side (the validation windows) and its real test side is dropped,
+    so that a choice never looks at the held-out recordings.
+
+    Per class, the train-side groups (``manifest``'s merged groups) are drawn as the
+    dataset draws its test side; a class with a single train group stays whole on
+    the train side (not validated). Quiet windows follow their recording.
+    """
+    group_of = {f.sha256: (f.group, f.label) for f in manifest.files}
+    file_group = [group_of.get(sha, (sha, p.label)) for sha, p in zip(ds.files, ds.provenance,
+                                                                     strict=True)]
+    names = ds.label_names
+    by_class: dict[str, dict[str, int]] = {}
+    train = ds.split == TRAIN
+    for k, (group, label) in enumerate(file_group):
+        mine = train & (ds.file_index == k) & (ds.windows.labels == names.index(label)) \
+            if label in names else np.zeros_like(train)
+        groups = by_class.setdefault(label, {})
+        groups[group] = groups.get(group, 0) + int(np.count_nonzero(mine))
+    held: set[str] = set()
+    cfg = DatasetConfig(test_fraction=fraction, seed=seed)
+    for label, groups in by_class.items():
+        groups = {g: n for g, n in groups.items() if n}
+        if len(groups) > 1:
+            held |= pick_test_groups(label, groups, cfg)
+    row_held = np.array([g in held for g, _ in file_group] or [False])[ds.file_index]
+    split = np.where(train, np.where(row_held, TEST, TRAIN), DROPPED).astype(np.int8)
+    return replace(ds, split=split)
+
+
 # ---------------------------------------------------------------- training (TensorFlow)
 
 
@@ -269,6 +323,45 @@ def compile_dataset(cfg: TrainConfig) -> tuple[CompiledDataset, CorpusManifest]:
     dataset.save(npz)
     manifest.save(corpus_json)
     return dataset, manifest
+
+
+def compile_training_set(cfg: TrainConfig) -> tuple[CompiledDataset, CorpusManifest]:
+    """``compile_dataset`` of ``cfg.packages``, plus every window of the
+    ``cfg.supplement`` packages on the train side.
+
+    The held-out side is the one drawn over ``cfg.packages`` alone, so models
+    trained with and without a supplement are measured on the same windows. A
+    supplement file whose content is already in the corpus is left out.
+    """
+    from learning.datasets import merge
+
+    ds, manifest = compile_dataset(cfg)
+    extra = tuple(p for p in cfg.supplement if p not in cfg.packages)
+    wanted = set(cfg.classes or ds.label_names) - {QUIET}
+    if not extra or not any(f.label in wanted for f in build_corpus(cfg.cache, extra).files):
+        return ds, manifest
+    other, other_manifest = compile_dataset(replace(cfg, packages=extra))
+    other = replace(other, split=np.full_like(other.split, TRAIN))
+    merged, report = merge(ds, other)
+    # merge() moves a recording found on both sides to the train side; the corpus's
+    # one time-split recording (Asterisk's silence, quiet) must keep its test windows.
+    split = merged.split.copy()
+    split[:ds.split.shape[0]] = ds.split
+    merged = replace(merged, split=split)
+    if report.new_classes:
+        raise ValueError(f"the supplement {', '.join(extra)} brings classes "
+                         f"{report.new_classes} that the held-out side cannot measure")
+    known = set(ds.files)
+    added = [f.model_copy(update={"split": "train", "time_split_s": None,
+                                  "windows_train": f.windows_train + f.windows_test,
+                                  "windows_test": 0})
+             for f in other_manifest.files if f.sha256 not in known]
+    log.info("supplement %s: %d files, %d windows on the train side", ", ".join(extra),
+             report.files, report.windows)
+    return merged, manifest.model_copy(update={
+        "files": [*manifest.files, *added],
+        "packages": {**manifest.packages, **other_manifest.packages},
+        "excluded": [*manifest.excluded, *other_manifest.excluded]})
 
 
 def _augmenter(ds: CompiledDataset, cfg: TrainConfig, rng: np.random.Generator) -> Augmenter:
@@ -402,7 +495,7 @@ def train_selector(cfg: TrainConfig) -> TrainResult:
     """Corpus → dataset → training → TFLite → held-out metrics → model folder."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    ds, manifest = compile_dataset(cfg)
+    ds, manifest = compile_training_set(cfg)
     timings["corpus_and_dataset_s"] = round(time.perf_counter() - start, 1)
     log.info("dataset: %d train / %d test windows, classes %s", ds.count(TRAIN),
              ds.count(TEST), ", ".join(ds.label_names))
@@ -425,6 +518,7 @@ def train_selector(cfg: TrainConfig) -> TrainResult:
 
 
 def _parser() -> argparse.ArgumentParser:
+    d = TrainConfig(out=Path())
     p = argparse.ArgumentParser(
         prog="python -m learning.train",
         description="Train the Tidzam selector from the Debian bootstrap corpus: fetch the "
@@ -433,16 +527,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.add_argument("--cache", type=Path, default=None,
                    help="corpus cache (default $TIDZAM_HOME/corpus)")
-    p.add_argument("--packages", default=",".join(DEFAULT_PACKAGES),
+    p.add_argument("--packages", default=",".join(d.packages),
                    help=f"comma-separated corpus packages (known: {', '.join(PACKAGES)})")
+    p.add_argument("--supplement", default=",".join(d.supplement),
+                   help="comma-separated packages whose recordings only train, never held "
+                        "out ('' for none)")
     p.add_argument("--classes", default=None,
                    help="comma-separated subset of classes (quiet is always kept)")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--per-class", type=int, default=600, help="windows per class per epoch")
-    p.add_argument("--width", type=int, default=24, help="CNN width (first layer filters)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--per-class", type=int, default=d.per_class,
+                   help="windows per class per epoch")
+    p.add_argument("--width", type=int, default=d.width, help="CNN width (first layer filters)")
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: default)")
-    p.add_argument("--version", default="1.0.0", help="semantic version of the model")
+    p.add_argument("--version", default=d.version, help="semantic version of the model")
+    p.add_argument("--validate", action="store_true",
+                   help="choose a configuration: train without a validation split carved "
+                        "from the train side by recording group, print its metrics on it "
+                        "and write nothing (the held-out side is not looked at)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -454,12 +556,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       seed=args.seed, threads=args.threads, version=args.version,
                       progress=not args.no_progress,
                       packages=tuple(p for p in args.packages.split(",") if p),
+                      supplement=tuple(p for p in args.supplement.split(",") if p),
                       dataset=DatasetConfig(seed=args.seed))
     if args.cache is not None:
         cfg = replace(cfg, cache=args.cache)
     if args.classes:
         cfg = replace(cfg, classes=tuple(c for c in args.classes.split(",") if c))
     return cfg
+
+
+def validate_selector(cfg: TrainConfig) -> tuple[Metrics, dict[str, float]]:
+    """Metrics of ``cfg`` trained without its validation split (``validation_split``),
+    on that split: Keras scores, nothing exported or written."""
+    ds, manifest = compile_training_set(cfg)
+    val = validation_split(ds, manifest)
+    start = time.perf_counter()
+    model = fit_selector(val, cfg)
+    timings = {"training_s": round(time.perf_counter() - start, 1)}
+    x, y = val.side(TEST)
+    scores = model.predict(x, batch_size=256, verbose=0)
+    metrics = held_out_metrics(scores, y, val.label_names, val.class_split)
+    return metrics.model_copy(update={"split": VALIDATION_DESCRIPTION}), timings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -473,13 +590,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-    result = train_selector(cfg)
-    if args.json:
-        print(json.dumps({"metrics": result.metrics.model_dump(), "timings": result.timings}))
+    if args.validate:
+        metrics, timings = validate_selector(cfg)
     else:
-        print(metrics_table(result.metrics))
-        print(f"decided (not unknown): {result.metrics.held_out.decided_fraction}")
-        print("timings:", ", ".join(f"{k} {v}" for k, v in result.timings.items()))
+        result = train_selector(cfg)
+        metrics, timings = result.metrics, result.timings
+    if args.json:
+        print(json.dumps({"metrics": metrics.model_dump(), "timings": timings}))
+        return 0
+    if args.validate:
+        print("validation split of the train side (not the held-out recordings):")
+    print(metrics_table(metrics))
+    if not args.validate:
+        print(f"decided (not unknown): {metrics.held_out.decided_fraction}")
+    print("timings:", ", ".join(f"{k} {v}" for k, v in timings.items()))
+    if not args.validate:
         print(f"model folder: {result.folder.path}")
     return 0
 

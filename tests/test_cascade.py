@@ -34,7 +34,7 @@ from learning.cascade import (
 from learning.features import FeatureParams, window_features
 from learning.inference import TfliteModel, decide
 from learning.modelfolder import ModelFolder
-from learning.registry import ModelRegistry
+from learning.registry import ModelRegistry, semver_key
 from producers.publisher import Publisher
 from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
@@ -44,6 +44,8 @@ F32 = npt.NDArray[np.float32]
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTOR = REPO / "models" / "selector"
+SHIPPED = ModelFolder.load(SELECTOR).meta.version  # the shipped selector's version
+NEW_SELECTOR = f"{semver_key(SHIPPED)[0] + 1}.1.0"  # a test-made selector, never the shipped
 
 
 # ------------------------------------------------------------------ fakes
@@ -296,7 +298,8 @@ async def test_expert_folders_are_built_real_and_pruned(tmp_path: Path) -> None:
     cascade, problems = await build_cascade(selector, {"birds": birds, "birds-rain": nested},
                                             DEFAULT_GATE, 1, {})
     assert problems == [] and list(cascade.experts) == ["birds", "birds-rain"]
-    assert len(cascade.labels) == 30 and cascade.version == "1.0.0+birds.1.0.0+birds-rain.1.0.0"
+    assert len(cascade.labels) == 30 and \
+        cascade.version == f"{SHIPPED}+birds.1.0.0+birds-rain.1.0.0"
     feats = window_features(real_windows(), selector.features)
     s = cascade.predict(feats)
     kids = slice(10, 20)  # birds-birds … birds-quiet
@@ -309,7 +312,7 @@ async def test_expert_folders_are_built_real_and_pruned(tmp_path: Path) -> None:
     broken = ModelFolder.load(tmp_path / "birds")
     cascade, problems = await build_cascade(selector, {"birds": broken, "birds-rain": nested},
                                             DEFAULT_GATE, 1, {})
-    assert not cascade.experts and cascade.version == "1.0.0"
+    assert not cascade.experts and cascade.version == SHIPPED
     assert len(problems) == 1 and "expert birds@1.0.0" in problems[0] and \
         "cannot be loaded" in problems[0]
     wide = ModelFolder.load(expert_folder(tmp_path / "w", "rain", "1.0.0", fmax=8000.0))
@@ -361,7 +364,7 @@ async def test_a_running_classifier_follows_expert_deploys(nc: Client, tmp_path:
     pub = Publisher(nc.jetstream())
     try:
         await pub.publish_now(_deployed(expert_folder(tmp_path / "r1", "rain", "1.0.0"))[1])
-        await _until(lambda: clf.scorer.version == "1.0.0+rain.1.0.0", "the rain expert")
+        await _until(lambda: clf.scorer.version == f"{SHIPPED}+rain.1.0.0", "the rain expert")
         assert "rain-birds" in clf.scorer.labels and len(clf.scorer.labels) == 20
         other = expert_folder(tmp_path / "r2", "rain", "1.1.0", fmax=8000.0)
         await pub.publish_now(_deployed(other)[1])
@@ -375,11 +378,13 @@ async def test_a_running_classifier_follows_expert_deploys(nc: Client, tmp_path:
         await _until(lambda: len(follower.refusals) == 2, "the missing folder")
         assert "rain@2.0.0 from" in follower.refusals[1] and \
             "cannot be loaded: " in follower.refusals[1]
-        assert clf.scorer.version == "1.0.0+rain.1.0.0"
+        assert clf.scorer.version == f"{SHIPPED}+rain.1.0.0"
         owls = expert_folder(tmp_path / "o", "owls", "1.0.0")  # no class 'owls': kept aside
         await pub.publish_now(_deployed(owls)[1])
-        await pub.publish_now(_deployed(expert_folder(tmp_path / "s", "selector", "1.1.0"))[1])
-        await _until(lambda: clf.scorer.version == "1.1.0+rain.1.0.0", "the new selector")
+        new = expert_folder(tmp_path / "s", "selector", NEW_SELECTOR)
+        await pub.publish_now(_deployed(new)[1])
+        await _until(lambda: clf.scorer.version == f"{NEW_SELECTOR}+rain.1.0.0",
+                     "the new selector")
         assert follower.switches == 2 and len(follower.refusals) == 2
         assert set(follower.candidates) == {"rain", "owls"}
     finally:
@@ -392,8 +397,9 @@ async def test_a_selector_switch_keeps_the_running_experts(nc: Client, tmp_path:
     clf = Classifier(nc, cascade, Publisher(nc.jetstream()))
     follower = ModelFollower(clf)  # no candidates given: the running experts are
     assert not await follower.apply(_deployed(rain)[1])  # already the one running
-    assert await follower.apply(_deployed(expert_folder(tmp_path / "s", "selector", "1.1.0"))[1])
-    assert clf.scorer.version == "1.1.0+rain.1.0.0" and follower.switches == 1
+    new = expert_folder(tmp_path / "s", "selector", NEW_SELECTOR)
+    assert await follower.apply(_deployed(new)[1])
+    assert clf.scorer.version == f"{NEW_SELECTOR}+rain.1.0.0" and follower.switches == 1
     assert isinstance(clf.scorer, Cascade) and clf.scorer.gate == DEFAULT_GATE
     assert clf.scorer.experts["rain"] is cascade.experts["rain"]  # not loaded again
 
@@ -479,15 +485,16 @@ def test_a_stack_runs_a_real_expert_and_switches_it(tmp_path: Path) -> None:
 
     with running_stack(home) as stack:
         log = stack.log_dir / "classifier-0.log"
-        wait_for(lambda: "version 1.0.0+rain.1.0.0" in log.read_text(errors="replace"), 60,
+        wait_for(lambda: f"version {SHIPPED}+rain.1.0.0" in log.read_text(errors="replace"),
+                 60,
                  "the classifier with its expert")
         replay("first")
-        _check_cascade_rows(_rows(stack, "first"), "1.0.0+rain.1.0.0", ["alpha", "beta"])
+        _check_cascade_rows(_rows(stack, "first"), f"{SHIPPED}+rain.1.0.0", ["alpha", "beta"])
 
         assert ctl(home, "model", "add", str(v2)).returncode == 0
         deployed = ctl(home, "model", "deploy", "rain@1.1.0")
         assert deployed.returncode == 0, deployed.stderr
         wait_for(lambda: "→ rain@1.1.0" in log.read_text(errors="replace"), 60, "the switch")
         replay("second")
-        _check_cascade_rows(_rows(stack, "second"), "1.0.0+rain.1.1.0",
+        _check_cascade_rows(_rows(stack, "second"), f"{SHIPPED}+rain.1.1.0",
                             ["alpha", "beta", "gamma"])

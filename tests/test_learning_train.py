@@ -5,18 +5,36 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from learning.audio_stream import decode_file
-from learning.corpus import CorpusManifest, build_corpus
-from learning.dataset import DatasetConfig, rms_db
+from learning.corpus import CorpusFile, CorpusManifest, build_corpus
+from learning.dataset import (
+    DROPPED,
+    TEST,
+    TRAIN,
+    CompiledDataset,
+    DatasetConfig,
+    SourceFile,
+    Windows,
+    rms_db,
+)
 from learning.features import FeatureParams, frame_windows, window_features
 from learning.inference import TfliteModel
 from learning.modelfolder import ModelFolder
-from learning.train import Augmenter, TrainConfig, balanced_epoch, held_out_metrics
+from learning.train import (
+    Augmenter,
+    TrainConfig,
+    balanced_epoch,
+    compile_training_set,
+    held_out_metrics,
+    validation_split,
+)
 
 SELECTOR = Path(__file__).resolve().parents[1] / "models" / "selector"
 # Test files are taken from the smallest corpus packages that hold some (10-60 MB).
@@ -68,6 +86,85 @@ def test_augmentation_output_is_finite_log_mel() -> None:
     assert out.shape == x.shape and out.dtype == np.float32
     assert np.isfinite(out).all() and out.min() >= np.log(1e-6) - 1e-4
     assert not np.allclose(out, x)
+
+
+def _tiny_dataset(labels_per_file: list[str], sides: list[int], names: tuple[str, ...]
+                  ) -> tuple[CompiledDataset, CorpusManifest]:
+    """Ten windows per file (8 of its class, 2 quiet), file k on side ``sides[k]``."""
+    params = FeatureParams()
+    n = len(labels_per_file)
+    labels = np.concatenate([[names.index(c)] * 8 + [names.index("quiet")] * 2
+                             for c in labels_per_file]).astype(np.int16)
+    rows = labels.shape[0]
+    windows = Windows(np.zeros((rows, *params.shape), np.float32), labels,
+                      np.zeros(rows, np.int8), np.zeros(rows, np.float32),
+                      np.full(rows, -30.0, np.float32), np.zeros(rows, np.float32))
+    shas = tuple(f"{k:064x}" for k in range(n))
+    ds = CompiledDataset(windows, np.repeat(np.array(sides, np.int8), 10),
+                         np.repeat(np.arange(n, dtype=np.int32), 10), names, shas,
+                         {c: "group" for c in names}, params,
+                         tuple(SourceFile(label=c) for c in labels_per_file))
+    files = [CorpusFile(sha256=sha, label=c, group=f"g{k // 2}" if c == "birds" else f"h{k}",
+                        package="p", version="1", path=f"f{k}", licence="GPL-2+",
+                        local=f"f{k}")
+             for k, (sha, c) in enumerate(zip(shas, labels_per_file, strict=True))]
+    manifest = CorpusManifest(created=datetime.now(UTC), classes=list(names), packages={},
+                              files=files)
+    return ds, manifest
+
+
+def test_validation_split_holds_out_whole_groups_of_the_train_side_only() -> None:
+    names = ("birds", "rain", "frog", "quiet")
+    files = ["birds"] * 8 + ["rain"] * 3 + ["frog"] + ["birds", "rain"]
+    ds, manifest = _tiny_dataset(files, [TRAIN] * 12 + [TEST, TEST], names)
+    val = validation_split(ds, manifest, fraction=0.25, seed=3)
+    assert (val.split[ds.split == TEST] == DROPPED).all()  # the held-out side is never used
+    assert set(np.unique(val.split[ds.split == TRAIN])) == {TRAIN, TEST}
+    side_of_file = {int(k): set(val.split[val.file_index == k].tolist()) for k in range(14)}
+    assert all(len(sides) == 1 for sides in side_of_file.values())  # quiet follows its file
+    groups = {f.sha256: f.group for f in manifest.files}
+    group_sides: dict[str, set[int]] = {}
+    for k, sides in side_of_file.items():
+        group_sides.setdefault(groups[ds.files[k]], set()).update(sides)
+    assert all(len(s) == 1 for s in group_sides.values())  # birds files come in pairs
+    assert side_of_file[11] == {TRAIN}  # frog: a single group, not validated
+    for c in ("birds", "rain"):
+        sides = [side_of_file[k] for k in range(12) if files[k] == c]
+        assert {TEST} in sides and {TRAIN} in sides
+
+
+def test_supplement_joins_the_train_side_and_leaves_the_held_out_side_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import learning.train as train
+
+    names = ("birds", "rain", "quiet")
+    base = _tiny_dataset(["birds", "birds", "rain", "rain"], [TRAIN, TEST, TRAIN, TEST], names)
+    ds, manifest = _tiny_dataset(["rain", "rain"], [TRAIN, TEST], names)
+    shas = ("e" * 64, "f" * 64)  # other content than the base files
+    extra = (replace(ds, files=shas), manifest.model_copy(update={"files": [
+        f.model_copy(update={"sha256": sha, "package": "extra", "split": side})
+        for f, sha, side in zip(manifest.files, shas, ("train", "test"), strict=True)]}))
+    monkeypatch.setattr(train, "compile_dataset",
+                        lambda cfg: extra if cfg.packages == ("extra",) else base)
+    monkeypatch.setattr(train, "build_corpus", lambda _cache, _packages: extra[1])
+    ds, manifest = compile_training_set(
+        TrainConfig(out=Path("unused"), packages=("p",), supplement=("extra",)))
+    n = base[0].split.shape[0]
+    np.testing.assert_array_equal(ds.split[:n], base[0].split)
+    assert (ds.split[n:] == TRAIN).all() and ds.split.shape[0] == n + 20
+    added = [f for f in manifest.files if f.package == "extra"]
+    assert [f.split for f in added] == ["train", "train"]
+    assert all(f.windows_test == 0 for f in added)
+
+
+def test_the_command_line_defaults_are_the_default_selector() -> None:
+    from learning.train import _parser, config_from_args
+
+    cfg = config_from_args(_parser().parse_args(["--out", "x"]))
+    assert cfg == TrainConfig(out=Path("x"), cache=cfg.cache)
+    assert cfg.supplement and cfg.supplement[0] not in cfg.packages
+    bare = config_from_args(_parser().parse_args(["--out", "x", "--supplement", ""]))
+    assert bare.supplement == ()
 
 
 def test_balanced_epoch_draws_every_class_equally() -> None:
@@ -139,7 +236,8 @@ def test_tiny_training_run_exports_a_working_folder(tmp_path: Path) -> None:
 
     cfg = TrainConfig(out=tmp_path / "tiny", cache=corpus_cache(),
                       packages=("openttd-opensfx",), classes=("birds", "vehicle"), epochs=1,
-                      per_class=64, progress=False, version="0.0.1")
+                      per_class=64, progress=False, version="0.0.1",
+                      supplement=())  # the supplement is tested above, without TensorFlow
     result = train_selector(cfg)
     folder = ModelFolder.load(tmp_path / "tiny")
     assert folder.labels == ("birds", "vehicle", "quiet")

@@ -36,11 +36,22 @@ from learning.compare import (
 from learning.corpus import fetch_package
 from learning.features import FeatureParams, frame_windows, window_features
 from learning.inference import TfliteModel
+from learning.registry import semver_key
 from tests.audio_files import expected_windows
 from tests.real_audio import CACHE, DAY, MEGAGLEST, RAIN, real_file
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTOR = REPO / "models" / "selector"
+SHIPPED = json.loads((SELECTOR / "model.json").read_text())["version"]  # the shipped selector
+_ABOVE = semver_key(SHIPPED)[0] + 1
+
+
+def later(minor: int) -> str:
+    """A version for a test-made selector variant: above the shipped one, never equal."""
+    return f"{_ABOVE}.{minor}.0"
+
+
+PERMUTED = later(1)  # the version of the ``permuted`` variant
 F32 = npt.NDArray[np.float32]
 RATE = 48_000
 T0 = datetime(2025, 6, 1, 10, 0, 0, tzinfo=UTC)
@@ -123,8 +134,8 @@ def _variant(dest: Path, version: str, labels: dict[str, str] | None = None,
 
 @pytest.fixture(scope="module")
 def permuted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The selector with the names of ``rain`` and ``speech`` swapped, as 1.1.0."""
-    return _variant(tmp_path_factory.mktemp("models") / "1.1.0", "1.1.0", SWAP)
+    """The selector with the names of ``rain`` and ``speech`` swapped, as PERMUTED."""
+    return _variant(tmp_path_factory.mktemp("models") / PERMUTED, PERMUTED, SWAP)
 
 
 class Spy:
@@ -282,7 +293,7 @@ def test_only_windows_inside_the_range_are_scored(
 def test_models_with_other_windows_are_paired_by_time(
         archive: Path, selector: TfliteModel, tmp_path: Path) -> None:
     # 1 s windows at 24 kHz: the same input shape, another grid and another decoding
-    other = Spy(TfliteModel(_variant(tmp_path / "v", "2.0.0", sample_rate=24_000,
+    other = Spy(TfliteModel(_variant(tmp_path / "v", later(2), sample_rate=24_000,
                                      window_s=1.0)))
     report = _run(selector, other, archive, ALL)
     assert not report.shared_windows and report.b.grid == Grid(24_000, 24_000, 18_000)
@@ -306,7 +317,7 @@ def test_missing_archives_are_clear_errors(archive: Path) -> None:
 def test_the_command_line_compares_without_a_running_stack(
         archive: Path, selector: TfliteModel, permuted: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    shutil.copytree(permuted, home / "models" / "selector" / "1.1.0")
+    shutil.copytree(permuted, home / "models" / "selector" / PERMUTED)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDZAM_")}
     env.update(TIDZAM_HOME=str(home), TIDZAM_ARCHIVE_DIR=str(archive))
 
@@ -315,7 +326,8 @@ def test_the_command_line_compares_without_a_running_stack(
                               env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
 
     span = ["--since", ALL[0].isoformat(), "--until", ALL[1].isoformat()]
-    done = ctl("selector@1.0.0", "selector@1.1.0", *span, "--source", "road", "--json")
+    done = ctl(f"selector@{SHIPPED}", f"selector@{PERMUTED}", *span, "--source", "road",
+               "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert list(result["sources"]) == ["road"]
@@ -327,12 +339,13 @@ def test_the_command_line_compares_without_a_running_stack(
     assert {(d["a"], d["b"]) for d in result["disagreements"]["top"]} == {
         ("rain", "speech"), ("speech", "rain")}
     # every source; the broken file makes it a partial result (exit 3), with a table
-    done = ctl("selector@1.0.0", "selector@1.1.0", *span)
+    done = ctl(f"selector@{SHIPPED}", f"selector@{PERMUTED}", *span)
     assert done.returncode == 3, done.stderr
     assert "pond-2025-06-01-10-00-40.flac" in done.stderr
     assert "longest disagreements" in done.stdout and "road" in done.stdout
     # a bare NAME as the reference needs the bus: refused with the way out
-    done = ctl("selector", "selector@1.1.0", *span)
+    done = ctl("selector", f"selector@{PERMUTED}", *span)
     assert done.returncode == 2 and "NAME@VERSION" in done.stderr
-    done = ctl("selector@1.0.0", "selector@9.9.9", *span)
-    assert done.returncode == 2 and "no version 9.9.9" in done.stderr
+    missing = later(99)
+    done = ctl(f"selector@{SHIPPED}", f"selector@{missing}", *span)
+    assert done.returncode == 2 and f"no version {missing}" in done.stderr

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -41,6 +42,14 @@ from tidzam_ctl.stack import Stack
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTOR = REPO / "models" / "selector"
+SHIPPED_META = json.loads((SELECTOR / "model.json").read_text())
+SHIPPED = SHIPPED_META["version"]  # the shipped selector's version, whatever it is now
+_ABOVE = semver_key(SHIPPED)[0] + 1
+
+
+def later(minor: int) -> str:
+    """A version for a test-made selector variant: above the shipped one, never equal."""
+    return f"{_ABOVE}.{minor}.0"
 
 
 def variant(dest: Path, version: str, **features: Any) -> Path:
@@ -72,26 +81,28 @@ def test_versions_sort_by_semver() -> None:
 
 def test_add_copies_the_model_and_resolves_the_newest_version(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
-    for version in ("1.10.0", "1.2.0", "1.1.0"):
+    for version in (later(10), later(2), later(1)):
         entry, added = registry.add(variant(tmp_path / version, version))
         assert added and entry.path == tmp_path / "models" / "selector" / version
-    assert sorted(p.name for p in (tmp_path / "models" / "selector" / "1.2.0").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "models" / "selector" / later(2)).iterdir()) == [
         "corpus.json", "model.json", "model.tflite"]
     listed = registry.entries()
     assert [(e.version, e.builtin) for e in listed] == [
-        ("1.0.0", True), ("1.1.0", False), ("1.2.0", False), ("1.10.0", False)]
+        (SHIPPED, True), (later(1), False), (later(2), False), (later(10), False)]
     assert all(e.folder is not None and e.problem is None for e in listed)
-    assert registry.resolve("selector").version == "1.10.0"  # semver, not string order
-    assert registry.resolve("selector@1.0.0").path == SELECTOR
-    with pytest.raises(RegistryError, match=r"no version 3\.0\.0; versions: 1\.0\.0, 1\.1\.0"):
-        registry.resolve("selector@3.0.0")
+    assert registry.resolve("selector").version == later(10)  # semver, not string order
+    assert registry.resolve(f"selector@{SHIPPED}").path == SELECTOR
+    missing = f"{_ABOVE + 1}.0.0"
+    with pytest.raises(RegistryError, match=re.escape(
+            f"no version {missing}; versions: {SHIPPED}, {later(1)}")):
+        registry.resolve(f"selector@{missing}")
     with pytest.raises(RegistryError, match="no model 'birds'"):
         registry.resolve("birds")
 
 
 def test_a_version_is_added_once_and_never_replaced(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
-    v11 = variant(tmp_path / "v11", "1.1.0")
+    v11 = variant(tmp_path / "v11", later(1))
     first, added = registry.add(v11)
     again, added_again = registry.add(v11)
     assert added and not added_again and again.path == first.path
@@ -103,19 +114,20 @@ def test_a_version_is_added_once_and_never_replaced(tmp_path: Path) -> None:
     assert json.loads((first.path / "model.json").read_text())["decision"]["threshold"] == 0.5
     builtin, added = registry.add(SELECTOR)  # the built-in version, unchanged: nothing to do
     assert not added and builtin.builtin
-    changed = variant(tmp_path / "v10", "1.0.0")
+    changed = variant(tmp_path / "v10", SHIPPED)
     (changed / "corpus.json").write_text("{}")
-    with pytest.raises(RegistryError, match=r"selector@1\.0\.0 is already in the registry"):
+    with pytest.raises(RegistryError,
+                       match=re.escape(f"selector@{SHIPPED} is already in the registry")):
         registry.add(changed)
 
 
 def test_invalid_folders_are_not_added(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
-    truncated = variant(tmp_path / "t", "1.3.0")
+    truncated = variant(tmp_path / "t", later(3))
     (truncated / "model.tflite").write_bytes((SELECTOR / "model.tflite").read_bytes()[:4000])
     with pytest.raises(ModelFolderError, match="does not run"):
         registry.add(truncated)
-    escaping = variant(tmp_path / "e", "1.4.0")
+    escaping = variant(tmp_path / "e", later(4))
     meta = json.loads((escaping / "model.json").read_text())
     meta["training_data"]["manifest"] = "../t/corpus.json"
     (escaping / "model.json").write_text(json.dumps(meta))
@@ -123,18 +135,18 @@ def test_invalid_folders_are_not_added(tmp_path: Path) -> None:
         registry.add(escaping)
     with pytest.raises(ModelFolderError, match="no such directory"):
         registry.add(tmp_path / "missing")
-    assert [e.version for e in registry.entries()] == ["1.0.0"]
+    assert [e.version for e in registry.entries()] == [SHIPPED]
     assert not list((tmp_path / "models").rglob("model.tflite"))  # no half copy left
 
 
 def test_a_damaged_registry_folder_is_listed_with_its_problem(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models", builtin_root=None)
-    entry, _ = registry.add(variant(tmp_path / "v", "1.1.0"))
+    entry, _ = registry.add(variant(tmp_path / "v", later(1)))
     (entry.path / "model.json").write_text("{")
     [listed] = registry.entries()
     assert listed.folder is None and listed.problem and "not valid JSON" in listed.problem
     with pytest.raises(RegistryError, match="invalid"):
-        registry.add(variant(tmp_path / "v2", "1.1.0"))
+        registry.add(variant(tmp_path / "v2", later(1)))
 
 
 def _deployed(seq: int, version: str, model_id: str = "selector") -> tuple[int, ModelDeployed]:
@@ -143,22 +155,23 @@ def _deployed(seq: int, version: str, model_id: str = "selector") -> tuple[int, 
 
 
 def test_the_deploy_history_gives_the_current_version_and_the_rollback() -> None:
-    base = Deployment("selector", "1.0.0", "/repo/models/selector", 0, 0)
-    history = DeployHistory([_deployed(9, "1.2.0"), _deployed(4, "1.1.0"),
+    base = Deployment("selector", SHIPPED, "/repo/models/selector", 0, 0)
+    history = DeployHistory([_deployed(9, later(2)), _deployed(4, later(1)),
                              _deployed(5, "3.0.0", "other")], [base])
     current = history.current("selector")
-    assert current is not None and current.version == "1.2.0"  # stream order, not list order
-    assert history.rollback_target("selector").version == "1.1.0"
+    assert current is not None and current.version == later(2)  # stream order, not list order
+    assert history.rollback_target("selector").version == later(1)
     assert history.models() == ["other", "selector"]
     # a rollback is a deploy: the next rollback returns to where the first started
-    toggled = DeployHistory([_deployed(4, "1.1.0"), _deployed(9, "1.2.0"),
-                             _deployed(12, "1.1.0")], [base])
-    assert toggled.rollback_target("selector").version == "1.2.0"
+    toggled = DeployHistory([_deployed(4, later(1)), _deployed(9, later(2)),
+                             _deployed(12, later(1))], [base])
+    assert toggled.rollback_target("selector").version == later(2)
     # re-deploying the current version does not make it its own rollback target
-    again = DeployHistory([_deployed(4, "1.1.0"), _deployed(6, "1.1.0")], [base])
+    again = DeployHistory([_deployed(4, later(1)), _deployed(6, later(1))], [base])
     target = again.rollback_target("selector")
-    assert target.version == "1.0.0" and target.baseline
-    with pytest.raises(RegistryError, match=r"no version deployed before 1\.0\.0"):
+    assert target.version == SHIPPED and target.baseline
+    with pytest.raises(RegistryError,
+                       match=re.escape(f"no version deployed before {SHIPPED}")):
         DeployHistory([], [base]).rollback_target("selector")
     with pytest.raises(RegistryError, match="never deployed"):
         history.rollback_target("birds")
@@ -169,12 +182,12 @@ def test_the_deploy_history_gives_the_current_version_and_the_rollback() -> None
 
 async def test_the_history_is_read_per_model_in_stream_order(nc: Client) -> None:
     pub = Publisher(nc.jetstream())
-    for _, event in (_deployed(1, "1.1.0"), _deployed(2, "9.0.0", "other"),
-                       _deployed(3, "1.2.0")):
+    for _, event in (_deployed(1, later(1)), _deployed(2, "9.0.0", "other"),
+                       _deployed(3, later(2))):
         await pub.publish_now(event)
     await pub.publish_now(SourceRemoved(source="x", at_ns=1))
     mine, last = await read_deployments(nc.jetstream(), "selector")
-    assert [e.model_version for _, e in mine] == ["1.1.0", "1.2.0"] and last == mine[-1][0]
+    assert [e.model_version for _, e in mine] == [later(1), later(2)] and last == mine[-1][0]
     every, _ = await read_deployments(nc.jetstream())
     assert [e.model_id for _, e in every] == ["selector", "other", "selector"]
 
@@ -200,22 +213,22 @@ async def test_a_running_classifier_follows_deploys_and_refuses_bad_ones(
     await follower.start(nc.jetstream())
     pub = Publisher(nc.jetstream())
     try:
-        broken = variant(tmp_path / "broken", "1.1.0")
+        broken = variant(tmp_path / "broken", later(1))
         (broken / "model.tflite").write_bytes(b"not a flatbuffer")
         await pub.publish_now(_deploy_of(broken))
         await _until(lambda: len(follower.refusals) == 1, "the broken deploy")
-        assert "cannot be loaded" in follower.refusals[0] and clf.scorer.version == "1.0.0"
-        wide = variant(tmp_path / "wide", "2.0.0", window_s=1.0)
+        assert "cannot be loaded" in follower.refusals[0] and clf.scorer.version == SHIPPED
+        wide = variant(tmp_path / "wide", later(5), window_s=1.0)
         await pub.publish_now(_deploy_of(wide))
         await _until(lambda: len(follower.refusals) == 2, "the other window")
         assert "refused: window of 48000 samples" in follower.refusals[1]
-        assert clf.scorer.version == "1.0.0"
-        good = _deploy_of(variant(tmp_path / "good", "1.1.0"))
+        assert clf.scorer.version == SHIPPED
+        good = _deploy_of(variant(tmp_path / "good", later(1)))
         await pub.publish_now(good)
-        await _until(lambda: clf.scorer.version == "1.1.0", "the switch")
+        await _until(lambda: clf.scorer.version == later(1), "the switch")
         await pub.publish_now(good.model_copy(update={"at_ns": time.time_ns()}))
         await pub.publish_now(_deploy_of(SELECTOR))  # back, after the repeat was skipped
-        await _until(lambda: clf.scorer.version == "1.0.0", "the switch back")
+        await _until(lambda: clf.scorer.version == SHIPPED, "the switch back")
         assert follower.switches == 2 and len(follower.refusals) == 2
     finally:
         await follower.stop()
@@ -349,33 +362,39 @@ async def _predictions(nc: Client) -> list[Prediction]:
 
 def test_the_cli_refuses_a_broken_folder_before_touching_the_bus(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    added = ctl(home, "model", "add", str(variant(tmp_path / "v12", "1.2.0")))
-    assert added.returncode == 0 and "added selector@1.2.0" in added.stderr
-    (home / "models" / "selector" / "1.2.0" / "model.tflite").write_bytes(b"garbage")
-    done = ctl(home, "model", "deploy", "selector")  # the newest: 1.2.0, now broken
+    newest = later(2)
+    added = ctl(home, "model", "add", str(variant(tmp_path / "v12", newest)))
+    assert added.returncode == 0 and f"added selector@{newest}" in added.stderr
+    (home / "models" / "selector" / newest / "model.tflite").write_bytes(b"garbage")
+    done = ctl(home, "model", "deploy", "selector")  # the newest, now broken
     assert done.returncode == 1, done.stderr
-    assert "cannot deploy selector@1.2.0" in done.stderr and "does not run" in done.stderr
+    assert f"cannot deploy selector@{newest}" in done.stderr and "does not run" in done.stderr
     assert "NATS" not in done.stderr  # refused by validation: the bus was never asked
-    broken = variant(tmp_path / "v13", "1.3.0")
+    broken = variant(tmp_path / "v13", later(3))
     (broken / "model.json").write_text("{}")
     refused = ctl(home, "model", "add", str(broken))
     assert refused.returncode == 2 and "not added" in refused.stderr
     listing = json.loads(ctl(home, "model", "ls", "--json").stdout)
-    assert [(r["version"], r["deployed"]) for r in listing] == [("1.0.0", None), ("1.2.0", None)]
-    shown = ctl(home, "model", "show", "selector@1.0.0")
-    assert shown.returncode == 0 and "speech" in shown.stdout and "0.960" in shown.stdout
+    assert [(r["version"], r["deployed"]) for r in listing] == [(SHIPPED, None), (newest, None)]
+    shown = ctl(home, "model", "show", f"selector@{SHIPPED}")
+    assert shown.returncode == 0 and "speech" in shown.stdout
+    # the speech row of the metrics table: precision, recall, F1 as `model show` formats them
+    [row] = [line for line in shown.stdout.splitlines()
+             if re.search(r"\bspeech\b.*\d\.\d{3}", line)]
+    speech_f1 = SHIPPED_META["metrics"]["held_out"]["per_class"]["speech"]["f1"]
+    assert re.findall(r"\d\.\d{3}", row)[2] == f"{speech_f1:.3f}", row
 
 
 def test_the_cli_will_not_deploy_another_window_grid_unasked(tmp_path: Path) -> None:
     from tidzam_ctl.errors import CliError
     from tidzam_ctl.model_commands import _check_windowing
 
-    current = Deployment("selector", "1.0.0", str(SELECTOR), 0, 0)
-    wide = ModelFolder.load(variant(tmp_path / "wide", "2.0.0", window_s=1.0))
+    current = Deployment("selector", SHIPPED, str(SELECTOR), 0, 0)
+    wide = ModelFolder.load(variant(tmp_path / "wide", later(5), window_s=1.0))
     with pytest.raises(CliError, match="--new-windowing"):
         _check_windowing(wide, current, allowed=False)
     _check_windowing(wide, current, allowed=True)
-    _check_windowing(ModelFolder.load(variant(tmp_path / "same", "1.1.0")), current, False)
+    _check_windowing(ModelFolder.load(variant(tmp_path / "same", later(1))), current, False)
 
 
 # ------------------------------------------------------ a whole stack
@@ -423,35 +442,37 @@ def test_deploys_and_rollbacks_switch_a_running_stack(tmp_path: Path) -> None:
         nothing = ctl(home, "model", "rollback", "selector")
         assert nothing.returncode == 2 and "nothing to roll back to" in nothing.stderr
         _replay(stack, clip, "before")
-        assert ctl(home, "model", "add", str(variant(tmp_path / "v11", "1.1.0"))).returncode == 0
+        new = later(1)
+        assert ctl(home, "model", "add", str(variant(tmp_path / "v11", new))).returncode == 0
         deployed = ctl(home, "model", "deploy", "selector")
-        assert deployed.returncode == 0 and "deployed selector@1.1.0 (was 1.0.0)" in \
+        assert deployed.returncode == 0 and f"deployed selector@{new} (was {SHIPPED})" in \
             deployed.stderr.replace("\n", " ")
-        wait_for(lambda: "→ selector@1.1.0" in _classifier_log(stack), 60, "the switch")
+        wait_for(lambda: f"→ selector@{new}" in _classifier_log(stack), 60, "the switch")
         _replay(stack, clip, "after")
 
         stack.stop_process("classifier-0")  # a classifier started after the deploy
         assert "classifier-0" in stack.check()
-        wait_for(lambda: "classifier selector@1.1.0 running" in _classifier_log(stack), 60,
+        wait_for(lambda: f"classifier selector@{new} running" in _classifier_log(stack), 60,
                  "the restarted classifier")
         _replay(stack, clip, "restarted")
 
         back = ctl(home, "model", "rollback", "selector")
-        assert back.returncode == 0 and "rolled back to selector@1.0.0" in back.stderr
-        wait_for(lambda: "→ selector@1.0.0" in _classifier_log(stack), 60, "the rollback")
+        assert back.returncode == 0 and f"rolled back to selector@{SHIPPED}" in back.stderr
+        wait_for(lambda: f"→ selector@{SHIPPED}" in _classifier_log(stack), 60, "the rollback")
         _replay(stack, clip, "rolledback")
 
-        broken = variant(tmp_path / "v12", "1.2.0")
+        bad = later(2)
+        broken = variant(tmp_path / "v12", bad)
         assert ctl(home, "model", "add", str(broken)).returncode == 0
-        (home / "models" / "selector" / "1.2.0" / "model.tflite").write_bytes(b"garbage")
-        refused = ctl(home, "model", "deploy", "selector@1.2.0")
+        (home / "models" / "selector" / bad / "model.tflite").write_bytes(b"garbage")
+        refused = ctl(home, "model", "deploy", f"selector@{bad}")
         assert refused.returncode == 1 and "does not run" in refused.stderr
         listing = json.loads(ctl(home, "model", "ls", "--json").stdout)
         assert {r["version"]: r["deployed"] for r in listing} == {
-            "1.0.0": True, "1.1.0": False, "1.2.0": False}
+            SHIPPED: True, new: False, bad: False}
 
-        for source, version in (("before", "1.0.0"), ("after", "1.1.0"),
-                                ("restarted", "1.1.0"), ("rolledback", "1.0.0")):
+        for source, version in (("before", SHIPPED), ("after", new),
+                                ("restarted", new), ("rolledback", SHIPPED)):
             rows = _windows(stack, source)
             assert {v for _, _, v in rows} == {version}, source
             keys = [(c, t) for c, t, _ in rows]

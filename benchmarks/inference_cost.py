@@ -1,0 +1,158 @@
+"""CPU cost of classifying audio with a model folder, per second of audio.
+
+    .venv/bin/python benchmarks/inference_cost.py [--folder models/selector] [--json]
+
+The audio is a real held-out corpus recording named in the folder's
+``corpus.json`` (fetched into the corpus cache if needed), cut as the live
+classifier cuts it: 0.5 s windows every ``window * (1 - overlap)`` seconds
+(``consumers.classifier``, overlap 0.25 by default: 2.67 windows per audio
+second). It prints, per stage, the CPU time (``time.process_time``: every thread
+of the process counted) per window and per audio second:
+
+- feature extraction (``learning.features.window_features``, numpy), in batches of
+  the live batch size;
+- LiteRT inference (``learning.inference.TfliteModel``, XNNPACK, 1 thread) at batch
+  sizes 1, 32 (the classifier's default) and 128.
+
+Each figure is the median of ``--repeats`` timed passes over the same windows,
+after one untimed pass. The machine's other load shows up in them: compare
+figures taken on one machine at one time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from learning.audio_stream import decode_file
+from learning.corpus import CorpusManifest, default_cache_dir, fetch_package
+from learning.features import F32, FeatureParams, frame_windows, window_features
+from learning.inference import TfliteModel
+from learning.modelfolder import ModelFolder
+
+REPO = Path(__file__).resolve().parents[1]
+LIVE_OVERLAP = 0.25  # consumers.classifier_service.ClassifierSettings.overlap
+LIVE_BATCH = 32  # consumers.classifier_service.ClassifierSettings.batch
+
+
+@dataclass(frozen=True)
+class Row:
+    stage: str
+    batch: int
+    ms_cpu_per_window: float
+    ms_cpu_per_audio_s: float
+    ms_wall_per_window: float
+
+
+def held_out_audio(folder: ModelFolder, cache: Path, seconds: float) -> tuple[F32, str]:
+    """Mono float32 (n,) at the model's rate: the longest held-out, non-quiet recording
+    of the folder's corpus.json, looped or cut to ``seconds``."""
+    manifest = CorpusManifest.load(folder.path / "corpus.json")
+    held = [f for f in manifest.files if f.split == "test" and f.label != "quiet"]
+    if not held:
+        raise SystemExit(f"{folder.path}/corpus.json names no held-out recording")
+    entry = max(held, key=lambda f: f.duration_s or 0.0)
+    fetch_package(entry.package, cache)
+    audio, _ = decode_file(cache / entry.local, folder.params.sample_rate)
+    n = int(seconds * folder.params.sample_rate)
+    return np.resize(audio.mean(axis=0), n).astype(np.float32), f"{entry.package}:{entry.path}"
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median (CPU s, wall s) of ``repeats`` calls of ``fn``, after a warm-up call."""
+    fn()
+    cpu, wall = [], []
+    for _ in range(repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return statistics.median(cpu), statistics.median(wall)
+
+
+def in_batches(fn: Callable[[F32], object], x: F32, batch: int) -> Callable[[], None]:
+    def run() -> None:
+        for i in range(0, x.shape[0] - batch + 1, batch):
+            fn(x[i:i + batch])
+    return run
+
+
+def measure(folder: ModelFolder, windows: F32, features: F32, windows_per_s: float,
+            batches: list[int], threads: int, repeats: int) -> list[Row]:
+    params: FeatureParams = folder.params
+    rows = []
+
+    def row(stage: str, batch: int, n: int, cpu: float, wall: float) -> Row:
+        per = cpu / n * 1e3
+        return Row(stage, batch, round(per, 4), round(per * windows_per_s, 3),
+                   round(wall / n * 1e3, 4))
+
+    n = windows.shape[0] // LIVE_BATCH * LIVE_BATCH
+    cpu, wall = timed(in_batches(lambda w: window_features(w, params), windows, LIVE_BATCH),
+                      repeats)
+    rows.append(row("features (numpy)", LIVE_BATCH, n, cpu, wall))
+    model = TfliteModel(folder, num_threads=threads)
+    for batch in batches:
+        n = features.shape[0] // batch * batch
+        cpu, wall = timed(in_batches(model.predict, features, batch), repeats)
+        rows.append(row(f"LiteRT, {threads} thread{'s' if threads > 1 else ''}", batch, n,
+                        cpu, wall))
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [f"{'stage':<18} {'batch':>5} {'ms CPU/window':>14} {'ms CPU/audio s':>15} "
+             f"{'ms wall/window':>15}"]
+    lines += [f"{r.stage:<18} {r.batch:>5} {r.ms_cpu_per_window:>14.4f} "
+              f"{r.ms_cpu_per_audio_s:>15.3f} {r.ms_wall_per_window:>15.4f}" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--folder", type=Path, default=REPO / "models" / "selector")
+    p.add_argument("--cache", type=Path, default=None, help="corpus cache (default: Tidzam's)")
+    p.add_argument("--seconds", type=float, default=300.0, help="audio seconds per pass")
+    p.add_argument("--overlap", type=float, default=LIVE_OVERLAP)
+    p.add_argument("--batches", default="1,32,128")
+    p.add_argument("--threads", type=int, default=1, help="LiteRT threads")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    folder = ModelFolder.load(args.folder)
+    params = folder.params
+    audio, source = held_out_audio(folder, args.cache or default_cache_dir(), args.seconds)
+    hop = max(1, round(params.window_samples * (1.0 - args.overlap)))
+    windows_per_s = params.sample_rate / hop
+    windows = frame_windows(audio, params, hop)
+    features = window_features(windows, params)
+    batches = [int(b) for b in args.batches.split(",") if b]
+    if windows.shape[0] < max([LIVE_BATCH, *batches]):
+        raise SystemExit(f"{args.seconds:g} s of audio make {windows.shape[0]} windows, fewer "
+                         f"than the largest batch {max([LIVE_BATCH, *batches])}: raise --seconds")
+    rows = measure(folder, windows, features, windows_per_s, batches, args.threads,
+                   args.repeats)
+    head = {"model": f"{folder.meta.model_id} {folder.meta.version}",
+            "folder": str(args.folder), "audio": source, "audio_s": args.seconds,
+            "windows": int(windows.shape[0]), "hop_s": hop / params.sample_rate,
+            "windows_per_audio_s": round(windows_per_s, 4)}
+    if args.json:
+        print(json.dumps({**head, "rows": [asdict(r) for r in rows]}))
+        return 0
+    print(f"{head['model']} ({args.folder}); audio: {source}, {args.seconds:g} s")
+    print(f"{windows.shape[0]} windows of {params.window_s} s every {hop / params.sample_rate} s "
+          f"(overlap {args.overlap}): {windows_per_s:.3f} windows per audio second")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
