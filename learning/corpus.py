@@ -514,7 +514,8 @@ def rule_for(package: str, path: str) -> Rule | None:
     return None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's content, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -535,7 +536,7 @@ def _match_all(candidates: Sequence[Candidate]) -> dict[str, list[_Matched]]:
     for cand in candidates:
         rule = rule_for(cand.package.spec.name, cand.path)
         if rule is not None:
-            digest = _sha256(cand.local)
+            digest = sha256_file(cand.local)
             by_hash.setdefault(digest, []).append(_Matched(cand, rule, digest))
     for copies in by_hash.values():
         copies.sort(key=lambda m: (m.candidate.package.spec.name, m.candidate.path))
@@ -610,7 +611,7 @@ def build_corpus(cache_dir: Path | None = None,
     infos = {
         p.spec.name: PackageInfo(
             name=p.spec.name, version=p.version, licence=p.licence,
-            copyright=f"/usr/share/doc/{p.spec.name}/copyright", deb_sha256=_sha256(p.deb))
+            copyright=f"/usr/share/doc/{p.spec.name}/copyright", deb_sha256=sha256_file(p.deb))
         for p in fetched
     }
     log.info("corpus: %d files, %d excluded, from %s", len(files), len(excluded),

@@ -55,7 +55,6 @@ leading ``+`` (see ``parse_sample_name``). Their recording group is
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import zipfile
@@ -69,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from learning.audio_stream import AudioDecodeError, decode_file
-from learning.corpus import CorpusManifest
+from learning.corpus import CorpusManifest, sha256_file
 from learning.dataset import (
     QUIET,
     TEST,
@@ -304,14 +303,6 @@ def folder_items(folder: Path, classe: str | None = None
     return items, skipped
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class _Batch:
     """Windows and files being added, before they join the dataset."""
@@ -357,7 +348,7 @@ def _add_file(ds: CompiledDataset, batch: _Batch, item: AudioItem, known: set[st
               licence: str, seed: int, cfg: DatasetConfig) -> dict[str, int] | Skipped | None:
     """Window one file into ``batch``: windows per class, a ``Skipped``, or None (duplicate)."""
     try:
-        sha = _sha256(item.path)
+        sha = sha256_file(item.path)
         if sha in known:
             return None
         audio, _ = decode_file(item.path, ds.params.sample_rate)

@@ -26,7 +26,6 @@ The chief writes the model folder: ``model.tflite`` (float32, dynamic batch),
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from learning.cluster import Cluster
+from learning.corpus import sha256_file
 from learning.dataset import TEST, TRAIN, CompiledDataset, DatasetConfig, Windows
 from learning.modelfolder import (
     Decision,
@@ -133,21 +133,13 @@ def training_data(opts: TrainOptions) -> CompiledDataset:
                            train.class_split, train.params)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dataset_manifest(opts: TrainOptions, ds: CompiledDataset) -> str:
     """``dataset.json``: where the training data came from."""
     entries = [{"role": "train", "path": str(opts.dataset_train.absolute()),
-                "sha256": _sha256(opts.dataset_train)}]
+                "sha256": sha256_file(opts.dataset_train)}]
     if opts.dataset_test is not None:
         entries.append({"role": "test", "path": str(opts.dataset_test.absolute()),
-                        "sha256": _sha256(opts.dataset_test)})
+                        "sha256": sha256_file(opts.dataset_test)})
     counts = {name: {"train": int(np.count_nonzero((ds.windows.labels == i)
                                                    & (ds.split == TRAIN))),
                      "test": int(np.count_nonzero((ds.windows.labels == i)
