@@ -364,11 +364,13 @@ def compile_training_set(cfg: TrainConfig) -> tuple[CompiledDataset, CorpusManif
         "excluded": [*manifest.excluded, *other_manifest.excluded]})
 
 
-def _augmenter(ds: CompiledDataset, cfg: TrainConfig, rng: np.random.Generator) -> Augmenter:
+def augmenter_for(ds: CompiledDataset, gate_db: float, rng: np.random.Generator) -> Augmenter:
+    """The augmentation of ``ds``'s train side, its backgrounds drawn from the train
+    windows of the background classes (never attenuated quiet copies)."""
     names = ds.label_names
     bg_ids = [names.index(c) for c in BACKGROUND_CLASSES if c in names]
     pool = (ds.split == TRAIN) & np.isin(ds.windows.labels, bg_ids) & (ds.windows.gain_db == 0)
-    return Augmenter(ds.params, names, cfg.dataset.gate_db, ds.windows.features[pool],
+    return Augmenter(ds.params, names, gate_db, ds.windows.features[pool],
                      ds.windows.level_db[pool], rng)
 
 
@@ -390,7 +392,7 @@ def fit_selector(ds: CompiledDataset, cfg: TrainConfig) -> Any:
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
                   metrics=["accuracy"])
-    augment = _augmenter(ds, cfg, rng)
+    augment = augmenter_for(ds, cfg.dataset.gate_db, rng)
     with Progress(disable=not cfg.progress) as bar:
         task = bar.add_task("training", total=cfg.epochs)
         for epoch in range(cfg.epochs):
@@ -429,7 +431,7 @@ def _check_dynamic_batch(tflite: bytes, params: FeatureParams) -> None:
         raise RuntimeError(f"exported input shape {signature}, expected [-1, *{params.shape}]")
 
 
-def _framework() -> dict[str, str]:
+def framework_versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
@@ -481,7 +483,7 @@ def _meta(cfg: TrainConfig, ds: CompiledDataset, manifest: CorpusManifest,
             manifest="corpus.json", n_files=len(manifest.files),
             n_windows_train=ds.count(TRAIN), n_windows_test=ds.count(TEST),
             packages={name: info.version for name, info in manifest.packages.items()}),
-        created=datetime.now(UTC), framework=_framework(), timings=timings)
+        created=datetime.now(UTC), framework=framework_versions(), timings=timings)
 
 
 @dataclass

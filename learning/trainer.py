@@ -196,7 +196,7 @@ def fit(ds: CompiledDataset, opts: TrainOptions,
 
     from learning.architectures import build_selector
     from learning.tensorboard_stats import BatchHeldOutStats, HeldOutStats
-    from learning.train import balanced_epoch
+    from learning.train import augmenter_for, balanced_epoch
 
     if opts.model not in ARCHITECTURES:
         raise TrainError(f"unknown model {opts.model!r} (known: {', '.join(ARCHITECTURES)})")
@@ -263,7 +263,7 @@ def fit(ds: CompiledDataset, opts: TrainOptions,
                                        update_freq="epoch"),
         stats,
     ]
-    augment = _augmenter(ds, rng)
+    augment = augmenter_for(ds, DatasetConfig().gate_db, rng)
     for epoch in range(math.ceil(total / per_epoch)):
         idx = balanced_epoch(y, opts.per_class, rng)
         steps = min(per_epoch, total - epoch * per_epoch)
@@ -307,16 +307,6 @@ def _check_same_scores(trained: Any, weights: list[Any], exported: Any, x: Any) 
                            f"(max difference {float(np.abs(a - b).max()):.2e})")
 
 
-def _augmenter(ds: CompiledDataset, rng: np.random.Generator) -> Any:
-    from learning.train import BACKGROUND_CLASSES, Augmenter
-
-    names = ds.label_names
-    bg_ids = [names.index(c) for c in BACKGROUND_CLASSES if c in names]
-    pool = (ds.split == TRAIN) & np.isin(ds.windows.labels, bg_ids) & (ds.windows.gain_db == 0)
-    return Augmenter(ds.params, names, DatasetConfig().gate_db, ds.windows.features[pool],
-                     ds.windows.level_db[pool], rng)
-
-
 # ---------------------------------------------------------------- the model folder
 
 
@@ -331,7 +321,7 @@ class TrainOutcome:
 
 def _meta(opts: TrainOptions, ds: CompiledDataset, metrics: Metrics | None,
           timings: dict[str, float]) -> ModelMeta:
-    from learning.train import _framework
+    from learning.train import framework_versions
 
     return ModelMeta(
         model_id=opts.model_id or opts.out.name, version=opts.version,
@@ -342,7 +332,7 @@ def _meta(opts: TrainOptions, ds: CompiledDataset, metrics: Metrics | None,
         training_data=TrainingData(manifest=DATASET_MANIFEST, n_files=len(ds.files),
                                    n_windows_train=ds.count(TRAIN),
                                    n_windows_test=ds.count(TEST), packages={}),
-        created=datetime.now(UTC), framework=_framework(), timings=timings)
+        created=datetime.now(UTC), framework=framework_versions(), timings=timings)
 
 
 def train(opts: TrainOptions, on_progress: Callable[[Progress], None] | None = None
