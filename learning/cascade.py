@@ -92,7 +92,7 @@ import numpy as np
 import numpy.typing as npt
 
 from learning.features import FeatureParams
-from learning.inference import _EPS, UNKNOWN, Model, Named, TfliteModel, decide
+from learning.inference import SCORE_EPS, UNKNOWN, Model, Named, TfliteModel, decide
 from learning.modelfolder import Decision
 
 F32 = npt.NDArray[np.float32]
@@ -101,7 +101,6 @@ SEP = "-"  # class path separator: "birds-american_robin" refines "birds"
 DEFAULT_GATE = 0.3
 DEFAULT_DECISION = Decision(threshold=0.5, margin=0.1)  # the built-in selector's
 MAX_VERSION_LEN = 64  # bus_schemas.Prediction.model_version
-SCORE_EPS = _EPS  # float32 tolerance of ``decide``: the gate and the rule here use it too
 
 
 class CascadeError(ValueError):

@@ -58,7 +58,7 @@ F32 = npt.NDArray[np.float32]
 
 UNKNOWN = "unknown"
 MAX_BATCH = 256  # windows per invoke; larger batches are split
-_EPS = 1e-6  # float32 scores: 0.5 - 0.3 is 0.19999999, which meets a 0.2 margin
+SCORE_EPS = 1e-6  # float32 scores: 0.5 - 0.3 is 0.19999999, which meets a 0.2 margin
 
 
 class TfliteModel:
@@ -157,6 +157,6 @@ def decide(scores: F32 | Sequence[float], labels: Sequence[str], threshold: floa
         return (UNKNOWN,)
     top = int(np.argmax(s))
     runner_up = float(np.max(np.delete(s, top))) if s.shape[0] > 1 else 0.0
-    if s[top] >= threshold - _EPS and s[top] - runner_up >= margin - _EPS:
+    if s[top] >= threshold - SCORE_EPS and s[top] - runner_up >= margin - SCORE_EPS:
         return (labels[top],)
     return (UNKNOWN,)

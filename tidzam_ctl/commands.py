@@ -82,7 +82,7 @@ def check(settings: CtlSettings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _require_bus(stack: Stack) -> None:
+def require_bus(stack: Stack) -> None:
     if stack.embedded_nats and stack.pid_of("nats") is None:
         raise CliError("NATS is not running: start the stack with `tidzam_ctl up`")
 
@@ -104,7 +104,7 @@ def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise CliError(f"no such file or folder: {', '.join(missing)}", EXIT_USAGE)
-    _require_bus(stack)
+    require_bus(stack)
     items = plan(args.paths, source=args.source, start=start)
     if not items:
         raise CliError("no audio files found in the given folders", EXIT_USAGE)
@@ -221,7 +221,7 @@ async def _detections(stack: Stack, args: argparse.Namespace, since: datetime | 
 
 def projections(settings: CtlSettings, args: argparse.Namespace) -> int:
     stack = Stack(settings)
-    _require_bus(stack)
+    require_bus(stack)
     with console.status("rebuilding the projections from the event streams…"):
         asyncio.run(_rebuild(stack))
     console.print("projections rebuilt")

@@ -453,10 +453,10 @@ def _print_ranges(report: CompareReport) -> None:
 
 
 def _bus(settings: CtlSettings) -> Stack:
-    from tidzam_ctl.commands import _require_bus
+    from tidzam_ctl.commands import require_bus
 
     stack = Stack(settings)
-    _require_bus(stack)
+    require_bus(stack)
     return stack
 
 
