@@ -44,6 +44,11 @@ def prediction(source: str, channel: int) -> str:
     return f"{PREFIX}.pred.{source}.{channel}"
 
 
+def model_deployed(model_id: str | None = None) -> str:
+    """``ModelDeployed`` events of one model, or of every model (a filter) when None."""
+    return f"{PREFIX}.ctl.model.{model_id or '>'}"
+
+
 def dlq(original_subject: str) -> str:
     """Dead letters keep the subject they came from after the prefix."""
     rest = original_subject
@@ -74,7 +79,7 @@ def subject_for(event: Event) -> str:
         case ExtractionRulesSet():
             return f"{PREFIX}.ctl.rules"
         case ModelDeployed():
-            return f"{PREFIX}.ctl.model.{event.model_id}"
+            return model_deployed(event.model_id)
         case SampleLabelled():
             return f"{PREFIX}.ctl.label"
     raise TypeError(f"no subject for {type(event).__name__}")

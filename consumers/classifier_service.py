@@ -124,12 +124,6 @@ class ClassifierSettings(BaseSettings):
 # ------------------------------------------------------------------ history
 
 
-def deploy_subject(model_id: str | None) -> str:
-    """Where ``ModelDeployed`` events of a model (all models: None) are published."""
-    # bus_schemas.subjects spells it for an event (subject_for); this is its filter.
-    return f"{subj.PREFIX}.ctl.model.{model_id}" if model_id else f"{subj.PREFIX}.ctl.model.>"
-
-
 async def read_deployments(js: JetStreamContext, model_id: str | None = None
                            ) -> tuple[list[tuple[int, ModelDeployed]], int]:
     """Every ``ModelDeployed`` in CONTROL for ``model_id`` (None: every model) in stream
@@ -137,7 +131,7 @@ async def read_deployments(js: JetStreamContext, model_id: str | None = None
     few: one direct get per event, no consumer left behind."""
     found: list[tuple[int, ModelDeployed]] = []
     seq = 0
-    subject = deploy_subject(model_id)
+    subject = subj.model_deployed(model_id)
     while True:
         try:
             raw = await js.get_msg(CONTROL.name, seq=seq + 1, subject=subject, next=True)
@@ -313,7 +307,7 @@ class ModelFollower:
         consumer: it re-creates itself after a reconnect, from where it was)."""
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                                 opt_start_seq=self.last_seq + 1)
-        self._sub = await js.subscribe(deploy_subject(None), stream=CONTROL.name,
+        self._sub = await js.subscribe(subj.model_deployed(None), stream=CONTROL.name,
                                        cb=self._on_msg, ordered_consumer=True, config=config)
 
     async def stop(self) -> None:
