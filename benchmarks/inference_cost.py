@@ -5,13 +5,13 @@
 The audio is a real held-out corpus recording named in the folder's
 ``corpus.json`` (fetched into the corpus cache if needed), cut as the live
 classifier cuts it: 0.5 s windows every ``window * (1 - overlap)`` seconds
-(``consumers.classifier``, overlap 0.25 by default: 2.67 windows per audio
+(``consumers.classifier.classifier``, overlap 0.25 by default: 2.67 windows per audio
 second). It prints, per stage, the CPU time (``time.process_time``: every thread
 of the process counted) per window and per audio second:
 
-- feature extraction (``learning.features.window_features``, numpy), in batches of
+- feature extraction (``inference.features.window_features``, numpy), in batches of
   the live batch size;
-- LiteRT inference (``learning.inference.TfliteModel``, XNNPACK, 1 thread) at batch
+- LiteRT inference (``inference.scoring.TfliteModel``, XNNPACK, 1 thread) at batch
   sizes 1, 32 (the classifier's default) and 128.
 
 Each figure is the median of ``--repeats`` timed passes over the same windows,
@@ -32,15 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from learning.audio_stream import decode_file
-from learning.corpus import CorpusManifest, default_cache_dir, fetch_package
-from learning.features import F32, FeatureParams, frame_windows, window_features
-from learning.inference import TfliteModel
-from learning.modelfolder import ModelFolder
+from audio.decode import decode_file
+from inference.features import F32, FeatureParams, frame_windows, window_features
+from inference.modelfolder import ModelFolder
+from inference.scoring import TfliteModel
+from learning.corpus.build import CorpusManifest, default_cache_dir, fetch_package
 
 REPO = Path(__file__).resolve().parents[1]
-LIVE_OVERLAP = 0.25  # consumers.classifier_service.ClassifierSettings.overlap
-LIVE_BATCH = 32  # consumers.classifier_service.ClassifierSettings.batch
+LIVE_OVERLAP = 0.25  # consumers.classifier.service.ClassifierSettings.overlap
+LIVE_BATCH = 32  # consumers.classifier.service.ClassifierSettings.batch
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from learning.audio_stream import decode_all
-from learning.corpus import CorpusManifest, default_cache_dir, fetch_package
-from producers.bus import connect, ensure_streams
-from producers.publisher import Publisher
+from audio.decode import decode_all
+from bus.backlog import pipeline_durables, wait_idle
+from bus.connect import connect, ensure_streams
+from bus.publisher import Publisher
+from learning.corpus.build import CorpusManifest, default_cache_dir, fetch_package
 from producers.replay import Replayer, ReplayItem
-from tidzam_ctl.pipeline import pipeline_durables, wait_idle
 from tidzam_ctl.settings import REPO_ROOT, CtlSettings
-from tidzam_ctl.stack import Stack
+from tidzam_ctl.stack.stack import Stack
 
 RATE = 48_000
 START = datetime(2024, 1, 1, tzinfo=UTC)

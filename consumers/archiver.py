@@ -35,13 +35,13 @@ from av.audio.stream import AudioStream
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audio import archive
+from bus.connect import connect, ensure_streams
+from bus.process import run_process
+from bus.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
 from bus_schemas import AudioChunk
 from bus_schemas.streams import AUDIO, ConsumerSpec
 from bus_schemas.subjects import AUDIO_ALL
-from consumers.process import run_process
-from consumers.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
-from producers import archive
-from producers.bus import connect, ensure_streams
 
 log = logging.getLogger(__name__)
 

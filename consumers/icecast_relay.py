@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audio.icecast import IcecastRefused, IcecastTarget
+from bus.connect import connect, ensure_streams
+from bus.process import run_process
+from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
 from bus_schemas import AudioChunk
 from bus_schemas.streams import AUDIO, ConsumerSpec
 from bus_schemas.subjects import AUDIO_ALL
-from consumers.process import run_process
-from consumers.runner import Ack, ConsumerRunner, Delivery, Outcome
-from producers.bus import connect, ensure_streams
-from producers.icecast import IcecastRefused, IcecastTarget
 
 log = logging.getLogger(__name__)
 

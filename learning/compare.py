@@ -4,7 +4,7 @@
 publishes an event or touches SQL, so the live detections are never affected.
 
 Which audio
-    For each source, the archive files (``producers.archive``: ``<source>-YYYY-MM-DD-
+    For each source, the archive files (``audio.archive``: ``<source>-YYYY-MM-DD-
     HH-MM-SS.ext``) overlapping [since, until) are decoded as ``source add --database
     DIR --date SINCE`` plays them back: every file is its own session, the first one
     sought to ``since`` (``AudioStream.seek``, sample-accurate), the later ones from
@@ -13,7 +13,7 @@ Which audio
     in the middle of a file is kept.
 
 Which windows
-    The live classifier's grid (``consumers.classifier``, ``consumers.windowing``):
+    The live classifier's grid (``consumers.classifier.classifier``, ``inference.windows``):
     window ``i`` of a session starts at sample ``i * hop``, ``hop = round(window *
     (1 - overlap))``, and a window that would run past the session's end is dropped.
     The end here is the file's end or ``until``, whichever comes first, so a window
@@ -29,7 +29,7 @@ Models with other feature parameters
 
 Decisions
     Each model decides with its own ``model.json`` rule (threshold, margin:
-    ``learning.inference.decide``), and decisions are compared as label strings
+    ``inference.scoring.decide``), and decisions are compared as label strings
     (``unknown`` included), so models whose label lists differ compare too.
 
 Audio at every boundary here: decoded blocks float32 (channels, n) in [-1, 1] at a
@@ -50,10 +50,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from learning.audio_stream import AudioDecodeError, AudioStream
-from learning.features import FeatureParams, window_features
-from learning.inference import UNKNOWN, Scorer
-from producers.archive import ArchiveFile, scan
+from audio.archive import ArchiveFile, scan
+from audio.decode import AudioDecodeError, AudioStream
+from inference.features import FeatureParams, window_features
+from inference.scoring import UNKNOWN, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ I64 = npt.NDArray[np.int64]
 
 BATCH = 256  # windows per inference call
 # A file whose length cannot be read is tried when its name puts its start this
-# close before ``since`` (archive files are hour files: ``producers.archive``).
+# close before ``since`` (archive files are hour files: ``audio.archive``).
 UNKNOWN_LENGTH_SLACK = timedelta(hours=2)
 OnProgress = Callable[[float], None]  # called with seconds of audio just decoded
 

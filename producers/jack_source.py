@@ -18,9 +18,9 @@ import time
 import numpy as np
 import numpy.typing as npt
 
+from bus.publisher import Publisher
 from bus_schemas import SourceAdded, SourceFailed, SourceLoaded
 from producers.chunker import Chunker
-from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

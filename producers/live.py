@@ -21,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 import socketio
 
+from audio.resample import PcmResampler
+from bus.publisher import Publisher
 from bus_schemas import LiveStreamClosed, LiveStreamOpened
-from learning.audio_stream import PcmResampler
 from producers.chunker import Chunker
-from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

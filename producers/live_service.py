@@ -10,10 +10,10 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumers.process import run_process
-from producers.bus import connect, ensure_streams
+from bus.connect import connect, ensure_streams
+from bus.process import run_process
+from bus.publisher import Publisher
 from producers.live import LiveNamespace
-from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from audio.decode import AudioDecodeError, AudioStream
+from bus.publisher import Publisher
 from bus_schemas import AudioChunk, SourceFailed, SourceLoaded, SourceUnloaded
-from learning.audio_stream import AudioDecodeError, AudioStream
 from producers.chunker import Chunker
-from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from learning.audio_stream import parse_archive_name
+from audio.archive import parse_archive_name
+from bus.publisher import Publisher
 from producers.player import Player, Progress, Session
-from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from audio import archive
+from audio.icecast import IcecastRefused, IcecastTarget
+from bus.publisher import Publisher
+from bus.runner import Ack, Delivery, Outcome
 from bus_schemas import SourceAdded, SourceFailed, SourceLoaded, SourceRemoved, SourceUnloaded
-from consumers.runner import Ack, Delivery, Outcome
-from producers import archive
-from producers.icecast import IcecastRefused, IcecastTarget
 from producers.jack_source import capture
 from producers.player import Player, Session
-from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from nats.js.errors import NotFoundError
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audio.icecast import IcecastTarget
+from bus.connect import connect, ensure_streams
+from bus.process import run_process
+from bus.publisher import Publisher
+from bus.runner import ConsumerRunner
 from bus_schemas.streams import CONTROL, ConsumerSpec
-from consumers.process import run_process
-from consumers.runner import ConsumerRunner
-from producers.bus import connect, ensure_streams
-from producers.icecast import IcecastTarget
-from producers.publisher import Publisher
 from producers.source_manager import SourceManager
 
 log = logging.getLogger(__name__)

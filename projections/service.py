@@ -18,11 +18,11 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bus.connect import connect, ensure_streams
+from bus.process import run_process
+from bus.runner import Ack, ConsumerRunner, Delivery, Handler, Outcome, TransientError
 from bus_schemas import subjects
 from bus_schemas.streams import CONTROL, EVENTS, StreamSpec, projection_consumer
-from consumers.process import run_process
-from consumers.runner import Ack, ConsumerRunner, Delivery, Handler, Outcome, TransientError
-from producers.bus import connect, ensure_streams
 from projections.migrate import migrate
 from projections.store import ProjectionStore
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from producers.bus import connect, ensure_streams
-from tidzam_ctl.services.nats import NatsServer
+from bus.connect import connect, ensure_streams
+from tidzam_ctl.stack.nats import NatsServer
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bus_schemas.events import Prediction
 from projections.migrate import migrate
-from tidzam_ctl.services.postgres import EmbeddedPostgres
+from tidzam_ctl.stack.postgres import EmbeddedPostgres
 
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 TEMPLATE = "tidzam_test_template"

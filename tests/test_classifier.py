@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 from nats.aio.client import Client
 
+from bus.publisher import Publisher
+from bus.runner import ConsumerRunner
 from bus_schemas import AudioChunk, Prediction, decode
 from bus_schemas.streams import classifier_consumer
-from consumers.classifier import Classifier
-from consumers.runner import ConsumerRunner
-from producers.publisher import Publisher
+from consumers.classifier.classifier import Classifier
+from inference.placeholder import LoudnessScorer
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_wav
-from tests.placeholder import LoudnessScorer
 
 
 async def _all_predictions(nc: Client) -> list[Prediction]:

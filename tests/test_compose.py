@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
+from bus.connect import connect, ensure_streams, stream_replicas
 from consumers.archiver import ArchiverSettings
-from consumers.classifier_service import ClassifierSettings
-from producers.bus import connect, ensure_streams, stream_replicas
+from consumers.classifier.service import ClassifierSettings
 from producers.live_service import LiveSettings
 from producers.source_service import SourcesSettings
 from projections.service import ProjectorSettings
-from tidzam_ctl.services.nats import NatsServer
 from tidzam_ctl.settings import CtlSettings
+from tidzam_ctl.stack.nats import NatsServer
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = (ArchiverSettings, ClassifierSettings, LiveSettings, SourcesSettings,
@@ -39,7 +39,7 @@ def compose() -> dict[str, Any]:
 
 
 def _known_settings() -> set[str]:
-    known = {"TIDZAM_STREAM_REPLICAS"}  # producers.bus
+    known = {"TIDZAM_STREAM_REPLICAS"}  # bus.connect
     for cls in SETTINGS:
         prefix = cls.model_config.get("env_prefix", "")
         known |= {f"{prefix}{name}".upper() for name in cls.model_fields}
@@ -108,7 +108,7 @@ def test_stream_replicas_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert stream_replicas() == 1
     monkeypatch.setenv("TIDZAM_STREAM_REPLICAS", "3")
     assert stream_replicas() == 3
-    from producers.bus import BusError
+    from bus.connect import BusError
 
     monkeypatch.setenv("TIDZAM_STREAM_REPLICAS", "nine")
     with pytest.raises(BusError):

@@ -3,7 +3,7 @@
 The logic is tested directly (spectrogram text, dataset edits with undo, sample
 folder moves, stream windows, players); the apps are driven headless with
 Textual's pilot, and what they leave on disk is read back without the editor:
-the ``.npz`` arrays, the WAV files, ``learning.datasets.sample_items``.
+the ``.npz`` arrays, the WAV files, ``learning.datasets.operations.sample_items``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from learning.audio_stream import decode_file
-from learning.dataset import CompiledDataset, rms_db
-from learning.datasets import (
+from audio.decode import decode_file
+from inference.features import FeatureParams, window_features
+from learning.datasets.compile import CompiledDataset, rms_db
+from learning.datasets.operations import (
     AudioItem,
     ClassNameError,
     add_audio,
@@ -37,11 +38,10 @@ from learning.datasets import (
     sample_items,
     save,
 )
-from learning.features import FeatureParams, window_features
 from tests.audio_files import expected_windows, write_pcm
 from tests.real_audio import CACHE, MEGAGLEST, real_file
-from tidzam_ctl import dataset_commands
-from tidzam_ctl.dataset_editor import (
+from tidzam_ctl.commands import dataset as dataset_commands
+from tidzam_ctl.editor.app import (
     LEVELS,
     PLAYERS,
     BrowserApp,

@@ -1,4 +1,4 @@
-"""``tidzam_ctl dataset`` and ``learning.datasets`` on real recordings (Debian packages).
+"""``tidzam_ctl dataset`` and ``learning.datasets.operations`` on real recordings (Debian packages).
 
 The end-to-end paths run the command line as a user would (a subprocess); the
 checks read the ``.npz`` arrays themselves, so a wrong summary cannot hide a
@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from learning.audio_stream import decode_file
-from learning.dataset import TEST, TRAIN, CompiledDataset, rms_db
-from learning.datasets import (
+from audio.decode import decode_file
+from inference.features import FeatureParams
+from learning.datasets.compile import TEST, TRAIN, CompiledDataset, rms_db
+from learning.datasets.operations import (
     AudioItem,
     ClassNameError,
     add_audio,
@@ -39,7 +40,6 @@ from learning.datasets import (
     split_in_place,
     split_off,
 )
-from learning.features import FeatureParams
 from tests.audio_files import write_pcm
 from tests.real_audio import CACHE, MEGAGLEST, real_file
 

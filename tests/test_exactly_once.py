@@ -14,10 +14,10 @@ from typing import Any
 from nats.aio.client import Client
 from psycopg_pool import AsyncConnectionPool
 
+from bus.publisher import Publisher
+from bus.runner import ConsumerRunner, Delivery, Outcome, TransientError
 from bus_schemas import Prediction
 from bus_schemas.streams import EVENTS, projection_consumer
-from consumers.runner import ConsumerRunner, Delivery, Outcome, TransientError
-from producers.publisher import Publisher
 from producers.replay import Replayer, ReplayItem, plan
 from projections.service import handler_for
 from projections.store import ProjectionStore

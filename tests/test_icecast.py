@@ -17,10 +17,10 @@ import psutil
 import psycopg
 import pytest
 
-from learning.audio_stream import AudioStream, decode_all
-from producers.bus import connect
+from audio.decode import AudioStream, decode_all
+from bus.connect import connect
+from bus.publisher import Publisher
 from producers.chunker import Chunker
-from producers.publisher import Publisher
 from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from audio.decode import decode_all
 from consumers.jack_output import PortFifo
-from learning.audio_stream import decode_all
 from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for

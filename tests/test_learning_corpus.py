@@ -1,4 +1,4 @@
-"""learning.corpus: labelling by path, licences, sound archives, deduplication."""
+"""learning.corpus.build: labelling by path, licences, sound archives, deduplication."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from learning import corpus
-from learning.corpus import (
+from learning.corpus import build as corpus
+from learning.corpus.build import (
     PACKAGES,
     Candidate,
     CorpusError,

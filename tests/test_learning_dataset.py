@@ -1,4 +1,4 @@
-"""learning.dataset: energy gate, quiet windows, split by recording, time split, .npz format."""
+"""learning.datasets.compile: energy gate, quiet windows, split by recording, time split."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learning.corpus import CLASSES, CorpusFile, CorpusManifest, PackageInfo
-from learning.dataset import (
+from inference.features import FeatureParams
+from learning.corpus.build import CLASSES, CorpusFile, CorpusManifest, PackageInfo
+from learning.datasets.compile import (
     TEST,
     TRAIN,
     CompiledDataset,
@@ -19,7 +20,6 @@ from learning.dataset import (
     build_dataset,
     window_sides,
 )
-from learning.features import FeatureParams
 
 
 def _write(path: Path, seconds: float, seed: int, level_db: float = -20.0,

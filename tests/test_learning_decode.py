@@ -1,4 +1,4 @@
-"""learning.audio_stream.decode_file: whole-file decoding to float32 planar at 48 kHz."""
+"""audio.decode.decode_file: whole-file decoding to float32 planar at 48 kHz."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from learning.audio_stream import AudioDecodeError, AudioStream, decode_all, decode_file
+from audio.decode import AudioDecodeError, AudioStream, decode_all, decode_file
 
 
 def _tones(rate: int, seconds: float, freqs: tuple[float, ...]) -> np.ndarray:

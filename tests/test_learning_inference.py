@@ -1,4 +1,4 @@
-"""learning.inference: the committed selector through LiteRT, and decide()."""
+"""inference.scoring: the committed selector through LiteRT, and decide()."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learning.inference import UNKNOWN, TfliteModel, decide
+from inference.scoring import UNKNOWN, TfliteModel, decide
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECTOR = ROOT / "models" / "selector"
@@ -57,8 +57,8 @@ def test_model_metadata_for_the_classifier(model: TfliteModel) -> None:
 
 
 def test_inference_modules_do_not_import_tensorflow() -> None:
-    code = ("import sys, learning.inference, learning.modelfolder, learning.features;"
-            "m = learning.inference.TfliteModel('models/selector');"
+    code = ("import sys, inference.scoring, inference.modelfolder, inference.features;"
+            "m = inference.scoring.TfliteModel('models/selector');"
             "import numpy as np; m.predict(np.zeros((3, 45, 64), np.float32));"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

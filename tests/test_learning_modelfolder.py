@@ -1,4 +1,4 @@
-"""learning.modelfolder: the committed selector loads; broken folders are refused clearly."""
+"""inference.modelfolder: the committed selector loads; broken folders are refused clearly."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from learning.features import IncompatibleFeatures
-from learning.modelfolder import ModelFolder, ModelFolderError
+from inference.features import IncompatibleFeatures
+from inference.modelfolder import ModelFolder, ModelFolderError
 
 SELECTOR = Path(__file__).resolve().parents[1] / "models" / "selector"
 

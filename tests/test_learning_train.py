@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learning.audio_stream import decode_file
-from learning.corpus import CorpusFile, CorpusManifest, build_corpus
-from learning.dataset import (
+from audio.decode import decode_file
+from inference.features import FeatureParams, frame_windows, window_features
+from inference.modelfolder import ModelFolder
+from inference.scoring import TfliteModel
+from learning.corpus.build import CorpusFile, CorpusManifest, build_corpus
+from learning.datasets.compile import (
     DROPPED,
     TEST,
     TRAIN,
@@ -24,10 +27,7 @@ from learning.dataset import (
     Windows,
     rms_db,
 )
-from learning.features import FeatureParams, frame_windows, window_features
-from learning.inference import TfliteModel
-from learning.modelfolder import ModelFolder
-from learning.train import (
+from learning.training.selector import (
     Augmenter,
     TrainConfig,
     balanced_epoch,
@@ -135,7 +135,7 @@ def test_validation_split_holds_out_whole_groups_of_the_train_side_only() -> Non
 
 def test_supplement_joins_the_train_side_and_leaves_the_held_out_side_alone(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import learning.train as train
+    import learning.training.selector as train
 
     names = ("birds", "rain", "quiet")
     base = _tiny_dataset(["birds", "birds", "rain", "rain"], [TRAIN, TEST, TRAIN, TEST], names)
@@ -158,7 +158,7 @@ def test_supplement_joins_the_train_side_and_leaves_the_held_out_side_alone(
 
 
 def test_the_command_line_defaults_are_the_default_selector() -> None:
-    from learning.train import _parser, config_from_args
+    from learning.training.selector import _parser, config_from_args
 
     cfg = config_from_args(_parser().parse_args(["--out", "x"]))
     assert cfg == TrainConfig(out=Path("x"), cache=cfg.cache)
@@ -232,7 +232,7 @@ def test_committed_model_recognises_held_out_recordings() -> None:
 
 @pytest.mark.train
 def test_tiny_training_run_exports_a_working_folder(tmp_path: Path) -> None:
-    from learning.train import train_selector
+    from learning.training.selector import train_selector
 
     cfg = TrainConfig(out=tmp_path / "tiny", cache=corpus_cache(),
                       packages=("openttd-opensfx",), classes=("birds", "vehicle"), epochs=1,

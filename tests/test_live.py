@@ -10,12 +10,13 @@ import numpy as np
 import psycopg
 import socketio
 
-from learning.audio_stream import PcmResampler, decode_all
+from audio.decode import decode_all
+from audio.resample import PcmResampler
 from producers.live import JSON_ERROR, LiveInputError, parse_audio
 from tests.audio_files import expected_windows
 from tests.real_audio import MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import running_stack, wait_for
-from tidzam_ctl.stack import Stack
+from tidzam_ctl.stack.stack import Stack
 
 
 def test_parse_audio_says_what_is_wrong() -> None:

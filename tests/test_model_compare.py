@@ -22,8 +22,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from audio.archive import parse_archive_name
+from audio.decode import decode_all
 from consumers.archiver import HourFile
-from learning.audio_stream import decode_all, parse_archive_name
+from inference.features import FeatureParams, frame_windows, window_features
+from inference.registry import semver_key
+from inference.scoring import TfliteModel
 from learning.compare import (
     CompareError,
     CompareReport,
@@ -33,10 +37,7 @@ from learning.compare import (
     plan,
     source_folders,
 )
-from learning.corpus import fetch_package
-from learning.features import FeatureParams, frame_windows, window_features
-from learning.inference import TfliteModel
-from learning.registry import semver_key
+from learning.corpus.build import fetch_package
 from tests.audio_files import expected_windows
 from tests.real_audio import CACHE, DAY, MEGAGLEST, RAIN, real_file
 

@@ -17,28 +17,28 @@ import psycopg
 import pytest
 from nats.aio.client import Client
 
+from audio.decode import decode_all
+from bus.publisher import Publisher
+from bus.runner import ConsumerRunner, Delivery, Outcome
 from bus_schemas import AudioChunk, ModelDeployed, Prediction, SourceRemoved, decode
 from bus_schemas.streams import ConsumerSpec, classifier_consumer
-from consumers.classifier import Classifier, ModelRefused
-from consumers.classifier_service import ModelFollower, read_deployments
-from consumers.runner import ConsumerRunner, Delivery, Outcome
-from learning.audio_stream import decode_all
-from learning.inference import TfliteModel
-from learning.modelfolder import ModelFolder, ModelFolderError
-from learning.registry import (
+from consumers.classifier.classifier import Classifier, ModelRefused
+from consumers.classifier.service import ModelFollower, read_deployments
+from inference.modelfolder import ModelFolder, ModelFolderError
+from inference.placeholder import LoudnessScorer
+from inference.registry import (
     DeployHistory,
     Deployment,
     ModelRegistry,
     RegistryError,
     semver_key,
 )
-from producers.publisher import Publisher
+from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_pcm, write_wav
-from tests.placeholder import LoudnessScorer
 from tests.real_audio import DAY, MEGAGLEST, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
-from tidzam_ctl.stack import Stack
+from tidzam_ctl.stack.stack import Stack
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTOR = REPO / "models" / "selector"
@@ -297,7 +297,7 @@ def _spec(batch: int) -> ConsumerSpec:
 
 
 def _wide_scorer() -> LoudnessScorer:
-    from learning.features import FeatureParams
+    from inference.features import FeatureParams
 
     wide = LoudnessScorer()
     wide.features = FeatureParams(window_s=1.0)
@@ -386,8 +386,8 @@ def test_the_cli_refuses_a_broken_folder_before_touching_the_bus(tmp_path: Path)
 
 
 def test_the_cli_will_not_deploy_another_window_grid_unasked(tmp_path: Path) -> None:
+    from tidzam_ctl.commands.model import _check_windowing
     from tidzam_ctl.errors import CliError
-    from tidzam_ctl.model_commands import _check_windowing
 
     current = Deployment("selector", SHIPPED, str(SELECTOR), 0, 0)
     wide = ModelFolder.load(variant(tmp_path / "wide", later(5), window_s=1.0))
@@ -419,7 +419,7 @@ def _windows(stack: Stack, source: str) -> list[tuple[int, int, str]]:
 
 
 def _stored_on_the_bus(stack: Stack, source: str) -> int:
-    from producers.bus import connect
+    from bus.connect import connect
 
     async def count() -> int:
         nc = await connect(stack.nats_url, "pytest-count")

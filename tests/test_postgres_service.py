@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.fixtures_pg import FAST, bin_dir_override
-from tidzam_ctl.services.postgres import (
+from tidzam_ctl.stack.postgres import (
     EmbeddedPostgres,
     PostgresError,
     find_bin_dir,

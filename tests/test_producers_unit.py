@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learning.audio_stream import AudioDecodeError, decode_all, parse_archive_name
+from audio.archive import parse_archive_name
+from audio.decode import AudioDecodeError, decode_all
 from producers.chunker import Chunker
 from producers.replay import plan, source_name
 from tests.audio_files import write_wav

@@ -21,7 +21,7 @@ from bus_schemas.events import Event, SourceFailed
 from projections.migrate import detect_flavour, flavour_of, migrate, migrations
 from projections.store import ProjectionStore, to_datetime
 from tests.fixtures_pg import prediction
-from tidzam_ctl.services.postgres import EmbeddedPostgres
+from tidzam_ctl.stack.postgres import EmbeddedPostgres
 
 Pool = AsyncConnectionPool[Any]
 README = Path(projections.__file__).with_name("README.md")

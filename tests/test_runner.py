@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import msgpack
 from nats.aio.client import Client
 
+from bus.publisher import Publisher
+from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
 from bus_schemas import Prediction, SourceUnloaded
 from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION
 from bus_schemas.streams import DLQ_REASON, ConsumerSpec
-from consumers.runner import Ack, ConsumerRunner, Delivery, Outcome
-from producers.publisher import Publisher
 
 
 def _pred(i: int) -> Prediction:

@@ -14,11 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from learning.audio_stream import decode_all
+from audio.decode import decode_all
 from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
-from tidzam_ctl.stack import Stack
+from tidzam_ctl.stack.stack import Stack
 
 _wav = write_pcm
 

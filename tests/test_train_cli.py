@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learning.dataset import TEST, TRAIN, CompiledDataset
-from learning.modelfolder import ModelFolder
+from inference.modelfolder import ModelFolder
+from learning.datasets.compile import TEST, TRAIN, CompiledDataset
 from tests.real_audio import MEGAGLEST, real_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,7 +179,7 @@ def test_bad_flags_are_clear(tmp_path: Path) -> None:
 
 
 def test_cluster_flags_become_tf_config() -> None:
-    from learning.cluster import Cluster, ClusterError
+    from learning.training.cluster import Cluster, ClusterError
 
     two = Cluster.from_flags("a:1,b:2", None, "worker", 1)
     assert two.strategy_name == "multi_worker_mirrored" and not two.is_chief

@@ -11,16 +11,16 @@ from pathlib import Path
 from pydantic import ValidationError
 from rich.console import Console
 
-from learning.audio_stream import AudioDecodeError
-from producers.bus import BusError
-from producers.publisher import PublishError
-from tidzam_ctl.dataset_commands import add_dataset_parser
+from audio.decode import AudioDecodeError
+from bus.connect import BusError
+from bus.publisher import PublishError
+from tidzam_ctl.commands.dataset import add_dataset_parser
+from tidzam_ctl.commands.train import add_train_parser
 from tidzam_ctl.errors import CliError
-from tidzam_ctl.services.nats import NatsServerError
-from tidzam_ctl.services.postgres import PostgresError
 from tidzam_ctl.settings import CtlSettings
-from tidzam_ctl.stack import StackError
-from tidzam_ctl.train_commands import add_train_parser
+from tidzam_ctl.stack.nats import NatsServerError
+from tidzam_ctl.stack.postgres import PostgresError
+from tidzam_ctl.stack.stack import StackError
 
 console = Console(stderr=True)
 
@@ -210,10 +210,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
-    from tidzam_ctl import commands
-    from tidzam_ctl.dataset_commands import dataset
-    from tidzam_ctl.model_commands import model
-    from tidzam_ctl.train_commands import train
+    from tidzam_ctl.commands import stack as commands
+    from tidzam_ctl.commands.dataset import dataset
+    from tidzam_ctl.commands.model import model
+    from tidzam_ctl.commands.train import train
 
     return {
         "up": commands.up,

@@ -1,0 +1,181 @@
+"""Streaming audio decoding: any format FFmpeg reads (through PyAV), resampled.
+
+This is the one decoder: the producers stream files and URLs through it, and
+training reads whole files through it. Output blocks are float32, shape
+(channels, n), in [-1, 1], at the requested rate; every channel of a
+multi-channel file is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+MAX_CHANNELS = 64  # libswresample's limit (SWR_CH_MAX)
+
+
+
+class AudioDecodeError(RuntimeError):
+    """A file or URL that is not audio we can decode; the message says which and why."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"cannot decode {location}: {reason}")
+        self.location = location
+        self.reason = reason
+
+    @property
+    def path(self) -> str:
+        return self.location
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    channels: int
+    original_rate: int
+    codec: str
+    duration_s: float | None
+
+
+class AudioStream:
+    """Open ``location`` (path or URL) and iterate resampled float32 blocks.
+
+    ``with AudioStream(path, 48_000) as s: for block in s.blocks(): ...`` where
+    each block has shape (s.info.channels, n).
+    """
+
+    def __init__(self, location: str | Path, sample_rate: int, *,
+                 timeout_s: float = 15.0) -> None:
+        self.location = str(location)
+        self.sample_rate = sample_rate
+        self._seek_to: float | None = None
+        try:
+            self._container = av.open(self.location, timeout=timeout_s)
+        except FileNotFoundError:
+            raise AudioDecodeError(self.location, "no such file") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            raise AudioDecodeError(
+                self.location, f"not a recognised audio file or stream ({_reason(exc)})"
+            ) from None
+        if not self._container.streams.audio:
+            self._container.close()
+            raise AudioDecodeError(self.location, "no audio stream in it")
+        self._stream = self._container.streams.audio[0]
+        codec = self._stream.codec_context
+        duration = (float(self._stream.duration * self._stream.time_base)
+                    if self._stream.duration and self._stream.time_base else None)
+        self.info = StreamInfo(channels=codec.channels, original_rate=codec.sample_rate or 0,
+                               codec=codec.name, duration_s=duration)
+        if self.info.original_rate <= 0:
+            self._container.close()
+            raise AudioDecodeError(self.location, "the audio stream declares no sample rate")
+        if self.info.channels > MAX_CHANNELS:
+            self._container.close()
+            raise AudioDecodeError(self.location, f"{self.info.channels} channels: FFmpeg's "
+                                   f"resampler takes at most {MAX_CHANNELS} per stream")
+        if self.info.channels < 1:
+            raise AudioDecodeError(self.location, "the audio stream has no channels")
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def seek(self, seconds: float) -> None:
+        """Start the blocks exactly ``seconds`` into the stream (call before ``blocks``).
+
+        FFmpeg seeks to a packet at or before the time; the samples decoded before it
+        are dropped using the first frame's timestamp, so the first block starts at
+        ``seconds`` to the sample (within the codec's own timestamp precision).
+        """
+        if seconds > 0:
+            self._container.seek(int(seconds * 1_000_000), any_frame=False)
+            self._seek_to = seconds
+
+    def _layout(self) -> av.AudioLayout:
+        """The stream's channel layout, or a plain channel count when FFmpeg has none
+        that matches (many-channel Opus, odd WAVs)."""
+        layout = self._stream.codec_context.layout
+        if layout is not None and layout.nb_channels == self.info.channels:
+            return layout
+        return av.AudioLayout(f"{self.info.channels} channels")
+
+    def blocks(self) -> Iterator[F32]:
+        """Float32 blocks of shape (channels, n) at ``sample_rate``, in stream order."""
+        channels = self.info.channels
+        # Packed (interleaved) float, not planar: PyAV's planar to_ndarray crashes
+        # the interpreter with 8 or more channels; one plane is safe at any count.
+        resampler = av.AudioResampler(format="flt", layout=self._layout(),
+                                      rate=self.sample_rate)
+        skip: int | None = None if self._seek_to is not None else 0
+        try:
+            for frame in self._container.decode(self._stream):
+                if skip is None:  # the first frame after a seek: how far before it we are
+                    skip = self._samples_before_seek(frame)
+                for out in resampler.resample(frame):
+                    block, skip = _trimmed(planar(out.to_ndarray(), channels), skip)
+                    if block.shape[1]:
+                        yield block
+            for out in resampler.resample(None):
+                block, skip = _trimmed(planar(out.to_ndarray(), channels), skip or 0)
+                if block.shape[1]:
+                    yield block
+        except av.error.FFmpegError as exc:
+            raise AudioDecodeError(self.location, _reason(exc)) from None
+
+    def _samples_before_seek(self, frame: av.AudioFrame) -> int:
+        if frame.pts is None or frame.time_base is None or self._seek_to is None:
+            return 0
+        # Timestamps count from the stream's start time (Opus: its pre-skip), not 0.
+        start = float((frame.pts - (self._stream.start_time or 0)) * frame.time_base)
+        return max(0, round((self._seek_to - start) * self.sample_rate))
+
+
+def _trimmed(block: F32, skip: int | None) -> tuple[F32, int]:
+    """Drop the first ``skip`` samples of the stream from ``block``; (rest, still to skip)."""
+    if not skip:
+        return block, 0
+    taken = min(skip, block.shape[1])
+    return block[:, taken:], skip - taken
+
+
+def planar(array: npt.NDArray[np.generic], channels: int) -> F32:
+    """A packed frame (1, n * channels) as float32 (channels, n)."""
+    packed = np.asarray(array, dtype=np.float32).reshape(-1, channels)
+    return np.ascontiguousarray(packed.T)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return re.sub(r"\s*:\s*'[^']*'$", "", text)
+
+
+def decode_all(location: str | Path, sample_rate: int) -> tuple[F32, StreamInfo]:
+    """The whole file: float32 (channels, n) at ``sample_rate``, and its stream info."""
+    with AudioStream(location, sample_rate) as stream:
+        blocks = list(stream.blocks())
+        if not blocks:
+            raise AudioDecodeError(str(location), "no audio samples in it")
+        return np.concatenate(blocks, axis=1), stream.info
+
+
+def decode_file(path: str | Path, sample_rate: int = 48_000) -> tuple[F32, int]:
+    """The whole file as float32 (channels, n) at ``sample_rate``, and its own rate in Hz."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    audio, info = decode_all(path, sample_rate)
+    return audio, info.original_rate

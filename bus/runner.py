@@ -1,0 +1,350 @@
+"""The one pull-consumer runner every consumer and projection uses.
+
+Commit order, written down and followed:
+  1. fetch a batch; decode each message by its header type. A message that
+     cannot be decoded goes to the DLQ with the reason, then ``term``.
+  2. hand the decoded batch to the handler; while it works, ``in_progress``
+     keeps the messages from being redelivered.
+  3. the handler commits its side effect (rows, published events) and returns
+     one ``Outcome`` per delivery; only then are messages acked.
+  4. a ``TransientError`` is retried for ever (it never dead-letters); any other
+     exception is retried message by message to isolate the poison one, which
+     goes to the DLQ and is terminated after ``poison_after`` failures.
+
+Unordered runners (the classifier) retry through the server: ``nak`` with a
+delay. Ordered runners (projections) never ``nak``: a failed batch is retried in
+this process, with backoff and heartbeats, so nothing after it is fetched before
+it is committed. Their durable is re-created at start from the position the
+caller committed (``start_after``), so messages that a killed process left
+unacked can never be overtaken by newer ones. The server never gives up on a
+message (``max_deliver`` -1 by default): the runner decides what is poison.
+SIGTERM/SIGINT set the stop event: the current batch finishes, then we drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bus.publisher import Publisher, PublishError
+from bus_schemas import DecodeError, Event, decode
+from bus_schemas import subjects as subj
+from bus_schemas.codec import MSG_ID_HEADER
+from bus_schemas.streams import (
+    DLQ_CONSUMER,
+    DLQ_REASON,
+    DLQ_STREAM_SEQ,
+    DLQ_SUBJECT,
+    ConsumerSpec,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(RuntimeError):
+    """A failure that retrying later can fix (database down, bus unreachable)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    msg: Msg
+    event: Event
+    stream_seq: int
+    num_delivered: int
+    subject: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    pass
+
+
+@dataclass(frozen=True)
+class Nak:
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class Poison:
+    reason: str
+
+
+Outcome = Ack | Nak | Poison
+Handler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Outcome]]]
+
+
+@dataclass
+class RunnerStats:
+    batches: int = 0
+    acked: int = 0
+    nakked: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Stopped(Exception):
+    """The stop event was set while a batch was being retried."""
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        nc: Client,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        ordered: bool = False,
+        poison_after: int = 5,
+        fetch_timeout_s: float = 0.2,
+        start_after: int | None = None,
+    ) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self._pub = Publisher(self._js)
+        self.spec = spec
+        self._handler = handler
+        self._ordered = ordered
+        self._poison_after = poison_after
+        self._fetch_timeout = fetch_timeout_s
+        self._start_after = start_after
+        self._stop = asyncio.Event()
+        self.stats = RunnerStats()
+
+    def consumer_config(self) -> ConsumerConfig:
+        spec = self.spec
+        # No server-side backoff: the server would use its first step as the ack
+        # wait, redelivering work still in hand; the runner sets each nak's delay.
+        config = ConsumerConfig(
+            durable_name=spec.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=spec.ack_wait_s,
+            max_deliver=spec.max_deliver,
+            max_ack_pending=spec.max_ack_pending,
+            filter_subjects=list(spec.filter_subjects),
+        )
+        if self._start_after is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = self._start_after + 1
+        return config
+
+    async def ensure_consumer(self) -> None:
+        """Create the durable, or update it to the spec; ordered runners re-create it
+        at their committed position."""
+        if self._start_after is not None:
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(self.spec.stream, self.spec.durable)
+        await self._js.add_consumer(self.spec.stream, self.consumer_config())
+
+    async def run(self, stop: asyncio.Event) -> RunnerStats:
+        """Consume until ``stop`` is set; the batch in hand is always finished."""
+        self._stop = stop
+        await self.ensure_consumer()
+        sub = await self._js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(self.spec.batch, timeout=self._fetch_timeout)
+                except (TimeoutError, NatsTimeoutError):
+                    continue
+                await self.process(msgs)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return self.stats
+
+    async def process(self, msgs: Sequence[Msg]) -> None:
+        """Decode, handle, settle one fetched batch."""
+        deliveries: list[Delivery] = []
+        for msg in msgs:
+            meta = msg.metadata
+            try:
+                event = decode(msg.headers, msg.data)
+            except DecodeError as exc:
+                await self.dead_letter(msg, exc.reason)
+                continue
+            deliveries.append(Delivery(msg, event, meta.sequence.stream,
+                                       meta.num_delivered, msg.subject))
+        if deliveries:
+            try:
+                if self._ordered:
+                    await self._handle_ordered(deliveries)
+                else:
+                    await self._handle(deliveries)
+            except _Stopped:
+                log.info("%s: stopping with a batch unfinished; it will be redelivered",
+                         self.spec.durable)
+        self.stats.batches += 1
+        await self._nc.flush()
+
+    # -------------------------------------------------------------- unordered
+
+    async def _handle(self, deliveries: list[Delivery]) -> None:
+        try:
+            async with self._heartbeat(deliveries):
+                outcomes = await self._handler(deliveries)
+        except TransientError as exc:
+            log.warning("%s: transient failure, retrying later: %s", self.spec.durable, exc)
+            await self._nak_all(deliveries)
+            return
+        except Exception as exc:
+            log.exception("%s: handler failed on a batch of %d", self.spec.durable,
+                          len(deliveries))
+            self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+            for delivery in deliveries:  # find the poison one
+                await self._handle_one(delivery)
+            return
+        await self._settle(deliveries, outcomes)
+
+    async def _handle_one(self, delivery: Delivery) -> None:
+        try:
+            outcomes = await self._handler([delivery])
+        except TransientError:
+            await self._nak_all([delivery])
+        except Exception as exc:
+            if delivery.num_delivered >= self._poison_after:
+                await self.dead_letter(delivery.msg, self._poison_reason(exc,
+                                                                         delivery.num_delivered))
+            else:
+                await self._nak_all([delivery])
+        else:
+            await self._settle([delivery], outcomes)
+
+    # ---------------------------------------------------------------- ordered
+
+    async def _handle_ordered(self, deliveries: list[Delivery]) -> None:
+        """Commit the batch, in order, before anything else is fetched."""
+        async with self._heartbeat(deliveries):
+            attempt = 0
+            while True:
+                try:
+                    outcomes = await self._handler(deliveries)
+                except TransientError as exc:
+                    attempt += 1
+                    log.warning("%s: transient failure (try %d), retrying: %s",
+                                self.spec.durable, attempt, exc)
+                    await self._pause(attempt)
+                    continue
+                except Exception as exc:
+                    log.exception("%s: handler failed on a batch of %d", self.spec.durable,
+                                  len(deliveries))
+                    self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+                    for delivery in deliveries:
+                        await self._ordered_one(delivery)
+                    return
+                await self._settle(deliveries, outcomes)
+                return
+
+    async def _ordered_one(self, delivery: Delivery) -> None:
+        """Retry one message here until it commits, or dead-letter it as poison."""
+        failures = 0
+        while True:
+            try:
+                outcomes = await self._handler([delivery])
+            except TransientError:
+                failures = 0
+                await self._pause(1)
+                continue
+            except Exception as exc:
+                failures += 1
+                if failures >= self._poison_after:
+                    await self.dead_letter(delivery.msg, self._poison_reason(exc, failures))
+                    return
+                await self._pause(failures)
+                continue
+            await self._settle([delivery], outcomes)
+            return
+
+    async def _pause(self, attempt: int) -> None:
+        self.stats.retries += 1
+        delay = self._delay(attempt)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+        if self._stop.is_set():
+            raise _Stopped
+
+    # ----------------------------------------------------------------- common
+
+    @staticmethod
+    def _poison_reason(exc: BaseException, failures: int) -> str:
+        return f"handler failed {failures} times: {type(exc).__name__}: {exc}"
+
+    async def _settle(self, deliveries: Sequence[Delivery],
+                      outcomes: Sequence[Outcome]) -> None:
+        if len(outcomes) != len(deliveries):
+            raise RuntimeError("handler must return one outcome per delivery")
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            match outcome:
+                case Ack():
+                    await delivery.msg.ack()
+                    self.stats.acked += 1
+                case Nak(delay_s=delay):
+                    await delivery.msg.nak(delay=delay)
+                    self.stats.nakked += 1
+                case Poison(reason=reason):
+                    await self.dead_letter(delivery.msg, reason)
+
+    async def _nak_all(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            await delivery.msg.nak(delay=self._delay(delivery.num_delivered))
+            self.stats.nakked += 1
+
+    def _delay(self, attempt: int) -> float:
+        steps = self.spec.backoff_s or (1.0,)
+        return steps[min(max(attempt, 1) - 1, len(steps) - 1)]
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Copy the raw message to the DLQ with the reason, then terminate it. If the
+        DLQ cannot be written, the message is nak'd: nothing is dropped unrecorded."""
+        meta = msg.metadata
+        headers = dict(msg.headers or {})
+        headers.pop(MSG_ID_HEADER, None)
+        headers.update({
+            DLQ_REASON: reason[:4000],
+            DLQ_SUBJECT: msg.subject,
+            DLQ_STREAM_SEQ: str(meta.sequence.stream),
+            DLQ_CONSUMER: self.spec.durable,
+            MSG_ID_HEADER: f"dlq.{self.spec.durable}.{meta.sequence.stream}",
+        })
+        log.error("%s: dead-lettering %s #%d: %s", self.spec.durable, msg.subject,
+                  meta.sequence.stream, reason)
+        try:
+            await self._pub.publish_raw(subj.dlq(msg.subject), msg.data or b"", headers)
+        except PublishError as exc:
+            log.error("%s: the DLQ is unavailable (%s); keeping #%d", self.spec.durable, exc,
+                      meta.sequence.stream)
+            await msg.nak(delay=self._delay(meta.num_delivered))
+            self.stats.nakked += 1
+            return
+        await msg.term()
+        self.stats.dead_lettered += 1
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, deliveries: Sequence[Delivery]) -> AsyncIterator[None]:
+        """Tell the server the batch is still being worked on (long inference/commit)."""
+        period = max(self.spec.ack_wait_s / 3.0, 0.2)
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(period)
+                for delivery in deliveries:
+                    await delivery.msg.in_progress()
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,162 @@
+"""Run a model folder's TFLite file with LiteRT, and turn scores into a decision.
+
+No TensorFlow import here: the live classifier loads this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from ai_edge_litert.interpreter import Interpreter
+
+from inference.features import FeatureParams
+from inference.modelfolder import ModelFolder
+
+log = logging.getLogger(__name__)
+
+
+class Named(Protocol):
+    """What names a model's output: its id, version and labels (score order)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+
+class Model(Named, Protocol):
+    """A loaded model: log-mel windows in, full score vectors out (``TfliteModel`` is
+    one; so is a ``inference.cascade.Cascade``, and any expert of a cascade)."""
+
+    @property
+    def features(self) -> FeatureParams: ...
+
+    def predict(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """features float32 (N, frames, mels) → scores float32 (N, len(labels))."""
+        ...
+
+
+class Scorer(Model, Protocol):
+    """A model with its decision rule: what the classifier and ``model compare`` run."""
+
+    def decide(self, scores: npt.NDArray[np.float32]) -> tuple[str, ...]:
+        """The decision for one score vector (len(labels),)."""
+        ...
+
+F32 = npt.NDArray[np.float32]
+
+UNKNOWN = "unknown"
+MAX_BATCH = 256  # windows per invoke; larger batches are split
+SCORE_EPS = 1e-6  # float32 scores: 0.5 - 0.3 is 0.19999999, which meets a 0.2 margin
+
+
+class TfliteModel:
+    """A loaded model folder: ``predict`` maps log-mel windows to class scores.
+
+    One LiteRT interpreter is kept per batch size seen (the ``cache_sizes`` most
+    recent), so alternating batch sizes do not reallocate tensors every call.
+    Calls are serialised by a lock: share one instance between threads, or give
+    each thread its own for parallelism.
+    """
+
+    def __init__(self, folder: ModelFolder | str | Path, num_threads: int = 1,
+                 cache_sizes: int = 10) -> None:
+        self.folder = folder if isinstance(folder, ModelFolder) else ModelFolder.load(folder)
+        self.num_threads = num_threads
+        self._model = self.folder.model_path.read_bytes()
+        self._cache: OrderedDict[int, tuple[Interpreter, int, int]] = OrderedDict()
+        self._cache_sizes = max(1, cache_sizes)
+        self._lock = threading.Lock()
+        self._interpreter(1)  # fail now, not on the first window, if the file is bad
+
+    @property
+    def model_id(self) -> str:
+        return self.folder.meta.model_id
+
+    @property
+    def version(self) -> str:
+        return self.folder.meta.version
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.folder.labels
+
+    @property
+    def features(self) -> FeatureParams:
+        return self.folder.params
+
+    def _interpreter(self, n: int) -> tuple[Interpreter, int, int]:
+        """The interpreter allocated for batch size ``n`` and its input/output indices."""
+        cached = self._cache.get(n)
+        if cached is not None:
+            self._cache.move_to_end(n)
+            return cached
+        interp = Interpreter(model_content=self._model, num_threads=self.num_threads)
+        inp: dict[str, Any] = interp.get_input_details()[0]
+        out: dict[str, Any] = interp.get_output_details()[0]
+        interp.resize_tensor_input(inp["index"], [n, *self.features.shape], strict=True)
+        interp.allocate_tensors()
+        entry = (interp, int(inp["index"]), int(out["index"]))
+        self._cache[n] = entry
+        if len(self._cache) > self._cache_sizes:
+            self._cache.popitem(last=False)
+        return entry
+
+    def predict(self, features: F32) -> F32:
+        """Scores of a batch: features float32 (N, frames, mels) → float32 (N, n_labels)."""
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != self.features.shape:
+            raise ValueError(f"expected features of shape (N, {self.features.shape[0]}, "
+                             f"{self.features.shape[1]}), got {x.shape}")
+        n = x.shape[0]
+        if n == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        parts = [self._predict_block(x[i : i + MAX_BATCH]) for i in range(0, n, MAX_BATCH)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _predict_block(self, x: F32) -> F32:
+        """One invoke, padded to a power-of-two batch so that only a few interpreter
+        sizes are ever allocated (batches in a live classifier vary call to call)."""
+        n = x.shape[0]
+        size = 1 << max(0, (n - 1).bit_length())
+        if size != n:
+            x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=np.float32)])
+        with self._lock:
+            interp, i_in, i_out = self._interpreter(size)
+            interp.set_tensor(i_in, x)
+            interp.invoke()
+            scores: F32 = np.array(interp.get_tensor(i_out)[:n], dtype=np.float32)
+        return scores
+
+    def decide(self, scores: F32) -> tuple[str, ...]:
+        """The decision for one score vector (n_labels,) with the folder's thresholds."""
+        d = self.folder.meta.decision
+        return decide(scores, self.labels, d.threshold, d.margin)
+
+
+def decide(scores: F32 | Sequence[float], labels: Sequence[str], threshold: float,
+           margin: float) -> tuple[str, ...]:
+    """The top label if its score ≥ ``threshold`` and beats the runner-up by ≥
+    ``margin``, else ``("unknown",)``. Works for any number of labels ≥ 1 (with one
+    label the runner-up scores 0). ``scores``: one window, shape (len(labels),)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(labels) == 0 or s.shape[0] != len(labels):
+        raise ValueError(f"{s.shape[0]} scores for {len(labels)} labels")
+    if not np.all(np.isfinite(s)):
+        return (UNKNOWN,)
+    top = int(np.argmax(s))
+    runner_up = float(np.max(np.delete(s, top))) if s.shape[0] > 1 else 0.0
+    if s[top] >= threshold - SCORE_EPS and s[top] - runner_up >= margin - SCORE_EPS:
+        return (labels[top],)
+    return (UNKNOWN,)

@@ -1,0 +1,398 @@
+"""Start, stop, inspect and heal the stack: embedded servers and Tidzam processes.
+
+Like the original ``tidzam start|stop|check``: every process has a pid file in
+``<home>/run`` (pid + start time, so a recycled pid is not mistaken for ours)
+and a log in ``<home>/logs``. ``check`` restarts whatever died while the stack
+is meant to be up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from tidzam_ctl.settings import CtlSettings
+from tidzam_ctl.stack.icecast import IcecastServer
+from tidzam_ctl.stack.jack import JackServer
+from tidzam_ctl.stack.nats import NatsServer
+from tidzam_ctl.stack.ports import free_port
+from tidzam_ctl.stack.postgres import EmbeddedPostgres
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or is not running."""
+
+
+@dataclass(frozen=True)
+class ProcSpec:
+    name: str
+    argv: list[str]
+
+
+@dataclass(frozen=True)
+class ProcState:
+    name: str
+    pid: int | None
+    state: str  # running | stopped | dead
+    log: str
+
+
+class Stack:
+    def __init__(self, settings: CtlSettings) -> None:
+        self.home = settings.home.expanduser().absolute()
+        self.run_dir = self.home / "run"
+        self.log_dir = self.home / "logs"
+        self.desired = self.home / "stack.json"
+        recorded = self._recorded()  # `up --icecast`/`--jack` hold for later commands
+        for option in ("icecast", "jack"):
+            if recorded.get(option):
+                settings = settings.model_copy(update={option: True})
+        self.settings = settings
+        self.embedded_nats = settings.nats_url is None
+        self.nats = NatsServer.load(self.home) if self.embedded_nats else None
+        self.pg = None if settings.database_url else EmbeddedPostgres(self.home / "postgres")
+
+    # ------------------------------------------------------------------ urls
+
+    @property
+    def nats_url(self) -> str:
+        if self.settings.nats_url:
+            return self.settings.nats_url.get_secret_value()
+        if self.nats is None:
+            raise StackError(f"no NATS server set up in {self.home}: run `tidzam_ctl up`")
+        return self.nats.url
+
+    @property
+    def database_url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url.get_secret_value()
+        if self.pg is None or not self.pg.initialized:
+            raise StackError(f"no PostgreSQL set up in {self.home}: run `tidzam_ctl up`")
+        return self.pg.url
+
+    def public_urls(self) -> dict[str, str]:
+        """Service URLs without credentials, for status output."""
+        urls = {}
+        if not self.embedded_nats or self.nats is not None:
+            urls["nats"] = _strip_credentials(self.nats_url)
+        if self.pg is None or self.pg.initialized:
+            urls["postgres"] = _strip_credentials(self.database_url)
+        if self.settings.live and (self.settings.live_port or (self.home / "live.json").exists()):
+            urls["live"] = f"http://{self.settings.live_host}:{self.live_port}"
+        if self.settings.icecast and (self.home / "icecast" / "state.json").exists():
+            urls["icecast"] = self.icecast.url if self.icecast else ""
+        return urls
+
+    # ------------------------------------------------------------- processes
+
+    def processes(self) -> list[ProcSpec]:
+        py = sys.executable
+        procs = [ProcSpec(f"classifier-{i}", [py, "-m", "consumers.classifier.service"])
+                 for i in range(self.settings.classifiers)]
+        if self.settings.projector:
+            procs.append(ProcSpec("projector", [py, "-m", "projections.service"]))
+        if self.settings.sources:
+            procs.append(ProcSpec("sources", [py, "-m", "producers.source_service"]))
+        if self.settings.live:
+            procs.append(ProcSpec("live", [py, "-m", "producers.live_service"]))
+        if self.settings.icecast:
+            procs.append(ProcSpec("relay", [py, "-m", "consumers.icecast_relay"]))
+        if self.settings.jack:
+            procs.append(ProcSpec("jack-out", [py, "-m", "consumers.jack_output"]))
+        if self.settings.archive_dir is not None:
+            procs.append(ProcSpec("archiver", [py, "-m", "consumers.archiver"]))
+        return procs
+
+    # The only processes that talk to Icecast as a source: nobody else gets its password.
+    ICECAST_WRITERS = ("relay", "sources")
+
+    def child_env(self, name: str = "") -> dict[str, str]:
+        env = dict(os.environ)
+        # One BLAS thread per process: scale by processes (more classifiers), not by
+        # threads; several processes each spinning a BLAS pool on 2 cores collapse.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")
+        env.update({
+            "TIDZAM_HOME": str(self.home),
+            "TIDZAM_NATS_URL": self.nats_url,
+            "TIDZAM_DATABASE_URL": self.database_url,
+            "TIDZAM_MODEL_DIR": str(self.settings.model_dir),
+            "TIDZAM_OVERLAP": str(self.settings.overlap),
+            "TIDZAM_LIVE_HOST": self.settings.live_host,
+            "TIDZAM_LIVE_PORT": str(self.live_port),
+        })
+        if self.jack is not None:
+            env["JACK_DEFAULT_SERVER"] = self.jack.name
+            env["JACK_NO_START_SERVER"] = "1"
+        if self.settings.archive_dir is not None:
+            env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
+        if self.icecast is not None:
+            env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
+                        "TIDZAM_ICECAST_PORT": str(self.icecast.port)})
+            if name in self.ICECAST_WRITERS:
+                env["TIDZAM_ICECAST_SOURCE_PASSWORD"] = self.icecast.source_password
+        return env
+
+    @property
+    def icecast(self) -> IcecastServer | None:
+        if not self.settings.icecast:
+            return None
+        return IcecastServer.load_or_init(self.home, self.settings.icecast_host)
+
+    @property
+    def live_port(self) -> int:
+        """The live server's port: configured, else chosen once and kept in the home."""
+        if self.settings.live_port:
+            return self.settings.live_port
+        state = self.home / "live.json"
+        if state.exists():
+            return int(json.loads(state.read_text())["port"])
+        self.home.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        state.write_text(json.dumps({"port": port}))
+        return port
+
+    # -------------------------------------------------------------- commands
+
+    def up(self) -> None:
+        """Start what is not running: servers first, then the processes."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        for d in (self.run_dir, self.log_dir):
+            d.mkdir(exist_ok=True)
+        self._start_nats()
+        self._start_postgres()
+        self._start_icecast()
+        self._start_jack()
+        self._ensure_streams()
+        started = []
+        for spec in self.processes():
+            if self._state_of(spec.name).state != "running":
+                self._spawn(spec)
+                started.append(spec.name)
+        self.desired.write_text(json.dumps({"up": True, "since": time.time(),
+                                            "icecast": self.settings.icecast,
+                                            "jack": self.settings.jack}))
+        self._verify_alive(started)
+
+    def _recorded(self) -> dict[str, Any]:
+        if not self.desired.exists():
+            return {}
+        data: dict[str, Any] = json.loads(self.desired.read_text())
+        return data
+
+    def _verify_alive(self, names: list[str], grace_s: float = 2.0) -> None:
+        """A process that dies right after its start (bad model, bad URL) is an error now."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            dead = [n for n in names if self._state_of(n).state != "running"]
+            if dead:
+                tail = (self.log_dir / f"{dead[0]}.log").read_text(errors="replace")
+                raise StackError(f"{dead[0]} exited at start; the end of its log:\n"
+                                 + "\n".join(tail.splitlines()[-15:]))
+
+    def down(self, timeout_s: float = 20.0) -> None:
+        """Stop the processes (SIGTERM, then SIGKILL), then the servers."""
+        if self.desired.exists():
+            self.desired.write_text(json.dumps({**self._recorded(), "up": False}))
+        for spec in self.processes():
+            self._terminate(spec.name, timeout_s)
+        if self.embedded_nats:
+            self._terminate("nats", timeout_s)
+        if self.settings.icecast:
+            self._terminate("icecast", timeout_s)
+        if self.settings.jack:
+            self._terminate("jackd", timeout_s)
+        if self.pg is not None and self.pg.initialized:
+            self.pg.stop()
+
+    def check(self) -> list[str]:
+        """Restart every process (and embedded server) that died; returns their names."""
+        if not self.is_meant_up():
+            return []
+        restarted: list[str] = []
+        if self.embedded_nats and self._state_of("nats").state != "running":
+            self._start_nats()
+            restarted.append("nats")
+        if self.pg is not None and not self.pg.status().running:
+            self._start_postgres()
+            restarted.append("postgres")
+        if self.settings.icecast and self._state_of("icecast").state != "running":
+            self._start_icecast()
+            restarted.append("icecast")
+        if self.settings.jack and self._state_of("jackd").state != "running":
+            self._start_jack()
+            restarted.append("jackd")
+        for spec in self.processes():
+            if self._state_of(spec.name).state != "running":
+                self._spawn(spec)
+                restarted.append(spec.name)
+        return restarted
+
+    def is_meant_up(self) -> bool:
+        return bool(self._recorded().get("up"))
+
+    def status(self) -> dict[str, Any]:
+        procs: list[ProcState] = []
+        if self.embedded_nats:
+            procs.append(self._state_of("nats"))
+        if self.pg is not None:
+            st = self.pg.status()
+            procs.append(ProcState("postgres", st.pid if st.running else None,
+                                   "running" if st.running else "stopped",
+                                   str(self.pg.log_file)))
+        if self.settings.icecast:
+            procs.append(self._state_of("icecast"))
+        if self.settings.jack:
+            procs.append(self._state_of("jackd"))
+        procs.extend(self._state_of(spec.name) for spec in self.processes())
+        return {
+            "home": str(self.home),
+            "up": self.is_meant_up(),
+            "processes": [p.__dict__ for p in procs],
+            "services": self.public_urls(),
+        }
+
+    def pid_of(self, name: str) -> int | None:
+        return self._state_of(name).pid
+
+    # ------------------------------------------------------------ internals
+
+    def _start_nats(self) -> None:
+        if not self.embedded_nats or self._state_of("nats").state == "running":
+            return
+        self.nats = NatsServer.load_or_init(self.home)
+        proc = self.nats.spawn()
+        self._write_pid("nats", proc.pid)
+        self.nats.wait_ready(proc)
+
+    @property
+    def jack(self) -> JackServer | None:
+        s = self.settings
+        if not s.jack:
+            return None
+        return JackServer(self.home, rate=s.jack_rate, period=s.jack_period,
+                          port_max=s.jack_port_max, timeout_ms=s.jack_timeout_ms)
+
+    def _start_jack(self) -> None:
+        server = self.jack
+        if server is None or self._state_of("jackd").state == "running":
+            return
+        proc = server.spawn()
+        self._write_pid("jackd", proc.pid)
+        server.wait_ready(proc)
+
+    def _start_icecast(self) -> None:
+        server = self.icecast
+        if server is None or self._state_of("icecast").state == "running":
+            return
+        proc = server.spawn()
+        self._write_pid("icecast", proc.pid)
+        server.wait_ready(proc)
+
+    def _start_postgres(self) -> None:
+        if self.pg is None:
+            return
+        self.pg.init()
+        self.pg.start()
+
+    def _ensure_streams(self) -> None:
+        import asyncio
+
+        from bus.connect import connect, ensure_streams
+
+        async def go() -> None:
+            nc = await connect(self.nats_url, "tidzam_ctl")
+            try:
+                await ensure_streams(nc.jetstream())
+            finally:
+                await nc.close()
+
+        asyncio.run(go())
+
+    def _spawn(self, spec: ProcSpec) -> None:
+        logf = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - child's stdout
+        proc = subprocess.Popen(spec.argv, stdout=logf, stderr=subprocess.STDOUT,
+                                env=self.child_env(spec.name), cwd=str(self.home),
+                                start_new_session=True)
+        logf.close()
+        self._write_pid(spec.name, proc.pid)
+        log.info("started %s (pid %d)", spec.name, proc.pid)
+
+    def _write_pid(self, name: str, pid: int) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        created = psutil.Process(pid).create_time()
+        (self.run_dir / f"{name}.pid").write_text(json.dumps({"pid": pid, "created": created}))
+
+    def _state_of(self, name: str) -> ProcState:
+        logfile = str(self.log_dir / f"{name}.log")
+        pidfile = self.run_dir / f"{name}.pid"
+        if not pidfile.exists():
+            return ProcState(name, None, "stopped", logfile)
+        data = json.loads(pidfile.read_text())
+        pid = int(data["pid"])
+        try:
+            proc = psutil.Process(pid)
+            alive = (abs(proc.create_time() - float(data["created"])) < 1.0
+                     and proc.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            alive = False
+        if alive:
+            return ProcState(name, pid, "running", logfile)
+        meant = self.is_meant_up()
+        return ProcState(name, None, "dead" if meant else "stopped", logfile)
+
+    def stop_process(self, name: str, timeout_s: float = 20.0) -> None:
+        """SIGTERM one process (the batch in hand finishes), SIGKILL after the timeout."""
+        self._terminate(name, timeout_s)
+
+    def _terminate(self, name: str, timeout_s: float) -> None:
+        state = self._state_of(name)
+        if state.pid is None:
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            return
+        try:
+            proc = psutil.Process(state.pid)
+            proc.send_signal(signal.SIGTERM)
+            if not _wait_gone(proc, timeout_s):
+                log.warning("%s did not stop in %.0f s: killing it", name, timeout_s)
+                proc.kill()
+                _wait_gone(proc, 5.0)
+        except psutil.NoSuchProcess:
+            pass
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+
+
+def _wait_gone(proc: psutil.Process, timeout_s: float) -> bool:
+    """Wait until the process exited. Its parent may be another program that never
+    reaps it (``up`` ran elsewhere), so a zombie counts as gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+            proc.wait(0.1)
+            return True
+        except psutil.TimeoutExpired:
+            continue
+        except psutil.NoSuchProcess:
+            return True
+    return False
+
+
+def _strip_credentials(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{rest.rsplit('@', 1)[1]}"
