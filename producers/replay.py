@@ -14,13 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from audio.archive import parse_archive_name
+from audio.suffixes import is_audio
 from bus.publisher import Publisher
 from producers.player import Player, Progress, Session
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif",
-                  ".aiff", ".wma", ".webm", ".mka"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def plan(paths: Iterable[Path], source: str | None = None,
     for path in paths:
         if path.is_dir():
             files.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
+                                if p.is_file() and is_audio(p)))
         else:
             files.append(path)
     items: list[ReplayItem] = []
