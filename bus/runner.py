@@ -79,7 +79,14 @@ class Poison:
     reason: str
 
 
-Outcome = Ack | Nak | Poison
+@dataclass(frozen=True)
+class Hold:
+    """The handler keeps the message and settles it itself later (ack, nak or
+    ``in_progress`` meanwhile): the classifier holding a live session's newest
+    chunk until its successor arrives."""
+
+
+Outcome = Ack | Nak | Poison | Hold
 Handler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Outcome]]]
 
 
@@ -89,6 +96,7 @@ class RunnerStats:
     acked: int = 0
     nakked: int = 0
     dead_lettered: int = 0
+    held: int = 0  # handed to the handler to settle
     retries: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -294,6 +302,8 @@ class ConsumerRunner:
                     self.stats.nakked += 1
                 case Poison(reason=reason):
                     await self.dead_letter(delivery.msg, reason)
+                case Hold():
+                    self.stats.held += 1
 
     async def _nak_all(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:

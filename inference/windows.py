@@ -26,6 +26,12 @@ class Windows:
     starts: npt.NDArray[np.int64]
 
 
+def hop_samples(window: int, overlap: float) -> int:
+    """The grid's step: ``window`` samples with ``overlap`` (0 ≤ overlap < 1) shared
+    between neighbours, at least one sample."""
+    return max(1, round(window * (1.0 - overlap)))
+
+
 def owned_starts(first_sample: int, n_samples: int, hop: int) -> npt.NDArray[np.int64]:
     """Grid starts ``i * hop`` that fall in [first_sample, first_sample + n_samples)."""
     first_i = -(-first_sample // hop)
