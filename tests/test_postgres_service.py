@@ -14,15 +14,10 @@ import psycopg
 import pytest
 
 from tests.fixtures_pg import FAST, bin_dir_override
-from tidzam_ctl.stack.postgres import (
-    EmbeddedPostgres,
-    PostgresError,
-    find_bin_dir,
-    free_port,
-    port_is_free,
-    server_user,
-    usable_bin_dir,
-)
+from tidzam_ctl.stack.ports import free_port, port_is_free
+from tidzam_ctl.stack.postgres import EmbeddedPostgres
+from tidzam_ctl.stack.postgres_binaries import PostgresError, find_bin_dir, usable_bin_dir
+from tidzam_ctl.stack.server_user import server_user
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the root path needs root")
 

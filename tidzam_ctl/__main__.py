@@ -19,7 +19,7 @@ from tidzam_ctl.commands.train import add_train_parser
 from tidzam_ctl.errors import CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.nats import NatsServerError
-from tidzam_ctl.stack.postgres import PostgresError
+from tidzam_ctl.stack.postgres_binaries import PostgresError
 from tidzam_ctl.stack.stack import StackError
 
 console = Console(stderr=True)
@@ -213,6 +213,8 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl.commands import stack as commands
     from tidzam_ctl.commands.dataset import dataset
     from tidzam_ctl.commands.model import model
+    from tidzam_ctl.commands.query import query
+    from tidzam_ctl.commands.replay import replay
     from tidzam_ctl.commands.train import train
 
     return {
@@ -220,8 +222,8 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "down": commands.down,
         "status": commands.status,
         "check": commands.check,
-        "replay": commands.replay,
-        "query": commands.query,
+        "replay": replay,
+        "query": query,
         "projections": commands.projections,
         "demo": commands.demo,
         "psql": commands.psql,

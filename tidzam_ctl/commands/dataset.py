@@ -12,7 +12,7 @@ Two ways to call it, the same operations underneath:
   nothing. A missing ``--dataset`` is created when the call adds something to
   it (or asks for nothing else); any other call on it is an error.
 
-``tidzam_ctl dataset edit`` opens the Database Editor (``dataset_editor``):
+``tidzam_ctl dataset edit`` opens the Database Editor (``tidzam_ctl.editor``):
 a dataset or a sample folder to browse, play, relabel and delete, or a stream
 (``--stream``) to extract labelled samples from. The original editor's flags
 work too: ``--dataset D --stream S``, ``--dataset D --play [--play-id C]``.
@@ -20,6 +20,9 @@ work too: ``--dataset D --stream S``, ``--dataset D --play [--play-id C]``.
 Each file is written atomically. A split into a second dataset writes that
 one first and the source last: a crash in between leaves the source as it
 was, and a retry refuses to overwrite the test dataset until it is removed.
+
+This module parses and dispatches; ``dataset_actions`` does the actions (and
+prints), ``dataset_flags`` the original flags, ``dataset_edit`` the editor's.
 
 Exit codes: 0 done; 1 the operation failed (feature parameters differ, nothing
 could be added, unreadable dataset, corpus not fetched); 2 bad arguments
@@ -31,65 +34,28 @@ silent, unnamed) — each is listed as a warning.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from inference.features import FeatureParams
-from learning.datasets.compile import TEST, TRAIN, CompiledDataset, DatasetConfig
-from learning.datasets.operations import (
-    UNCHECKED,
-    AudioItem,
+from learning.datasets.errors import (
     BadInput,
     ClassNameError,
     DatasetError,
     DatasetExists,
     DatasetNotFound,
-    Skipped,
-    add_audio,
-    add_class,
-    balance,
-    check_class_name,
-    check_same_features,
-    class_list,
-    create,
-    dataset_path,
-    file_count,
-    folder_items,
-    info,
-    load,
-    logged,
-    merge,
-    randomize,
-    rename,
-    sample_items,
-    save,
-    split_in_place,
-    split_off,
-    with_corpus_provenance,
 )
-from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError
+from tidzam_ctl.commands.dataset_actions import Report, examples, from_samples, run_action
+from tidzam_ctl.commands.dataset_edit import edit, run_editor_flags
+from tidzam_ctl.commands.dataset_flags import flags_given, run_flags
+from tidzam_ctl.errors import EXIT_ERROR, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
-
-DELETED = "deleted"  # the editor's folder of deleted samples (dataset_editor.DELETED)
 
 if TYPE_CHECKING:  # not subscriptable at run time
     Actions = argparse._SubParsersAction[argparse.ArgumentParser]
 
-console = Console(stderr=True)
-out = Console(soft_wrap=True)
-
 _USAGE_ERRORS = (DatasetNotFound, DatasetExists, ClassNameError, BadInput)
-_CHANGES = ("rename", "classe", "audio_folder", "merge", "split", "balance", "randomize")
-_FLAGS = (*_CHANGES, "split_name", "file_count", "metadata", "info")
 _EDITOR_FLAGS = ("stream", "play", "play_id")
 
 DESCRIPTION = """\
@@ -318,430 +284,11 @@ def _add_build_actions(actions: Actions) -> None:
     _seed(a)
 
 
-# ------------------------------------------------------------------- output
-
-
-@dataclass
-class _Report:
-    """What the command prints, and whether some files were skipped.
-
-    With JSON output asked for, stdout holds only the JSON: the lines go to stderr.
-    """
-
-    json: bool = False
-    partial: bool = False
-
-    def say(self, text: str) -> None:
-        (console if self.json else out).print(escape(text))
-
-    def warn(self, text: str) -> None:
-        console.print(f"[yellow]warning:[/yellow] {escape(text)}")
-
-    def skipped(self, items: Sequence[Skipped]) -> None:
-        for item in items:
-            self.warn(f"skipped {item.path}: {item.reason}")
-        self.partial = self.partial or bool(items)
-
-    def code(self) -> int:
-        return EXIT_PARTIAL if self.partial else EXIT_OK
-
-
-@contextlib.contextmanager
-def _bar(total: int, what: str) -> Iterator[Callable[[str], None]]:
-    """A progress bar over ``total`` files; yields the per-file callback."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[file]}"), console=console,
-                  transient=True) as bar:
-        task = bar.add_task(what, total=total, file="")
-        yield lambda name: bar.update(task, advance=1, file=escape(name))
-
-
-def _counts(per_class: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(per_class.items())) or "none"
-
-
-def _print_info(data: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps(data))
-        return
-    fp = FeatureParams.from_dict(data["feature_params"])
-    out.print(escape(f"{data['path']}: {data['windows']} windows ({data['train']} train, "
-                     f"{data['test']} test), {data['files']} files, {data['groups']} "
-                     f"recording groups, {data['size_bytes']} bytes, format "
-                     f"v{data['format_version']}"))
-    out.print(f"features: {fp.shape[0]}x{fp.shape[1]} log-mel, {fp.window_s} s at "
-              f"{fp.sample_rate} Hz, {fp.fmin:g}-{fp.fmax:g} Hz")
-    table = Table("class", "train", "test", "files", "groups", "split")
-    for c in data["classes"]:
-        table.add_row(escape(c["name"]), str(c["train"]), str(c["test"]), str(c["files"]),
-                      str(c["groups"]), c["split"])
-    out.print(table)
-    for line in data["history"][-5:]:
-        out.print(escape(f"  {line}"))
-
-
-# ------------------------------------------------------------------- operations
-
-
-def _feature_params(path: Path | None) -> FeatureParams:
-    """A JSON file of feature parameters, or a model folder / model.json to match."""
-    if path is None:
-        return FeatureParams()
-    file = path / "model.json" if path.is_dir() else path
-    try:
-        data = json.loads(file.read_text())
-        if "features" in data or "feature_params" in data:
-            data = data.get("features") or data["feature_params"]
-        return FeatureParams.from_dict(data)
-    except (OSError, ValueError, TypeError) as exc:
-        raise BadInput(f"cannot use {file} as feature parameters: {exc}") from None
-
-
-def _add_items(ds: CompiledDataset, found: tuple[list[AudioItem], list[Skipped]], op: str,
-               folder: Path, licence: str, seed: int, report: _Report) -> CompiledDataset:
-    items, skipped = found
-    with _bar(len(items), f"decoding {folder.name}") as step:
-        ds, added = add_audio(ds, items, licence=licence, seed=seed, progress=step)
-    skipped = [*skipped, *added.skipped]
-    report.skipped(skipped)
-    if added.duplicates:
-        report.warn(f"{len(added.duplicates)} file(s) already in the dataset, not added again")
-    if added.files == 0 and skipped:
-        raise CliError(f"nothing added from {folder}: {len(skipped)} file(s) skipped, "
-                       "see the warnings above", EXIT_ERROR)
-    report.say(f"+{added.files} file(s), +{sum(added.windows.values())} windows "
-               f"({_counts(added.windows)}); {len(skipped)} skipped")
-    return logged(ds, op, f"{folder} (+{added.files} files)")
-
-
-def _merge(ds: CompiledDataset, other_name: str, classe: str | None, report: _Report
-           ) -> CompiledDataset:
-    other_path = dataset_path(other_name)
-    merged, done = merge(ds, load(other_path), classe)
-    if done.duplicates:
-        report.warn(f"{len(done.duplicates)} file(s) of {other_path} already in the dataset: "
-                    "their windows were not added again")
-    if done.moved_to_train:
-        report.warn(f"{len(done.moved_to_train)} recording group(s) were on both sides: "
-                    "moved to the train side")
-    new = f"; new classes: {', '.join(done.new_classes)}" if done.new_classes else ""
-    report.say(f"merged {other_path}: +{done.files} file(s), +{done.windows} windows{new}")
-    return logged(merged, "merge", f"{other_path}" + (f" into {classe}" if classe else ""))
-
-
-def _split(ds: CompiledDataset, path: Path, proportion: float, name: str | None, seed: int,
-           report: _Report) -> CompiledDataset:
-    detail = f"p={proportion} seed={seed}"
-    if name is None:
-        ds, single = split_in_place(ds, proportion, seed)
-        report.say(f"{ds.count(TEST)} test / {ds.count(TRAIN)} train windows ({detail})")
-    else:
-        target = dataset_path(name, beside=path)
-        if target.exists():
-            raise DatasetExists(f"{target} already exists: remove it or choose another "
-                                "--split-name")
-        result = split_off(ds, proportion, seed)
-        save(logged(result.extracted, "split", f"test side of {path.name}, {detail}"), target,
-             new=True)
-        ds = logged(result.kept, "split", f"{detail}, test side in {target.name}")
-        single = result.single_group
-        report.say(f"{target}: {result.extracted.count(TEST)} windows of "
-                   f"{len(result.extracted.files)} file(s) for testing; {path}: "
-                   f"{ds.count(TRAIN)} windows left for training")
-    if single:
-        report.warn(f"single recording group, kept whole on the train side: {', '.join(single)}")
-    return ds
-
-
-def _balance(ds: CompiledDataset, seed: int, report: _Report) -> CompiledDataset:
-    ds, done = balance(ds, seed)
-    report.say(f"balanced to {done.target} train windows per class; added "
-               f"{_counts(done.added)}")
-    if done.empty:
-        report.warn(f"no train window to duplicate in: {', '.join(done.empty)}")
-    return logged(ds, "balance", f"seed={seed}")
-
-
-def _print_count(ds: CompiledDataset, as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps({"files": file_count(ds)}))
-    else:
-        out.print(str(file_count(ds)))
-
-
-# ------------------------------------------------------------------- actions
-
-
-def _modify(name: str, change: Callable[[CompiledDataset], CompiledDataset]) -> None:
-    path = dataset_path(name)
-    save(change(load(path)), path)
-
-
-def _action(args: argparse.Namespace, report: _Report) -> None:
-    a = args.action
-    if a == "create":
-        path = dataset_path(args.name)
-        ds = create(_feature_params(args.feature_params))
-        save(ds, path, new=True)
-        report.say(f"created {path} (features {ds.params.shape[0]}x{ds.params.shape[1]})")
-    elif a == "rename":
-        report.say(f"renamed to {rename(dataset_path(args.name), args.new)}")
-    elif a == "add-class":
-        _modify(args.name, lambda ds: logged(add_class(ds, args.classe), "add-class",
-                                             args.classe))
-        report.say(f"added the empty class {args.classe}")
-    elif a == "add-folder":
-        folder, classe = args.folder, args.classe and check_class_name(args.classe)
-        _modify(args.name, lambda ds: _add_items(ds, folder_items(folder, classe), "add-folder",
-                                                 folder, args.licence, args.seed, report))
-    elif a == "merge":
-        _modify(args.name, lambda ds: _merge(ds, args.other, args.classe, report))
-    elif a == "split":
-        path = dataset_path(args.name)
-        save(_split(load(path), path, args.split, args.split_name, args.seed, report), path)
-    elif a == "balance":
-        _modify(args.name, lambda ds: _balance(ds, args.seed, report))
-    elif a == "randomize":
-        _modify(args.name, lambda ds: logged(randomize(ds, args.seed), "randomize",
-                                             f"seed={args.seed}"))
-        report.say("randomized")
-    else:
-        _read_action(args)
-
-
-def _read_action(args: argparse.Namespace) -> None:
-    path = dataset_path(args.name)
-    ds = load(path)
-    if args.action == "file-count":
-        _print_count(ds, args.json)
-        return
-    if args.action == "metadata":
-        _store_metadata(ds, path)
-    else:
-        _print_info(info(ds, path), args.json)
-
-
-def _store_metadata(ds: CompiledDataset, path: Path) -> None:
-    save(ds, path)
-    out.print_json(json.dumps(ds.summary()))
-
-
-def _examples(args: argparse.Namespace, report: _Report) -> None:
-    from learning.corpus.build import CLASSES, DEFAULT_PACKAGES, PACKAGES, CorpusError
-    from learning.training.selector import TrainConfig, compile_dataset
-
-    path = dataset_path(args.out)
-    if path.exists() and not args.force:
-        raise DatasetExists(f"{path} already exists: remove it or pass --force")
-    packages = tuple(p.strip() for p in (args.packages or "").split(",") if p.strip()) \
-        or DEFAULT_PACKAGES
-    unknown = [p for p in packages if p not in PACKAGES]
-    if unknown:
-        raise BadInput(f"unknown corpus package {', '.join(unknown)}; known: "
-                       f"{', '.join(PACKAGES)}")
-    classes = class_list(args.classes, CLASSES) if args.classes else None
-    cfg = TrainConfig(out=path.parent, packages=packages, classes=classes, progress=True,
-                      dataset=DatasetConfig(seed=args.seed))
-    if args.cache is not None:
-        cfg = replace(cfg, cache=args.cache)
-    report.say(f"fetching {', '.join(packages)} into {cfg.cache} (apt-get download, once)")
-    try:
-        ds, manifest = compile_dataset(cfg)
-    except (CorpusError, ValueError) as exc:
-        raise CliError(str(exc), EXIT_ERROR) from None
-    ds = logged(with_corpus_provenance(ds, manifest), "examples",
-                f"packages {','.join(packages)}" + (f" classes {args.classes}" if classes else ""))
-    save(ds, path)
-    report.say(f"{path}: {ds.count(TRAIN)} train / {ds.count(TEST)} test windows of "
-               f"{len(ds.files)} recordings, classes {', '.join(ds.label_names)}")
-
-
-def _from_samples(args: argparse.Namespace, report: _Report) -> None:
-    path = dataset_path(args.out)
-    classe = args.classe and check_class_name(args.classe)
-    found = _not_deleted(args.folder, sample_items(args.folder, classe, args.include_unchecked))
-    if path.exists():
-        ds = load(path)
-        if args.feature_params is not None:
-            check_same_features(ds.params, _feature_params(args.feature_params))
-    else:
-        ds = create(_feature_params(args.feature_params))
-    ds = _add_items(ds, found, "from-samples", args.folder, args.licence, args.seed, report)
-    save(ds, path)
-    report.say(f"{path}: {len(ds.files)} files, classes {', '.join(ds.label_names)}")
-
-
-def _not_deleted(folder: Path, found: tuple[list[AudioItem], list[Skipped]]
-                 ) -> tuple[list[AudioItem], list[Skipped]]:
-    """Samples the editor deleted (moved into ``deleted/``) are no class: left out."""
-    items, skipped = found
-    gone = [i for i in items if i.path.relative_to(folder).parts[0] == DELETED]
-    return ([i for i in items if i not in gone],
-            [*skipped, *(Skipped(str(i.path), "deleted in the editor") for i in gone)])
-
-
-# ------------------------------------------------------------------- the editor
-
-
-def _hop(settings: CtlSettings, params: FeatureParams) -> int:
-    """The classifier's hop between windows, in samples (``consumers.classifier.classifier``)."""
-    return max(1, round(params.window_samples * (1.0 - settings.overlap)))
-
-
-def _edit(args: argparse.Namespace, settings: CtlSettings) -> None:
-    """``dataset edit``: the browsing app, or the extractor with ``--stream``."""
-    from tidzam_ctl.editor import app as ed
-
-    target = Path(args.target) if args.target else None
-    if args.stream:
-        ds, samples = None, args.samples
-        if target is not None and target.is_dir():
-            samples = samples or target
-        elif target is not None:
-            ds = load(dataset_path(target))
-        classes = [c.strip() for c in (args.classes or "").split(",") if c.strip()]
-        _extract(args.stream, samples or Path("samples"), ds, classes, settings)
-        return
-    if target is None:
-        raise CliError("name a dataset or a sample folder to edit, or give --stream",
-                       EXIT_USAGE)
-    browser: ed.Browser
-    if target.is_dir():
-        browser = ed.FolderBrowser(ed.SampleFolder(target))
-    else:
-        browser = ed.DatasetBrowser(ed.DatasetEdits.open(dataset_path(target)))
-    ed.BrowserApp(browser, ed.Player(ed.find_player()), args.classe).run()
-
-
-def _extract(stream: str, samples: Path, ds: CompiledDataset | None, classes: list[str],
-             settings: CtlSettings) -> None:
-    from learning.corpus.build import CLASSES
-    from tidzam_ctl.editor import app as ed
-
-    for name in classes:
-        check_class_name(name)
-    params = ds.params if ds is not None else FeatureParams()
-    folder = ed.SampleFolder(samples)
-    labels = ed.label_choices(classes, ds.label_names if ds else (),
-                              [g for g in folder.groups() if g not in (UNCHECKED, ed.NO_LABEL)],
-                              CLASSES)
-    stepper = ed.StreamStepper(stream, params, _hop(settings, params))
-    ed.ExtractorApp(stepper, folder, labels, ed.Player(ed.find_player())).run()
-
-
-def _play_through(args: argparse.Namespace, report: _Report) -> None:
-    """``--dataset D --play [--play-id C]``: every window (of class C), one after the
-    other, with the audio player (Ctrl-C stops)."""
-    from learning.corpus.build import default_cache_dir
-    from tidzam_ctl.editor import app as ed
-
-    ds = load(dataset_path(args.f_dataset))
-    labels = ds.windows.labels
-    rows = list(range(len(ds.windows)))
-    if args.f_play_id is not None:
-        wanted = args.f_play_id
-        if wanted.isdigit() and int(wanted) < len(ds.label_names):
-            wanted = ds.label_names[int(wanted)]
-        if wanted not in ds.label_names:
-            raise ClassNameError(f"no class {args.f_play_id!r}; classes: "
-                                 f"{', '.join(ds.label_names)}")
-        rows = [r for r in rows if labels[r] == ds.label_names.index(wanted)]
-    command = ed.find_player()
-    if command is None:  # a WAV per window would fill the disk: the editor writes one on `p`
-        raise CliError("no audio player found (ffplay, aplay or paplay): install one, or "
-                       "open the dataset with `tidzam_ctl dataset edit`, where p writes the "
-                       "window as a WAV", EXIT_ERROR)
-    player = ed.Player(command)
-    caches = (default_cache_dir(),)
-    try:
-        for r in rows:
-            prov = ds.provenance[int(ds.file_index[r])]
-            where = (f"{ds.label_names[int(labels[r])]}: {prov.path} at "
-                     f"{float(ds.windows.offset_s[r]):.2f} s, channel {int(ds.windows.channel[r])}")
-            try:
-                audio = ed.window_audio(ds, r, caches)
-            except ed.EditorError as exc:
-                report.warn(f"window {r} ({where}): {exc}")
-                continue
-            outcome = player.play(audio, ds.params.sample_rate, wait=True)
-            report.say(f"window {r} ({where}): {outcome}")
-    finally:
-        player.close()
-
-
-def _run_editor_flags(args: argparse.Namespace, settings: CtlSettings, report: _Report) -> None:
-    if args.f_stream:
-        ds = load(dataset_path(args.f_dataset)) if args.f_dataset else None
-        _extract(args.f_stream, args.f_samples or Path("samples"), ds, [], settings)
-    elif args.f_dataset:
-        _play_through(args, report)
-    else:
-        raise CliError("--play and --play-id need --dataset NAME", EXIT_USAGE)
-
-
-# ------------------------------------------------------------------- the original flags
-
-
-def _flags_given(args: argparse.Namespace) -> list[str]:
-    return [f for f in _FLAGS if getattr(args, f"f_{f}") not in (None, False)]
-
-
-def _open_for_flags(path: Path, args: argparse.Namespace, report: _Report
-                    ) -> tuple[CompiledDataset, bool]:
-    """The dataset, and whether it was just created."""
-    if path.exists():
-        return load(path), False
-    adds = args.f_classe or args.f_audio_folder or args.f_merge
-    if adds or not _flags_given(args):
-        report.say(f"creating {path}")
-        return create(), True
-    return load(path), False  # raises DatasetNotFound
-
-
-def _run_flags(args: argparse.Namespace, report: _Report) -> None:
-    if args.f_split_name and args.f_split is None:
-        raise CliError("--split-name goes with --split P", EXIT_USAGE)
-    path = dataset_path(args.f_dataset)
-    ds, changed = _open_for_flags(path, args, report)
-    target = dataset_path(args.f_rename, beside=path) if args.f_rename else path
-    if target != path and target.exists():
-        raise DatasetExists(f"{target} already exists: remove it or choose another name")
-    classe = args.f_classe and check_class_name(args.f_classe)
-    if args.f_audio_folder:
-        ds = _add_items(ds, folder_items(args.f_audio_folder, classe), "add-folder",
-                        args.f_audio_folder, "", args.f_seed, report)
-    elif args.f_merge:
-        ds = _merge(ds, args.f_merge, classe, report)
-    elif classe:
-        ds = logged(add_class(ds, classe), "add-class", classe)
-    if args.f_split is not None:
-        ds = _split(ds, path, args.f_split, args.f_split_name, args.f_seed, report)
-    if args.f_balance:
-        ds = _balance(ds, args.f_seed, report)
-    if args.f_randomize:
-        ds = logged(randomize(ds, args.f_seed), "randomize", f"seed={args.f_seed}")
-    if changed or args.f_metadata or any(getattr(args, f"f_{f}") for f in _CHANGES):
-        save(ds, target)
-        if target != path:
-            path.unlink(missing_ok=True)
-            report.say(f"renamed to {target}")
-    _flag_outputs(ds, target, args)
-
-
-def _flag_outputs(ds: CompiledDataset, path: Path, args: argparse.Namespace) -> None:
-    if args.f_metadata:
-        out.print_json(json.dumps(ds.summary()))
-    if args.f_file_count:
-        _print_count(ds, args.f_json)
-    if args.f_info:
-        _print_info(info(ds, path), args.f_json)
-
-
 # ------------------------------------------------------------------- entry point
 
 
-def _dispatch(args: argparse.Namespace, settings: CtlSettings, report: _Report) -> None:
-    given = _flags_given(args)
+def _dispatch(args: argparse.Namespace, settings: CtlSettings, report: Report) -> None:
+    given = flags_given(args)
     editor = [f for f in _EDITOR_FLAGS if getattr(args, f"f_{f}") not in (None, False)]
     if args.action and (given or args.f_dataset or editor):
         raise CliError("use either an ACTION or the original flags (--dataset ...), not both",
@@ -752,17 +299,17 @@ def _dispatch(args: argparse.Namespace, settings: CtlSettings, report: _Report) 
         if given:
             raise CliError("the editor's flags (--stream, --play, --play-id) go with "
                            "--dataset alone, not with the Database Tool's flags", EXIT_USAGE)
-        _run_editor_flags(args, settings, report)
+        run_editor_flags(args, settings, report)
     elif args.action == "edit":
-        _edit(args, settings)
+        edit(args, settings)
     elif args.action == "examples":
-        _examples(args, report)
+        examples(args, report)
     elif args.action == "from-samples":
-        _from_samples(args, report)
+        from_samples(args, report)
     elif args.action:
-        _action(args, report)
+        run_action(args, report)
     elif args.f_dataset:
-        _run_flags(args, report)
+        run_flags(args, report)
     elif given:
         raise CliError("the original flags need --dataset NAME", EXIT_USAGE)
     else:
@@ -773,7 +320,7 @@ def _dispatch(args: argparse.Namespace, settings: CtlSettings, report: _Report) 
 def dataset(settings: CtlSettings, args: argparse.Namespace) -> int:
     """``tidzam_ctl dataset``: errors become one-line messages with their exit code
     (escaped: sample names hold rich markup brackets)."""
-    report = _Report(json=bool(args.f_json or getattr(args, "json", False)))
+    report = Report(json=bool(args.f_json or getattr(args, "json", False)))
     try:
         _dispatch(args, settings, report)
     except DatasetError as exc:

@@ -16,7 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from learning.corpus.build import CorpusFile, CorpusManifest, default_cache_dir, fetch_package
+from learning.corpus.fetch import default_cache_dir, fetch_package
+from learning.corpus.manifest import CorpusFile, CorpusManifest
 from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
@@ -67,9 +68,9 @@ def run_demo(settings: CtlSettings, stop_after: bool = False) -> int:
     items = [ReplayItem(paths[f.sha256], f"demo-{f.label}", DEMO_START + timedelta(hours=i))
              for i, f in enumerate(files)]
     console.print("3/4 replaying them through the bus; classifying; projecting into SQL")
-    from tidzam_ctl.commands.stack import _replay
+    from tidzam_ctl.commands.replay import run_replay
 
-    reports = asyncio.run(_replay(stack, items, None, True, 600.0))
+    reports = asyncio.run(run_replay(stack, items, None, True, 600.0))
     failed = [e for r in reports for e in r.errors]
     console.print("4/4 reading the detections back from PostgreSQL")
     correct, total = _print_summary(stack, files)

@@ -8,10 +8,8 @@ a ``ModelDeployed``; running classifiers switch at their next batch
 ``TIDZAM_MODEL_DIR`` (the built-in selector): it counts as the first deployment,
 so the first rollback returns to it.
 
-``compare A B`` replays archived audio through both models (``learning.compare``)
-and publishes nothing. ``A`` is the reference: ``NAME`` alone means its deployed
-version, read from the CONTROL history, so it needs the bus; ``NAME@VERSION`` needs
-no running stack. ``B`` is the candidate: ``NAME`` alone is its newest version.
+``compare`` is in ``model_compare``; the deploy history both read is in
+``model_history``.
 """
 
 from __future__ import annotations
@@ -20,15 +18,12 @@ import argparse
 import asyncio
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bus.connect import BusError
 from bus_schemas import ModelDeployed
 from inference.features import IncompatibleFeatures
 from inference.modelfolder import ModelFolder, ModelFolderError
@@ -41,19 +36,15 @@ from inference.registry import (
     parse_spec,
     validate,
 )
-from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError
+from tidzam_ctl.commands.model_compare import compare_models
+from tidzam_ctl.commands.model_format import iso, num, pct
+from tidzam_ctl.commands.model_history import bus_stack, history_or_none, read_history
+from tidzam_ctl.errors import EXIT_OK, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
-from tidzam_ctl.timeparse import parse_time
-
-if TYPE_CHECKING:
-    from inference.scoring import Scorer
-    from learning.compare import CompareReport, Segment, Tally
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
-
-_HISTORY_TIMEOUT_S = 15.0
 
 
 def model(settings: CtlSettings, args: argparse.Namespace) -> int:
@@ -69,7 +60,7 @@ def model(settings: CtlSettings, args: argparse.Namespace) -> int:
             case "deploy":
                 return _deploy(settings, registry, args)
             case "compare":
-                return _compare(settings, registry, args)
+                return compare_models(settings, registry, args)
             case _:
                 return _rollback(settings, registry, args)
     except RegistryError as exc:
@@ -102,7 +93,7 @@ def _add(registry: ModelRegistry, args: argparse.Namespace) -> int:
 
 def _ls(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace) -> int:
     entries = registry.entries(args.name)
-    history = _history_or_none(settings)
+    history = history_or_none(settings)
     rows = [_entry_json(e, history) for e in entries]
     if history is not None:  # a deployed folder that is not in the registry (any more)
         listed = {(e.model_id, e.version) for e in entries}
@@ -123,7 +114,7 @@ def _ls(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace
         if r["problem"]:
             where = f"[red]{r['problem'][:60]}[/red]"
         table.add_row(r["model_id"], r["version"], (r["created"] or "-")[:16].replace("T", " "),
-                      _num(r["labels"]), _pct(r["accuracy"]), _pct(r["balanced_accuracy"]),
+                      num(r["labels"]), pct(r["accuracy"]), pct(r["balanced_accuracy"]),
                       _deployed_mark(r), where)
     out.print(table)
     return EXIT_OK
@@ -142,7 +133,7 @@ def _entry_json(entry: RegisteredModel, history: DeployHistory | None) -> dict[s
         "balanced_accuracy": held.balanced_accuracy if held else None,
         "deployed": None if history is None else (
             current is not None and current.version == entry.version),
-        "deployed_at": _iso(deployed_at),
+        "deployed_at": iso(deployed_at),
         "problem": entry.problem,
     }
 
@@ -150,7 +141,7 @@ def _entry_json(entry: RegisteredModel, history: DeployHistory | None) -> dict[s
 def _orphan_json(cur: Deployment) -> dict[str, Any]:
     return {"model_id": cur.model_id, "version": cur.version, "path": cur.path,
             "builtin": False, "created": None, "labels": None, "accuracy": None,
-            "balanced_accuracy": None, "deployed": True, "deployed_at": _iso(cur.at_ns or None),
+            "balanced_accuracy": None, "deployed": True, "deployed_at": iso(cur.at_ns or None),
             "problem": "deployed, but not in the registry"}
 
 
@@ -173,7 +164,7 @@ def _show(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespa
     entry = registry.resolve(args.spec)
     if entry.folder is None:
         raise CliError(f"{entry.spec} ({entry.path}) is invalid: {entry.problem}")
-    history = _history_or_none(settings)
+    history = history_or_none(settings)
     meta = entry.folder.meta
     if args.json:
         row = _entry_json(entry, history)
@@ -239,8 +230,8 @@ def _print_metrics(meta: Any) -> None:
 def _deploy(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace) -> int:
     entry = registry.resolve(args.spec)
     folder = _validated(entry.path, entry.spec)
-    stack = _bus(settings)
-    history = asyncio.run(_history(stack, settings))
+    stack = bus_stack(settings)
+    history = asyncio.run(read_history(stack, settings))
     current = history.current(folder.meta.model_id)
     _check_windowing(folder, current, args.new_windowing)
     _publish_deploy(stack, folder)
@@ -253,8 +244,8 @@ def _rollback(settings: CtlSettings, registry: ModelRegistry, args: argparse.Nam
     if version is not None:
         raise CliError("rollback takes a model NAME; deploy NAME@VERSION picks a version",
                        EXIT_USAGE)
-    stack = _bus(settings)
-    history = asyncio.run(_history(stack, settings))
+    stack = bus_stack(settings)
+    history = asyncio.run(read_history(stack, settings))
     target = history.rollback_target(name)
     current = history.current(name)
     try:
@@ -315,203 +306,3 @@ def _report(folder: ModelFolder, previous: Deployment | None, verb: str) -> None
     console.print(f"{verb} {meta.model_id}@{meta.version}{was}: {folder.path}, "
                   f"{len(meta.labels)} labels, {p.window_s} s windows at {p.sample_rate} Hz"
                   f"{acc}; running classifiers switch at their next batch")
-
-
-# ----------------------------------------------------------------- compare
-
-
-def _compare(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace) -> int:
-    from inference.scoring import TfliteModel  # LiteRT only for the commands that score
-    from learning.compare import CompareError, find_sources, plan, source_folders
-
-    since, until = _time_range(args.since, args.until)
-    overlap = settings.overlap if args.overlap is None else args.overlap
-    if not 0.0 <= overlap < 1.0 or args.threads < 1 or args.top < 0:
-        raise CliError("--overlap must be in [0, 1), --threads at least 1, --top at least 0",
-                       EXIT_USAGE)
-    folders = [_scoring_folder(_reference_path(settings, registry, args.a), args.a),
-               _scoring_folder(registry.resolve(args.b).path, args.b)]
-    models = [TfliteModel(f, num_threads=args.threads) for f in folders]
-    try:
-        archive = source_folders(settings.archive_dir, args.database or (), args.source or ())
-        segments = plan(find_sources(archive, args.source or ()), since, until)
-    except CompareError as exc:
-        raise CliError(str(exc), EXIT_ERROR) from exc
-    report = _run_compare(models[0], models[1], segments, (since, until), overlap, args.top)
-    if report.unreadable:  # each one was logged as it was skipped
-        console.print(f"[yellow]{len(report.unreadable)} of {report.files} file(s) could not "
-                      "be read and were skipped[/yellow]")
-    if args.json:
-        out.print_json(json.dumps(report.to_json()))
-    else:
-        _print_compare(report)
-    return EXIT_PARTIAL if report.unreadable else EXIT_OK
-
-
-def _time_range(since: str, until: str | None) -> tuple[datetime, datetime]:
-    try:
-        start = parse_time(since)
-        end = parse_time(until) if until else datetime.now(UTC)
-    except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from exc
-    if end <= start:
-        raise CliError(f"--until {end.isoformat()} is not after --since {start.isoformat()}",
-                       EXIT_USAGE)
-    return start, end
-
-
-def _reference_path(settings: CtlSettings, registry: ModelRegistry, spec: str) -> Path:
-    """``NAME@VERSION`` from the registry; ``NAME`` alone: the deployed version."""
-    name, version = parse_spec(spec)
-    if version is not None:
-        return registry.resolve(spec).path
-    try:
-        history = asyncio.run(_history(_bus(settings), settings))
-    except (CliError, BusError) as exc:
-        raise CliError(f"{exc}; or give the reference as NAME@VERSION (`tidzam_ctl model ls "
-                       f"{name}` lists them), which needs no bus", EXIT_USAGE) from exc
-    current = history.current(name)
-    if current is None:
-        raise CliError(f"no version of {name} is deployed: give it as NAME@VERSION", EXIT_USAGE)
-    try:
-        return registry.resolve(current.spec).path
-    except RegistryError:
-        return Path(current.path)  # deployed from outside the registry: its own folder
-
-
-def _scoring_folder(path: Path, spec: str) -> ModelFolder:
-    try:
-        return validate(path)
-    except (ModelFolderError, IncompatibleFeatures) as exc:
-        raise CliError(f"cannot compare {spec}: {exc}", EXIT_USAGE) from exc
-
-
-def _run_compare(a: Scorer, b: Scorer, segments: list[Segment],
-                 span: tuple[datetime, datetime], overlap: float, top: int) -> CompareReport:
-    """``learning.compare.compare`` under a progress bar over seconds of audio."""
-    from learning.compare import compare
-
-    known = [s.expected_s for s in segments if s.expected_s is not None]
-    total = sum(known) + 3_600.0 * (len(segments) - len(known))  # unknown: an hour file
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed:.0f}/{task.total:.0f} s of audio"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task(f"{a.model_id}@{a.version} vs {b.model_id}@{b.version}",
-                            total=total)
-        return compare(a, b, segments, *span, overlap=overlap, top=top,
-                       progress=lambda s: bar.advance(task, s))
-
-
-def _print_compare(report: CompareReport) -> None:
-    a, b = report.a.spec, report.b.spec
-    grid = "the same windows" if report.shared_windows else \
-        "each its own windows (other rate or window length), paired by time"
-    out.print(f"[bold]{a}[/bold] (A) vs [bold]{b}[/bold] (B), {report.since.isoformat()} to "
-              f"{report.until.isoformat()}: {report.files} file(s), {report.audio_s:.1f} s "
-              f"of audio, {grid}")
-    summary = Table(title="agreement per source")
-    for col in ("source", "windows", "agree", "agreement", "unpaired"):
-        summary.add_column(col, justify="left" if col == "source" else "right")
-    for name, t in [*report.sources.items(), ("all", report.total)]:
-        summary.add_row(name, str(t.windows), str(t.agree), _pct(t.agreement), str(t.unpaired))
-    out.print(summary)
-    for name, t in report.sources.items():
-        out.print(_class_table(report, name, t))
-    _print_ranges(report)
-
-
-def _class_table(report: CompareReport, source: str, tally: Tally) -> Table:
-    changes = sorted(((n, a, b) for (a, b), n in tally.pairs.items() if a != b), reverse=True)
-    caption = "A → B: " + ", ".join(f"{a} → {b} {n}" for n, a, b in changes[:8]) \
-        if changes else "no disagreement"
-    table = Table(title=f"{source}: windows per decision (labels neither model chose omitted)",
-                  caption=caption)
-    for col in ("class", "A decided", "B decided", "both"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for c in tally.classes(report.label_order):
-        if c.a or c.b:
-            table.add_row(c.label, str(c.a), str(c.b), str(c.both))
-    return table
-
-
-def _print_ranges(report: CompareReport) -> None:
-    if not report.top:
-        out.print("no disagreement")
-        return
-    table = Table(title=f"longest disagreements ({len(report.top)} of {report.n_ranges})")
-    for col in ("source", "ch", "start (UTC)", "seconds", "A", "B", "listen: file @ offset"):
-        table.add_column(col)
-    for d in report.top:
-        start = datetime.fromtimestamp(d.start_ns / 1e9, UTC)
-        table.add_row(d.source, str(d.channel), start.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-                      f"{(d.end_ns - d.start_ns) / 1e9:.2f}", d.a_label, d.b_label,
-                      f"{d.path.name} @ {d.offset_s:.2f} s")
-    out.print(table)
-
-
-# ----------------------------------------------------------------- history
-
-
-def _bus(settings: CtlSettings) -> Stack:
-    from tidzam_ctl.commands.stack import require_bus
-
-    stack = Stack(settings)
-    require_bus(stack)
-    return stack
-
-
-def baseline(settings: CtlSettings) -> list[Deployment]:
-    """What classifiers run before any deploy: ``TIDZAM_MODEL_DIR``."""
-    try:
-        folder = ModelFolder.load(settings.model_dir)
-    except (ModelFolderError, IncompatibleFeatures):
-        return []
-    return [Deployment(folder.meta.model_id, folder.meta.version,
-                       str(folder.path.absolute()), 0, 0)]
-
-
-async def _history(stack: Stack, settings: CtlSettings) -> DeployHistory:
-    from bus.connect import connect, ensure_streams
-    from consumers.classifier.service import read_deployments
-
-    try:  # the client retries an unreachable server for ever: bound it
-        nc = await asyncio.wait_for(connect(stack.nats_url, "tidzam_ctl-model"),
-                                    _HISTORY_TIMEOUT_S)
-    except TimeoutError as exc:
-        raise CliError(f"NATS did not answer in {_HISTORY_TIMEOUT_S:.0f} s: is the stack up "
-                       "(`tidzam_ctl status`)?") from exc
-    try:
-        await ensure_streams(nc.jetstream())
-        events, _ = await asyncio.wait_for(read_deployments(nc.jetstream()),
-                                           _HISTORY_TIMEOUT_S)
-    finally:
-        await nc.drain()
-    return DeployHistory(events, baseline(settings))
-
-
-def _history_or_none(settings: CtlSettings) -> DeployHistory | None:
-    """The deploy history, or None (with a note) where the bus is not running."""
-    stack = Stack(settings)
-    if stack.embedded_nats and stack.pid_of("nats") is None:
-        console.print("[yellow]the stack is not running: deployed versions unknown[/yellow]")
-        return None
-    try:
-        return asyncio.run(_history(stack, settings))
-    except (CliError, BusError) as exc:
-        console.print(f"[yellow]deployed versions unknown: {exc}[/yellow]")
-        return None
-
-
-# ------------------------------------------------------------------- format
-
-
-def _iso(at_ns: int | None) -> str | None:
-    return None if not at_ns else datetime.fromtimestamp(at_ns / 1e9, UTC).isoformat()
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _num(value: int | None) -> str:
-    return "-" if value is None else str(value)

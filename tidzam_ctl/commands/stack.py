@@ -1,4 +1,7 @@
-"""What each ``tidzam_ctl`` command does; ``__main__`` only parses."""
+"""The stack commands of ``tidzam_ctl``: up, down, status, check, projections, psql,
+and the entry points of ``demo`` and ``source``; ``require_bus`` for every command
+that needs NATS. ``replay`` and ``query`` have their own modules; ``__main__`` only
+parses."""
 
 from __future__ import annotations
 
@@ -6,18 +9,14 @@ import argparse
 import asyncio
 import contextlib
 import json
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
-from tidzam_ctl.timeparse import parse_time
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -82,138 +81,15 @@ def check(settings: CtlSettings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def require_bus(stack: Stack) -> None:
-    if stack.embedded_nats and stack.pid_of("nats") is None:
-        raise CliError("NATS is not running: start the stack with `tidzam_ctl up`")
-
-
-# ------------------------------------------------------------------- replay
-
-
-def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
-    from producers.replay import plan
-
-    stack = Stack(settings)
-    try:
-        start = parse_time(args.start) if args.start else None
-        speed = None if args.speed == "max" else float(args.speed)
-    except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from exc
-    if speed is not None and speed <= 0:
-        raise CliError("--speed must be positive or 'max'", EXIT_USAGE)
-    missing = [str(p) for p in args.paths if not p.exists()]
-    if missing:
-        raise CliError(f"no such file or folder: {', '.join(missing)}", EXIT_USAGE)
-    require_bus(stack)
-    items = plan(args.paths, source=args.source, start=start)
-    if not items:
-        raise CliError("no audio files found in the given folders", EXIT_USAGE)
-    reports = asyncio.run(_replay(stack, items, speed, args.wait, args.timeout))
-    failed = [r for r in reports if r.errors]
-    for report in reports:
-        line = (f"{report.source}: {report.files} file(s), {report.channels} channel(s), "
-                f"{report.audio_s:.1f} s of audio, {report.chunks} chunks")
-        console.print(line)
-        for err in report.errors:
-            console.print(f"  [red]failed:[/red] {err}")
-    if failed:
-        return EXIT_PARTIAL if len(failed) < len(reports) else EXIT_ERROR
-    return EXIT_OK
-
-
-async def _replay(stack: Stack, items: list[Any], speed: float | None, wait: bool,
-                  timeout: float) -> list[Any]:
-    from audio.decode import AudioDecodeError, AudioStream
-    from bus.backlog import pipeline_durables, wait_idle
-    from bus.connect import connect, ensure_streams
-    from bus.publisher import Publisher
-    from producers.replay import Replayer
-
-    total = 0.0
-    for item in items:
-        try:
-            with AudioStream(item.path, stack.settings.sample_rate) as s:
-                total += s.info.duration_s or 0.0
-        except AudioDecodeError:
-            pass  # reported by the replay itself
-    nc = await connect(stack.nats_url, "tidzam_ctl-replay")
-    try:
-        await ensure_streams(nc.jetstream())
-        with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.completed:.0f} s of audio"),
-                      TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("replaying", total=total or None)
-            replayer = Replayer(Publisher(nc.jetstream()), sample_rate=stack.settings.sample_rate,
-                                chunk_s=stack.settings.chunk_s, speed=speed,
-                                progress=lambda src, sec: bar.advance(task, sec))
-            reports = await replayer.replay(items)
-        if wait:
-            with console.status("waiting for the classifier and the projections…"):
-                model_id = _model_id(stack.settings.model_dir)
-                if not await wait_idle(nc, pipeline_durables(model_id), timeout):
-                    raise CliError(f"the pipeline did not catch up within {timeout:.0f} s "
-                                   "(see `tidzam_ctl status` and the logs)")
-        return reports
-    finally:
-        await nc.drain()
-
-
-def _model_id(model_dir: Path) -> str:
+def model_id_of(model_dir: Path) -> str:
+    """The model id in ``model_dir/model.json``: the classifier's durable consumers carry it."""
     data = json.loads((model_dir / "model.json").read_text())
     return str(data["model_id"])
 
 
-# -------------------------------------------------------------------- query
-
-
-def query(settings: CtlSettings, args: argparse.Namespace) -> int:
-    try:
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
-    except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from exc
-    rows = asyncio.run(_detections(Stack(settings), args, since, until))
-    if args.json:
-        out.print_json(json.dumps([_row_json(r) for r in rows]))
-        return EXIT_OK
-    table = Table(title=f"{len(rows)} detection(s)")
-    for col in ("time (UTC)", "source", "channel", "label", "confidence", "model"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r.time.astimezone(UTC).isoformat(timespec="milliseconds"), r.source,
-                      str(r.channel), r.label,
-                      "-" if r.confidence is None else f"{r.confidence:.2f}",
-                      f"{r.model_id}@{r.model_version}")
-    out.print(table)
-    return EXIT_OK
-
-
-def _detections_of(stack: Stack, source: str) -> list[Any]:
-    """Every detection of one source (for summaries)."""
-    args = argparse.Namespace(source=source, channel=None, label=None, limit=1_000_000)
-    return asyncio.run(_detections(stack, args, None, None))
-
-
-def _row_json(row: Any) -> dict[str, Any]:
-    return {"time": row.time.astimezone(UTC).isoformat(), "source": row.source,
-            "channel": row.channel, "label": row.label, "confidence": row.confidence,
-            "model_id": row.model_id, "model_version": row.model_version}
-
-
-async def _detections(stack: Stack, args: argparse.Namespace, since: datetime | None,
-                      until: datetime | None) -> list[Any]:
-    import psycopg
-
-    from projections import queries
-
-    try:
-        conn = await psycopg.AsyncConnection.connect(stack.database_url, connect_timeout=5)
-    except (psycopg.OperationalError, FileNotFoundError) as exc:
-        raise CliError(f"cannot reach PostgreSQL ({exc}); is the stack up?") from exc
-    async with conn:
-        return await queries.detections(conn, source=args.source, channel=args.channel,
-                                        label=args.label, since=since, until=until,
-                                        limit=args.limit)
+def require_bus(stack: Stack) -> None:
+    if stack.embedded_nats and stack.pid_of("nats") is None:
+        raise CliError("NATS is not running: start the stack with `tidzam_ctl up`")
 
 
 # -------------------------------------------------------------- projections
@@ -239,7 +115,7 @@ async def _rebuild(stack: Stack) -> None:
 
     was_running = stack.pid_of("projector") is not None
     stack.stop_process("projector")
-    durables = pipeline_durables(_model_id(stack.settings.model_dir))[1:]
+    durables = pipeline_durables(model_id_of(stack.settings.model_dir))[1:]
     nc = await connect(stack.nats_url, "tidzam_ctl-rebuild")
     try:
         for stream, durable in durables:

@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from bus_schemas.errors import TidzamError
 from tidzam_ctl.stack.ports import free_port
-from tidzam_ctl.stack.postgres import RunAs, grant_traverse
 from tidzam_ctl.stack.private import write_private
+from tidzam_ctl.stack.server_user import RunAs, grant_traverse
 
 SERVICE_USER = "icecast2"
 
 
-class IcecastError(RuntimeError):
+class IcecastError(TidzamError, RuntimeError):
     """Icecast is missing, misconfigured or did not start."""
 
 

@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus_schemas.errors import TidzamError
 
-class JackError(RuntimeError):
+
+class JackError(TidzamError, RuntimeError):
     """jackd is missing or did not start."""
 
 

