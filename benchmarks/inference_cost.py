@@ -36,7 +36,8 @@ from audio.decode import decode_file
 from inference.features import F32, FeatureParams, frame_windows, window_features
 from inference.modelfolder import ModelFolder
 from inference.scoring import TfliteModel
-from learning.corpus.build import CorpusManifest, default_cache_dir, fetch_package
+from learning.corpus.fetch import default_cache_dir, fetch_package
+from learning.corpus.manifest import CorpusManifest
 
 REPO = Path(__file__).resolve().parents[1]
 LIVE_OVERLAP = 0.25  # consumers.classifier.service.ClassifierSettings.overlap

@@ -32,7 +32,8 @@ from audio.decode import decode_all
 from bus.backlog import pipeline_durables, wait_idle
 from bus.connect import connect, ensure_streams
 from bus.publisher import Publisher
-from learning.corpus.build import CorpusManifest, default_cache_dir, fetch_package
+from learning.corpus.fetch import default_cache_dir, fetch_package
+from learning.corpus.manifest import CorpusManifest
 from producers.replay import Replayer, ReplayItem
 from tidzam_ctl.settings import REPO_ROOT, CtlSettings
 from tidzam_ctl.stack.stack import Stack

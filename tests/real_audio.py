@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from learning.corpus.build import fetch_package
+from learning.corpus.fetch import fetch_package
 
 CACHE = Path(os.environ.get("TIDZAM_TEST_CACHE", Path(__file__).parent / ".cache" / "corpus"))
 

@@ -414,7 +414,7 @@ def build_expert(dest: Path, version: str, labels: Sequence[str]) -> Path:
 
     from inference.modelfolder import Decision, InputSpec, ModelMeta, write_model_folder
     from learning.training.architectures import build_selector
-    from learning.training.selector import export_tflite
+    from learning.training.export import export_tflite
 
     params = TfliteModel(SELECTOR).features
     keras.utils.set_random_seed(len(labels))

@@ -1,4 +1,4 @@
-"""learning.corpus.build: labelling by path, licences, sound archives, deduplication."""
+"""learning.corpus: labelling by path, licences, sound archives, deduplication."""
 
 from __future__ import annotations
 
@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from learning.corpus import build as corpus
-from learning.corpus.build import (
-    PACKAGES,
-    Candidate,
-    CorpusError,
-    FetchedPackage,
-    dep5_licence,
-    label_files,
-    read_cat,
-    rule_for,
-)
+from learning.corpus import fetch as corpus
+from learning.corpus.build import Candidate, label_files
+from learning.corpus.fetch import CorpusError, FetchedPackage, dep5_licence, read_cat
+from learning.corpus.packages import PACKAGES, rule_for
 
 MG = "usr/share/games/megaglest/"
 TUX = "usr/share/tuxpaint/stamps/"

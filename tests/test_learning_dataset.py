@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 
 from inference.features import FeatureParams
-from learning.corpus.build import CLASSES, CorpusFile, CorpusManifest, PackageInfo
-from learning.datasets.compile import (
-    TEST,
-    TRAIN,
-    CompiledDataset,
-    DatasetConfig,
-    assign_splits,
-    build_dataset,
-    window_sides,
-)
+from learning.corpus.manifest import CorpusFile, CorpusManifest, PackageInfo
+from learning.corpus.packages import CLASSES
+from learning.datasets.compile import DatasetConfig, assign_splits, build_dataset, window_sides
+from learning.datasets.format import TEST, TRAIN, CompiledDataset
 
 
 def _write(path: Path, seconds: float, seed: int, level_db: float = -20.0,

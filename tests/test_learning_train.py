@@ -16,25 +16,13 @@ from audio.decode import decode_file
 from inference.features import FeatureParams, frame_windows, window_features
 from inference.modelfolder import ModelFolder
 from inference.scoring import TfliteModel
-from learning.corpus.build import CorpusFile, CorpusManifest, build_corpus
-from learning.datasets.compile import (
-    DROPPED,
-    TEST,
-    TRAIN,
-    CompiledDataset,
-    DatasetConfig,
-    SourceFile,
-    Windows,
-    rms_db,
-)
-from learning.training.selector import (
-    Augmenter,
-    TrainConfig,
-    balanced_epoch,
-    compile_training_set,
-    held_out_metrics,
-    validation_split,
-)
+from learning.corpus.build import build_corpus
+from learning.corpus.manifest import CorpusFile, CorpusManifest
+from learning.datasets.compile import DatasetConfig, rms_db
+from learning.datasets.format import DROPPED, TEST, TRAIN, CompiledDataset, SourceFile, Windows
+from learning.training.augment import Augmenter, balanced_epoch
+from learning.training.metrics import held_out_metrics
+from learning.training.selector import TrainConfig, compile_training_set, validation_split
 
 SELECTOR = Path(__file__).resolve().parents[1] / "models" / "selector"
 # Test files are taken from the smallest corpus packages that hold some (10-60 MB).

@@ -28,16 +28,10 @@ from consumers.archiver import HourFile
 from inference.features import FeatureParams, frame_windows, window_features
 from inference.registry import semver_key
 from inference.scoring import TfliteModel
-from learning.compare import (
-    CompareError,
-    CompareReport,
-    Grid,
-    compare,
-    find_sources,
-    plan,
-    source_folders,
-)
-from learning.corpus.build import fetch_package
+from learning.compare.plan import CompareError, Grid, find_sources, plan, source_folders
+from learning.compare.report import CompareReport
+from learning.compare.score import compare
+from learning.corpus.fetch import fetch_package
 from tests.audio_files import expected_windows
 from tests.real_audio import CACHE, DAY, MEGAGLEST, RAIN, real_file
 

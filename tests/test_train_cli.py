@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from inference.modelfolder import ModelFolder
-from learning.datasets.compile import TEST, TRAIN, CompiledDataset
+from learning.datasets.format import TEST, TRAIN, CompiledDataset
 from tests.real_audio import MEGAGLEST, real_file
 
 REPO = Path(__file__).resolve().parents[1]

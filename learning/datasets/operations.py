@@ -1,6 +1,6 @@
 """Operations on compiled datasets: the library behind ``tidzam_ctl dataset``.
 
-On disk a dataset is ONE ``.npz`` file in the format of ``learning.datasets.compile``
+On disk a dataset is ONE ``.npz`` file in the format of ``learning.datasets.format``
 (features, labels, side, and per-window and per-file provenance). A dataset
 NAME given by a user is a path to it, ``.npz`` appended when missing:
 ``birds``, ``birds.npz`` and ``data/birds`` name ``./birds.npz``,
@@ -39,26 +39,16 @@ split with a one-window gap); ``mixed_groups`` leaves them out.
 Duplicates: a source file is known by its sha256; a file already in the
 dataset is not added again (add-folder, from-samples, merge) and is reported.
 
-Windowing: a file is decoded with ``decode_file`` at the feature sample rate
-(every channel) and cut, gated and labelled exactly as ``build_dataset`` does
-(``file_windows``: 0.5 s windows, at most ``max_windows_per_channel`` per
-channel, the energy gate, a noise floor). Windows below the gate become
-``quiet`` when the dataset has that class (plus a few attenuated copies),
-else they are dropped. The randomness is seeded per file (seed, sha256), so
-adding the same files in another order gives the same windows.
-
-Extracted samples (``sample_items``) are named as the original extractor
-named them, ``['<label>'](<source>-<channel>)_<time>.wav``, with an optional
-leading ``+`` (see ``parse_sample_name``). Their recording group is
-``<source>-<channel>@<hour>``: one stretch of one microphone stays on one side.
+Adding audio files: ``learning.datasets.add``; finding them in folders and reading
+extracted samples' names: ``learning.datasets.samples``; errors:
+``learning.datasets.errors``.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,53 +57,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from audio.decode import AudioDecodeError, decode_file
 from inference.features import FeatureParams
-from learning.corpus.build import CorpusManifest, sha256_file
-from learning.datasets.compile import (
-    QUIET,
-    TEST,
-    TRAIN,
-    CompiledDataset,
-    DatasetConfig,
-    SourceFile,
-    Windows,
-    file_windows,
-    pick_test_groups,
+from learning.corpus.manifest import CorpusManifest
+from learning.datasets.compile import DatasetConfig, pick_test_groups
+from learning.datasets.errors import (
+    BadInput,
+    ClassNameError,
+    DatasetError,
+    DatasetExists,
+    DatasetNotFound,
+    IncompatibleDatasets,
 )
+from learning.datasets.format import QUIET, TEST, TRAIN, CompiledDataset, SourceFile, Windows
+from learning.datasets.samples import CLASS_NAME
 
 Rows = npt.NDArray[np.intp]
-Progress = Callable[[str], None]  # called with a file name after each file
-
-CLASS_NAME = re.compile(r"[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*")
-UNCHECKED = "unchecked"  # the original extractor's folder of samples no one has checked
-
-
-# ---------------------------------------------------------------- errors
-
-
-class DatasetError(ValueError):
-    """A dataset operation that cannot be done; the message says why and what to do."""
-
-
-class DatasetNotFound(DatasetError):
-    """No dataset file where one was named."""
-
-
-class DatasetExists(DatasetError):
-    """A dataset would overwrite another one."""
-
-
-class ClassNameError(DatasetError):
-    """A class name that is not usable, unknown, or already taken."""
-
-
-class IncompatibleDatasets(DatasetError):
-    """Two datasets whose windows cannot be mixed (different feature parameters)."""
-
-
-class BadInput(DatasetError):
-    """A folder with nothing in it, a proportion out of range, a bad argument."""
 
 
 # ---------------------------------------------------------------- names and files
@@ -239,259 +197,6 @@ def add_class(ds: CompiledDataset, name: str) -> CompiledDataset:
     return replace(ds, label_names=(*ds.label_names, name),
                    class_split={**ds.class_split, name: "group"})
 
-
-# ---------------------------------------------------------------- audio in
-
-
-@dataclass(frozen=True)
-class AudioItem:
-    """One audio file to add, with its class and what is known of its origin."""
-
-    path: Path
-    label: str
-    group: str = ""  # "" = its own group (its sha256)
-    source: str = ""
-    channel: int = -1
-    time: str = ""
-
-
-@dataclass(frozen=True)
-class Skipped:
-    path: str
-    reason: str
-
-
-@dataclass
-class AddReport:
-    """What ``add_audio`` did: files and windows added, what it left out and why."""
-
-    files: int = 0
-    windows: dict[str, int] = field(default_factory=dict)
-    new_classes: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-
-
-def _listing(folder: Path) -> list[Path]:
-    """Every regular, non-hidden file under ``folder``, sorted."""
-    if not folder.is_dir():
-        raise BadInput(f"no folder {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    if not files:
-        raise BadInput(f"{folder} holds no file")
-    return files
-
-
-def folder_items(folder: Path, classe: str | None = None
-                 ) -> tuple[list[AudioItem], list[Skipped]]:
-    """The files under ``folder``: class = ``classe`` or the sub-folder path joined with
-    '-' (``birds/american_robin/x.wav`` → ``birds-american_robin``). Files at the top of
-    the folder without ``classe``, and sub-folders that are no class name, are skipped."""
-    items: list[AudioItem] = []
-    skipped: list[Skipped] = []
-    for path in _listing(folder):
-        dirs = path.relative_to(folder).parent.parts
-        label = classe or "-".join(dirs)
-        if not label:
-            skipped.append(Skipped(str(path), "at the top of the folder: put it in a class "
-                                   "sub-folder or give a class"))
-        elif not CLASS_NAME.fullmatch(label):
-            skipped.append(Skipped(str(path), f"its folder {label!r} is not a class name"))
-        else:
-            items.append(AudioItem(path, label))
-    return items, skipped
-
-
-@dataclass
-class _Batch:
-    """Windows and files being added, before they join the dataset."""
-
-    names: list[str]
-    parts: list[Windows] = field(default_factory=list)
-    index: list[npt.NDArray[np.int32]] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    provenance: list[SourceFile] = field(default_factory=list)
-
-
-def add_audio(ds: CompiledDataset, items: Sequence[AudioItem], *, licence: str = "",
-              seed: int = 0, cfg: DatasetConfig | None = None,
-              progress: Progress | None = None) -> tuple[CompiledDataset, AddReport]:
-    """Decode, window and gate each file and add its windows to the train side.
-
-    Files already in ``ds`` (same sha256) and files that do not decode or keep no
-    window are left out and reported; classes are created as they are met.
-    """
-    for item in items:
-        check_class_name(item.label)
-    cfg = cfg or DatasetConfig(seed=seed)
-    batch = _Batch(list(ds.label_names))
-    report = AddReport()
-    known = set(ds.files)
-    for item in items:
-        outcome = _add_file(ds, batch, item, known, licence, seed, cfg)
-        if isinstance(outcome, Skipped):
-            report.skipped.append(outcome)
-        elif outcome is None:
-            report.duplicates.append(str(item.path))
-        else:
-            report.files += 1
-            for label, n in outcome.items():
-                report.windows[label] = report.windows.get(label, 0) + n
-        if progress is not None:
-            progress(item.path.name)
-    report.new_classes = batch.names[len(ds.label_names):]
-    return _join(ds, batch), report
-
-
-def _add_file(ds: CompiledDataset, batch: _Batch, item: AudioItem, known: set[str],
-              licence: str, seed: int, cfg: DatasetConfig) -> dict[str, int] | Skipped | None:
-    """Window one file into ``batch``: windows per class, a ``Skipped``, or None (duplicate)."""
-    try:
-        sha = sha256_file(item.path)
-        if sha in known:
-            return None
-        audio, _ = decode_file(item.path, ds.params.sample_rate)
-    except AudioDecodeError as exc:
-        return Skipped(str(item.path), f"not audio that can be decoded ({exc.reason})")
-    except OSError as exc:
-        return Skipped(str(item.path), f"cannot be read ({exc.strerror or exc})")
-    names = batch.names
-    class_id = names.index(item.label) if item.label in names else len(names)
-    quiet_id = names.index(QUIET) if QUIET in names else (
-        class_id if item.label == QUIET else None)
-    rng = np.random.default_rng([seed, int(sha[:16], 16)])
-    wins = file_windows(audio, class_id, quiet_id, ds.params, cfg, rng)
-    if len(wins) == 0:
-        return Skipped(str(item.path), "no window passed the energy gate (silent?)")
-    if class_id == len(names):
-        names.append(item.label)
-    known.add(sha)
-    batch.parts.append(wins)
-    batch.index.append(np.full(len(wins), len(ds.files) + len(batch.files), np.int32))
-    batch.files.append(sha)
-    batch.provenance.append(SourceFile(
-        path=str(item.path.resolve()), licence=licence, label=item.label, group=item.group,
-        source=item.source, channel=item.channel, time=item.time))
-    ids, counts = np.unique(wins.labels, return_counts=True)
-    return {names[int(i)]: int(n) for i, n in zip(ids, counts, strict=True)}
-
-
-def _join(ds: CompiledDataset, batch: _Batch) -> CompiledDataset:
-    if not batch.files:
-        return replace(ds, label_names=tuple(batch.names),
-                       class_split={n: ds.class_split.get(n, "group") for n in batch.names})
-    added = Windows.concat(batch.parts)
-    return replace(
-        ds, windows=Windows.concat([ds.windows, added]),
-        split=np.concatenate([ds.split, np.full(len(added), TRAIN, np.int8)]),
-        file_index=np.concatenate([ds.file_index, *batch.index]),
-        label_names=tuple(batch.names), files=(*ds.files, *batch.files),
-        class_split={n: ds.class_split.get(n, "group") for n in batch.names},
-        provenance=(*ds.provenance, *batch.provenance))
-
-
-# ---------------------------------------------------------------- extracted samples
-
-
-_SAMPLE = re.compile(r"\+?\[(?P<labels>[^\]]*)\]\((?P<where>[^)]*)\)_(?P<time>.+)")
-_TIME = re.compile(r"(?P<date>\d{4}-\d{2}-\d{2})[T_ -](?P<h>\d{2})[:-](?P<m>\d{2})[:-]"
-                   r"(?P<s>\d{2})(?P<frac>\.\d+)?(?P<tz>Z|[+-]\d{2}:?\d{2})?")
-_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{1,4}$")
-
-
-@dataclass(frozen=True)
-class SampleName:
-    """What an extracted sample's file name says."""
-
-    labels: tuple[str, ...]
-    source: str
-    channel: int  # -1 when the name gives none
-    time: datetime | None
-
-    def group(self) -> str:
-        """``<source>-<channel>@<hour>``: one stretch of one microphone."""
-        where = f"{self.source}-{self.channel}" if self.channel >= 0 else self.source
-        if self.time is None:
-            return where
-        stamp = self.time.astimezone(UTC) if self.time.tzinfo else self.time
-        return f"{where}@{stamp.strftime('%Y-%m-%dT%H')}{'Z' if self.time.tzinfo else ''}"
-
-
-def parse_sample_time(text: str) -> datetime | None:
-    """ISO 8601 or the original ``YYYY-MM-DD-HH-MM-SS[.ms]`` (``:`` or ``-`` between
-    the time fields, optional ``Z``/offset); None when it is neither."""
-    m = _TIME.fullmatch(text)
-    if not m:
-        return None
-    tz = m["tz"] or ""
-    if len(tz) == 5:  # +HHMM
-        tz = f"{tz[:3]}:{tz[3:]}"
-    try:
-        return datetime.fromisoformat(
-            f"{m['date']}T{m['h']}:{m['m']}:{m['s']}{m['frac'] or ''}{tz}")
-    except ValueError:
-        return None
-
-
-def parse_sample_name(name: str) -> SampleName | None:
-    """``['<label>'](<source>-<channel>)_<time>.wav`` (a leading ``+`` marks the
-    original's unchecked samples) → its parts; None if the name is not of that form.
-
-    The label may be hierarchical (``birds-american_robin``); the source may hold
-    '-': the channel is the part after the last one when it is a number.
-    """
-    m = _SAMPLE.fullmatch(_SUFFIX.sub("", name))
-    if not m:
-        return None
-    labels = tuple(re.findall(r"""['"]([^'"]+)['"]""", m["labels"])) or tuple(
-        x.strip() for x in m["labels"].split(",") if x.strip())
-    source, _, channel = m["where"].rpartition("-")
-    if not (source and channel.isdigit()):
-        source, channel = m["where"], "-1"
-    return SampleName(labels, source, int(channel), parse_sample_time(m["time"]))
-
-
-def sample_items(folder: Path, classe: str | None = None, include_unchecked: bool = False
-                 ) -> tuple[list[AudioItem], list[Skipped]]:
-    """Extracted samples under ``folder`` with their class and provenance.
-
-    Class: ``classe`` if given, else the sub-folder path (a person filed the sample
-    there), else the label in the file name. Samples under ``unchecked/`` (where the
-    original extractor wrote them) are skipped unless ``include_unchecked``.
-    """
-    items: list[AudioItem] = []
-    skipped: list[Skipped] = []
-    for path in _listing(folder):
-        dirs = path.relative_to(folder).parent.parts
-        if UNCHECKED in dirs and not include_unchecked:
-            skipped.append(Skipped(str(path), "unchecked sample (no one confirmed its label)"))
-            continue
-        parsed = parse_sample_name(path.name)
-        item = _sample_item(path, [d for d in dirs if d != UNCHECKED], parsed, classe)
-        if isinstance(item, Skipped):
-            skipped.append(item)
-        else:
-            items.append(item)
-    return items, skipped
-
-
-def _sample_item(path: Path, dirs: list[str], parsed: SampleName | None, classe: str | None
-                 ) -> AudioItem | Skipped:
-    label = classe or "-".join(dirs)
-    if not label and parsed is not None and len(parsed.labels) == 1:
-        label = parsed.labels[0]
-    if not label:
-        why = ("several labels in its name" if parsed is not None and parsed.labels else
-               "no class: its name is not ['<label>'](<source>-<channel>)_<time>.wav "
-               "and it is in no class sub-folder")
-        return Skipped(str(path), why)
-    if not CLASS_NAME.fullmatch(label):
-        return Skipped(str(path), f"{label!r} is not a class name")
-    if parsed is None:
-        return AudioItem(path, label)
-    return AudioItem(path, label, parsed.group(), parsed.source, parsed.channel,
-                     parsed.time.isoformat() if parsed.time else "")
 
 
 # ---------------------------------------------------------------- merge

@@ -24,10 +24,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bus_schemas.errors import TidzamError
+
 JobType = Literal["worker", "ps"]
 
 
-class ClusterError(ValueError):
+class ClusterError(TidzamError, ValueError):
     """The distributed-training flags do not describe a usable cluster."""
 
 

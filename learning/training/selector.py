@@ -9,38 +9,30 @@ float32 TFLite model with a dynamic batch dimension, evaluates THAT file with
 LiteRT on the held-out windows and writes the model folder
 (``inference.modelfolder``).
 
-Supplement (``corpus.SUPPLEMENT_PACKAGES``): recordings of the rarest classes
-that join the train side only (``compile_training_set``). The held-out split is
-drawn over the default packages alone, so successive selectors are measured on
-the same windows, and no supplement file copies a held-out recording (checked by
-waveform cross-correlation when the package was added).
+Supplement (``learning.corpus.packages.SUPPLEMENT_PACKAGES``): recordings of the
+rarest classes that join the train side only (``compile_training_set``). The
+held-out split is drawn over the default packages alone, so successive selectors
+are measured on the same windows, and no supplement file copies a held-out
+recording (checked by waveform cross-correlation when the package was added).
 
 Choosing a configuration (``--validate``): the train side loses a validation
 split by recording group (``validation_split``), the model trains on the rest and
 is scored on it; the held-out side is only read by the final run.
 
-Augmentation, in the log-mel power domain (numpy, per epoch):
-- gain ±12 dB, clamped so a loud window stays above the energy gate and a quiet
-  window stays below it (quiet is a level, it must stay distinguishable);
-- mixing with a background window (rain, wind, water, insects) 9–24 dB under
-  the foreground, label unchanged;
-- band limitation (a low-pass at a random mel band with the noise floor
-  above it), since part of the corpus is 8–22 kHz audio;
-- one time and one frequency mask (SpecAugment).
+Augmentation (gain, background mixing, band limitation, masks):
+``learning.training.augment``; held-out metrics: ``learning.training.metrics``;
+the TFLite export and its evaluation: ``learning.training.export``.
 
 TensorFlow is imported inside the functions that need it, so the numpy parts
-(augmentation, metrics) can be imported and tested without it.
+can be imported and tested without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import logging
-import platform
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -49,13 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from inference.features import F32, FeatureParams, window_features
+from inference.features import FeatureParams
 from inference.modelfolder import (
-    ClassMetrics,
     Decision,
-    HeldOut,
     InputSpec,
     Metrics,
     ModelFolder,
@@ -63,35 +52,17 @@ from inference.modelfolder import (
     TrainingData,
     write_model_folder,
 )
-from learning.corpus.build import (
-    DEFAULT_PACKAGES,
-    PACKAGES,
-    SUPPLEMENT_PACKAGES,
-    CorpusManifest,
-    build_corpus,
-    default_cache_dir,
-)
-from learning.datasets.compile import (
-    DROPPED,
-    QUIET,
-    TEST,
-    TRAIN,
-    CompiledDataset,
-    DatasetConfig,
-    build_dataset,
-    dataset_key,
-    pick_test_groups,
-)
+from learning.corpus.build import build_corpus
+from learning.corpus.fetch import default_cache_dir
+from learning.corpus.manifest import CorpusManifest
+from learning.corpus.packages import DEFAULT_PACKAGES, PACKAGES, SUPPLEMENT_PACKAGES
+from learning.datasets.compile import DatasetConfig, build_dataset, dataset_key, pick_test_groups
+from learning.datasets.format import DROPPED, QUIET, TEST, TRAIN, CompiledDataset
+from learning.training.augment import augmenter_for, balanced_epoch
+from learning.training.export import evaluate_folder, export_tflite, framework_versions
+from learning.training.metrics import held_out_metrics, metrics_table
 
 log = logging.getLogger(__name__)
-
-I64 = npt.NDArray[np.int64]
-BACKGROUND_CLASSES = ("rain", "wind", "water", "insects")
-SPLIT_DESCRIPTION = (
-    "held out by recording group (content hash, or one source/speaker/recording shared by "
-    "several files; same-recording files merged by envelope correlation); a class with a "
-    "single group is split in time with a one-window gap (split 'time')"
-)
 
 VALIDATION_DESCRIPTION = (
     "validation: recording groups of the train side held out by validation_split; the "
@@ -121,152 +92,6 @@ class TrainConfig:
     margin: float = 0.1
     progress: bool = True
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-
-
-# ---------------------------------------------------------------- augmentation
-
-
-class Augmenter:
-    """Label-preserving changes to log-mel windows, in the power domain.
-
-    ``features`` are float32 (N, frames, mels) log-mel values (``log(power +
-    floor)``); ``levels`` their RMS levels in dBFS; ``labels`` class indices.
-    """
-
-    def __init__(self, params: FeatureParams, names: Sequence[str], gate_db: float,
-                 background: F32, background_db: F32, rng: np.random.Generator) -> None:
-        self.floor = np.float32(params.log_floor)
-        self.quiet = names.index(QUIET) if QUIET in names else -1
-        self.gate_db = gate_db
-        self.background = self.power(background)  # (B, frames, mels) real ambient windows
-        self.background_db = background_db  # (B,) their RMS levels, dBFS
-        self.rng = rng
-        noise = rng.standard_normal((8, params.window_samples)).astype(np.float32)
-        self.white = np.exp(window_features(noise, params)).mean(axis=(0, 1))  # 0 dBFS, (mels,)
-
-    def power(self, features: F32) -> F32:
-        return np.maximum(np.exp(features) - self.floor, 0.0).astype(np.float32)
-
-    def log(self, power: F32) -> F32:
-        out: F32 = np.log(power + self.floor).astype(np.float32)
-        return out
-
-    def gains_db(self, levels: F32, labels: npt.NDArray[np.integer[Any]]) -> F32:
-        """Random ±12 dB gains that keep loud windows above the gate (+3 dB) and
-        quiet ones below it (−2 dB)."""
-        is_quiet = labels == self.quiet
-        lo = np.where(is_quiet, -12.0, np.maximum(-12.0, self.gate_db + 3.0 - levels))
-        hi = np.where(is_quiet, np.minimum(12.0, self.gate_db - 2.0 - levels),
-                      np.minimum(12.0, -6.0 - levels))
-        hi = np.maximum(hi, lo)
-        return self.rng.uniform(lo, hi).astype(np.float32)
-
-    def __call__(self, features: F32, levels: F32, labels: npt.NDArray[np.integer[Any]],
-                 p_mix: float = 0.3, p_band: float = 0.2, p_mask: float = 0.3) -> F32:
-        n = features.shape[0]
-        gains = self.gains_db(levels, labels)
-        power = self.power(features) * (10.0 ** (gains / 10.0))[:, None, None]
-        draws = self.rng.random((3, n))
-        mix = np.flatnonzero((labels != self.quiet) & (draws[0] < p_mix))
-        if mix.size and self.background.shape[0]:
-            power[mix] += self._backgrounds(mix.size, levels[mix] + gains[mix])
-        band = np.flatnonzero(draws[1] < p_band)
-        if band.size:
-            power[band] = self._band_limit(power[band])
-        mask = np.flatnonzero(draws[2] < p_mask)
-        if mask.size:
-            power[mask] = self._masks(power[mask])
-        return self.log(power)
-
-    def _backgrounds(self, n: int, fg_levels: F32) -> F32:
-        """``n`` background windows scaled 9–24 dB under the given foreground levels."""
-        pick = self.rng.integers(0, self.background.shape[0], n)
-        bg = self.background[pick]
-        rel = self.rng.uniform(-24.0, -9.0, n)
-        scale = 10.0 ** ((fg_levels + rel - self.background_db[pick]) / 10.0)
-        return (bg * scale[:, None, None]).astype(np.float32)
-
-    def _band_limit(self, power: F32) -> F32:
-        """Low-pass at a random mel band (40 dB down) over a −90..−70 dBFS noise floor."""
-        n, _, mels = power.shape
-        cut = self.rng.integers(mels * 3 // 8, mels - 4, n)
-        floor_db = self.rng.uniform(-90.0, -70.0, n)
-        above = np.arange(mels)[None, :] >= cut[:, None]  # (n, mels)
-        noise = self.white[None, :] * (10.0 ** (floor_db / 10.0))[:, None]
-        limited = power * 1e-4 + noise[:, None, :]
-        return np.where(above[:, None, :], limited, power).astype(np.float32)
-
-    def _masks(self, power: F32) -> F32:
-        """One time mask (≤ 6 frames) and one frequency mask (≤ 6 bands), filled with
-        each band's quietest value in the window."""
-        out = power.copy()
-        n, frames, mels = power.shape
-        fill = power.min(axis=1)  # (n, mels)
-        for i in range(n):
-            t0, tw = self.rng.integers(0, frames), self.rng.integers(1, 7)
-            f0, fw = self.rng.integers(0, mels), self.rng.integers(1, 7)
-            out[i, t0:t0 + tw, :] = fill[i]
-            out[i, :, f0:f0 + fw] = fill[i, f0:f0 + fw]
-        return out
-
-
-def balanced_epoch(labels: npt.NDArray[np.integer[Any]], per_class: int,
-                   rng: np.random.Generator) -> I64:
-    """Indices of one epoch: ``per_class`` windows of every class present (drawn
-    with replacement only where a class has fewer), shuffled."""
-    picks = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        picks.append(rng.choice(idx, size=per_class, replace=idx.size < per_class))
-    order: I64 = rng.permutation(np.concatenate(picks)).astype(np.int64)
-    return order
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def confusion_matrix(truth: npt.NDArray[np.integer[Any]], predicted: npt.NDArray[np.integer[Any]],
-                     n_classes: int) -> npt.NDArray[np.int64]:
-    """``m[i, j]`` = windows of true class i predicted as j."""
-    m = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(m, (truth.astype(np.int64), predicted.astype(np.int64)), 1)
-    return m
-
-
-def held_out_metrics(scores: F32, truth: npt.NDArray[np.integer[Any]],
-                     names: Sequence[str], class_split: dict[str, str]) -> Metrics:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix of
-    held-out scores (N, n_classes) against true class indices (N,)."""
-    m = confusion_matrix(truth, scores.argmax(axis=1), len(names))
-    per_class = {}
-    recalls = []
-    for i, name in enumerate(names):
-        tp, support, predicted = int(m[i, i]), int(m[i].sum()), int(m[:, i].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        if support:
-            recalls.append(recall)
-        per_class[name] = ClassMetrics(
-            precision=round(precision, 4), recall=round(recall, 4), f1=round(f1, 4),
-            support=support, split="time" if class_split.get(name) == "time" else "group")
-    total = int(m.sum())
-    held_out = HeldOut(
-        accuracy=round(float(np.trace(m)) / total, 4) if total else 0.0,
-        balanced_accuracy=round(float(np.mean(recalls)), 4) if recalls else None,
-        per_class=per_class)
-    return Metrics(split=SPLIT_DESCRIPTION, held_out=held_out, confusion=m.tolist())
-
-
-def metrics_table(metrics: Metrics) -> str:
-    """A plain-text per-class table of held-out metrics."""
-    rows = [f"{'class':<9} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>8}  split"]
-    for name, c in metrics.held_out.per_class.items():
-        rows.append(f"{name:<9} {c.precision:6.3f} {c.recall:6.3f} {c.f1:6.3f} "
-                    f"{c.support:8d}  {c.split}")
-    h = metrics.held_out
-    rows.append(f"accuracy {h.accuracy:.3f}, balanced accuracy {h.balanced_accuracy}")
-    return "\n".join(rows)
 
 
 # ---------------------------------------------------------------- model selection
@@ -364,15 +189,6 @@ def compile_training_set(cfg: TrainConfig) -> tuple[CompiledDataset, CorpusManif
         "excluded": [*manifest.excluded, *other_manifest.excluded]})
 
 
-def augmenter_for(ds: CompiledDataset, gate_db: float, rng: np.random.Generator) -> Augmenter:
-    """The augmentation of ``ds``'s train side, its backgrounds drawn from the train
-    windows of the background classes (never attenuated quiet copies)."""
-    names = ds.label_names
-    bg_ids = [names.index(c) for c in BACKGROUND_CLASSES if c in names]
-    pool = (ds.split == TRAIN) & np.isin(ds.windows.labels, bg_ids) & (ds.windows.gain_db == 0)
-    return Augmenter(ds.params, names, gate_db, ds.windows.features[pool],
-                     ds.windows.level_db[pool], rng)
-
 
 def fit_selector(ds: CompiledDataset, cfg: TrainConfig) -> Any:
     """Train the selector on the train side with balanced, augmented epochs."""
@@ -408,67 +224,8 @@ def fit_selector(ds: CompiledDataset, cfg: TrainConfig) -> Any:
     return model
 
 
-def export_tflite(model: Any, params: FeatureParams) -> bytes:
-    """Float32 TFLite of ``model`` with a dynamic batch: input (None, frames, mels).
-
-    Through a SavedModel: converting a traced function of a Keras 3 model directly
-    leaves its weights as uninitialised resource variables (NaN scores).
-    """
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory(prefix="tidzam-export-") as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        tflite: bytes = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
-    _check_dynamic_batch(tflite, params)
-    return tflite
-
-
-def _check_dynamic_batch(tflite: bytes, params: FeatureParams) -> None:
-    from ai_edge_litert.interpreter import Interpreter
-
-    signature = list(Interpreter(model_content=tflite).get_input_details()[0]["shape_signature"])
-    if signature != [-1, *params.shape]:
-        raise RuntimeError(f"exported input shape {signature}, expected [-1, *{params.shape}]")
-
-
-def framework_versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    return {"tensorflow": tf.__version__, "keras": keras.__version__,
-            "ai_edge_litert": importlib.metadata.version("ai-edge-litert"),
-            "numpy": np.__version__, "python": platform.python_version()}
-
 
 # ---------------------------------------------------------------- the model folder
-
-
-def evaluate_folder(folder: ModelFolder, ds: CompiledDataset, threads: int = 1
-                    ) -> tuple[Metrics, float]:
-    """Held-out metrics of the exported TFLite file (LiteRT, as the classifier runs it;
-    ``decided_fraction``: windows the decision rule does not call ``unknown``) and the
-    inference time in ms per window (batches of 128, one thread)."""
-    from inference.scoring import TfliteModel, decide
-
-    model = TfliteModel(folder, num_threads=threads)
-    x, y = ds.side(TEST)
-    scores = np.concatenate([model.predict(x[i:i + 128]) for i in range(0, len(x), 128)]) \
-        if len(x) else np.zeros((0, len(ds.label_names)), np.float32)
-    metrics = held_out_metrics(scores, y, ds.label_names, ds.class_split)
-    d = folder.meta.decision
-    decided = [decide(s, ds.label_names, d.threshold, d.margin) != ("unknown",) for s in scores]
-    held_out = metrics.held_out.model_copy(
-        update={"decided_fraction": round(float(np.mean(decided)), 4) if decided else None})
-    metrics = metrics.model_copy(update={"held_out": held_out})
-    bench = TfliteModel(folder, num_threads=1)
-    batch = np.resize(x, (128, *ds.params.shape)) if len(x) else \
-        np.zeros((128, *ds.params.shape), np.float32)
-    bench.predict(batch)
-    start = time.perf_counter()
-    for _ in range(10):
-        bench.predict(batch)
-    ms = (time.perf_counter() - start) / 10 / 128 * 1e3
-    return metrics, ms
 
 
 def _meta(cfg: TrainConfig, ds: CompiledDataset, manifest: CorpusManifest,

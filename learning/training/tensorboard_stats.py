@@ -161,7 +161,7 @@ class HeldOutStats(keras.callbacks.Callback):  # type: ignore[misc]
             self.on_test(self.last)
 
     def full_stats(self) -> None:
-        from learning.training.selector import confusion_matrix
+        from learning.training.metrics import confusion_matrix
 
         tf = self.tf
         scores = self._scores(self.x)

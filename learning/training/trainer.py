@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from bus_schemas.errors import TidzamError
 from inference.modelfolder import (
     Decision,
     InputSpec,
@@ -48,8 +49,9 @@ from inference.modelfolder import (
     TrainingData,
     write_model_folder,
 )
-from learning.corpus.build import sha256_file
-from learning.datasets.compile import TEST, TRAIN, CompiledDataset, DatasetConfig, Windows
+from learning.corpus.manifest import sha256_file
+from learning.datasets.compile import DatasetConfig
+from learning.datasets.format import TEST, TRAIN, CompiledDataset, Windows
 from learning.training.cluster import Cluster
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ DATASET_MANIFEST = "dataset.json"
 ARCHITECTURES = ("selector",)
 
 
-class TrainError(ValueError):
+class TrainError(TidzamError, ValueError):
     """The training inputs cannot be used (message says why)."""
 
 
@@ -195,7 +197,7 @@ def fit(ds: CompiledDataset, opts: TrainOptions,
     import tf_keras
 
     from learning.training.architectures import build_selector
-    from learning.training.selector import augmenter_for, balanced_epoch
+    from learning.training.augment import augmenter_for, balanced_epoch
     from learning.training.tensorboard_stats import BatchHeldOutStats, HeldOutStats
 
     if opts.model not in ARCHITECTURES:
@@ -321,7 +323,7 @@ class TrainOutcome:
 
 def _meta(opts: TrainOptions, ds: CompiledDataset, metrics: Metrics | None,
           timings: dict[str, float]) -> ModelMeta:
-    from learning.training.selector import framework_versions
+    from learning.training.export import framework_versions
 
     return ModelMeta(
         model_id=opts.model_id or opts.out.name, version=opts.version,
@@ -338,7 +340,7 @@ def _meta(opts: TrainOptions, ds: CompiledDataset, metrics: Metrics | None,
 def train(opts: TrainOptions, on_progress: Callable[[Progress], None] | None = None
           ) -> TrainOutcome:
     """Datasets → training → TFLite → held-out metrics → model folder (chief only)."""
-    from learning.training.selector import evaluate_folder, export_tflite
+    from learning.training.export import evaluate_folder, export_tflite
 
     start = time.perf_counter()
     ds = training_data(opts)

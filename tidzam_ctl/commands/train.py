@@ -106,14 +106,17 @@ def _options(args: argparse.Namespace, train_path: Path) -> Any:
 def _folder_dataset(folder: Path, split: float, seed: int, scratch: Path) -> Path:
     """On the fly: window an audio folder (class = sub-folder) and hold out recordings."""
     from learning.datasets import operations as datasets
+    from learning.datasets.add import add_audio
+    from learning.datasets.errors import DatasetError
+    from learning.datasets.samples import folder_items
 
     try:
-        items, skipped = datasets.folder_items(folder)
-        ds, report = datasets.add_audio(datasets.create(), items, seed=seed)
+        items, skipped = folder_items(folder)
+        ds, report = add_audio(datasets.create(), items, seed=seed)
         for item in [*skipped, *report.skipped]:
             err.print(f"[yellow]skipped[/yellow] {item.path}: {item.reason}")
         ds, single = datasets.split_in_place(ds, split, seed)
-    except datasets.DatasetError as exc:
+    except DatasetError as exc:
         raise CliError(str(exc), 2) from None
     if single:
         err.print(f"[yellow]one recording only, nothing held out for:[/yellow] "
@@ -164,7 +167,7 @@ def train(settings: CtlSettings, args: argparse.Namespace) -> int:
         return 0
     assert outcome.folder is not None
     if outcome.metrics is not None:
-        from learning.training.selector import metrics_table
+        from learning.training.metrics import metrics_table
 
         out.print(metrics_table(outcome.metrics))
     out.print("timings: " + ", ".join(f"{k} {v}" for k, v in outcome.timings.items()))
