@@ -82,7 +82,9 @@ def classifier_consumer(model_id: str) -> ConsumerSpec:
         stream=AUDIO.name,
         filter_subjects=(subjects.AUDIO_ALL,),
         ack_wait_s=30.0,
-        max_ack_pending=256,
+        # the newest chunk of every live session is held (one or two each, more
+        # with an audio expert's look-ahead) besides the batches in hand
+        max_ack_pending=1024,
         batch=32,
     )
 

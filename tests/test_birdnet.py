@@ -30,12 +30,8 @@ from bus.runner import ConsumerRunner
 from bus_schemas import AudioChunk, ModelDeployed, Prediction, decode
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier.classifier import Classifier
-from consumers.classifier.service import (
-    ClassifierSettings,
-    ModelFollower,
-    build_cascade,
-    builtin_experts,
-)
+from consumers.classifier.deploys import ModelFollower, build_cascade
+from consumers.classifier.service import ClassifierSettings, builtin_experts
 from inference.birdnet import (
     CONTEXT_SAMPLES,
     INPUT,
@@ -405,8 +401,8 @@ async def test_the_classifier_hands_each_window_its_centred_context(nc: Client) 
     hop = clf.hop
     expected = 2 * expected_windows(n1, WINDOW, hop) + expected_windows(n2, WINDOW, hop)
     stop = asyncio.Event()
-    task = asyncio.create_task(ConsumerRunner(nc, classifier_consumer("selector"),
-                                              clf.handle).run(stop))
+    task = asyncio.create_task(clf.consume(ConsumerRunner(
+        nc, classifier_consumer("selector"), clf.handle), stop))
     try:
         async with asyncio.timeout(60):
             while (await nc.jetstream().stream_info("EVENTS")).state.messages < expected:
@@ -581,8 +577,8 @@ async def test_a_running_classifier_names_species_with_real_birdnet(
     clf = Classifier(nc, cascade, pub, overlap=0.25)
     expected = expected_windows(20 * RATE, WINDOW, clf.hop)
     stop = asyncio.Event()
-    task = asyncio.create_task(ConsumerRunner(nc, classifier_consumer("selector"),
-                                              clf.handle).run(stop))
+    task = asyncio.create_task(clf.consume(ConsumerRunner(
+        nc, classifier_consumer("selector"), clf.handle), stop))
     try:
         async with asyncio.timeout(120):
             while (await nc.jetstream().stream_info("EVENTS")).state.messages < expected:

@@ -22,7 +22,7 @@ from audio.decode import decode_all
 from bus.publisher import Publisher
 from bus_schemas import ModelDeployed, Prediction
 from consumers.classifier.classifier import Classifier
-from consumers.classifier.service import ModelFollower, build_cascade, expert_folders
+from consumers.classifier.deploys import ModelFollower, build_cascade, expert_folders
 from inference.cascade import (
     DEFAULT_GATE,
     MAX_VERSION_LEN,

@@ -42,7 +42,7 @@ async def _classify(nc: Client, instances: int, expected: int, overlap: float) -
         clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=overlap)
         spec = classifier_consumer("placeholder")
         runner = ConsumerRunner(nc, spec, clf.handle)
-        tasks.append(asyncio.create_task(runner.run(stop)))
+        tasks.append(asyncio.create_task(clf.consume(runner, stop)))
     js = nc.jetstream()
     try:
         async with asyncio.timeout(60):
@@ -87,26 +87,62 @@ async def test_two_instances_share_work_without_duplicates(nc: Client, tmp_path:
     assert len(keys) == len(set(keys)) == 4 * per_channel
 
 
-async def test_a_stalled_session_is_classified_after_the_stall_timeout(nc: Client) -> None:
-    """Three 1 s chunks and then nothing (no final flag: a live source died): the windows
-    inside the last chunk are still classified once its successor is overdue."""
-    rng = np.random.default_rng(0)
-    chunks = [AudioChunk(source="dead", channel=0, seq=k, first_sample=k * 48_000,
-                         start_ns=10**18 + k * 10**9, sample_rate=48_000,
-                         samples=(rng.normal(0, 0.1, 48_000) * 32767).astype("<i2").tobytes())
-              for k in range(3)]
-    await Publisher(nc.jetstream()).publish_all(chunks)
+def _dead_chunks(n: int, *, first: int = 0, final: bool = False) -> list[AudioChunk]:
+    rng = np.random.default_rng(first)
+    return [AudioChunk(source="dead", channel=0, seq=k, first_sample=k * 48_000,
+                       start_ns=10**18 + k * 10**9, sample_rate=48_000, final=final and k == n - 1,
+                       samples=(rng.normal(0, 0.1, 48_000) * 32767).astype("<i2").tobytes())
+            for k in range(first, n)]
+
+
+async def _other_traffic(nc: Client, seconds: float) -> None:
+    """Another source keeps the stream's clock going (a 0.1 s chunk every 0.1 s)."""
+    pub = Publisher(nc.jetstream())
+    n = int(seconds / 0.1)
+    for k in range(n):
+        await pub.publish_now(AudioChunk(source="alive", channel=0, seq=k, first_sample=k * 4800,
+                                         start_ns=10**18 + k * 10**8, sample_rate=48_000,
+                                         samples=b"\x00\x00" * 4800, final=k == n - 1))
+        await asyncio.sleep(0.1)
+
+
+async def _dead_predictions(nc: Client) -> list[Prediction]:
+    return [p for p in await _all_predictions(nc) if p.source == "dead"]
+
+
+async def test_a_stall_is_decided_by_the_streams_clock_and_late_audio_still_counts(
+        nc: Client) -> None:
+    """Three 1 s chunks and then nothing (no final flag: a live source died). While the
+    stream stores nothing (a NATS outage looks the same) nothing is closed, however long
+    the wall clock runs; once the stream's own clock has moved on by the stall, the
+    windows inside the last chunk are classified; when the missing chunk finally
+    arrives, the windows across the break are classified by it: none lost, none twice."""
+    await Publisher(nc.jetstream()).publish_all(_dead_chunks(3))
     clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=0.25, stall_s=1.0)
     stop = asyncio.Event()
-    task = asyncio.create_task(ConsumerRunner(nc, classifier_consumer("placeholder"),
-                                              clf.handle).run(stop))
-    expected = expected_windows(3 * 48_000, 24_000, 18_000)  # 7: the grid up to 3 s
+    task = asyncio.create_task(clf.consume(ConsumerRunner(
+        nc, classifier_consumer("placeholder"), clf.handle), stop))
+    inside = expected_windows(2 * 48_000 + 24_000, 24_000, 18_000)  # windows ending ≤ 2.5 s
     try:
-        async with asyncio.timeout(20):
-            while (await nc.jetstream().stream_info("EVENTS")).state.messages < expected:
+        async with asyncio.timeout(30):
+            while len(await _dead_predictions(nc)) < inside - 1:  # all but the held chunk's
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(2.5)  # 2.5 s of wall clock, nothing stored: no stall
+            assert clf.stats.breaks == 0 and clf.stats.held == 1
+            await _other_traffic(nc, 2.0)
+            while len(await _dead_predictions(nc)) < expected_windows(3 * 48_000, 24_000,
+                                                                     18_000):
+                await asyncio.sleep(0.05)
+            assert clf.stats.breaks == 1 and clf.stats.held == 0
+            await Publisher(nc.jetstream()).publish_all(_dead_chunks(4, first=3, final=True))
+            while len(await _dead_predictions(nc)) < expected_windows(4 * 48_000, 24_000,
+                                                                     18_000):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
     finally:
         stop.set()
         await task
-    assert clf.stats.waits > 0  # it did wait for a successor first
-    assert len(await _all_predictions(nc)) == expected
+    starts = [p.window_start_ns for p in await _dead_predictions(nc)]
+    assert len(starts) == len(set(starts)) == expected_windows(4 * 48_000, 24_000, 18_000)
+    assert (await nc.jetstream().consumer_info("AUDIO", "classifier-placeholder")
+            ).num_redelivered == 0

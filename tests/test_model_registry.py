@@ -10,7 +10,9 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -18,12 +20,13 @@ import pytest
 from nats.aio.client import Client
 
 from audio.decode import decode_all
-from bus.publisher import Publisher
-from bus.runner import ConsumerRunner, Delivery, Outcome
+from bus.history import read_deployments
+from bus.publisher import Publisher, PublishError
+from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
 from bus_schemas import AudioChunk, ModelDeployed, Prediction, SourceRemoved, decode
 from bus_schemas.streams import ConsumerSpec, classifier_consumer
 from consumers.classifier.classifier import Classifier, ModelRefused
-from consumers.classifier.service import ModelFollower, read_deployments
+from consumers.classifier.deploys import ModelFollower
 from inference.modelfolder import ModelFolder, ModelFolderError
 from inference.placeholder import LoudnessScorer
 from inference.registry import (
@@ -257,7 +260,8 @@ async def test_a_switch_between_batches_scores_every_window_once(nc: Client,
 
     spec = _spec(batch=3)
     per_channel = expected_windows(6 * 48_000, 24_000, 18_000)
-    await _run_until(nc, ConsumerRunner(nc, spec, handle_then_switch).run,
+    await _run_until(nc, lambda stop: clf.consume(ConsumerRunner(nc, spec, handle_then_switch),
+                                                  stop),
                      lambda n: n >= 2 * per_channel)
     preds = await _predictions(nc)
     keys = [(p.channel, p.window_start_ns) for p in preds]
@@ -272,9 +276,11 @@ async def test_a_switch_between_batches_scores_every_window_once(nc: Client,
 
 
 async def test_a_deploy_landing_during_a_batch_takes_effect_at_the_next(nc: Client) -> None:
+    """A chunk is scored once the next one arrives (its last windows run into it): the
+    arrival of chunk 1 scores chunk 0, the arrival of the final chunk 2 scores 1 and 2."""
     chunks = [AudioChunk(source="mid", channel=0, seq=k, first_sample=k * 48_000,
                          start_ns=10**18 + k * 10**9, sample_rate=48_000,
-                         samples=b"\x10\x00" * 48_000, final=k == 1) for k in range(2)]
+                         samples=b"\x10\x00" * 48_000, final=k == 2) for k in range(3)]
     await Publisher(nc.jetstream()).publish_all(chunks)
     clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=0.25)
 
@@ -284,12 +290,14 @@ async def test_a_deploy_landing_during_a_batch_takes_effect_at_the_next(nc: Clie
             return super().predict(features)
 
     clf.scorer = SwitchingMidway()
-    per_chunk = 3  # window starts 0, 0.375, 0.75 s of the first 1 s chunk; 2 in the last
-    await _run_until(nc, ConsumerRunner(nc, _spec(batch=1), clf.handle).run,
-                     lambda n: n >= 2 * per_chunk - 1)
+    per_chunk = 3  # window starts 0, 0.375, 0.75 s of the first 1 s chunk
+    total = expected_windows(3 * 48_000, 24_000, 18_000)
+    await _run_until(nc, lambda stop: clf.consume(ConsumerRunner(nc, _spec(batch=1),
+                                                                 clf.handle), stop),
+                     lambda n: n >= total)
     preds = sorted(await _predictions(nc), key=lambda p: p.window_start_ns)
     assert [p.model_version for p in preds] == ["0.0.1"] * per_chunk + ["0.0.2"] * (
-        len(preds) - per_chunk)
+        total - per_chunk)
 
 
 def _spec(batch: int) -> ConsumerSpec:
@@ -304,25 +312,54 @@ def _wide_scorer() -> LoudnessScorer:
     return wide
 
 
-async def test_a_redelivered_chunk_keeps_the_version_that_scored_it(nc: Client) -> None:
-    """Published, not acked, then the model switched: the redelivery gives the same
-    predictions (same message ids, stored once), not a second version's."""
-    chunk = AudioChunk(source="re", channel=0, seq=0, first_sample=0, start_ns=10**18,
-                       sample_rate=48_000, samples=b"\x10\x00" * 48_000, final=True)
-    clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=0.25)
+class _Msg:
+    """What the classifier reads of a delivered message, and the acks it sends."""
 
-    def delivery(seq: int, attempt: int) -> Delivery:
-        return Delivery(msg=None, event=chunk, stream_seq=seq,  # type: ignore[arg-type]
-                        num_delivered=attempt, subject="tidzam.audio.re.0")
+    def __init__(self) -> None:
+        self.metadata = SimpleNamespace(timestamp=datetime.now(UTC), num_pending=0)
+        self.acks = 0
 
-    await clf.handle([delivery(7, 1)])
-    stored = len(await _predictions(nc))
+    async def ack(self) -> None:
+        self.acks += 1
+
+
+class _FailingOnce(Publisher):
+    failed = False
+
+    async def publish_all(self, events: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise PublishError("the bus went away")
+        await super().publish_all(events)
+
+
+async def test_a_chunk_is_scored_by_one_version_whatever_happens_to_its_acks(
+        nc: Client) -> None:
+    """A publish that fails keeps the chunk held and the scorer it had: after a switch
+    it is scored again by that same version (same message ids, stored once). A chunk
+    acked before and delivered again (a lost ack) is acked, not scored again."""
+    def chunk(source: str) -> AudioChunk:
+        return AudioChunk(source=source, channel=0, seq=0, first_sample=0, start_ns=10**18,
+                          sample_rate=48_000, samples=b"\x10\x00" * 48_000, final=True)
+
+    clf = Classifier(nc, LoudnessScorer(), _FailingOnce(nc.jetstream()), overlap=0.25)
+
+    def delivery(event: AudioChunk, seq: int, msg: _Msg) -> Delivery:
+        return Delivery(msg=msg, event=event, stream_seq=seq,  # type: ignore[arg-type]
+                        num_delivered=1, subject=f"tidzam.audio.{event.source}.0")
+
+    first = _Msg()
+    await clf.handle([delivery(chunk("re"), 7, first)])  # scored, the publish fails
+    assert first.acks == 0 and not await _predictions(nc) and clf.stats.held == 1
     clf.swap(_Louder())
-    await clf.handle([delivery(7, 2)])  # the same chunk again
+    async with clf._lock:
+        await clf.tick()  # scored again: by the version it had
     preds = await _predictions(nc)
-    assert stored == expected_windows(48_000, 24_000, 18_000) == len(preds)
+    assert len(preds) == expected_windows(48_000, 24_000, 18_000) and first.acks == 1
     assert {p.model_version for p in preds} == {"0.0.1"}
-    await clf.handle([delivery(8, 1)])  # any other chunk: the new version
+    outcomes = await clf.handle([delivery(chunk("re"), 7, _Msg())])  # lost ack: redelivered
+    assert outcomes == [Ack()] and len(await _predictions(nc)) == len(preds)
+    await clf.handle([delivery(chunk("other"), 8, _Msg())])  # another chunk: the new version
     assert {p.model_version for p in await _predictions(nc)} == {"0.0.1", "0.0.2"}
 
 

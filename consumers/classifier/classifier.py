@@ -1,69 +1,62 @@
 """The classifier consumer: AudioChunk events in, Prediction events out.
 
-For a batch of chunks (any sources and channels, from the shared durable
-consumer): fetch the next chunk of each where a window crosses its end, cut the
-windows the chunk owns (``windowing``), compute features for all of them at once
-(``inference.features``), run ONE batched inference, decide, publish every
-prediction and wait for the acks; only then are the chunks acked. A redelivered
-chunk gives the same predictions with the same ``Nats-Msg-Id``, stored once.
+Read ``README.md`` beside this file first: it states what the classifier owns,
+when it acks, how redeliveries and model swaps are handled.
 
-The scorer is a ``inference.cascade.Cascade`` in the service (the selector and
-the experts that refine its classes, one score vector with every class of all
-of them, one version naming them all) or any single model: both are a
-``Scorer``. Features are computed once per window with the scorer's parameters.
+Hot path (one instance, chunks arriving in order): each delivered chunk joins
+the lane of its session (``lanes``); the chunks whose windows are complete are
+scored together (features for all windows at once, ONE batched inference),
+their predictions published and acked; the newest chunk of each session is
+*held* (not acked, kept alive with ``in_progress``) until the chunk after it
+arrives, because its last windows run into it. No nak, no lookup in the stream.
 
-Switching models (``swap``, called by the classifier service on a deploy of the
-selector or of an expert; either way the whole cascade is swapped): a batch
-is scored by the scorer it started with, so the switch falls between two
-batches and every window (owned by exactly one chunk) is scored by exactly one
-model version; no chunk is held back or dropped. The ``Nats-Msg-Id`` of a
-prediction names the model version, so a chunk scored again by ANOTHER version
-would give the window a second prediction, not a de-duplicated copy. This
-happens only to a redelivered chunk whose predictions were published before the
-switch and not acked (a failed publish, a lost ack): the classifier remembers
-which scorer scored its recent chunks (by AUDIO stream sequence) and scores
-such a chunk again with that same scorer, so the copies are identical and stored
-once. Not covered: a chunk redelivered to another instance or after a restart
-(its earlier scorer is not known there); both predictions are then stored, each
-under its own version. A swap is refused (``ModelRefused``) when the model's
-window length or sample rate differs from the running windowing: the window
-grid and the chunks' rate cannot change without a restart.
+Everything else reads the stream (``lookup``), never the wall clock:
 
-Audio experts (BirdNET, ``inference.cascade.AudioExpert``): when the scorer is a
-cascade whose experts hear raw audio around a window (``Cascade.context_samples``
-> 0), the classifier also fetches the audio before each chunk (``_preceding``:
-the previous chunks of its session, looked up in the stream, so every instance
-and every redelivery sees the same) and looks further ahead, and hands the
-cascade the windows' contexts (``inference.contexts``: centred on each window,
-shifted at a session's edges). Without such an expert nothing changes: no
-look-back, no longer look-ahead.
+- a chunk whose predecessor this instance has not seen (another instance took
+  it, a restart) looks it up: its stored time says whether the boundary between
+  them is broken, and its audio completes the windows and contexts that need it;
+- a held chunk whose successor went to another instance is found by a forward
+  scan of its subject, done only when the deliveries show a hole (sequences
+  this instance did not get) after it, or when held chunks fill half of
+  ``max_ack_pending``;
+- a session that stops without a final chunk: once the stream's own clock (the
+  stored times it shows us) has passed the newest chunk's time by ``stall_s``
+  while the consumer has no backlog, and a scan finds no successor, the lane
+  breaks there (``Lane.declare_break``) and the chunks before it are scored with
+  the audio there is. A successor stored later is ``stall_s`` late by
+  construction, so it owns the windows the break left and scores them when it
+  arrives: an outage of NATS (no stored times at all) never closes a window
+  early, and a late chunk never loses one.
+
+Chunks on a source's subject that belong to another session (junk, a second
+producer under the same name) make their own lanes and never end another
+session's windows; chunks that claim a session's seq but not its samples are
+dead-lettered. Both are counted (``ClassifierStats``) and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
 from nats.aio.client import Client
-from nats.js.api import RawStreamMsg
-from nats.js.errors import NotFoundError
 
 from bus.publisher import Publisher, PublishError
-from bus.runner import Ack, Delivery, Nak, Outcome, Poison, TransientError
-from bus_schemas import AudioChunk, DecodeError, Prediction, decode
-from bus_schemas.streams import AUDIO
-from bus_schemas.subjects import audio as audio_subject
+from bus.runner import Ack, ConsumerRunner, Delivery, Hold, Outcome, Poison
+from bus_schemas import AudioChunk, Prediction
+from consumers.classifier.lanes import Geometry, Lane, Piece, Ready, SessionKey, session_key
+from consumers.classifier.lookup import StreamLookup, stored_ns
 from inference.cascade import Cascade
-from inference.contexts import Span, SpanContexts, audio_needed_after, audio_needed_before
+from inference.contexts import SpanContexts
 from inference.features import FeatureParams, window_features
 from inference.scoring import Scorer
-from inference.windows import Windows, cut, samples_needed_after
+from inference.windows import hop_samples
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +65,17 @@ F32 = npt.NDArray[np.float32]
 
 @dataclass
 class ClassifierStats:
-    chunks: int = 0
+    chunks: int = 0  # scored and acked
     windows: int = 0
     predictions: int = 0
-    waits: int = 0
+    held: int = 0  # held now
+    scans: int = 0  # forward scans of a subject (another instance, a restart)
+    lookups: int = 0  # predecessors looked up
+    breaks: int = 0  # sessions broken by the stall rule
+    dropped_windows: int = 0  # windows no audio completed (a session's or a break's end)
+    foreign: int = 0  # messages of other sessions met while scanning
+    inconsistent: int = 0  # chunks dead-lettered: a session's seq with other samples
+    publish_failures: int = 0
 
 
 def context_samples(scorer: Scorer) -> int:
@@ -83,44 +83,45 @@ def context_samples(scorer: Scorer) -> int:
     return scorer.context_samples if isinstance(scorer, Cascade) else 0
 
 
-@dataclass(frozen=True)
-class _Job:
-    """A chunk ready to score: its windows, the scorer that scores it, and (for a
-    scorer with audio experts) the contiguous audio around it."""
-
-    stream_seq: int  # in AUDIO
-    chunk: AudioChunk
-    windows: Windows
-    scorer: Scorer
-    span: Span | None
-
-
-class ChunkNotReady(Exception):
-    """The next chunk of a live source has not arrived yet."""
-
-
 class ModelRefused(ValueError):
     """A model this classifier cannot switch to while running."""
 
 
 class Classifier:
-    RETRY_S = 0.2  # how soon a chunk waiting for its successor comes back
-    MAX_FOREIGN = 64  # chunks of other sessions to skip while looking for the next one
-    REMEMBERED = 16_384  # recently scored chunks whose scorer is kept for redeliveries
+    TICK_S = 0.05  # how often held chunks are checked against the stream
+    IDLE_S = 0.25  # no delivery for this long: ask the consumer's state (at most this often)
+    SCAN_BUDGET = 32  # stream reads per lane per tick
+    MAX_LANES = 4096  # sessions remembered with nothing held
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
-                 overlap: float = 0.25, stall_s: float = 10.0) -> None:
+                 overlap: float = 0.25, stall_s: float = 10.0, ack_wait_s: float = 30.0,
+                 max_ack_pending: int = 1024) -> None:
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        self._js = nc.jetstream()
         self.scorer = scorer
         self._pub = publisher
-        params = scorer.features
-        self.window = params.window_samples
-        self.hop = max(1, round(self.window * (1.0 - overlap)))
-        self._stall_s = stall_s  # a successor this late means the session ended
-        self._scored_by: OrderedDict[int, Scorer] = OrderedDict()  # AUDIO seq → scorer
+        self._lookup = StreamLookup(nc)
+        self.window = scorer.features.window_samples
+        self.hop = hop_samples(self.window, overlap)
+        self._stall_ns = int(stall_s * 1e9)
+        self._heartbeat_s = max(ack_wait_s / 3.0, 0.2)
+        self._high_water = max(1, max_ack_pending // 2)
+        self._lanes: OrderedDict[SessionKey, Lane] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self._stream_ns = 0  # the stream's clock: the newest stored time seen
+        self._max_seq = 0  # highest AUDIO sequence delivered here
+        self._holes: list[tuple[int, int]] = []  # AUDIO sequences delivered elsewhere
+        self._backlog = 0  # the consumer's pending count at the last delivery
+        self._consumer: tuple[str, str] | None = None  # (stream, durable) when consuming
+        self._last_delivery = 0.0  # event loop time
+        self._last_info = 0.0
+        self._scorer_of: dict[int, Scorer] = {}  # id(piece) → scorer of a failed publish
         self.stats = ClassifierStats()
+
+    # ------------------------------------------------------------- models
+
+    def geometry(self) -> Geometry:
+        return Geometry(self.window, self.hop, context_samples(self.scorer))
 
     def refusal(self, model_id: str, params: FeatureParams) -> str | None:
         """Why a model with these feature parameters cannot replace the running one
@@ -138,267 +139,275 @@ class Classifier:
         return None
 
     def swap(self, scorer: Scorer) -> Scorer:
-        """Score the next batches with ``scorer``; returns the one it replaces. Raises
-        ModelRefused for a model the running windowing cannot serve."""
+        """Score the next chunks with ``scorer``; returns the one it replaces. Raises
+        ModelRefused for a model the running windowing cannot serve. Chunks are
+        scored whole by one scorer, so the switch falls between two chunks of every
+        session: each window is scored by exactly one model version."""
         reason = self.refusal(scorer.model_id, scorer.features)
         if reason is not None:
             raise ModelRefused(reason)
         previous, self.scorer = self.scorer, scorer
+        geometry = self.geometry()
+        for lane in self._lanes.values():
+            lane.geometry = geometry  # an audio expert's context changes what is awaited
         return previous
 
+    # ----------------------------------------------------------- the runner
+
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        """Runner handler: one inference for the whole batch."""
-        scorer = self.scorer  # the whole batch is scored by one version (see swap)
-        outcomes: list[Outcome] = [Ack()] * len(deliveries)
-        jobs: list[tuple[int, AudioChunk]] = []
-        for i, delivery in enumerate(deliveries):
-            event = delivery.event
-            if not isinstance(event, AudioChunk):
-                outcomes[i] = Poison(f"classifier got a {event.event_type}, not an AudioChunk")
-            elif event.sample_rate != scorer.features.sample_rate:
-                outcomes[i] = Poison(
-                    f"chunk at {event.sample_rate} Hz; model {scorer.model_id} needs "
-                    f"{scorer.features.sample_rate} Hz (producers resample)")
-            else:
-                jobs.append((i, event))
-        # a chunk this process scored before (a redelivery) keeps its earlier scorer, so
-        # that its predictions keep their message ids (see swap)
-        scorers = [self._scored_by.get(deliveries[i].stream_seq, scorer) for i, _ in jobs]
-        arounds = await asyncio.gather(*(self._around(deliveries[i].stream_seq, c,
-                                                      context_samples(s))
-                                         for (i, c), s in zip(jobs, scorers, strict=True)),
-                                       return_exceptions=True)
-        ready: list[_Job] = []
-        for (i, chunk), chosen, around in zip(jobs, scorers, arounds, strict=True):
-            seq = deliveries[i].stream_seq
-            if isinstance(around, ChunkNotReady):
-                # Live edge: come back shortly rather than hold up the ready chunks of
-                # the batch (and the next fetch) while this one's successor arrives.
-                self.stats.waits += 1
-                if self._age_s(deliveries[i]) < self._stall_s:
-                    outcomes[i] = Nak(delay_s=self.RETRY_S)
-                    continue
-                # The source stalled for good: the windows crossing this end are lost
-                # with the audio that never came; the others are classified.
-                log.warning("no chunk after %s.%d seq %d: closing its windows",
-                            chunk.source, chunk.channel, chunk.seq)
-                before = await self._preceding_or_transient(seq, chunk, context_samples(chosen),
-                                                            chunk.end_sample)
-                ready.append(self._job(seq, chunk, chosen, before, None))
-            elif isinstance(around, BaseException):
-                raise TransientError(f"looking up the next chunk failed: {around}")
-            else:
-                ready.append(self._job(seq, chunk, chosen, *around))
-        groups = self._by_scorer(ready)
-        predictions = await asyncio.to_thread(self._predict_groups, groups)
-        self._remember(groups)  # before publishing: a partly failed publish counts
+        """Runner handler: every valid chunk is held, then scored and acked here as
+        soon as its windows are complete (maybe in this very call)."""
+        outcomes: list[Outcome] = []
+        async with self._lock:
+            touched: dict[SessionKey, Lane] = {}
+            for delivery in deliveries:
+                outcome, lane = self._take(delivery)
+                outcomes.append(outcome)
+                if lane is not None:
+                    touched[lane.key] = lane
+            await self._complete(list(touched.values()))
+        return outcomes
+
+    def _take(self, delivery: Delivery) -> tuple[Outcome, Lane | None]:
+        event = delivery.event
+        scorer = self.scorer
+        if not isinstance(event, AudioChunk):
+            return Poison(f"classifier got a {event.event_type}, not an AudioChunk"), None
+        if event.sample_rate != scorer.features.sample_rate:
+            return Poison(f"chunk at {event.sample_rate} Hz; model {scorer.model_id} needs "
+                          f"{scorer.features.sample_rate} Hz (producers resample)"), None
+        stored = self._observe(delivery)
+        lane = self._lane(session_key(event))
+        if event.seq in lane.acked:
+            return Ack(), None  # scored and acked before: our ack was lost
+        piece = Piece(event, event.to_float32(), stored, delivery.stream_seq, delivery)
+        reason = lane.add(piece)
+        if reason is not None:
+            self.stats.inconsistent += 1
+            return Poison(f"{delivery.subject}: {reason}: not this session's audio"), None
+        return Hold(), lane
+
+    def _observe(self, delivery: Delivery) -> int:
+        """The stream's clock and the sequences other instances got."""
+        meta = delivery.msg.metadata
+        stored = stored_ns(meta.timestamp) or self._stream_ns
+        self._stream_ns = max(self._stream_ns, stored)
+        self._backlog = int(meta.num_pending or 0)
+        self._last_delivery = asyncio.get_running_loop().time()
+        seq = delivery.stream_seq
+        if self._max_seq and seq > self._max_seq + 1:
+            self._holes.append((self._max_seq + 1, seq - 1))
+        self._max_seq = max(self._max_seq, seq)
+        return stored
+
+    def _lane(self, key: SessionKey) -> Lane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane(key, self.geometry(), self._stall_ns)
+        self._lanes.move_to_end(key)
+        return lane
+
+    # ------------------------------------------------------------- ticking
+
+    async def consume(self, runner: ConsumerRunner, stop: asyncio.Event) -> None:
+        """Run ``runner`` (whose handler is ``self.handle``) and the ticks together
+        until ``stop``; the held chunks go back to the server at the end."""
+        self._consumer = (runner.spec.stream, runner.spec.durable)
+        await asyncio.gather(runner.run(stop), self.run(stop))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Check held chunks against the stream and keep them alive until ``stop``;
+        then hand the held ones back to the server for another instance."""
+        beat = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.TICK_S)
+            try:
+                async with self._lock:
+                    await self.tick()
+                    if loop.time() - beat >= self._heartbeat_s:
+                        beat = loop.time()
+                        await self._heartbeat()
+            except Exception:  # the bus failed us mid-tick: the next tick retries
+                log.exception("classifier tick failed")
+        await self.release()
+
+    async def tick(self) -> None:
+        """Scans and lookups the held chunks need, then whatever became ready.
+        Call with the lock held."""
+        lanes = [lane for lane in self._lanes.values() if lane.pending()]
+        if not lanes:
+            return
+        await self._consumer_state()
+        crowded = sum(len(lane.held()) for lane in lanes) >= self._high_water
+        if crowded:  # deliveries may be blocked on max_ack_pending: ask the stream
+            self._stream_ns = max(self._stream_ns, await self._lookup.stream_last_ns())
+        for lane in lanes:
+            await self._scan(lane, crowded)
+        await self._complete(lanes)
+        self._forget()
+
+    async def _consumer_state(self) -> None:
+        """While no delivery comes, ask the consumer what it delivered (to another
+        instance: a hole after our last) and what is left (the backlog)."""
+        now = asyncio.get_running_loop().time()
+        if (self._consumer is None or now - self._last_delivery < self.IDLE_S
+                or now - self._last_info < self.IDLE_S):
+            return
+        self._last_info = now
+        info = await self._lookup.consumer_info(*self._consumer)
+        delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
+        if delivered > self._max_seq:
+            self._holes.append((self._max_seq + 1, delivered))
+            self._max_seq = delivered
+        self._backlog = int(info.num_pending or 0)
+
+    async def _scan(self, lane: Lane, crowded: bool) -> None:
+        """Read the stream after the chunk a held one waits for, when another
+        instance may have its successor, or the stall rule asks."""
+        last = lane.waiting_after()
+        if last is None:
+            return
+        wanted = last.seq + 1
+        newest = lane.newest
+        behind = newest is not None and newest.seq > last.seq  # a redelivery: it went on
+        hole = any(b > max(last.stream_seq, lane.scan_done_at) for _, b in self._holes)
+        stalled = (self._backlog == 0
+                   and self._stream_ns - last.stored_ns >= lane.stall_ns)
+        if not (behind or hole or crowded or stalled):
+            return
+        self.stats.scans += 1
+        resume = lane.scan_for == wanted and lane.scan_cursor > last.stream_seq
+        start = lane.scan_cursor if resume else last.stream_seq
+        found, reached_end, foreign = await self._lookup.scan(lane, start, wanted,
+                                                              self.SCAN_BUDGET)
+        self.stats.foreign += foreign
+        if found or not reached_end:
+            return
+        lane.scan_done_at = self._max_seq
+        if behind:  # the session went on, but the stream no longer holds this chunk
+            lane.declare_break(last.seq)
+            log.warning("%s.%d: seq %d is no longer in the stream: the windows that "
+                        "needed it are dropped", lane.key[0], lane.key[1], wanted)
+            return
+        # the scan began after we saw the stream's clock pass the stall: a successor
+        # stored from now on is late by the stall, so the boundary is broken for all
+        if stalled and self._stream_ns - last.stored_ns >= lane.stall_ns:
+            lane.declare_break(last.seq)
+            self.stats.breaks += 1
+            log.warning("%s.%d: no chunk after seq %d for %.0f s of the stream's time: "
+                        "scoring the session's windows up to there", lane.key[0],
+                        lane.key[1], last.seq, (self._stream_ns - last.stored_ns) / 1e9)
+
+    def _forget(self) -> None:
+        """Drop the holes no lane can still wait on, and the oldest idle lanes."""
+        oldest = min((p.stream_seq for lane in self._lanes.values() for p in lane.pending()),
+                     default=self._max_seq)
+        self._holes = [h for h in self._holes if h[1] >= oldest]
+        while len(self._lanes) > self.MAX_LANES:
+            key = next((k for k, v in self._lanes.items() if not v.pending()), None)
+            if key is None:
+                break
+            del self._lanes[key]
+
+    async def _heartbeat(self) -> None:
+        for lane in self._lanes.values():
+            for delivery in lane.held():
+                await delivery.msg.in_progress()
+
+    async def release(self) -> None:
+        """Hand every held chunk back (nak, no delay): another instance, or the next
+        run, takes it at once instead of after ``ack_wait``."""
+        async with self._lock:
+            for lane in self._lanes.values():
+                for piece in lane.pending():
+                    if piece.delivery is not None:
+                        with contextlib.suppress(Exception):
+                            await piece.delivery.msg.nak(delay=0)
+                        lane.disown(piece)
+
+    # ---------------------------------------------------------------- scoring
+
+    async def _complete(self, lanes: list[Lane]) -> None:
+        """Look up the predecessors the touched lanes miss, score what is ready,
+        publish, ack."""
+        for lane in lanes:
+            for piece in lane.pending():
+                missing = lane.missing_before(piece)
+                if missing is not None and missing not in lane.unavailable:
+                    self.stats.lookups += 1
+                    self.stats.foreign += await self._lookup.fetch_before(lane, piece, missing)
+        ready = [(lane, r) for lane in lanes for r in lane.ready()]
+        if not ready:
+            self.stats.held = sum(len(lane.held()) for lane in self._lanes.values())
+            return
+        groups: dict[int, tuple[Scorer, list[Ready]]] = {}
+        for _, r in ready:  # a chunk whose publish failed keeps the scorer it had then
+            scorer = self._scorer_of.get(id(r.piece), self.scorer)
+            groups.setdefault(id(scorer), (scorer, []))[1].append(r)
+        predictions = await asyncio.to_thread(
+            lambda: [p for s, rs in groups.values() for p in self._predict(rs, s)])
         try:
             await self._pub.publish_all(predictions)
         except PublishError as exc:
-            raise TransientError(str(exc)) from exc
-        self.stats.chunks += len(ready)
+            self.stats.publish_failures += 1
+            for scorer, rs in groups.values():
+                for r in rs:
+                    self._scorer_of[id(r.piece)] = scorer
+            log.warning("publishing %d predictions failed (%s): the chunks stay held and "
+                        "are scored again", len(predictions), exc)
+            self.stats.held = sum(len(lane.held()) for lane in self._lanes.values())
+            return
+        for lane, r in ready:
+            assert r.piece.delivery is not None
+            await r.piece.delivery.msg.ack()
+            self._scorer_of.pop(id(r.piece), None)
+            lane.done(r.piece)
+            self.stats.chunks += 1
+            self.stats.dropped_windows += r.dropped
+        for lane in {id(lane): lane for lane, _ in ready}.values():
+            lane.prune()
         self.stats.predictions += len(predictions)
-        return outcomes
+        self.stats.windows += len(predictions)
+        self.stats.held = sum(len(lane.held()) for lane in self._lanes.values())
 
-    def _job(self, stream_seq: int, chunk: AudioChunk, scorer: Scorer, before: F32 | None,
-             after: F32 | None) -> _Job:
-        """The windows a chunk owns and, for a scorer with audio experts, the span of
-        its session's audio from ``before`` through ``after`` it."""
-        samples = chunk.to_float32()
-        windows = cut(samples, chunk.first_sample, after, self.hop, self.window)
-        span = None
-        if context_samples(scorer):
-            parts = [p for p in (before, samples, after) if p is not None]
-            first = chunk.first_sample - (0 if before is None else before.shape[0])
-            span = Span(np.concatenate(parts), first)
-        return _Job(stream_seq, chunk, windows, scorer, span)
-
-    async def _around(self, stream_seq: int, chunk: AudioChunk, context: int
-                      ) -> tuple[F32 | None, F32 | None]:
-        """(samples before, samples after) ``chunk`` that its windows and their
-        ``context``-sample contexts need (0: no context, nothing before)."""
-        first, n = chunk.first_sample, chunk.n_samples
-        if not context:
-            need = samples_needed_after(first, n, self.hop, self.window)
-            return None, await self._following(stream_seq, chunk, need)
-        need = audio_needed_after(first, n, self.hop, self.window, context)
-        after = await self._following(stream_seq, chunk, need)
-        end = chunk.end_sample + (0 if after is None else after.shape[0])
-        return await self._preceding(stream_seq, chunk, context, end), after
-
-    async def _following(self, stream_seq: int, chunk: AudioChunk, need: int) -> F32 | None:
-        """``need`` samples right after ``chunk``, from the next chunks of its session
-        (several if chunks are short); None or fewer at the end of a session or a
-        gap."""
-        if chunk.final or need == 0:
-            return None
-        subject = audio_subject(chunk.source, chunk.channel)
-        parts: list[F32] = []
-        got, cursor, seq, first = 0, stream_seq, chunk.seq + 1, chunk.end_sample
-        foreign = 0
-        while got < need:
-            raw = await self._next_on_subject(cursor, subject)
-            if raw is None:  # not published yet: the handler decides to wait or not
-                raise ChunkNotReady(f"{subject} seq {seq}")
-            cursor = raw.seq or cursor + 1
-            nxt = self._decode_chunk(raw.headers, raw.data or b"")
-            if nxt is None or nxt.origin_ns != chunk.origin_ns:
-                foreign += 1  # another session of this source, interleaved
-                if foreign > self.MAX_FOREIGN:
-                    break
-                continue
-            if nxt.seq != seq or nxt.first_sample != first:
-                break  # a gap: the session ended here
-            samples = nxt.to_float32()
-            parts.append(samples)
-            got += samples.shape[0]
-            seq, first = seq + 1, nxt.end_sample
-            if nxt.final:
-                break
-        return np.concatenate(parts) if parts else None
-
-    async def _preceding(self, stream_seq: int, chunk: AudioChunk, context: int,
-                         span_end: int) -> F32 | None:
-        """Samples right before ``chunk``, as far back as the ``context`` of its first
-        window needs them (the session's audio known up to ``span_end``), from the
-        previous chunks of its session; None or fewer at the start of a session,
-        after a gap, or where the stream no longer holds them."""
-        need = audio_needed_before(chunk.first_sample, chunk.n_samples, self.hop, self.window,
-                                   context, span_end)
-        if need == 0:  # a session's first chunk, or its windows' contexts lie inside it
-            return None
-        subject = audio_subject(chunk.source, chunk.channel)
-        parts: list[F32] = []
-        got, cursor, back, foreign = 0, stream_seq, 1, 0
-        seq, end = chunk.seq - 1, chunk.first_sample  # what the previous chunk must be
-        while got < need and end > 0:
-            raw = await self._previous_on_subject(cursor, subject, back)
-            if raw is None or not raw.seq:
-                break
-            back, cursor = max(1, cursor - raw.seq), raw.seq  # the next one back: as far
-            prev = self._decode_chunk(raw.headers, raw.data or b"")
-            if prev is None or prev.origin_ns != chunk.origin_ns:
-                foreign += 1  # another session of this source
-                if foreign > self.MAX_FOREIGN:
-                    break
-                continue
-            if prev.seq != seq or prev.end_sample != end:
-                break  # a gap: the session's audio before it is lost
-            parts.append(prev.to_float32())
-            got += parts[-1].shape[0]
-            seq, end = seq - 1, prev.first_sample
-        return np.concatenate(parts[::-1]) if parts else None
-
-    async def _preceding_or_transient(self, stream_seq: int, chunk: AudioChunk,
-                                      context: int, span_end: int) -> F32 | None:
-        if not context:
-            return None
-        try:
-            return await self._preceding(stream_seq, chunk, context, span_end)
-        except Exception as exc:  # the bus failed us (timeout, reconnect): retry later
-            raise TransientError(f"looking up the previous chunk failed: {exc}") from exc
-
-    async def _previous_on_subject(self, before_seq: int, subject: str,
-                                   back: int) -> RawStreamMsg | None:
-        """The last message on ``subject`` stored before stream sequence ``before_seq``
-        (None: none). JetStream only looks forward (next by subject), so look ``back``
-        sequences back, doubling until one turns up, then step forward to the last:
-        a few gets however many other channels are interleaved, ``back`` being a
-        guess of how many."""
-        while True:
-            low = max(1, before_seq - back)
-            raw = await self._next_on_subject(low - 1, subject)
-            if raw is not None and raw.seq and raw.seq < before_seq:
-                while True:
-                    nxt = await self._next_on_subject(raw.seq, subject)
-                    if nxt is None or not nxt.seq or nxt.seq >= before_seq:
-                        return raw
-                    raw = nxt
-            if low == 1:
-                return None
-            back *= 2
-
-    @staticmethod
-    def _age_s(delivery: Delivery) -> float:
-        """Seconds since the chunk was stored in the stream."""
-        stored = delivery.msg.metadata.timestamp
-        return (datetime.now(UTC) - stored).total_seconds() if stored else 0.0
-
-    async def _next_on_subject(self, after_seq: int, subject: str) -> RawStreamMsg | None:
-        try:
-            raw: RawStreamMsg = await self._js.get_msg(AUDIO.name, seq=after_seq + 1,
-                                                       subject=subject, next=True)
-        except NotFoundError:
-            return None
-        return raw
-
-    @staticmethod
-    def _decode_chunk(headers: dict[str, str] | None, data: bytes) -> AudioChunk | None:
-        try:
-            event = decode(headers, data)
-        except DecodeError:
-            return None
-        return event if isinstance(event, AudioChunk) else None
-
-    @staticmethod
-    def _by_scorer(ready: list[_Job]) -> list[tuple[Scorer, list[_Job]]]:
-        """The chunks of a batch grouped by the scorer that scores them."""
-        groups: dict[int, tuple[Scorer, list[_Job]]] = {}
-        for job in ready:
-            groups.setdefault(id(job.scorer), (job.scorer, []))[1].append(job)
-        return list(groups.values())
-
-    def _remember(self, groups: list[tuple[Scorer, list[_Job]]]) -> None:
-        """Which scorer scored each chunk (by AUDIO stream sequence), for redeliveries."""
-        for scorer, jobs in groups:
-            for job in jobs:
-                self._scored_by[job.stream_seq] = scorer
-                self._scored_by.move_to_end(job.stream_seq)
-        while len(self._scored_by) > self.REMEMBERED:
-            self._scored_by.popitem(last=False)
-
-    def _predict_groups(self, groups: list[tuple[Scorer, list[_Job]]]) -> list[Prediction]:
-        """Worker thread: one inference per scorer (one, but around a switch)."""
-        return [p for scorer, jobs in groups for p in self._predict(jobs, scorer)]
-
-    def _scores(self, ready: list[_Job], scorer: Scorer, windows: F32) -> F32:
-        """One inference for the windows (N, window) of ``ready``, with the audio around
-        them for a scorer with audio experts."""
-        features = window_features(windows, scorer.features)
-        if not isinstance(scorer, Cascade) or not scorer.context_samples:
-            return scorer.predict(features)
-        spans = [job.span for job in ready if job.span is not None]
-        if len(spans) != len(ready):
-            raise RuntimeError("a chunk scored with audio experts has no audio around it")
-        span_of = np.concatenate([np.full(j.windows.starts.shape, k, dtype=np.int64)
-                                  for k, j in enumerate(ready)])
-        starts = np.concatenate([j.windows.starts for j in ready])
-        start_ns = np.array([j.chunk.time_of(s) for j in ready
-                             for s in j.windows.starts.tolist()], dtype=np.int64)
-        return scorer.predict(features, SpanContexts(self.window, spans, span_of, starts,
-                                                     start_ns))
-
-    def _predict(self, ready: list[_Job], scorer: Scorer) -> list[Prediction]:
-        """Features + one inference for every window of ``ready``."""
-        total = sum(j.windows.samples.shape[0] for j in ready)
+    def _predict(self, ready: list[Ready], scorer: Scorer) -> list[Prediction]:
+        """Worker thread: features + one inference for every window of ``ready``."""
+        counts = [r.starts.shape[0] for r in ready]
+        total = sum(counts)
         if total == 0:
             return []
-        windows = np.concatenate([j.windows.samples for j in ready
-                                  if j.windows.samples.shape[0]])
-        scores = self._scores(ready, scorer, windows)
+        windows = np.concatenate([_cut(r, self.window) for r in ready if r.starts.shape[0]])
+        features = window_features(windows, scorer.features)
+        if context_samples(scorer):
+            assert isinstance(scorer, Cascade)
+            span_of = np.repeat(np.arange(len(ready), dtype=np.int64), counts)
+            starts = np.concatenate([r.starts for r in ready])
+            start_ns = np.array([r.piece.chunk.time_of(s) for r in ready
+                                 for s in r.starts.tolist()], dtype=np.int64)
+            scores = scorer.predict(features, SpanContexts(
+                self.window, [r.span for r in ready], span_of, starts, start_ns))
+        else:
+            scores = scorer.predict(features)
         out: list[Prediction] = []
         row = 0
-        s = scorer
-        for job in ready:
-            chunk = job.chunk
-            for start in job.windows.starts.tolist():
+        for r in ready:
+            chunk = r.piece.chunk
+            for start in r.starts.tolist():
                 vector = scores[row]
                 row += 1
-                t0 = chunk.time_of(start)
                 out.append(Prediction(
-                    source=chunk.source, channel=chunk.channel, window_start_ns=t0,
-                    window_end_ns=chunk.time_of(start + self.window), model_id=s.model_id,
-                    model_version=s.version, labels=s.labels,
-                    scores=tuple(float(x) for x in vector), result=s.decide(vector)))
-        self.stats.windows += total
+                    source=chunk.source, channel=chunk.channel,
+                    window_start_ns=chunk.time_of(start),
+                    window_end_ns=chunk.time_of(start + self.window),
+                    model_id=scorer.model_id, model_version=scorer.version,
+                    labels=scorer.labels, scores=tuple(float(x) for x in vector),
+                    result=scorer.decide(vector)))
         return out
+
+
+def _cut(ready: Ready, window: int) -> F32:
+    """float32 (N, window): the windows of ``ready`` cut from its span."""
+    view = np.lib.stride_tricks.sliding_window_view(ready.span.samples, window)
+    return np.ascontiguousarray(view[ready.starts - ready.span.first_sample])

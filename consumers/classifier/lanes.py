@@ -1,0 +1,321 @@
+"""Sessions as lanes: the chunks of one session a classifier knows, and which of
+its own are ready to score. Pure: no NATS, no model.
+
+A *lane* is one session of one channel (source, channel, origin): its chunks by
+``seq``, each with its samples, its stream sequence and the time the stream
+stored it. Some are *owned* (delivered to this instance, to be scored and acked
+by it), the others *borrowed* (read from the stream to complete a window or a
+context; another instance, or an earlier run, owns them).
+
+Which windows a chunk owns (grid ``s = i * hop``, window ``W``):
+
+- a window belongs to the chunk it starts in, unless it crosses a *broken
+  boundary*: then it belongs to the chunk right after the last broken boundary
+  it crosses;
+- the boundary before chunk ``k`` is broken when the stream stored ``k`` at
+  least ``stall_ns`` after chunk ``k - 1``. It is a fact of the stream, the same
+  for every instance and every redelivery: the owner of ``k - 1`` never gives its
+  crossing windows away and the owner of ``k`` never takes them twice.
+
+A chunk is scored once the audio its windows (and, with audio experts, their
+contexts) need after it is known, or the lane says no more will come before
+that point: the session's final chunk, a broken boundary, or a break declared
+by the classifier (``declare_break``: the stream's clock passed the newest
+chunk's time by ``stall_ns`` and the stream holds no successor; one that is
+stored later is then necessarily ``stall_ns`` late, so its boundary is broken
+and the windows this chunk leaves are produced by it when its audio arrives).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from bus.runner import Delivery
+from bus_schemas import AudioChunk
+from inference.contexts import Span, audio_needed_after, audio_needed_before
+from inference.windows import owned_starts, samples_needed_after
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+SessionKey = tuple[str, int, int]  # source, channel, origin_ns
+
+
+def session_key(chunk: AudioChunk) -> SessionKey:
+    return chunk.source, chunk.channel, chunk.origin_ns
+
+
+@dataclass
+class Piece:
+    """One chunk of a lane: float32 ``samples`` (n,) mono at the chunk's rate."""
+
+    chunk: AudioChunk
+    samples: F32
+    stored_ns: int  # when the stream stored it (its clock, not ours)
+    stream_seq: int  # in AUDIO
+    delivery: Delivery | None = None  # owned: ours to score and ack
+    scored: bool = False
+
+    @property
+    def seq(self) -> int:
+        return self.chunk.seq
+
+    @property
+    def first(self) -> int:
+        return self.chunk.first_sample
+
+    @property
+    def end(self) -> int:
+        return self.chunk.end_sample
+
+    @property
+    def owned(self) -> bool:
+        return self.delivery is not None
+
+
+@dataclass(frozen=True)
+class Ready:
+    """An owned chunk whose windows can be scored now: the grid ``starts`` (N,) of
+    the windows it owns, every one complete inside ``span`` (the lane's
+    contiguous audio around it)."""
+
+    piece: Piece
+    starts: I64
+    span: Span
+    dropped: int  # its windows no audio can complete (a session's or a break's end)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The window grid the classifier runs: window and hop in samples, and the
+    raw audio around each window its audio experts hear (0: none)."""
+
+    window: int
+    hop: int
+    context: int = 0
+
+    def need_after(self, piece: Piece) -> int:
+        """Samples after ``piece`` its windows (and their contexts) need."""
+        n = piece.end - piece.first
+        if self.context:
+            return audio_needed_after(piece.first, n, self.hop, self.window, self.context)
+        return samples_needed_after(piece.first, n, self.hop, self.window)
+
+    def keep_before(self) -> int:
+        """Samples a lane keeps before its oldest unscored chunk: the head of a
+        window crossing a broken boundary, and a whole context (at a session's end
+        a context shifts back by up to its length)."""
+        return self.window + self.context
+
+
+@dataclass
+class Lane:
+    """The chunks of one session this instance knows (module docstring)."""
+
+    key: SessionKey
+    geometry: Geometry
+    stall_ns: int
+    pieces: dict[int, Piece] = field(default_factory=dict)
+    break_after: int | None = None  # seq after which a break was declared
+    acked: deque[int] = field(default_factory=lambda: deque(maxlen=256))
+    unavailable: set[int] = field(default_factory=set)  # seqs the stream does not hold
+    scan_cursor: int = 0  # AUDIO sequence the next forward scan starts after
+    scan_for: int = -1  # the seq that scan looks for
+    scan_done_at: int = 0  # highest AUDIO sequence known when a scan last reached the end
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def newest(self) -> Piece | None:
+        return self.pieces[max(self.pieces)] if self.pieces else None
+
+    def contiguous_newest(self) -> Piece | None:
+        """The newest chunk reachable from the oldest unscored owned one without a
+        missing seq (what a successor must follow)."""
+        pending = self.pending()
+        if not pending:
+            return self.newest
+        piece = pending[0]
+        while piece.seq + 1 in self.pieces:
+            piece = self.pieces[piece.seq + 1]
+        return piece
+
+    def pending(self) -> list[Piece]:
+        """Owned chunks not yet scored, oldest first."""
+        return sorted((p for p in self.pieces.values() if p.owned and not p.scored),
+                      key=lambda p: p.seq)
+
+    def add(self, piece: Piece) -> str | None:
+        """Put a chunk in the lane. Returns why it cannot be this session's (its
+        samples do not continue their neighbours'), else None. A chunk already
+        known is merged: a new delivery of it makes it owned again."""
+        known = self.pieces.get(piece.seq)
+        if known is not None:
+            if (known.first, known.end) != (piece.first, piece.end):
+                return (f"seq {piece.seq} covers samples {piece.first}..{piece.end}, but "
+                        f"the session's seq {piece.seq} covers {known.first}..{known.end}")
+            if piece.delivery is not None:
+                known.delivery = piece.delivery
+                known.stored_ns = piece.stored_ns
+            return None
+        before, after = self.pieces.get(piece.seq - 1), self.pieces.get(piece.seq + 1)
+        if before is not None and before.end != piece.first:
+            return (f"seq {piece.seq} starts at sample {piece.first}, but seq "
+                    f"{before.seq} ends at {before.end}")
+        if after is not None and piece.end != after.first:
+            return (f"seq {piece.seq} ends at sample {piece.end}, but seq {after.seq} "
+                    f"starts at {after.first}")
+        self.pieces[piece.seq] = piece
+        if self.break_after is not None and piece.seq > self.break_after:
+            self.break_after = None  # the successor came: its boundary says the rest
+        return None
+
+    def broken_before(self, piece: Piece) -> bool | None:
+        """Whether the boundary before ``piece`` is broken (None: its predecessor is
+        not known here)."""
+        if piece.seq == 0:
+            return False
+        before = self.pieces.get(piece.seq - 1)
+        if before is None:
+            return None
+        return piece.stored_ns - before.stored_ns >= self.stall_ns
+
+    def missing_before(self, piece: Piece) -> int | None:
+        """The seq to fetch before ``piece`` so it can be scored: its predecessor
+        (whose stored time decides its boundary), and with contexts or a broken
+        boundary the chunks back to what its windows hear. None: nothing missing."""
+        if piece.seq == 0:
+            return None
+        before = self.pieces.get(piece.seq - 1)
+        if before is None:
+            return piece.seq - 1
+        reach = piece.first - self._before_need(piece, piece.end)
+        cursor = before
+        while cursor.first > reach and cursor.seq > 0:
+            prev = self.pieces.get(cursor.seq - 1)
+            if prev is None:
+                return cursor.seq - 1
+            cursor = prev
+        return None
+
+    def declare_break(self, after_seq: int) -> None:
+        """No successor of ``after_seq`` is in the stream and the stream's clock has
+        passed its time by the stall: the chunks before it are scored with the
+        audio there is."""
+        if after_seq + 1 not in self.pieces:
+            self.break_after = after_seq
+
+    # ---------------------------------------------------------------- scoring
+
+    def ready(self) -> list[Ready]:
+        """Owned chunks that can be scored now, with their windows."""
+        out = []
+        for piece in self.pending():
+            if self._waits_before(piece):
+                continue
+            end = self._available_end(piece)
+            if end is not None:
+                out.append(self._ready(piece, end))
+        return out
+
+    def waiting_after(self) -> Piece | None:
+        """The newest contiguous chunk, when an unscored chunk waits for audio after
+        it (what a forward scan looks for), else None."""
+        if any(not self._waits_before(p) and self._available_end(p) is None
+               for p in self.pending()):
+            last = self.contiguous_newest()
+            if last is not None and not last.chunk.final and self.break_after != last.seq:
+                return last
+        return None
+
+    def _waits_before(self, piece: Piece) -> bool:
+        missing = self.missing_before(piece)
+        return missing is not None and missing not in self.unavailable
+
+    def _available_end(self, piece: Piece) -> int | None:
+        """Where the audio usable by ``piece``'s windows ends (None: wait)."""
+        need_end = piece.end + self.geometry.need_after(piece)
+        prev, cursor = piece, piece.end
+        while cursor < need_end:
+            if prev.chunk.final or self.break_after == prev.seq:
+                return cursor
+            nxt = self.pieces.get(prev.seq + 1)
+            if nxt is None:
+                return None
+            if nxt.stored_ns - prev.stored_ns >= self.stall_ns:
+                return cursor  # a broken boundary: the windows across it are nxt's
+            prev, cursor = nxt, nxt.end
+        return cursor
+
+    def _before_need(self, piece: Piece, span_end: int) -> int:
+        """Samples before ``piece`` its windows need, the session's audio reaching
+        ``span_end`` (a context at the end of the audio shifts back)."""
+        g = self.geometry
+        need = g.window - 1 if self.broken_before(piece) else 0
+        if g.context:
+            need = max(need, audio_needed_before(piece.first, piece.end - piece.first, g.hop,
+                                                 g.window, g.context, span_end))
+        return need
+
+    def _span(self, piece: Piece, end: int) -> Span:
+        """The contiguous audio from what ``piece``'s windows need before it to
+        ``end``."""
+        reach = piece.first - self._before_need(piece, end)
+        parts = [piece.samples]
+        first = piece.first
+        cursor = self.pieces.get(piece.seq - 1)
+        while cursor is not None and first > reach and cursor.end == first:
+            parts.insert(0, cursor.samples)
+            first = cursor.first
+            cursor = self.pieces.get(cursor.seq - 1)
+        nxt = self.pieces.get(piece.seq + 1)
+        last = piece.end
+        while nxt is not None and last < end and nxt.first == last:
+            parts.append(nxt.samples)
+            last = nxt.end
+            nxt = self.pieces.get(nxt.seq + 1)
+        audio = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        start = max(0, reach - first)
+        stop = min(audio.shape[0], end - first)
+        return Span(audio[start:stop], first + start)
+
+    def _ready(self, piece: Piece, end: int) -> Ready:
+        g = self.geometry
+        starts = owned_starts(piece.first, piece.end - piece.first, g.hop)
+        if self.broken_before(piece):  # the windows crossing into it are its own
+            head = owned_starts(piece.first - g.window + 1, g.window - 1, g.hop)
+            starts = np.concatenate([head[head >= 0], starts])
+        span = self._span(piece, end)
+        complete = (starts >= span.first_sample) & (starts + g.window <= span.end_sample)
+        return Ready(piece, starts[complete], span, int((~complete).sum()))
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def done(self, piece: Piece) -> None:
+        """``piece`` was scored, published and acked."""
+        piece.scored = True
+        piece.delivery = None
+        self.acked.append(piece.seq)
+
+    def disown(self, piece: Piece) -> None:
+        """Its delivery went back to the server (nak): it is borrowed now."""
+        piece.delivery = None
+
+    def prune(self) -> None:
+        """Forget the audio no unscored chunk can need; keep the newest chunk (its
+        stored time decides the next boundary)."""
+        if not self.pieces:
+            return
+        pending = self.pending()
+        newest = max(self.pieces)
+        anchor = pending[0] if pending else self.pieces[newest]
+        keep_from = anchor.first - self.geometry.keep_before()
+        for seq in [s for s, p in self.pieces.items()
+                    if s != newest and p.end <= keep_from and not (p.owned and not p.scored)]:
+            del self.pieces[seq]
+
+    def held(self) -> list[Delivery]:
+        return [p.delivery for p in self.pieces.values() if p.delivery is not None]
