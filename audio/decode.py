@@ -19,6 +19,8 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
+from bus_schemas.errors import TidzamError
+
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
@@ -26,7 +28,7 @@ MAX_CHANNELS = 64  # libswresample's limit (SWR_CH_MAX)
 
 
 
-class AudioDecodeError(RuntimeError):
+class AudioDecodeError(TidzamError, RuntimeError):
     """A file or URL that is not audio we can decode; the message says which and why."""
 
     def __init__(self, location: str, reason: str) -> None:

@@ -10,8 +10,10 @@ import asyncio
 import base64
 from dataclasses import dataclass
 
+from bus_schemas.errors import TidzamError
 
-class IcecastRefused(RuntimeError):
+
+class IcecastRefused(TidzamError, RuntimeError):
     """Icecast did not accept the mount (bad password, mount in use, server down)."""
 
 

@@ -11,12 +11,13 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from bus_schemas.errors import TidzamError
 from bus_schemas.streams import ALL_STREAMS, StreamSpec
 
 log = logging.getLogger(__name__)
 
 
-class BusError(RuntimeError):
+class BusError(TidzamError, RuntimeError):
     """NATS is unreachable or refused the stream layout."""
 
 

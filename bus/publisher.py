@@ -20,6 +20,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, ServiceUnavailableError
 
 from bus_schemas import Event, encode
+from bus_schemas.errors import TidzamError
 from bus_schemas.subjects import subject_for
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 _RETRYABLE = (TimeoutError, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError)
 
 
-class PublishError(RuntimeError):
+class PublishError(TidzamError, RuntimeError):
     """An event could not be stored in JetStream after all retries."""
 
 

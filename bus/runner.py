@@ -40,6 +40,7 @@ from bus.publisher import Publisher, PublishError
 from bus_schemas import DecodeError, Event, decode
 from bus_schemas import subjects as subj
 from bus_schemas.codec import MSG_ID_HEADER
+from bus_schemas.errors import TidzamError
 from bus_schemas.streams import (
     DLQ_CONSUMER,
     DLQ_REASON,
@@ -51,7 +52,7 @@ from bus_schemas.streams import (
 log = logging.getLogger(__name__)
 
 
-class TransientError(RuntimeError):
+class TransientError(TidzamError, RuntimeError):
     """A failure that retrying later can fix (database down, bus unreachable)."""
 
 
@@ -101,7 +102,7 @@ class RunnerStats:
     errors: list[str] = field(default_factory=list)
 
 
-class _Stopped(Exception):
+class _Stopped(TidzamError):
     """The stop event was set while a batch was being retried."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import msgpack
 from pydantic import ValidationError
 
+from bus_schemas.errors import TidzamError
 from bus_schemas.events import EVENT_TYPES, Event
 from bus_schemas.upcasters import UPCASTERS, Upcaster, UpcastError, upcast
 
@@ -22,7 +23,7 @@ HEADER_VERSION = "Tidzam-Version"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
-class DecodeError(ValueError):
+class DecodeError(TidzamError, ValueError):
     """A message that cannot become an event; ``reason`` says why."""
 
     def __init__(self, reason: str) -> None:

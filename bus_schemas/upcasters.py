@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bus_schemas.errors import TidzamError
+
 Body = dict[str, Any]
 Upcaster = Callable[[Body], Body]
 
@@ -18,7 +20,7 @@ Upcaster = Callable[[Body], Body]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
 
-class UpcastError(ValueError):
+class UpcastError(TidzamError, ValueError):
     """No path from a stored version to the current one."""
 
 

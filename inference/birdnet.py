@@ -64,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 from ai_edge_litert.interpreter import Interpreter
 
+from bus_schemas.errors import TidzamError
 from inference.cascade import RawAudio
 
 F32 = npt.NDArray[np.float32]
@@ -107,7 +108,7 @@ NOT_BIRDS = frozenset({
 })
 
 
-class BirdNetError(RuntimeError):
+class BirdNetError(TidzamError, RuntimeError):
     """BirdNET cannot serve: not installed, its files missing, or a site filter that
     keeps no species. The message says what to do."""
 

@@ -91,6 +91,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from bus_schemas.errors import TidzamError
 from inference.features import FeatureParams
 from inference.modelfolder import Decision
 from inference.scoring import SCORE_EPS, UNKNOWN, Model, Named, TfliteModel, decide
@@ -103,7 +104,7 @@ DEFAULT_DECISION = Decision(threshold=0.5, margin=0.1)  # the built-in selector'
 MAX_VERSION_LEN = 64  # bus_schemas.Prediction.model_version
 
 
-class CascadeError(ValueError):
+class CascadeError(TidzamError, ValueError):
     """An expert that cannot join a cascade: other feature parameters, a label
     with ``-``, a class that clashes, or no class of the cascade to refine."""
 

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bus_schemas.errors import TidzamError
+
 F32 = npt.NDArray[np.float32]
 
 FEATURE_KIND = "logmel-v1"
 
 
-class IncompatibleFeatures(ValueError):
+class IncompatibleFeatures(TidzamError, ValueError):
     """A model asks for feature parameters this code cannot produce."""
 
 

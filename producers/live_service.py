@@ -8,19 +8,17 @@ import logging
 import socketio
 from aiohttp import web
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.publisher import Publisher
+from bus.settings import TidzamSettings
 from producers.live import LiveNamespace
 
 log = logging.getLogger(__name__)
 
 
-class LiveSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
-
+class LiveSettings(TidzamSettings):
     nats_url: SecretStr
     live_host: str = "127.0.0.1"
     live_port: int = Field(8081, ge=1, le=65535)

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg import AsyncConnection
 
+from bus_schemas.errors import TidzamError
+
 log = logging.getLogger(__name__)
 
 Flavour = Literal["plain", "timescale"]
@@ -27,7 +29,7 @@ _LOCK_KEY = 0x7469647A616D  # "tidzam"
 _FILE = re.compile(r"^(\d{4}_[a-z0-9_]+)(?:\.(plain|timescale))?\.sql$")
 
 
-class MigrationError(RuntimeError):
+class MigrationError(TidzamError, RuntimeError):
     """The schema could not be brought up to date."""
 
 

@@ -29,6 +29,7 @@ from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from bus_schemas.errors import TidzamError
 from bus_schemas.events import (
     Event,
     LiveStreamClosed,
@@ -56,7 +57,7 @@ _EMPTY_ARRAY = struct.Struct(">3i")
 _DET_TYPES = ["timestamptz", "text", "int4", "text", "float4", "text", "text", "timestamptz"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TidzamError, RuntimeError):
     """A checkpoint would move backwards, or a sequence number is invalid."""
 
 

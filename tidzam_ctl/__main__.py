@@ -10,25 +10,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from audio.decode import AudioDecodeError
-from bus.connect import BusError
-from bus.publisher import PublishError
+from bus_schemas.errors import TidzamError
 from tidzam_ctl.commands.dataset import add_dataset_parser
 from tidzam_ctl.commands.train import add_train_parser
-from tidzam_ctl.errors import CliError
 from tidzam_ctl.settings import CtlSettings
-from tidzam_ctl.stack.nats import NatsServerError
-from tidzam_ctl.stack.postgres_binaries import PostgresError
-from tidzam_ctl.stack.stack import StackError
 
 console = Console(stderr=True)
-
-# Errors at a boundary whose message tells the user what to do: no traceback.
-PROJECT_ERRORS = (StackError, PostgresError, NatsServerError, BusError, PublishError,
-                  AudioDecodeError, ValidationError)
 out = Console()
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,14 +188,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = CtlSettings()
         handler = COMMANDS[args.command]
         code = handler(settings, args)
-    except CliError as exc:
+    except TidzamError as exc:  # a boundary's message says what to do: no traceback
         console.print(f"[red]error:[/red] {exc}")
-        sys.exit(exc.code)
-    except PROJECT_ERRORS as exc:
+        sys.exit(exc.exit_code)
+    except ValidationError as exc:  # a bad TIDZAM_* setting
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug: the traceback is for -v
+        if args.verbose:
+            raise
+        console.print(f"[red]error:[/red] unexpected {type(exc).__name__}: "
+                      f"{escape(str(exc))} (run with -v for the traceback)")
+        sys.exit(1)
     sys.exit(code)
 
 

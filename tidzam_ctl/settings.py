@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus.settings import TidzamSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,14 +18,12 @@ def default_home() -> Path:
     return Path(base) / "tidzam"
 
 
-class CtlSettings(BaseSettings):
+class CtlSettings(TidzamSettings):
     """Where the stack lives and which servers it talks to.
 
     ``nats_url``/``database_url`` left unset: ``up`` starts embedded servers in
     ``home``. Set them to use external servers instead.
     """
-
-    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
 
     home: Path = Field(default_factory=default_home)
     nats_url: SecretStr | None = None

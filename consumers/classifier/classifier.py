@@ -50,6 +50,7 @@ from nats.aio.client import Client
 from bus.publisher import Publisher, PublishError
 from bus.runner import Ack, ConsumerRunner, Delivery, Hold, Outcome, Poison
 from bus_schemas import AudioChunk, Prediction
+from bus_schemas.errors import TidzamError
 from consumers.classifier.lanes import Geometry, Lane, Piece, Ready, SessionKey, session_key
 from consumers.classifier.lookup import StreamLookup, stored_ns
 from inference.cascade import Cascade
@@ -83,7 +84,7 @@ def context_samples(scorer: Scorer) -> int:
     return scorer.context_samples if isinstance(scorer, Cascade) else 0
 
 
-class ModelRefused(ValueError):
+class ModelRefused(TidzamError, ValueError):
     """A model this classifier cannot switch to while running."""
 
 

@@ -47,13 +47,13 @@ import logging
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.connect import connect, ensure_streams
 from bus.history import read_deployments
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
+from bus.settings import TidzamSettings
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier.classifier import Classifier
 from consumers.classifier.deploys import (
@@ -74,9 +74,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "selector"
 
 
-class ClassifierSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
-
+class ClassifierSettings(TidzamSettings):
     nats_url: SecretStr
     model_dir: Path = DEFAULT_MODEL  # the model id, and the version when none is deployed
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
