@@ -1,7 +1,8 @@
-"""Machine learning that is neither produced nor consumed live.
+"""Offline only: making and judging models, never imported by a live process.
 
-``features`` is the single spectrogram implementation used by training AND
-inference; ``modelfolder`` reads and validates a model folder; ``inference`` runs
-a TFLite model with LiteRT (no TensorFlow import); ``corpus``/``dataset``/``train``
-build the bootstrap corpus and train the selector (TensorFlow, training only).
+``corpus`` fetches and labels the bootstrap recordings; ``datasets`` compiles them
+into windows and edits compiled datasets; ``training`` trains and exports models
+(TensorFlow, TFLite); ``compare`` scores two models on archived audio. The feature
+extractor, model folders and scoring live in ``inference`` and are used from there.
+See README.md.
 """

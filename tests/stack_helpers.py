@@ -6,12 +6,15 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
+from tests.waiting import wait_for
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
+
+# wait_for lives in tests.waiting; stack tests import it from here with the stack
+__all__ = ["REPO", "ctl", "running_stack", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,12 +35,3 @@ def ctl(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
     env["TIDZAM_HOME"] = str(home)
     return subprocess.run([sys.executable, "-m", "tidzam_ctl", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -18,7 +18,8 @@ from consumers.archiver import SPEC, Archiver
 from producers.replay import Replayer, ReplayItem
 from tests.audio_files import write_pcm, write_wav
 from tests.real_audio import DAY, MEGAGLEST, real_file
-from tests.stack_helpers import ctl, running_stack, wait_for
+from tests.stack_helpers import ctl, running_stack
+from tests.waiting import wait_for, wait_until
 
 T0 = datetime(2025, 6, 1, 9, 59, 57, tzinfo=UTC)  # 3 s before an hour boundary
 
@@ -30,11 +31,12 @@ async def _archive(nc: Client, root: Path, *items: ReplayItem) -> Archiver:
     runner = ConsumerRunner(nc, SPEC, archiver.handle)
     await runner.ensure_consumer()
     task = asyncio.create_task(runner.run(stop))
+
+    async def written() -> bool:
+        info = await nc.jetstream().consumer_info("AUDIO", SPEC.durable)
+        return not info.num_pending and not archiver.sessions
     try:
-        async with asyncio.timeout(30):
-            while (await nc.jetstream().consumer_info("AUDIO", SPEC.durable)).num_pending or \
-                    archiver.sessions:
-                await asyncio.sleep(0.05)
+        await wait_until(written, 30, "every chunk archived and every session closed")
     finally:
         stop.set()
         await task
@@ -119,11 +121,13 @@ async def test_a_session_that_stops_without_an_end_is_finished_and_resumed_right
     await runner.ensure_consumer()
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
+
+    async def sleep_then_tick(delay: float) -> None:
+        await asyncio.sleep(delay)
+        await first.tick()  # the archiver process runs this every idle_s / 2
     try:
-        async with asyncio.timeout(20):
-            while first.sessions or not (tmp_path / "arch" / "crash").is_dir():
-                await asyncio.sleep(0.1)
-                await first.tick()  # the archiver process runs this every idle_s / 2
+        await wait_until(lambda: not first.sessions and (tmp_path / "arch" / "crash").is_dir(),
+                         20, "the idle session's file", poll_s=0.1, pause=sleep_then_tick)
     finally:
         stop.set()
         await task

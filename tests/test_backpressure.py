@@ -15,6 +15,7 @@ from producers import player as player_module
 from producers.chunker import Chunker
 from producers.player import Player, Session
 from tests.audio_files import write_wav
+from tests.waiting import wait_until
 
 
 class SlowBus(Publisher):
@@ -44,9 +45,7 @@ async def test_a_slow_bus_holds_the_decoder_back(nc: Client, tmp_path: Path,
     player = Player(bus, chunk_s=1.0, queue_sets=8)  # speed None: as fast as the bus
     stop = asyncio.Event()
     task = asyncio.create_task(player.play(Session("slow", str(wav), 0), stop))
-    async with asyncio.timeout(30):
-        while bus.sets < 40:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: bus.sets >= 40, 30, "40 sets on the bus", poll_s=0.01)
     ahead = decoded[0] - bus.sets
     stop.set()
     result = await task

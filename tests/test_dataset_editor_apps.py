@@ -29,6 +29,7 @@ from learning.datasets.samples import parse_sample_name, sample_items
 from tests import test_dataset_editor as logic_tests
 from tests.audio_files import write_pcm
 from tests.test_dataset_editor import HOP, OWL, RAIN, arrays, loud_pieces, real
+from tests.waiting import wait_until
 from tidzam_ctl.commands import dataset as dataset_commands
 from tidzam_ctl.editor.app import BrowserApp, ExtractorApp
 from tidzam_ctl.editor.browsers import DatasetBrowser, FolderBrowser
@@ -54,11 +55,7 @@ def tree(root: Path) -> dict[str, str]:
 
 async def until(pilot: Pilot[None], done: Callable[[], bool], what: str) -> None:
     """Let the app run until ``done()`` (a worker, a thread); fail after 10 s."""
-    for _ in range(500):
-        if done():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    await wait_until(done, 10, what, poll_s=0.02, pause=pilot.pause)
 
 
 # ---------------------------------------------------------------- fixtures

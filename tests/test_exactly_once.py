@@ -24,6 +24,7 @@ from projections.store import ProjectionStore
 from tests.audio_files import expected_windows, write_wav
 from tests.fixtures_pg import prediction
 from tests.test_classifier import _all_predictions, _classify
+from tests.waiting import wait_until
 
 SPEC = projection_consumer("t", EVENTS, ("tidzam.pred.>",))
 SEC = 1_000_000_000
@@ -36,12 +37,6 @@ async def _rows(pool: AsyncConnectionPool[Any]) -> int:
         return int(row[0]) if row else 0
 
 
-async def _until(cond: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await cond():
-            await asyncio.sleep(0.05)
-
-
 async def _run_until_rows(runner: ConsumerRunner, pool: AsyncConnectionPool[Any],
                           rows: int) -> None:
     """Run ``runner`` until the predictions table holds ``rows`` rows."""
@@ -51,7 +46,7 @@ async def _run_until_rows(runner: ConsumerRunner, pool: AsyncConnectionPool[Any]
     async def done() -> bool:
         return await _rows(pool) == rows
     try:
-        await _until(done)
+        await wait_until(done, 20, f"{rows} prediction rows")
     finally:
         stop.set()
         await task

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgpack
 from nats.aio.client import Client
@@ -13,6 +13,7 @@ from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
 from bus_schemas import Prediction, SourceUnloaded
 from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION
 from bus_schemas.streams import DLQ_REASON, ConsumerSpec
+from tests.waiting import wait_until
 
 
 def _pred(i: int) -> Prediction:
@@ -29,13 +30,12 @@ def _spec(**kw: object) -> ConsumerSpec:
     return ConsumerSpec(**base)  # type: ignore[arg-type]
 
 
-async def _run_until(runner: ConsumerRunner, cond: object, timeout: float = 15.0) -> None:
+async def _run_until(runner: ConsumerRunner, cond: Callable[[], bool],
+                     timeout: float = 15.0) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
-        async with asyncio.timeout(timeout):
-            while not cond():  # type: ignore[operator]
-                await asyncio.sleep(0.02)
+        await wait_until(cond, timeout, "the runner's work", poll_s=0.02)
     finally:
         stop.set()
         await task
