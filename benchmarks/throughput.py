@@ -1,26 +1,36 @@
 """Throughput of the whole pipeline on real audio: replay → bus → classifier → SQL.
 
-    .venv/bin/python benchmarks/throughput.py --channels 8 --seconds 60
+    .venv/bin/python benchmarks/throughput.py --channels 32 --seconds 120
 
-Starts a private stack (embedded NATS + PostgreSQL + classifier(s) + projector) in
+First the bus alone, on the same recording: a private nats-server, the same
+replay, and one consumer process that decodes every chunk (as the classifier
+receives them) and acks it, nothing else. Then the pipeline:
+
+a private stack (embedded NATS + PostgreSQL + classifier(s) + projector) in
 a temporary home, builds an N-channel recording from real corpus recordings (a
 different one on each channel), replays it as fast as the bus takes it (or at
 ``--speed``), waits until every window is a committed SQL row, and prints:
 the real-time factor (audio-seconds per wall-second), windows/s, the latency from
 publishing a window's last chunk to its committed prediction row (p50/p99), and
-CPU time and peak RSS per process.
+CPU time and peak RSS per process, and the pipeline/bus ratio of real-time factors
+(1.0: the pipeline is as fast as the bus lets anything be).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import resource
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,13 +39,18 @@ import numpy as np
 import psutil
 
 from audio.decode import decode_all
-from bus.backlog import pipeline_durables, wait_idle
+from bus.backlog import wait_idle
 from bus.connect import connect, ensure_streams
+from bus.process import stop_event_on_signals
 from bus.publisher import Publisher
+from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
+from bus_schemas import AudioChunk, pcm
+from bus_schemas.streams import classifier_consumer, pipeline_durables
 from learning.corpus.fetch import default_cache_dir, fetch_package
 from learning.corpus.manifest import CorpusManifest
 from producers.replay import Replayer, ReplayItem
 from tidzam_ctl.settings import REPO_ROOT, CtlSettings
+from tidzam_ctl.stack.nats import NatsServer
 from tidzam_ctl.stack.stack import Stack
 
 RATE = 48_000
@@ -55,7 +70,7 @@ def build_recording(channels: int, seconds: float, out: Path, cache: Path,
         audio, _ = decode_all(cache / files[(ch + offset) % len(files)].local, RATE)
         mono = audio.mean(axis=0)
         looped = np.resize(mono, n)
-        data[:, ch] = np.clip(looped * 32767, -32768, 32767).astype(np.int16)
+        data[:, ch] = pcm.to_int16(looped)
     with wave.open(str(out), "wb") as w:
         w.setnchannels(channels)
         w.setsampwidth(2)
@@ -162,7 +177,77 @@ async def latencies(stack: Stack, published: dict[tuple[str, int], float],
     return out, last
 
 
+async def consume_only(url: str) -> None:
+    """The bus-alone consumer: decode and ack every chunk until SIGTERM, then print
+    (on stdout, JSON) the chunks acked, the time of the last ack and the CPU used."""
+    nc = await connect(url, "bench-bus-only")
+    stop = stop_event_on_signals()
+    last = [0.0, 0]
+
+    async def handle(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        for d in deliveries:
+            assert isinstance(d.event, AudioChunk)
+            d.event.to_float32()
+        last[0], last[1] = time.time(), last[1] + len(deliveries)
+        return [Ack()] * len(deliveries)
+
+    spec = classifier_consumer("bus-only")
+    await ConsumerRunner(nc, spec, handle).run(stop)
+    await nc.drain()
+    cpu = sum(psutil.Process().cpu_times()[:2])
+    print(json.dumps({"last_ack": last[0], "acked": last[1], "cpu_s": cpu}), flush=True)
+
+
+def bus_alone(wavs: list[Path], tmp: Path, chunk_s: float) -> tuple[float, float, float]:
+    """(seconds from the first publish to the last ack, replay CPU s, consumer CPU s)
+    for the recordings through a private nats-server and a decode-and-ack consumer."""
+    server = NatsServer.load_or_init(tmp / "bus-only")
+    proc = server.spawn()
+    try:
+        server.wait_ready(proc)
+
+        async def setup() -> None:
+            nc = await connect(server.url, "bench-setup")
+            await ensure_streams(nc.jetstream())
+            await nc.drain()
+
+        asyncio.run(setup())
+        consumer = subprocess.Popen([sys.executable, __file__, "--consume-only", server.url],
+                                    stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        me = psutil.Process()
+        cpu0 = sum(me.cpu_times()[:2])
+
+        async def replay_all() -> tuple[float, int]:
+            nc = await connect(server.url, "bench-replay")
+            t0 = time.time()
+            reports = await asyncio.gather(*(
+                Replayer(Publisher(nc.jetstream()), sample_rate=RATE, chunk_s=chunk_s)
+                .replay([ReplayItem(wav, f"bench{i}", START)]) for i, wav in enumerate(wavs)))
+            ok = await wait_idle(nc, [("AUDIO", classifier_consumer("bus-only").durable)],
+                                 timeout_s=3600,
+                                 settle_s=0.5)
+            await nc.drain()
+            if not ok:
+                raise SystemExit("the bus-only consumer did not catch up")
+            return t0, sum(r.chunks for rs in reports for r in rs)
+
+        t0, chunks = asyncio.run(replay_all())
+        replay_cpu = sum(me.cpu_times()[:2]) - cpu0
+        consumer.send_signal(signal.SIGTERM)
+        out, _ = consumer.communicate(timeout=60)
+        result = json.loads(out.strip().splitlines()[-1])
+        if result["acked"] < chunks:
+            raise SystemExit(f"the bus-only consumer acked {result['acked']} of {chunks}")
+        return result["last_ack"] - t0, replay_cpu, result["cpu_s"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--consume-only":
+        asyncio.run(consume_only(sys.argv[2]))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -180,6 +265,7 @@ def main() -> None:
             n = min(args.per_source, args.channels - first)
             wavs.append(build_recording(n, args.seconds, Path(tmp) / f"bench{i}.wav",
                                         default_cache_dir(), offset=first))
+        bus_wall, bus_replay_cpu, bus_consumer_cpu = bus_alone(wavs, Path(tmp), 1.0)
         stack = Stack(CtlSettings(home=home, classifiers=args.classifiers,
                                   overlap=args.overlap))
         try:
@@ -209,7 +295,11 @@ def main() -> None:
           f"overlap={args.overlap} speed={args.speed} cores={psutil.cpu_count()}")
     print(f"audio: {audio_s:.0f} channel-seconds; published in {t_pub - t0:.2f} s; "
           f"all rows committed after {wall:.2f} s")
-    print(f"real-time factor: {audio_s / wall:.1f} audio-s per wall-s")
+    print(f"bus alone (replay → NATS → decode + ack): {bus_wall:.2f} s, "
+          f"{audio_s / bus_wall:.1f}x real time; replay CPU {bus_replay_cpu:.1f} s, "
+          f"consumer CPU {bus_consumer_cpu:.1f} s")
+    print(f"real-time factor: {audio_s / wall:.1f} audio-s per wall-s "
+          f"(pipeline/bus ratio {bus_wall / wall:.2f})")
     print(f"windows: {len(lat)} -> {len(lat) / wall:.0f} windows/s")
     if lat:
         p50 = statistics.median(lat)

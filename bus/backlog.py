@@ -8,8 +8,6 @@ import time
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from bus_schemas.streams import projection_consumer
-
 
 async def consumer_backlog(nc: Client, stream: str, durable: str) -> int | None:
     """Messages not yet acked by a durable consumer (None if it does not exist)."""
@@ -35,13 +33,3 @@ async def wait_idle(nc: Client, durables: list[tuple[str, str]], timeout_s: floa
             quiet_since = None
         await asyncio.sleep(0.2)
     return False
-
-
-def pipeline_durables(model_id: str) -> list[tuple[str, str]]:
-    """The classifier, then the projections that follow it."""
-    from projections.service import PROJECTION, SUBSCRIPTIONS
-
-    durables = [("AUDIO", f"classifier-{model_id}")]
-    durables += [(spec.name, projection_consumer(PROJECTION, spec, filters).durable)
-                 for spec, filters in SUBSCRIPTIONS]
-    return durables

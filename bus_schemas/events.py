@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from bus_schemas import pcm
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -104,9 +106,7 @@ class AudioChunk(Event):
 
     def to_float32(self) -> npt.NDArray[np.float32]:
         """Samples as float32 in [-1, 1], shape (n_samples,)."""
-        if self.encoding == "s16le":
-            return np.frombuffer(self.samples, dtype="<i2").astype(np.float32) / 32768.0
-        return np.frombuffer(self.samples, dtype="<f4").astype(np.float32)
+        return pcm.to_float32(self.samples, self.encoding)
 
     @property
     def origin_ns(self) -> int:

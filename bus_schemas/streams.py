@@ -101,3 +101,38 @@ def projection_consumer(name: str, stream: StreamSpec, filters: tuple[str, ...])
         backoff_s=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
         batch=500,
     )
+
+
+# ------------------------------------------------------------- every durable
+
+# The projector's read models, and the streams and subjects they follow.
+PROJECTION = "main"
+PROJECTION_SUBSCRIPTIONS: tuple[tuple[StreamSpec, tuple[str, ...]], ...] = (
+    (EVENTS, (subjects.PRED_ALL,)),
+    (CONTROL, (subjects.CTL_ALL,)),
+)
+
+# Whole audio for the archive: large batches, one slow disk write may take a while.
+ARCHIVER = ConsumerSpec(durable="archiver", stream=AUDIO.name,
+                        filter_subjects=(subjects.AUDIO_ALL,), ack_wait_s=60.0,
+                        max_ack_pending=4096, batch=256, backoff_s=(0.5,))
+ICECAST_RELAY = ConsumerSpec(durable="icecast-relay", stream=AUDIO.name,
+                             filter_subjects=(subjects.AUDIO_ALL,), ack_wait_s=30.0,
+                             max_ack_pending=1024, batch=64)
+JACK_OUTPUT = ConsumerSpec(durable="jack-output", stream=AUDIO.name,
+                           filter_subjects=(subjects.AUDIO_ALL,), ack_wait_s=30.0,
+                           max_ack_pending=1024, batch=64)
+SOURCE_MANAGER = ConsumerSpec(durable="source-manager", stream=CONTROL.name,
+                              filter_subjects=(subjects.SOURCE_ALL,), ack_wait_s=30.0,
+                              max_ack_pending=1000, max_deliver=-1, backoff_s=(1.0, 5.0),
+                              batch=200)
+
+
+def pipeline_durables(model_id: str) -> list[tuple[str, str]]:
+    """(stream, durable) of the classifier of ``model_id``, then of the projections
+    that follow it: what must be drained for a replay to be in SQL."""
+    durables = [(AUDIO.name, classifier_consumer(model_id).durable)]
+    durables += [(spec.name, projection_consumer(PROJECTION, spec, filters).durable)
+                 for spec, filters in PROJECTION_SUBSCRIPTIONS]
+    return durables
+

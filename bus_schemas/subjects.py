@@ -29,6 +29,7 @@ SAMPLE_ALL = f"{PREFIX}.sample.>"
 MIXER_ALL = f"{PREFIX}.mixer.>"
 HEALTH_ALL = f"{PREFIX}.health.>"
 CTL_ALL = f"{PREFIX}.ctl.>"
+SOURCE_ALL = f"{PREFIX}.ctl.source.>"
 DLQ_ALL = f"{PREFIX}.dlq.>"
 
 

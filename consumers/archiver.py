@@ -33,20 +33,18 @@ import numpy as np
 import numpy.typing as npt
 from av.audio.stream import AudioStream
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audio import archive
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
-from bus_schemas import AudioChunk
-from bus_schemas.streams import AUDIO, ConsumerSpec
-from bus_schemas.subjects import AUDIO_ALL
+from bus.settings import TidzamSettings
+from bus_schemas import AudioChunk, pcm
+from bus_schemas.streams import ARCHIVER
 
 log = logging.getLogger(__name__)
 
-SPEC = ConsumerSpec(durable="archiver", stream=AUDIO.name, filter_subjects=(AUDIO_ALL,),
-                    ack_wait_s=60.0, max_ack_pending=4096, batch=256, backoff_s=(0.5,))
+SPEC = ARCHIVER
 HOUR_NS = 3_600 * 1_000_000_000
 STATE_KEEP_S = 48 * 3_600.0  # twice the AUDIO stream's age limit
 I16 = npt.NDArray[np.int16]
@@ -73,7 +71,7 @@ class HourFile:
         data: npt.NDArray[np.generic] = block
         fmt = "s16"
         if self._float:
-            data, fmt = block.astype(np.float32) / 32768.0, "flt"
+            data, fmt = pcm.int16_to_float32(block), "flt"
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data).reshape(1, -1),
                                            format=fmt, layout=self.layout)
         frame.sample_rate = self.rate
@@ -233,7 +231,7 @@ class Archiver:
         if n == 0:
             return
         block = np.stack([np.frombuffer(c.samples, dtype="<i2")[:n] if c.encoding == "s16le"
-                          else (c.to_float32()[:n] * 32767).astype(np.int16) for c in chunks],
+                          else pcm.to_int16(c.to_float32()[:n]) for c in chunks],
                          axis=1)
         start_ns = chunks[0].start_ns
         while block.shape[0]:
@@ -272,9 +270,7 @@ class Archiver:
         self._save_state()
 
 
-class ArchiverSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
-
+class ArchiverSettings(TidzamSettings):
     nats_url: SecretStr
     archive_dir: Path
     archive_sources: str = Field("*", min_length=1)

@@ -18,23 +18,22 @@ import time
 from collections.abc import Sequence
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audio.icecast import IcecastRefused, IcecastTarget
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
-from bus_schemas import AudioChunk
-from bus_schemas.streams import AUDIO, ConsumerSpec
-from bus_schemas.subjects import AUDIO_ALL
+from bus.settings import TidzamSettings
+from bus_schemas import AudioChunk, pcm
+from bus_schemas.errors import TidzamError
+from bus_schemas.streams import AUDIO, ICECAST_RELAY
 
 log = logging.getLogger(__name__)
 
-SPEC = ConsumerSpec(durable="icecast-relay", stream=AUDIO.name, filter_subjects=(AUDIO_ALL,),
-                    ack_wait_s=30.0, max_ack_pending=1024, batch=64)
+SPEC = ICECAST_RELAY
 
 
-class RelayError(RuntimeError):
+class RelayError(TidzamError, RuntimeError):
     """Icecast refused a mount or an encoder could not start."""
 
 
@@ -122,9 +121,9 @@ class IcecastRelay:
             stream.last_seen = time.monotonic()
             position = (chunk.origin_ns, chunk.seq)
             if position > stream.last:  # a redelivered or late chunk is not played twice
-                pcm = chunk.samples if chunk.encoding == "s16le" else \
-                    (chunk.to_float32() * 32767).astype("<i2").tobytes()
-                await stream.write(pcm)
+                data = chunk.samples if chunk.encoding == "s16le" else \
+                    pcm.from_float32(chunk.to_float32())
+                await stream.write(data)
                 stream.last = position
             if chunk.final:
                 await self.drop(key)
@@ -152,9 +151,7 @@ class IcecastRelay:
             await self.drop(key)
 
 
-class RelaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
-
+class RelaySettings(TidzamSettings):
     nats_url: SecretStr
     icecast_host: str = "127.0.0.1"
     icecast_port: int = Field(8000, ge=1, le=65535)

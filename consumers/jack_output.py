@@ -31,23 +31,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audio.resample import PcmResampler
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
-from bus_schemas import AudioChunk
-from bus_schemas.streams import AUDIO, ConsumerSpec
-from bus_schemas.subjects import AUDIO_ALL
+from bus.settings import TidzamSettings
+from bus_schemas import AudioChunk, pcm
+from bus_schemas.streams import AUDIO, JACK_OUTPUT
 
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 
 CLIENT_NAME = "tidzam-out"
-SPEC = ConsumerSpec(durable="jack-output", stream=AUDIO.name, filter_subjects=(AUDIO_ALL,),
-                    ack_wait_s=30.0, max_ack_pending=1024, batch=64)
+SPEC = JACK_OUTPUT
 
 
 def port_name(source: str, channel: int) -> str:
@@ -172,7 +170,7 @@ class JackOutput:
         out.last = position
         samples = chunk.to_float32()
         if out.resampler is not None:
-            samples = out.resampler.push((np.clip(samples, -1, 1) * 32767).astype(np.int16))
+            samples = out.resampler.push(pcm.to_int16(samples))
         out.fifo.push(samples.astype(np.float32, copy=False))
         if chunk.final:
             if out.resampler is not None:
@@ -225,9 +223,7 @@ class JackOutput:
         self.ports.clear()
 
 
-class JackOutputSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
-
+class JackOutputSettings(TidzamSettings):
     nats_url: SecretStr
     jack_out_buffer_s: float = Field(4.0, gt=0.5, le=120)
     jack_out_prefill_s: float = Field(1.3, ge=0.0, le=60)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.fft
 
 from bus_schemas.errors import TidzamError
 
@@ -111,6 +112,16 @@ def mel_filterbank(params: FeatureParams) -> F32:
 
 
 @lru_cache(maxsize=8)
+def _band(params: FeatureParams) -> tuple[int, int, F32]:
+    """(first, end) FFT bins some mel filter uses, and the filterbank's rows for
+    them: the bins outside the band are never computed into power or summed."""
+    bank = mel_filterbank(params)
+    used = np.flatnonzero(bank.any(axis=1))
+    first, end = int(used[0]), int(used[-1]) + 1
+    return first, end, np.ascontiguousarray(bank[first:end])
+
+
+@lru_cache(maxsize=8)
 def _hann(n: int) -> F32:
     return np.hanning(n + 1)[:-1].astype(np.float32)
 
@@ -132,9 +143,12 @@ def window_features(windows: F32, params: FeatureParams) -> F32:
     frames = np.lib.stride_tricks.sliding_window_view(x, params.n_fft, axis=1)[
         :, :: params.hop, :
     ][:, : params.n_frames, :]
-    spec = np.fft.rfft(frames * _hann(params.n_fft), axis=-1)
-    power = (spec.real**2 + spec.imag**2).astype(np.float32)
-    mel: F32 = power @ mel_filterbank(params)
+    # scipy's FFT computes float32 in float32, ~5x faster than numpy's here
+    spec = scipy.fft.rfft(frames * _hann(params.n_fft), axis=-1)
+    first, end, bank = _band(params)
+    band = spec[..., first:end]
+    power = (band.real**2 + band.imag**2).astype(np.float32, copy=False)
+    mel: F32 = power @ bank
     logmel: F32 = np.log(mel + np.float32(params.log_floor)).astype(np.float32)
     return logmel
 

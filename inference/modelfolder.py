@@ -41,7 +41,9 @@ from pydantic import (
     model_validator,
 )
 
+from bus_schemas.errors import TidzamError
 from inference.features import FeatureParams, IncompatibleFeatures
+from inference.semver import is_semver
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,10 @@ MODEL_FILE = "model.tflite"
 META_FILE = "model.json"
 MANIFEST_FILE = "corpus.json"
 
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?"
-                     r"(?:\+[0-9A-Za-z.-]+)?$")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class ModelFolderError(Exception):
+class ModelFolderError(TidzamError):
     """A model folder is missing a file or holds invalid metadata."""
 
 
@@ -128,7 +128,7 @@ class ModelMeta(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not _SEMVER.match(value):
+        if not is_semver(value):
             raise ValueError(f"version {value!r} is not a semantic version (e.g. 1.0.0)")
         return value
 

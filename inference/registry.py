@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
@@ -34,35 +33,21 @@ from pathlib import Path
 import numpy as np
 
 from bus_schemas import ModelDeployed
+from bus_schemas.errors import TidzamError
 from inference.features import IncompatibleFeatures
 from inference.modelfolder import META_FILE, MODEL_FILE, ModelFolder, ModelFolderError
+from inference.semver import semver_key
 
 log = logging.getLogger(__name__)
 
 BUILTIN_ROOT = Path(__file__).resolve().parents[1] / "models"
 
-_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
-
-
-class RegistryError(Exception):
+class RegistryError(TidzamError):
     """A registry request that cannot be honoured: unknown model, duplicate version,
     nothing to roll back to."""
 
 
 # ------------------------------------------------------------------ versions
-
-
-def semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
-    """Sort key of a semantic version: numeric parts, then a release after its
-    pre-releases, pre-release identifiers numeric before alphanumeric (semver §11)."""
-    m = _SEMVER.match(version)
-    if m is None:
-        raise RegistryError(f"{version!r} is not a semantic version (e.g. 1.2.0)")
-    major, minor, patch, pre = m.groups()
-    if pre is None:
-        return int(major), int(minor), int(patch), 1, ()
-    ids = tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split("."))
-    return int(major), int(minor), int(patch), 0, ids
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bus_schemas import AudioChunk
+from bus_schemas import AudioChunk, pcm
 
 F32 = npt.NDArray[np.float32]
 
@@ -68,11 +68,11 @@ class Chunker:
         self._buf = [rest] if rest.shape[1] else []
         self._buffered = rest.shape[1]
         start_ns = self._origin_ns + self._time_offset_ns(self._emitted_samples)
-        pcm = np.clip(np.round(head * 32767.0), -32768, 32767).astype("<i2")
+        samples = pcm.to_int16(head).astype("<i2")
         chunks = [
             AudioChunk(source=self.source, channel=ch, seq=self._seq,
                        first_sample=self._emitted_samples, start_ns=start_ns,
-                       sample_rate=self.sample_rate, samples=pcm[i].tobytes(), final=final)
+                       sample_rate=self.sample_rate, samples=samples[i].tobytes(), final=final)
             for i, ch in enumerate(self.channels)
         ]
         self._seq += 1

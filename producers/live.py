@@ -23,7 +23,8 @@ import socketio
 
 from audio.resample import PcmResampler
 from bus.publisher import Publisher
-from bus_schemas import LiveStreamClosed, LiveStreamOpened
+from bus_schemas import LiveStreamClosed, LiveStreamOpened, pcm
+from bus_schemas.errors import TidzamError
 from producers.chunker import Chunker
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 JSON_ERROR = {"error": "request must be a JSON."}
 
 
-class LiveInputError(ValueError):
+class LiveInputError(TidzamError, ValueError):
     """A client sent audio we cannot take; the message is sent back to it."""
 
 
@@ -48,7 +49,7 @@ def parse_audio(data: Any) -> tuple[npt.NDArray[np.int16], int]:
             raise LiveInputError("buffer has an odd number of bytes: PCM16 needs 2 per sample")
         return np.frombuffer(bytes(buffer), dtype="<i2"), rate
     if isinstance(buffer, list) and all(isinstance(x, int) for x in buffer):
-        return np.clip(np.asarray(buffer, dtype=np.int64), -32768, 32767).astype(np.int16), rate
+        return pcm.clip_int16(buffer), rate
     raise LiveInputError("buffer must be PCM16 bytes or a list of integers")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from audio.decode import AudioDecodeError, AudioStream
-from bus.publisher import Publisher
+from bus.publisher import Publisher, PublishError
 from bus_schemas import AudioChunk, SourceFailed, SourceLoaded, SourceUnloaded
 from producers.chunker import Chunker
 
@@ -90,6 +90,7 @@ class Player:
                                   name=f"decode-{session.source}", daemon=True)
         thread.start()
         result = SessionResult()
+        last: list[AudioChunk] = []  # the last chunk set published
         t0 = time.monotonic()
         try:
             while True:
@@ -117,12 +118,30 @@ class Player:
                     continue
                 assert isinstance(got, list)
                 await self._publish(session, got, result)
+                last = got
                 await self._pace(t0, result.seconds, stop)
         finally:
             halt.set()
             await asyncio.to_thread(thread.join, 5)  # a blocked read must not freeze the loop
+        await self._close(last)
         await self._announce(session, result, will_retry, announce_end)
         return result
+
+    async def _close(self, last: list[AudioChunk]) -> None:
+        """A session that ends before its final chunk (a decoding error, a stop) gets an
+        empty final chunk per channel, so consumers know its audio ends there instead
+        of waiting for more (the classifier would hold its last chunk until the
+        stream's clock says it stalled)."""
+        if not last or last[0].final:
+            return
+        closing = [AudioChunk(source=c.source, channel=c.channel, seq=c.seq + 1,
+                              first_sample=c.end_sample, start_ns=c.time_of(c.end_sample),
+                              sample_rate=c.sample_rate, encoding=c.encoding, samples=b"",
+                              final=True) for c in last]
+        try:
+            await self.publisher.publish_all(closing)
+        except PublishError as exc:
+            log.warning("could not close the session of %s: %s", last[0].source, exc)
 
     async def _publish(self, session: Session, chunks: list[AudioChunk],
                        result: SessionResult) -> None:

@@ -13,26 +13,22 @@ import logging
 
 from nats.js.errors import NotFoundError
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audio.icecast import IcecastTarget
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
-from bus_schemas.streams import CONTROL, ConsumerSpec
+from bus.settings import TidzamSettings
+from bus_schemas.streams import SOURCE_MANAGER
 from producers.source_manager import SourceManager
 
 log = logging.getLogger(__name__)
 
-SPEC = ConsumerSpec(durable="source-manager", stream=CONTROL.name,
-                    filter_subjects=("tidzam.ctl.source.>",), ack_wait_s=30.0,
-                    max_ack_pending=1000, max_deliver=-1, backoff_s=(1.0, 5.0), batch=200)
+SPEC = SOURCE_MANAGER
 
 
-class SourcesSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
-
+class SourcesSettings(TidzamSettings):
     nats_url: SecretStr
     sample_rate: int = 48_000
     chunk_s: float = Field(1.0, gt=0.05, le=10.0)

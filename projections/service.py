@@ -16,28 +16,20 @@ from collections.abc import Sequence
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Handler, Outcome, TransientError
-from bus_schemas import subjects
-from bus_schemas.streams import CONTROL, EVENTS, StreamSpec, projection_consumer
+from bus.settings import TidzamSettings
+from bus_schemas.streams import PROJECTION, PROJECTION_SUBSCRIPTIONS, projection_consumer
 from projections.migrate import migrate
 from projections.store import ProjectionStore
 
 log = logging.getLogger(__name__)
 
-PROJECTION = "main"
-SUBSCRIPTIONS: tuple[tuple[StreamSpec, tuple[str, ...]], ...] = (
-    (EVENTS, (subjects.PRED_ALL,)),
-    (CONTROL, (subjects.CTL_ALL,)),
-)
 
 
-class ProjectorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDZAM_", extra="ignore")
-
+class ProjectorSettings(TidzamSettings):
     nats_url: SecretStr
     database_url: SecretStr
     batch: int = Field(500, ge=1, le=10_000)
@@ -64,7 +56,7 @@ async def run(settings: ProjectorSettings, stop: asyncio.Event) -> None:
             await migrate(conn)
         store = ProjectionStore(pool)
         runners = []
-        for spec, filters in SUBSCRIPTIONS:
+        for spec, filters in PROJECTION_SUBSCRIPTIONS:
             consumer = projection_consumer(PROJECTION, spec, filters)
             consumer = dataclasses.replace(consumer, batch=settings.batch,
                                            max_ack_pending=settings.batch)

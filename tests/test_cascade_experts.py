@@ -27,8 +27,9 @@ from consumers.classifier.deploys import ModelFollower, build_cascade, expert_fo
 from inference.cascade import DEFAULT_GATE, SCORE_EPS, Cascade, decide_hierarchical
 from inference.features import window_features
 from inference.modelfolder import ModelFolder
-from inference.registry import ModelRegistry, semver_key
+from inference.registry import ModelRegistry
 from inference.scoring import TfliteModel
+from inference.semver import semver_key
 from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for

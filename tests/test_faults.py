@@ -13,10 +13,10 @@ import msgpack
 import psycopg
 import pytest
 
-from bus.backlog import pipeline_durables, wait_idle
+from bus.backlog import wait_idle
 from bus.connect import connect
 from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION
-from bus_schemas.streams import DLQ_REASON
+from bus_schemas.streams import DLQ_REASON, pipeline_durables
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, real_file
 from tests.stack_helpers import REPO, ctl, running_stack, wait_for
 from tidzam_ctl.stack.stack import Stack

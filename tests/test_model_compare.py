@@ -26,8 +26,8 @@ from audio.archive import parse_archive_name
 from audio.decode import decode_all
 from consumers.archiver import HourFile
 from inference.features import FeatureParams, frame_windows, window_features
-from inference.registry import semver_key
 from inference.scoring import TfliteModel
+from inference.semver import semver_key
 from learning.compare.plan import CompareError, Grid, find_sources, plan, source_folders
 from learning.compare.report import CompareReport
 from learning.compare.score import compare

@@ -26,8 +26,8 @@ from inference.registry import (
     Deployment,
     ModelRegistry,
     RegistryError,
-    semver_key,
 )
+from inference.semver import VersionError, semver_key
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTOR = REPO / "models" / "selector"
@@ -64,7 +64,7 @@ def test_versions_sort_by_semver() -> None:
     assert sorted(versions, key=semver_key) == [
         "0.9.9", "1.2.0-alpha", "1.2.0-rc.1", "1.2.0-rc.2", "1.2.0-rc.10", "1.2.0", "1.10.0",
         "2.0.0+build.5"]
-    with pytest.raises(RegistryError, match="not a semantic version"):
+    with pytest.raises(VersionError, match="not a semantic version"):
         semver_key("1.0")
 
 

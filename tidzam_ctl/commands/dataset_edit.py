@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from inference.features import FeatureParams
+from inference.windows import hop_samples
 from learning.datasets.errors import ClassNameError
 from learning.datasets.format import CompiledDataset
 from learning.datasets.operations import check_class_name, dataset_path, load
@@ -16,11 +17,6 @@ from learning.datasets.samples import UNCHECKED
 from tidzam_ctl.commands.dataset_actions import Report
 from tidzam_ctl.errors import EXIT_ERROR, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
-
-
-def _hop(settings: CtlSettings, params: FeatureParams) -> int:
-    """The classifier's hop between windows, in samples (``consumers.classifier.classifier``)."""
-    return max(1, round(params.window_samples * (1.0 - settings.overlap)))
 
 
 def edit(args: argparse.Namespace, settings: CtlSettings) -> None:
@@ -67,7 +63,8 @@ def _extract(stream: str, samples: Path, ds: CompiledDataset | None, classes: li
     labels = label_choices(classes, ds.label_names if ds else (),
                            [g for g in folder.groups() if g not in (UNCHECKED, NO_LABEL)],
                            CLASSES)
-    stepper = StreamStepper(stream, params, _hop(settings, params))
+    stepper = StreamStepper(stream, params,
+                            hop_samples(params.window_samples, settings.overlap))
     ExtractorApp(stepper, folder, labels, Player(find_player())).run()
 
 

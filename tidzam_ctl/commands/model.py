@@ -36,6 +36,7 @@ from inference.registry import (
     parse_spec,
     validate,
 )
+from inference.semver import VersionError
 from tidzam_ctl.commands.model_compare import compare_models
 from tidzam_ctl.commands.model_format import iso, num, pct
 from tidzam_ctl.commands.model_history import bus_stack, history_or_none, read_history
@@ -63,7 +64,7 @@ def model(settings: CtlSettings, args: argparse.Namespace) -> int:
                 return compare_models(settings, registry, args)
             case _:
                 return _rollback(settings, registry, args)
-    except RegistryError as exc:
+    except (RegistryError, VersionError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
 
 

@@ -55,9 +55,10 @@ def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
 async def run_replay(stack: Stack, items: list[Any], speed: float | None, wait: bool,
                   timeout: float) -> list[Any]:
     from audio.decode import AudioDecodeError, AudioStream
-    from bus.backlog import pipeline_durables, wait_idle
+    from bus.backlog import wait_idle
     from bus.connect import connect, ensure_streams
     from bus.publisher import Publisher
+    from bus_schemas.streams import pipeline_durables
     from producers.replay import Replayer
 
     total = 0.0

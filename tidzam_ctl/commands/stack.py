@@ -108,9 +108,9 @@ async def _rebuild(stack: Stack) -> None:
     from nats.js.errors import NotFoundError
     from psycopg_pool import AsyncConnectionPool
 
-    from bus.backlog import pipeline_durables, wait_idle
+    from bus.backlog import wait_idle
     from bus.connect import connect
-    from projections.service import PROJECTION
+    from bus_schemas.streams import PROJECTION, pipeline_durables
     from projections.store import ProjectionStore
 
     was_running = stack.pid_of("projector") is not None

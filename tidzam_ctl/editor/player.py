@@ -13,20 +13,19 @@ import wave
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
+from bus_schemas import pcm
 from inference.features import F32
 
 
 def write_wav(path: Path, audio: F32, rate: int) -> Path:
     """A 16-bit PCM WAV of ``audio`` (n,) or (channels, n), float in [-1, 1]."""
     frames = audio[None, :] if audio.ndim == 1 else audio
-    pcm = (np.clip(frames.T, -1.0, 1.0) * 32767.0).astype("<i2")
+    samples = pcm.to_int16(frames.T).astype("<i2")
     with wave.open(str(path), "wb") as out:
         out.setnchannels(frames.shape[0])
         out.setsampwidth(2)
         out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
+        out.writeframes(samples.tobytes())
     return path
 
 
