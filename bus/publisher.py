@@ -67,13 +67,41 @@ class Publisher:
             return await self._send(subject_for(event), event)
 
     async def publish_all(self, events: Iterable[Event]) -> None:
-        """Publish events concurrently and wait until every one is stored. Only these
-        events' failures are raised: callers sharing the publisher never see each
-        other's errors."""
+        """Publish events and wait until every one is stored. Only these events'
+        failures are raised: callers sharing the publisher never see each other's.
+
+        All are sent at once with JetStream's asynchronous publish (acks come back on
+        one shared reply subject: no request or task per event); any whose ack fails
+        or does not come within the timeout is sent again with the retrying path. A
+        second send of a stored event is a duplicate by its message id, stored once."""
+        items = [(subject_for(e), *encode(e)) for e in events]
+        futures: list[asyncio.Future[PubAck] | None] = []
+        for subject, headers, body in items:
+            try:
+                futures.append(await self._js.publish_async(subject, body, headers=headers))
+            except Exception as exc:  # disconnected, buffer full: the retrying path decides
+                log.debug("async publish to %s failed (%s): retrying", subject, exc)
+                futures.append(None)
+        waiting = [f for f in futures if f is not None]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=self._timeout)
+            for pending in late:
+                pending.cancel()
+        retry = []
+        for item, sent in zip(items, futures, strict=True):
+            if sent is None or sent.cancelled() or sent.exception() is not None:
+                retry.append(item)
+                continue
+            self.published += 1
+            self.duplicates += int(bool(sent.result().duplicate))
+        if retry:
+            await self._publish_again(retry)
+
+    async def _publish_again(self, items: list[tuple[str, dict[str, str], bytes]]) -> None:
         tasks: list[asyncio.Task[PubAck]] = []
-        for event in events:
+        for subject, headers, body in items:
             await self._slots.acquire()
-            task = asyncio.create_task(self._send(subject_for(event), event))
+            task = asyncio.create_task(self._send_bytes(subject, body, headers))
             task.add_done_callback(lambda _t: self._slots.release())
             tasks.append(task)
         results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -58,6 +58,7 @@ F32 = npt.NDArray[np.float32]
 
 UNKNOWN = "unknown"
 MAX_BATCH = 256  # windows per invoke; larger batches are split
+PAD_STEP = 32  # batches above it are padded to a multiple of it
 SCORE_EPS = 1e-6  # float32 scores: 0.5 - 0.3 is 0.19999999, which meets a 0.2 margin
 
 
@@ -71,7 +72,7 @@ class TfliteModel:
     """
 
     def __init__(self, folder: ModelFolder | str | Path, num_threads: int = 1,
-                 cache_sizes: int = 10) -> None:
+                 cache_sizes: int = 16) -> None:
         self.folder = folder if isinstance(folder, ModelFolder) else ModelFolder.load(folder)
         self.num_threads = num_threads
         self._model = self.folder.model_path.read_bytes()
@@ -126,10 +127,11 @@ class TfliteModel:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _predict_block(self, x: F32) -> F32:
-        """One invoke, padded to a power-of-two batch so that only a few interpreter
-        sizes are ever allocated (batches in a live classifier vary call to call)."""
+        """One invoke, padded so that only a few interpreter sizes are ever allocated
+        (batches in a live classifier vary call to call): a power of two up to
+        ``PAD_STEP``, then a multiple of it (at most ``PAD_STEP - 1`` padded rows)."""
         n = x.shape[0]
-        size = 1 << max(0, (n - 1).bit_length())
+        size = 1 << max(0, (n - 1).bit_length()) if n <= PAD_STEP else -(-n // PAD_STEP) * PAD_STEP
         if size != n:
             x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=np.float32)])
         with self._lock:

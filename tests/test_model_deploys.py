@@ -195,16 +195,19 @@ async def test_a_chunk_is_scored_by_one_version_whatever_happens_to_its_acks(
 
     first = _Msg()
     await clf.handle([delivery(chunk("re"), 7, first)])  # scored, the publish fails
+    await clf.settle()
     assert first.acks == 0 and not await _predictions(nc) and clf.stats.held == 1
     clf.swap(_Louder())
     async with clf._lock:
         await clf.tick()  # scored again: by the version it had
+    await clf.settle()
     preds = await _predictions(nc)
     assert len(preds) == expected_windows(48_000, 24_000, 18_000) and first.acks == 1
     assert {p.model_version for p in preds} == {"0.0.1"}
     outcomes = await clf.handle([delivery(chunk("re"), 7, _Msg())])  # lost ack: redelivered
     assert outcomes == [Ack()] and len(await _predictions(nc)) == len(preds)
     await clf.handle([delivery(chunk("other"), 8, _Msg())])  # another chunk: the new version
+    await clf.settle()
     assert {p.model_version for p in await _predictions(nc)} == {"0.0.1", "0.0.2"}
 
 

@@ -93,6 +93,7 @@ class Classifier:
     IDLE_S = 0.25  # no delivery for this long: ask the consumer's state (at most this often)
     SCAN_BUDGET = 32  # stream reads per lane per tick
     MAX_LANES = 4096  # sessions remembered with nothing held
+    JOBS = 2  # batches scored and published at once (one infers while one publishes)
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
                  overlap: float = 0.25, stall_s: float = 10.0, ack_wait_s: float = 30.0,
@@ -117,6 +118,8 @@ class Classifier:
         self._last_delivery = 0.0  # event loop time
         self._last_info = 0.0
         self._scorer_of: dict[int, Scorer] = {}  # id(piece) → scorer of a failed publish
+        self._slots = asyncio.Semaphore(self.JOBS)
+        self._jobs: set[asyncio.Task[None]] = set()
         self.stats = ClassifierStats()
 
     # ------------------------------------------------------------- models
@@ -320,6 +323,7 @@ class Classifier:
     async def release(self) -> None:
         """Hand every held chunk back (nak, no delay): another instance, or the next
         run, takes it at once instead of after ``ack_wait``."""
+        await self.settle()
         async with self._lock:
             for lane in self._lanes.values():
                 for piece in lane.pending():
@@ -341,36 +345,63 @@ class Classifier:
                     self.stats.foreign += await self._lookup.fetch_before(lane, piece, missing)
         ready = [(lane, r) for lane in lanes for r in lane.ready()]
         if not ready:
-            self.stats.held = sum(len(lane.held()) for lane in self._lanes.values())
+            self._count_held()
             return
         groups: dict[int, tuple[Scorer, list[Ready]]] = {}
         for _, r in ready:  # a chunk whose publish failed keeps the scorer it had then
+            r.piece.scoring = True
             scorer = self._scorer_of.get(id(r.piece), self.scorer)
             groups.setdefault(id(scorer), (scorer, []))[1].append(r)
-        predictions = await asyncio.to_thread(
-            lambda: [p for s, rs in groups.values() for p in self._predict(rs, s)])
+        await self._slots.acquire()  # at most JOBS scored and published at once
+        job = asyncio.create_task(self._score(ready, list(groups.values())))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def settle(self) -> None:
+        """Wait until every chunk being scored is published and acked (or back to
+        held after a failed publish)."""
+        while self._jobs:
+            await asyncio.gather(*list(self._jobs), return_exceptions=True)
+
+    async def _score(self, ready: list[tuple[Lane, Ready]],
+                     groups: list[tuple[Scorer, list[Ready]]]) -> None:
+        """Score (each group by its scorer, chosen when the job was made), publish,
+        ack: the runner fetches and decodes the next chunks meanwhile (the inference
+        runs in a worker thread)."""
         try:
-            await self._pub.publish_all(predictions)
-        except PublishError as exc:
-            self.stats.publish_failures += 1
-            for scorer, rs in groups.values():
-                for r in rs:
-                    self._scorer_of[id(r.piece)] = scorer
-            log.warning("publishing %d predictions failed (%s): the chunks stay held and "
-                        "are scored again", len(predictions), exc)
-            self.stats.held = sum(len(lane.held()) for lane in self._lanes.values())
-            return
-        for lane, r in ready:
-            assert r.piece.delivery is not None
-            await r.piece.delivery.msg.ack()
-            self._scorer_of.pop(id(r.piece), None)
-            lane.done(r.piece)
-            self.stats.chunks += 1
-            self.stats.dropped_windows += r.dropped
-        for lane in {id(lane): lane for lane, _ in ready}.values():
-            lane.prune()
-        self.stats.predictions += len(predictions)
-        self.stats.windows += len(predictions)
+            predictions = await asyncio.to_thread(
+                lambda: [p for s, rs in groups for p in self._predict(rs, s)])
+            try:
+                await self._pub.publish_all(predictions)
+            except PublishError as exc:
+                self.stats.publish_failures += 1
+                for scorer, rs in groups:
+                    for r in rs:
+                        self._scorer_of[id(r.piece)] = scorer
+                log.warning("publishing %d predictions failed (%s): the chunks stay held "
+                            "and are scored again", len(predictions), exc)
+                return
+            for lane, r in ready:
+                assert r.piece.delivery is not None
+                await r.piece.delivery.msg.ack()
+                self._scorer_of.pop(id(r.piece), None)
+                lane.done(r.piece)
+                self.stats.chunks += 1
+                self.stats.dropped_windows += r.dropped
+            for lane in {id(lane): lane for lane, _ in ready}.values():
+                lane.prune()
+            self.stats.predictions += len(predictions)
+            self.stats.windows += len(predictions)
+        except Exception:
+            log.exception("scoring %d chunks failed: they stay held and are scored again",
+                          len(ready))
+        finally:
+            for _, r in ready:
+                r.piece.scoring = False
+            self._slots.release()
+            self._count_held()
+
+    def _count_held(self) -> None:
         self.stats.held = sum(len(lane.held()) for lane in self._lanes.values())
 
     def _predict(self, ready: list[Ready], scorer: Scorer) -> list[Prediction]:

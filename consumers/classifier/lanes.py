@@ -58,6 +58,7 @@ class Piece:
     stream_seq: int  # in AUDIO
     delivery: Delivery | None = None  # owned: ours to score and ack
     scored: bool = False
+    scoring: bool = False  # its windows are being scored and published right now
 
     @property
     def seq(self) -> int:
@@ -144,9 +145,9 @@ class Lane:
         return piece
 
     def pending(self) -> list[Piece]:
-        """Owned chunks not yet scored, oldest first."""
-        return sorted((p for p in self.pieces.values() if p.owned and not p.scored),
-                      key=lambda p: p.seq)
+        """Owned chunks not yet scored nor being scored, oldest first."""
+        return sorted((p for p in self.pieces.values()
+                       if p.owned and not p.scored and not p.scoring), key=lambda p: p.seq)
 
     def add(self, piece: Piece) -> str | None:
         """Put a chunk in the lane. Returns why it cannot be this session's (its
@@ -248,7 +249,7 @@ class Lane:
             if nxt.stored_ns - prev.stored_ns >= self.stall_ns:
                 return cursor  # a broken boundary: the windows across it are nxt's
             prev, cursor = nxt, nxt.end
-        return cursor
+        return min(cursor, need_end)
 
     def _before_need(self, piece: Piece, span_end: int) -> int:
         """Samples before ``piece`` its windows need, the session's audio reaching
@@ -274,8 +275,8 @@ class Lane:
         nxt = self.pieces.get(piece.seq + 1)
         last = piece.end
         while nxt is not None and last < end and nxt.first == last:
-            parts.append(nxt.samples)
-            last = nxt.end
+            parts.append(nxt.samples[:end - last])  # only what the windows reach
+            last = min(nxt.end, end)
             nxt = self.pieces.get(nxt.seq + 1)
         audio = parts[0] if len(parts) == 1 else np.concatenate(parts)
         start = max(0, reach - first)

@@ -47,6 +47,7 @@ import logging
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
+from threadpoolctl import threadpool_limits
 
 from bus.connect import connect, ensure_streams
 from bus.history import read_deployments
@@ -175,6 +176,9 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
 
 def main() -> None:
     settings = ClassifierSettings()
+    # numpy's BLAS spins a thread per core by default; the features' small matrix
+    # products gain nothing from it and the other processes lose a core
+    threadpool_limits(limits=settings.threads)
     run_process(lambda stop: run(settings, stop))
 
 
