@@ -30,6 +30,14 @@ def parse_archive_name(path: str | Path) -> tuple[str, datetime] | None:
     return match["name"], ts
 
 
+def archive_name(name: str, start_ns: int, ext: str, copy: int = 0) -> str:
+    """The file name of an archive of ``name`` starting at ``start_ns`` (UTC, whole
+    seconds): ``<name>-YYYY-MM-DD-HH-MM-SS.ext``, or ``…-SS.<copy>.ext`` for another
+    file starting in the same second (``parse_archive_name`` reads both)."""
+    stamp = datetime.fromtimestamp(start_ns / 1e9, UTC).strftime("%Y-%m-%d-%H-%M-%S")
+    return f"{name}-{stamp}.{copy}.{ext}" if copy else f"{name}-{stamp}.{ext}"
+
+
 @dataclass(frozen=True)
 class ArchiveFile:
     path: Path

@@ -248,12 +248,11 @@ class Archiver:
     def _open(self, session: Session, start_ns: int, channels: int) -> HourFile:
         folder = self.root / session.source
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.fromtimestamp(start_ns / 1e9, UTC).strftime("%Y-%m-%d-%H-%M-%S")
         ext = "flac" if channels <= 8 else "opus"
-        path = folder / f"{session.source}-{stamp}.{ext}"
+        path = folder / archive.archive_name(session.source, start_ns, ext)
         n = 1
         while path.exists():  # a restart within the same second: never overwrite
-            path = folder / f"{session.source}-{stamp}.{n}.{ext}"
+            path = folder / archive.archive_name(session.source, start_ns, ext, n)
             n += 1
         log.info("archiving %s into %s", session.source, path)
         return HourFile(path, channels, session.rate)

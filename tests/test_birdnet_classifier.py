@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from audio.decode import decode_all
 from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
-from bus_schemas import AudioChunk, ModelDeployed, Prediction, decode
+from bus_schemas import AudioChunk, ModelDeployed
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier.classifier import Classifier
 from consumers.classifier.deploys import ModelFollower, build_cascade
@@ -44,6 +44,7 @@ from inference.modelfolder import ModelFolder
 from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_pcm
+from tests.bus_reading import read_predictions
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.test_birdnet import F32, I64, MAY, WINDOW, FixedSelector, ns, summer_expert
 from tests.test_cascade_experts import expert_folder
@@ -259,18 +260,6 @@ def test_real_birdnet_names_the_birds_of_the_day_recording_and_none_in_rain(
                  .max()) > 0.9
 
 
-async def _predictions(nc: Client, count: int) -> list[Prediction]:
-    sub = await nc.jetstream().pull_subscribe("tidzam.pred.>", stream="EVENTS")
-    out: list[Prediction] = []
-    while len(out) < count:
-        for m in await sub.fetch(min(500, count - len(out)), timeout=5):
-            event = decode(m.headers, m.data)
-            assert isinstance(event, Prediction)
-            out.append(event)
-    await sub.unsubscribe()
-    return out
-
-
 async def test_a_running_classifier_names_species_with_real_birdnet(
         nc: Client, tmp_path: Path, birdnet: BirdNetExpert) -> None:
     """20 s of the spring day replayed on the bus in 1 s chunks, classified live by
@@ -292,7 +281,7 @@ async def test_a_running_classifier_names_species_with_real_birdnet(
     finally:
         stop.set()
         await task
-    preds = await _predictions(nc, expected)
+    preds = await read_predictions(nc)
     assert len(preds) == expected == clf.stats.windows
     assert {p.model_version for p in preds} == {f"{SHIPPED}+birds.{birdnet.version}"}
     assert all(p.labels == cascade.labels and "birds-european_serin" in p.labels

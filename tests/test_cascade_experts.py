@@ -5,11 +5,10 @@ real TFLite expert in a running stack, switched by a deploy.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 from tests.test_cascade import F32, SELECTOR
+from tests.waiting import wait_until
 
 SHIPPED = ModelFolder.load(SELECTOR).meta.version  # the shipped selector's version
 NEW_SELECTOR = f"{semver_key(SHIPPED)[0] + 1}.1.0"  # a test-made selector, never the shipped
@@ -113,13 +113,6 @@ def test_experts_come_from_deploys_else_the_newest_registry_version(tmp_path: Pa
     assert set(expert_folders([], None, "selector")) == set()
 
 
-async def _until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_running_classifier_follows_expert_deploys(nc: Client, tmp_path: Path) -> None:
     clf = Classifier(nc, Cascade.single(TfliteModel(SELECTOR)), Publisher(nc.jetstream()))
     follower = ModelFollower(clf, gate=0.3)
@@ -127,18 +120,19 @@ async def test_a_running_classifier_follows_expert_deploys(nc: Client, tmp_path:
     pub = Publisher(nc.jetstream())
     try:
         await pub.publish_now(_deployed(expert_folder(tmp_path / "r1", "rain", "1.0.0"))[1])
-        await _until(lambda: clf.scorer.version == f"{SHIPPED}+rain.1.0.0", "the rain expert")
+        await wait_until(lambda: clf.scorer.version == f"{SHIPPED}+rain.1.0.0", 20,
+                         "the rain expert")
         assert "rain-birds" in clf.scorer.labels and len(clf.scorer.labels) == 20
         other = expert_folder(tmp_path / "r2", "rain", "1.1.0", fmax=8000.0)
         await pub.publish_now(_deployed(other)[1])
-        await _until(lambda: len(follower.refusals) == 1, "the refusal")
+        await wait_until(lambda: len(follower.refusals) == 1, 20, "the refusal")
         assert "refused: expert rain@1.1.0 computes its features with fmax 8000.0" in \
             follower.refusals[0]
         gone = ModelDeployed(model_id="rain", model_version="2.0.0",
                              path=str(tmp_path / "gone"), labels=("a",), feature_params={},
                              at_ns=time.time_ns())
         await pub.publish_now(gone)
-        await _until(lambda: len(follower.refusals) == 2, "the missing folder")
+        await wait_until(lambda: len(follower.refusals) == 2, 20, "the missing folder")
         assert "rain@2.0.0 from" in follower.refusals[1] and \
             "cannot be loaded: " in follower.refusals[1]
         assert clf.scorer.version == f"{SHIPPED}+rain.1.0.0"
@@ -146,7 +140,7 @@ async def test_a_running_classifier_follows_expert_deploys(nc: Client, tmp_path:
         await pub.publish_now(_deployed(owls)[1])
         new = expert_folder(tmp_path / "s", "selector", NEW_SELECTOR)
         await pub.publish_now(_deployed(new)[1])
-        await _until(lambda: clf.scorer.version == f"{NEW_SELECTOR}+rain.1.0.0",
+        await wait_until(lambda: clf.scorer.version == f"{NEW_SELECTOR}+rain.1.0.0", 20,
                      "the new selector")
         assert follower.switches == 2 and len(follower.refusals) == 2
         assert set(follower.candidates) == {"rain", "owls"}

@@ -11,28 +11,13 @@ from nats.aio.client import Client
 
 from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
-from bus_schemas import AudioChunk, Prediction, decode
+from bus_schemas import AudioChunk, Prediction
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier.classifier import Classifier
 from inference.placeholder import LoudnessScorer
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_wav
-
-
-async def _all_predictions(nc: Client) -> list[Prediction]:
-    js = nc.jetstream()
-    info = await js.stream_info("EVENTS")
-    out: list[Prediction] = []
-    if not info.state.messages:
-        return out
-    sub = await js.pull_subscribe("tidzam.pred.>", stream="EVENTS")
-    while len(out) < info.state.messages:
-        for m in await sub.fetch(500, timeout=2):
-            event = decode(m.headers, m.data)
-            assert isinstance(event, Prediction)
-            out.append(event)
-    await sub.unsubscribe()
-    return out
+from tests.bus_reading import read_predictions
 
 
 async def _classify(nc: Client, instances: int, expected: int, overlap: float) -> None:
@@ -64,7 +49,7 @@ async def test_every_window_once_across_chunk_boundaries(nc: Client, tmp_path: P
     hop = round(24_000 * 0.75)
     per_channel = expected_windows(n, 24_000, hop)
     await _classify(nc, instances=1, expected=2 * per_channel, overlap=0.25)
-    preds = await _all_predictions(nc)
+    preds = await read_predictions(nc)
     assert len(preds) == 2 * per_channel
     for ch in (0, 1):
         starts = sorted(p.window_start_ns for p in preds if p.channel == ch)
@@ -82,7 +67,7 @@ async def test_two_instances_share_work_without_duplicates(nc: Client, tmp_path:
     await Replayer(Publisher(nc.jetstream()), chunk_s=0.5).replay(plan([wav], source="four"))
     per_channel = expected_windows(12 * 48_000, 24_000, 12_000)
     await _classify(nc, instances=2, expected=4 * per_channel, overlap=0.5)
-    preds = await _all_predictions(nc)
+    preds = await read_predictions(nc)
     keys = [(p.channel, p.window_start_ns) for p in preds]
     assert len(keys) == len(set(keys)) == 4 * per_channel
 
@@ -107,7 +92,7 @@ async def _other_traffic(nc: Client, seconds: float) -> None:
 
 
 async def _dead_predictions(nc: Client) -> list[Prediction]:
-    return [p for p in await _all_predictions(nc) if p.source == "dead"]
+    return [p for p in await read_predictions(nc) if p.source == "dead"]
 
 
 async def test_a_stall_is_decided_by_the_streams_clock_and_late_audio_still_counts(

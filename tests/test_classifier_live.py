@@ -16,13 +16,14 @@ from nats.aio.client import Client
 from bus.connect import connect, ensure_streams
 from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
-from bus_schemas import AudioChunk, Prediction, decode
+from bus_schemas import AudioChunk, Prediction
 from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier.classifier import Classifier
 from inference.placeholder import LoudnessScorer
 from producers.replay import Replayer, ReplayItem
 from tests.audio_files import expected_windows, write_wav
+from tests.bus_reading import read_predictions
 from tidzam_ctl.stack.nats import NatsServer
 
 RATE, WINDOW, HOP = 48_000, 24_000, 18_000  # overlap 0.25
@@ -45,30 +46,9 @@ class Instance:
         await self.task
 
 
-async def _predictions(nc: Client, source: str) -> list[Prediction]:
-    js = nc.jetstream()
-    total = (await js.stream_info("EVENTS")).state.messages
-    out: list[Prediction] = []
-    if not total:
-        return out
-    sub = await js.pull_subscribe("tidzam.pred.>", stream="EVENTS")
-    try:
-        seen = 0
-        while seen < total:
-            for m in await sub.fetch(500, timeout=5):
-                seen += 1
-                event = decode(m.headers, m.data)
-                assert isinstance(event, Prediction)
-                if event.source == source:
-                    out.append(event)
-    finally:
-        await sub.unsubscribe()
-    return out
-
-
 async def _wait_windows(nc: Client, source: str, expected: int, timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
-        while len(await _predictions(nc, source)) < expected:
+        while len(await read_predictions(nc, source)) < expected:
             await asyncio.sleep(0.2)
 
 
@@ -106,7 +86,7 @@ async def test_live_speed_holds_instead_of_redelivering_across_a_restart_and_two
     finally:
         await second.close()
         await third.close()
-    assert len(_once(await _predictions(nc, "live"))) == total
+    assert len(_once(await read_predictions(nc, "live"))) == total
     assert held > 0 and await _redelivered(nc) <= held  # only what the restart handed back
 
 
@@ -151,7 +131,7 @@ async def test_a_nats_outage_longer_than_the_stall_loses_no_window(tmp_path: Pat
             await asyncio.sleep(1.0)
         finally:
             await clf.close()
-        assert len(_once(await _predictions(nc, "out"))) == total
+        assert len(_once(await read_predictions(nc, "out"))) == total
         await nc.drain()
 
 
@@ -183,12 +163,12 @@ async def test_junk_on_a_live_sources_subject_costs_none_of_its_windows(
     real = expected_windows(8 * RATE, WINDOW, HOP)
     try:
         async with asyncio.timeout(30):
-            while len([p for p in await _predictions(nc, "mic")
+            while len([p for p in await read_predictions(nc, "mic")
                        if p.window_start_ns < 2 * 10**18]) < real:
                 await asyncio.sleep(0.2)
         await asyncio.sleep(0.5)
     finally:
         await clf.close()
-    genuine = [p for p in await _predictions(nc, "mic") if p.window_start_ns < 2 * 10**18]
+    genuine = [p for p in await read_predictions(nc, "mic") if p.window_start_ns < 2 * 10**18]
     assert len(_once(genuine)) == real
     assert (await js.stream_info("DLQ")).state.messages == garbage

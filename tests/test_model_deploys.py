@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from audio.decode import decode_all
 from bus.publisher import Publisher, PublishError
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
-from bus_schemas import AudioChunk, ModelDeployed, Prediction, decode
+from bus_schemas import AudioChunk, ModelDeployed
 from bus_schemas.streams import ConsumerSpec, classifier_consumer
 from consumers.classifier.classifier import Classifier, ModelRefused
 from consumers.classifier.deploys import ModelFollower
@@ -34,17 +34,12 @@ from inference.registry import Deployment
 from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_pcm, write_wav
+from tests.bus_reading import read_predictions
 from tests.real_audio import DAY, MEGAGLEST, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 from tests.test_model_registry import SELECTOR, SHIPPED, SHIPPED_META, later, variant
+from tests.waiting import wait_until
 from tidzam_ctl.stack.stack import Stack
-
-
-async def _until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def _deploy_of(path: Path) -> ModelDeployed:
@@ -64,19 +59,19 @@ async def test_a_running_classifier_follows_deploys_and_refuses_bad_ones(
         broken = variant(tmp_path / "broken", later(1))
         (broken / "model.tflite").write_bytes(b"not a flatbuffer")
         await pub.publish_now(_deploy_of(broken))
-        await _until(lambda: len(follower.refusals) == 1, "the broken deploy")
+        await wait_until(lambda: len(follower.refusals) == 1, 20, "the broken deploy")
         assert "cannot be loaded" in follower.refusals[0] and clf.scorer.version == SHIPPED
         wide = variant(tmp_path / "wide", later(5), window_s=1.0)
         await pub.publish_now(_deploy_of(wide))
-        await _until(lambda: len(follower.refusals) == 2, "the other window")
+        await wait_until(lambda: len(follower.refusals) == 2, 20, "the other window")
         assert "refused: window of 48000 samples" in follower.refusals[1]
         assert clf.scorer.version == SHIPPED
         good = _deploy_of(variant(tmp_path / "good", later(1)))
         await pub.publish_now(good)
-        await _until(lambda: clf.scorer.version == later(1), "the switch")
+        await wait_until(lambda: clf.scorer.version == later(1), 20, "the switch")
         await pub.publish_now(good.model_copy(update={"at_ns": time.time_ns()}))
         await pub.publish_now(_deploy_of(SELECTOR))  # back, after the repeat was skipped
-        await _until(lambda: clf.scorer.version == SHIPPED, "the switch back")
+        await wait_until(lambda: clf.scorer.version == SHIPPED, 20, "the switch back")
         assert follower.switches == 2 and len(follower.refusals) == 2
     finally:
         await follower.stop()
@@ -108,7 +103,7 @@ async def test_a_switch_between_batches_scores_every_window_once(nc: Client,
     await _run_until(nc, lambda stop: clf.consume(ConsumerRunner(nc, spec, handle_then_switch),
                                                   stop),
                      lambda n: n >= 2 * per_channel)
-    preds = await _predictions(nc)
+    preds = await read_predictions(nc)
     keys = [(p.channel, p.window_start_ns) for p in preds]
     assert len(keys) == len(set(keys)) == 2 * per_channel  # none lost, none twice
     assert {p.model_version for p in preds} == {"0.0.1", "0.0.2"} and batches > 1
@@ -140,7 +135,7 @@ async def test_a_deploy_landing_during_a_batch_takes_effect_at_the_next(nc: Clie
     await _run_until(nc, lambda stop: clf.consume(ConsumerRunner(nc, _spec(batch=1),
                                                                  clf.handle), stop),
                      lambda n: n >= total)
-    preds = sorted(await _predictions(nc), key=lambda p: p.window_start_ns)
+    preds = sorted(await read_predictions(nc), key=lambda p: p.window_start_ns)
     assert [p.model_version for p in preds] == ["0.0.1"] * per_chunk + ["0.0.2"] * (
         total - per_chunk)
 
@@ -196,19 +191,19 @@ async def test_a_chunk_is_scored_by_one_version_whatever_happens_to_its_acks(
     first = _Msg()
     await clf.handle([delivery(chunk("re"), 7, first)])  # scored, the publish fails
     await clf.settle()
-    assert first.acks == 0 and not await _predictions(nc) and clf.stats.held == 1
+    assert first.acks == 0 and not await read_predictions(nc) and clf.stats.held == 1
     clf.swap(_Louder())
     async with clf._lock:
         await clf.tick()  # scored again: by the version it had
     await clf.settle()
-    preds = await _predictions(nc)
+    preds = await read_predictions(nc)
     assert len(preds) == expected_windows(48_000, 24_000, 18_000) and first.acks == 1
     assert {p.model_version for p in preds} == {"0.0.1"}
     outcomes = await clf.handle([delivery(chunk("re"), 7, _Msg())])  # lost ack: redelivered
-    assert outcomes == [Ack()] and len(await _predictions(nc)) == len(preds)
+    assert outcomes == [Ack()] and len(await read_predictions(nc)) == len(preds)
     await clf.handle([delivery(chunk("other"), 8, _Msg())])  # another chunk: the new version
     await clf.settle()
-    assert {p.model_version for p in await _predictions(nc)} == {"0.0.1", "0.0.2"}
+    assert {p.model_version for p in await read_predictions(nc)} == {"0.0.1", "0.0.2"}
 
 
 async def _run_until(nc: Client, run: Callable[[asyncio.Event], Coroutine[Any, Any, Any]],
@@ -222,24 +217,6 @@ async def _run_until(nc: Client, run: Callable[[asyncio.Event], Coroutine[Any, A
     finally:
         stop.set()
         await task
-
-
-async def _predictions(nc: Client) -> list[Prediction]:
-    js = nc.jetstream()
-    total = (await js.stream_info("EVENTS")).state.messages
-    out: list[Prediction] = []
-    if not total:
-        return out
-    sub = await js.pull_subscribe("tidzam.pred.>", stream="EVENTS")
-    try:
-        while len(out) < total:
-            for m in await sub.fetch(500, timeout=2):
-                event = decode(m.headers, m.data)
-                assert isinstance(event, Prediction)
-                out.append(event)
-    finally:
-        await sub.unsubscribe()
-    return out
 
 
 # ------------------------------------------------------------- the CLI

@@ -41,6 +41,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +120,8 @@ class Classifier:
         self._last_info = 0.0
         self._scorer_of: dict[int, Scorer] = {}  # id(piece) → scorer of a failed publish
         self._slots = asyncio.Semaphore(self.JOBS)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="classifier-scoring")
+        self._inferred: asyncio.Future[None] | None = None  # the last job's inference
         self._jobs: set[asyncio.Task[None]] = set()
         self.stats = ClassifierStats()
 
@@ -279,7 +282,8 @@ class Classifier:
         hole = any(b > max(last.stream_seq, lane.scan_done_at) for _, b in self._holes)
         stalled = (self._backlog == 0
                    and self._stream_ns - last.stored_ns >= lane.stall_ns)
-        if not (behind or hole or crowded or stalled):
+        now = asyncio.get_running_loop().time()
+        if not (behind or crowded or stalled) and (not hole or now < lane.scan_next_at):
             return
         self.stats.scans += 1
         resume = lane.scan_for == wanted and lane.scan_cursor > last.stream_seq
@@ -287,9 +291,14 @@ class Classifier:
         found, reached_end, foreign = await self._lookup.scan(lane, start, wanted,
                                                               self.SCAN_BUDGET)
         self.stats.foreign += foreign
+        if found:
+            lane.scan_wait_s = self.TICK_S
         if found or not reached_end:
             return
         lane.scan_done_at = self._max_seq
+        # not there yet: wait longer before a hole sends the next scan (50 ms … 1 s)
+        lane.scan_next_at = now + lane.scan_wait_s
+        lane.scan_wait_s = min(2 * lane.scan_wait_s, 1.0)
         if behind:  # the session went on, but the stream no longer holds this chunk
             lane.declare_break(last.seq)
             log.warning("%s.%d: seq %d is no longer in the stream: the windows that "
@@ -347,13 +356,19 @@ class Classifier:
         if not ready:
             self._count_held()
             return
+        for _, r in ready:
+            r.piece.scoring = True
+        await self._slots.acquire()  # at most JOBS scored and published at once
+        # the scorer is chosen once the previous job's inference is over, so a swap
+        # made during a batch (or between two calls) takes effect at the next one
+        if self._inferred is not None:
+            await asyncio.shield(self._inferred)
         groups: dict[int, tuple[Scorer, list[Ready]]] = {}
         for _, r in ready:  # a chunk whose publish failed keeps the scorer it had then
-            r.piece.scoring = True
             scorer = self._scorer_of.get(id(r.piece), self.scorer)
             groups.setdefault(id(scorer), (scorer, []))[1].append(r)
-        await self._slots.acquire()  # at most JOBS scored and published at once
-        job = asyncio.create_task(self._score(ready, list(groups.values())))
+        self._inferred = asyncio.get_running_loop().create_future()
+        job = asyncio.create_task(self._score(ready, list(groups.values()), self._inferred))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
 
@@ -364,13 +379,17 @@ class Classifier:
             await asyncio.gather(*list(self._jobs), return_exceptions=True)
 
     async def _score(self, ready: list[tuple[Lane, Ready]],
-                     groups: list[tuple[Scorer, list[Ready]]]) -> None:
-        """Score (each group by its scorer, chosen when the job was made), publish,
-        ack: the runner fetches and decodes the next chunks meanwhile (the inference
-        runs in a worker thread)."""
+                     groups: list[tuple[Scorer, list[Ready]]],
+                     inferred: asyncio.Future[None]) -> None:
+        """Score (on the classifier's one scoring thread, jobs in order), publish,
+        ack: the runner fetches and decodes the next chunks meanwhile."""
         try:
-            predictions = await asyncio.to_thread(
-                lambda: [p for s, rs in groups for p in self._predict(rs, s)])
+            loop = asyncio.get_running_loop()
+            try:
+                predictions = await loop.run_in_executor(
+                    self._executor, lambda: [p for s, rs in groups for p in self._predict(rs, s)])
+            finally:
+                inferred.set_result(None)
             try:
                 await self._pub.publish_all(predictions)
             except PublishError as exc:

@@ -125,6 +125,8 @@ class Lane:
     unavailable: set[int] = field(default_factory=set)  # seqs the stream does not hold
     scan_cursor: int = 0  # AUDIO sequence the next forward scan starts after
     scan_for: int = -1  # the seq that scan looks for
+    scan_next_at: float = 0.0  # event loop time before which no hole triggers a scan
+    scan_wait_s: float = 0.05  # the next empty scan's back-off
     scan_done_at: int = 0  # highest AUDIO sequence known when a scan last reached the end
 
     # ------------------------------------------------------------------ state
@@ -175,26 +177,34 @@ class Lane:
         return None
 
     def broken_before(self, piece: Piece) -> bool | None:
-        """Whether the boundary before ``piece`` is broken (None: its predecessor is
-        not known here)."""
+        """Whether the boundary before ``piece`` is broken (None: not known here).
+
+        Without its predecessor, any earlier chunk of the session stored less than
+        the stall before ``piece`` proves it is not: a session's chunks are stored
+        in order (the producer publishes a chunk only once the one before is
+        stored), so the predecessor was stored between the two."""
         if piece.seq == 0:
             return False
         before = self.pieces.get(piece.seq - 1)
-        if before is None:
-            return None
-        return piece.stored_ns - before.stored_ns >= self.stall_ns
+        if before is not None:
+            return piece.stored_ns - before.stored_ns >= self.stall_ns
+        earlier = [p for s, p in self.pieces.items() if s < piece.seq]
+        if earlier and piece.stored_ns - max(p.stored_ns for p in earlier) < self.stall_ns:
+            return False
+        return None
 
     def missing_before(self, piece: Piece) -> int | None:
-        """The seq to fetch before ``piece`` so it can be scored: its predecessor
-        (whose stored time decides its boundary), and with contexts or a broken
-        boundary the chunks back to what its windows hear. None: nothing missing."""
+        """The seq to fetch before ``piece`` so it can be scored (None: nothing
+        missing): its predecessor when nothing here says whether their boundary is
+        broken, and with audio experts or a broken boundary the chunks back to what
+        its windows hear."""
         if piece.seq == 0:
             return None
-        before = self.pieces.get(piece.seq - 1)
-        if before is None:
+        broken = self.broken_before(piece)
+        if broken is None:
             return piece.seq - 1
         reach = piece.first - self._before_need(piece, piece.end)
-        cursor = before
+        cursor = piece
         while cursor.first > reach and cursor.seq > 0:
             prev = self.pieces.get(cursor.seq - 1)
             if prev is None:
