@@ -22,8 +22,9 @@ from producers.replay import Replayer, ReplayItem, plan
 from projections.service import handler_for
 from projections.store import ProjectionStore
 from tests.audio_files import expected_windows, write_wav
+from tests.bus_reading import read_predictions
 from tests.fixtures_pg import prediction
-from tests.test_classifier import _all_predictions, _classify
+from tests.test_classifier import _classify
 from tests.waiting import wait_until
 
 SPEC = projection_consumer("t", EVENTS, ("tidzam.pred.>",))
@@ -115,7 +116,7 @@ async def test_chunks_shorter_than_a_window(nc: Client, tmp_path: Path) -> None:
     await Replayer(Publisher(nc.jetstream()), chunk_s=0.2).replay(plan([wav], source="s"))
     expected = expected_windows(int(5.1 * 48_000), 24_000, 18_000)
     await _classify(nc, instances=1, expected=expected, overlap=0.25)
-    starts = sorted(p.window_start_ns for p in await _all_predictions(nc))
+    starts = sorted(p.window_start_ns for p in await read_predictions(nc))
     assert len(starts) == len(set(starts)) == expected
 
 
@@ -135,5 +136,5 @@ async def test_overlapping_sessions_of_one_source_are_all_kept(nc: Client,
     assert info.state.messages == 2 * 11 and pub.duplicates == 11
     per_file = expected_windows(int(10.3 * 48_000), 24_000, 18_000)
     await _classify(nc, instances=1, expected=2 * per_file, overlap=0.25)
-    predictions: list[Prediction] = await _all_predictions(nc)
+    predictions: list[Prediction] = await read_predictions(nc)
     assert len({p.window_start_ns for p in predictions}) == 2 * per_file
