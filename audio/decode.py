@@ -19,6 +19,7 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
+from audio.blocks import Block
 from bus_schemas.errors import TidzamError
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,8 @@ class AudioStream:
             return layout
         return av.AudioLayout(f"{self.info.channels} channels")
 
-    def blocks(self) -> Iterator[F32]:
-        """Float32 blocks of shape (channels, n) at ``sample_rate``, in stream order."""
+    def blocks(self) -> Iterator[Block]:
+        """The stream's audio in order: blocks of float32 (channels, n) at ``sample_rate``."""
         channels = self.info.channels
         # Packed (interleaved) float, not planar: PyAV's planar to_ndarray crashes
         # the interpreter with 8 or more channels; one plane is safe at any count.
@@ -131,11 +132,11 @@ class AudioStream:
                 for out in resampler.resample(frame):
                     block, skip = _trimmed(planar(out.to_ndarray(), channels), skip)
                     if block.shape[1]:
-                        yield block
+                        yield Block(block, self.sample_rate)
             for out in resampler.resample(None):
                 block, skip = _trimmed(planar(out.to_ndarray(), channels), skip or 0)
                 if block.shape[1]:
-                    yield block
+                    yield Block(block, self.sample_rate)
         except av.error.FFmpegError as exc:
             raise AudioDecodeError(self.location, _reason(exc)) from None
 
@@ -169,7 +170,7 @@ def _reason(exc: BaseException) -> str:
 def decode_all(location: str | Path, sample_rate: int) -> tuple[F32, StreamInfo]:
     """The whole file: float32 (channels, n) at ``sample_rate``, and its stream info."""
     with AudioStream(location, sample_rate) as stream:
-        blocks = list(stream.blocks())
+        blocks = [b.samples for b in stream.blocks()]
         if not blocks:
             raise AudioDecodeError(str(location), "no audio samples in it")
         return np.concatenate(blocks, axis=1), stream.info

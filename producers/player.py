@@ -220,7 +220,7 @@ class Player:
                 chunker = Chunker(session.source, chosen, self.sample_rate,
                                   session.origin_ns, round(self.chunk_s * self.sample_rate))
                 for block in stream.blocks():
-                    for chunk_set in chunker.push(block[list(chosen)]):
+                    for chunk_set in chunker.push(block.samples[list(chosen)]):
                         if not put(chunk_set):
                             return
                 for chunk_set in chunker.finish():

@@ -159,8 +159,8 @@ def _score(seg: Segment, models: Sequence[tuple[Scorer, Grid, _Decisions]],
             work = [(_Cutter(g, stream.info.channels, stop),
                      _Batcher([(m, d) for m, mg, d in models if mg == g])) for g in grids]
             decoded = 0
-            for block in stream.blocks():
-                block = block[:, : max(0, stop - decoded)]
+            for piece in stream.blocks():
+                block = piece.samples[:, : max(0, stop - decoded)]
                 decoded += block.shape[1]
                 for cutter, batcher in work:
                     batcher.add(cutter.push(block))

@@ -168,7 +168,7 @@ class FolderBrowser:
         try:
             with AudioStream(key, self.params.sample_rate) as stream:
                 for block in stream.blocks():
-                    blocks.append(block[0])
+                    blocks.append(block.samples[0])
                     if sum(b.shape[0] for b in blocks) >= limit:
                         break
         except AudioDecodeError as exc:

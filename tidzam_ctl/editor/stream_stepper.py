@@ -75,7 +75,7 @@ class StreamStepper:
         self._stream = AudioStream(location, params.sample_rate)
         self.channels = self._stream.info.channels
         self.duration_s = self._stream.info.duration_s
-        self._blocks: Iterator[F32] = self._stream.blocks()
+        self._blocks: Iterator[F32] = (b.samples for b in self._stream.blocks())
         self._buf: F32 = np.zeros((self.channels, 0), np.float32)
         self._buf_start = 0
         self._ended = False

@@ -47,8 +47,8 @@ def read_slice(location: Path | str, rate: int, start_s: float, n: int) -> F32:
         stream.seek(start_s)
         channels = stream.info.channels
         for block in stream.blocks():
-            got.append(block)
-            have += block.shape[1]
+            got.append(block.samples)
+            have += block.frames
             if have >= n:
                 break
     audio = np.zeros((channels, n), np.float32)
