@@ -359,16 +359,13 @@ class Classifier:
         for _, r in ready:
             r.piece.scoring = True
         await self._slots.acquire()  # at most JOBS scored and published at once
-        # the scorer is chosen once the previous job's inference is over, so a swap
-        # made during a batch (or between two calls) takes effect at the next one
-        if self._inferred is not None:
-            await asyncio.shield(self._inferred)
-        groups: dict[int, tuple[Scorer, list[Ready]]] = {}
-        for _, r in ready:  # a chunk whose publish failed keeps the scorer it had then
-            scorer = self._scorer_of.get(id(r.piece), self.scorer)
-            groups.setdefault(id(scorer), (scorer, []))[1].append(r)
-        self._inferred = asyncio.get_running_loop().create_future()
-        job = asyncio.create_task(self._score(ready, list(groups.values()), self._inferred))
+        # A job's scorer is the one running when it is made or, while an inference
+        # is under way, when that inference ends: a swap made during a batch (or
+        # between two calls) takes effect at the next one, and the runner never
+        # waits for an inference to fetch the next chunks.
+        previous, self._inferred = self._inferred, asyncio.get_running_loop().create_future()
+        groups = self._groups(ready) if previous is None or previous.done() else None
+        job = asyncio.create_task(self._score(ready, groups, previous, self._inferred))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
 
@@ -378,18 +375,32 @@ class Classifier:
         while self._jobs:
             await asyncio.gather(*list(self._jobs), return_exceptions=True)
 
+    def _groups(self, ready: list[tuple[Lane, Ready]]) -> list[tuple[Scorer, list[Ready]]]:
+        """The ready chunks by the scorer that scores them: the running one, or for a
+        chunk whose publish failed, the one it had then."""
+        groups: dict[int, tuple[Scorer, list[Ready]]] = {}
+        for _, r in ready:
+            scorer = self._scorer_of.get(id(r.piece), self.scorer)
+            groups.setdefault(id(scorer), (scorer, []))[1].append(r)
+        return list(groups.values())
+
     async def _score(self, ready: list[tuple[Lane, Ready]],
-                     groups: list[tuple[Scorer, list[Ready]]],
+                     chosen: list[tuple[Scorer, list[Ready]]] | None,
+                     previous: asyncio.Future[None] | None,
                      inferred: asyncio.Future[None]) -> None:
         """Score (on the classifier's one scoring thread, jobs in order), publish,
         ack: the runner fetches and decodes the next chunks meanwhile."""
         try:
-            loop = asyncio.get_running_loop()
             try:
-                predictions = await loop.run_in_executor(
+                if chosen is None:  # an inference was under way: its end decides
+                    assert previous is not None
+                    await asyncio.shield(previous)
+                    chosen = self._groups(ready)
+                groups = chosen
+                predictions = await asyncio.get_running_loop().run_in_executor(
                     self._executor, lambda: [p for s, rs in groups for p in self._predict(rs, s)])
             finally:
-                inferred.set_result(None)
+                inferred.set_result(None)  # the next job may choose its scorer
             try:
                 await self._pub.publish_all(predictions)
             except PublishError as exc:
