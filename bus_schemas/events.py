@@ -104,6 +104,10 @@ class AudioChunk(Event):
         offset = sample_index - self.first_sample
         return self.start_ns + offset * 1_000_000_000 // self.sample_rate
 
+    def pcm_samples(self) -> pcm.Samples:
+        """Samples as they travel, without a copy: int16 (s16le) or float32 (f32le)."""
+        return pcm.samples_of(self.samples, self.encoding)
+
     def to_float32(self) -> npt.NDArray[np.float32]:
         """Samples as float32 in [-1, 1], shape (n_samples,)."""
         return pcm.to_float32(self.samples, self.encoding)

@@ -8,13 +8,14 @@ between integer PCM and float audio in Tidzam goes through here.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 I16 = npt.NDArray[np.int16]
+Samples = I16 | F32  # a chunk's samples as they travel: int16 PCM or float32
 Encoding = Literal["s16le", "f32le"]
 
 PCM16_SCALE = 32768.0
@@ -26,6 +27,19 @@ def to_float32(pcm: bytes, encoding: Encoding = "s16le") -> F32:
     if encoding == "s16le":
         return int16_to_float32(np.frombuffer(pcm, dtype="<i2"))
     return np.frombuffer(pcm, dtype="<f4").astype(np.float32)
+
+
+def samples_of(pcm: bytes, encoding: Encoding = "s16le") -> Samples:
+    """PCM bytes as their samples, shape (n,), without a copy: int16 for s16le,
+    float32 for f32le (``as_float32`` scales either to float)."""
+    return np.frombuffer(pcm, dtype="<i2" if encoding == "s16le" else "<f4")
+
+
+def as_float32(samples: Samples) -> F32:
+    """``samples_of``'s samples (any shape) as float32 in [-1, 1]."""
+    if samples.dtype == np.int16:
+        return int16_to_float32(cast(I16, samples))
+    return samples.astype(np.float32, copy=False)
 
 
 def int16_to_float32(pcm: npt.NDArray[np.integer]) -> F32:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from bus_schemas import pcm
+from bus_schemas.pcm import Samples
 from inference.windows import owned_starts
 
 F32 = npt.NDArray[np.float32]
@@ -82,10 +84,11 @@ def context_start(window_start: int, window: int, context: int, span_first: int,
 
 @dataclass(frozen=True)
 class Span:
-    """Contiguous audio of one session around one chunk: float32 (n,) mono at the
-    chunk's rate, its first sample at grid index ``first_sample``."""
+    """Contiguous audio of one session around one chunk: (n,) mono at the chunk's
+    rate, float32 or int16 PCM (``bus_schemas.pcm``), its first sample at grid
+    index ``first_sample``."""
 
-    samples: F32
+    samples: Samples
     first_sample: int
 
     @property
@@ -116,7 +119,7 @@ class SpanContexts:
             first = context_start(int(self.starts[row]), self.window, samples,
                                   span.first_sample, span.end_sample)
             piece = span.samples[first - span.first_sample:][:samples]
-            out[k, :piece.shape[0]] = piece
+            out[k, :piece.shape[0]] = pcm.as_float32(piece)
         return out
 
     def start_ns(self, rows: npt.NDArray[np.intp]) -> I64:

@@ -7,6 +7,7 @@ model whose parameters it cannot honour (``FeatureParams.check_compatible``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -16,6 +17,7 @@ import numpy.typing as npt
 import scipy.fft
 
 from bus_schemas.errors import TidzamError
+from bus_schemas.pcm import PCM16_SCALE, Samples
 
 F32 = npt.NDArray[np.float32]
 
@@ -122,8 +124,10 @@ def _band(params: FeatureParams) -> tuple[int, int, F32]:
 
 
 @lru_cache(maxsize=8)
-def _hann(n: int) -> F32:
-    return np.hanning(n + 1)[:-1].astype(np.float32)
+def _hann(n: int, pcm16: bool = False) -> F32:
+    """The periodic Hann window; for int16 PCM, times its scale to float."""
+    hann = np.hanning(n + 1)[:-1]
+    return (hann / PCM16_SCALE if pcm16 else hann).astype(np.float32)
 
 
 def window_features(windows: F32, params: FeatureParams) -> F32:
@@ -136,21 +140,51 @@ def window_features(windows: F32, params: FeatureParams) -> F32:
         raise ValueError(
             f"expected windows of shape (N, {params.window_samples}), got {windows.shape}"
         )
-    n = windows.shape[0]
+    start = np.zeros(1, dtype=np.int64)
+    return span_features([(row, start) for row in windows], params)
+
+
+def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
+                  params: FeatureParams) -> F32:
+    """Log-mel features of the windows at ``starts`` (sample indices) of mono
+    signals, in order: float32, shape (sum of len(starts), n_frames, n_mels).
+
+    A signal is float32 in [-1, 1] or int16 PCM (``bus_schemas.pcm``'s scale is
+    folded into the FFT window): no window is copied out of its signal first.
+    """
+    n = sum(int(starts.shape[0]) for _, starts in spans)
+    frames = np.empty((n, params.n_frames, params.n_fft), dtype=np.float32)
+    row = 0
+    for signal, starts in spans:
+        hann = _hann(params.n_fft, signal.dtype == np.int16)
+        step = signal.strides[0]
+        for start in starts.tolist():
+            if start < 0 or start + params.window_samples > signal.shape[0]:
+                raise ValueError(f"a window at sample {start} does not fit a signal of "
+                                 f"{signal.shape[0]} samples")
+            view = np.lib.stride_tricks.as_strided(
+                signal[start:], shape=(params.n_frames, params.n_fft),
+                strides=(params.hop * step, step), writeable=False)
+            np.multiply(view, hann, out=frames[row])
+            row += 1
+    return _logmel(frames, params)
+
+
+def _logmel(frames: F32, params: FeatureParams) -> F32:
+    """log(mel power) of windowed frames (N, n_frames, n_fft), which it overwrites."""
+    n = frames.shape[0]
     if n == 0:
         return np.zeros((0, *params.shape), dtype=np.float32)
-    x = np.ascontiguousarray(windows, dtype=np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(x, params.n_fft, axis=1)[
-        :, :: params.hop, :
-    ][:, : params.n_frames, :]
     # scipy's FFT computes float32 in float32, ~5x faster than numpy's here
-    spec = scipy.fft.rfft(frames * _hann(params.n_fft), axis=-1)
+    spec = scipy.fft.rfft(frames, axis=-1, overwrite_x=True)
     first, end, bank = _band(params)
-    band = spec[..., first:end]
-    power = (band.real**2 + band.imag**2).astype(np.float32, copy=False)
-    mel: F32 = power @ bank
-    logmel: F32 = np.log(mel + np.float32(params.log_floor)).astype(np.float32)
-    return logmel
+    pairs = spec[..., first:end].view(np.float32)  # re, im, re, im, ...
+    np.square(pairs, out=pairs)
+    power = pairs[..., 0::2] + pairs[..., 1::2]
+    mel: F32 = power.reshape(-1, end - first) @ bank
+    mel += np.float32(params.log_floor)
+    np.log(mel, out=mel)
+    return mel.reshape(n, *params.shape)
 
 
 def frame_windows(signal: F32, params: FeatureParams, hop_samples: int) -> F32:

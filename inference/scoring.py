@@ -6,6 +6,7 @@ No TensorFlow import here: the live classifier loads this module.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -152,13 +153,14 @@ def decide(scores: F32 | Sequence[float], labels: Sequence[str], threshold: floa
     """The top label if its score ≥ ``threshold`` and beats the runner-up by ≥
     ``margin``, else ``("unknown",)``. Works for any number of labels ≥ 1 (with one
     label the runner-up scores 0). ``scores``: one window, shape (len(labels),)."""
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(labels) == 0 or s.shape[0] != len(labels):
-        raise ValueError(f"{s.shape[0]} scores for {len(labels)} labels")
-    if not np.all(np.isfinite(s)):
+    # plain floats: a few labels are decided faster in Python than through numpy
+    s: list[float] = np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
+    if len(labels) == 0 or len(s) != len(labels):
+        raise ValueError(f"{len(s)} scores for {len(labels)} labels")
+    if not all(map(math.isfinite, s)):
         return (UNKNOWN,)
-    top = int(np.argmax(s))
-    runner_up = float(np.max(np.delete(s, top))) if s.shape[0] > 1 else 0.0
+    top = max(range(len(s)), key=s.__getitem__)  # the first of equal maxima
+    runner_up = max(s[:top] + s[top + 1:], default=0.0)
     if s[top] >= threshold - SCORE_EPS and s[top] - runner_up >= margin - SCORE_EPS:
         return (labels[top],)
     return (UNKNOWN,)

@@ -1,4 +1,4 @@
-"""inference.scoring: the committed selector through LiteRT, and decide()."""
+"""inference.scoring: the committed selector through LiteRT, and decide(); inference.features."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bus_schemas import pcm
+from inference.features import FeatureParams, mel_filterbank, span_features, window_features
 from inference.scoring import UNKNOWN, TfliteModel, decide
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,3 +95,46 @@ def test_decide_refuses_mismatched_lengths() -> None:
         decide([0.5, 0.5], ("a",), 0.5, 0.1)
     with pytest.raises(ValueError):
         decide([], (), 0.5, 0.1)
+
+
+def test_span_features_match_a_reference_log_mel_from_int16_and_float() -> None:
+    """Windows taken in place from a PCM16 or float signal give the log-mel a plain
+    numpy computation gives from the float windows cut out first."""
+    params = FeatureParams()
+    rng = np.random.default_rng(3)
+    t = np.arange(80_000) / params.sample_rate
+    tone = 0.3 * np.sin(2 * np.pi * 1_000 * t) + 0.05 * rng.standard_normal(t.shape[0])
+    pcm16 = pcm.to_int16(tone)
+    signal = pcm.int16_to_float32(pcm16)
+    starts = np.array([0, 18_000, 36_000, 56_000], dtype=np.int64)
+    w = params.window_samples
+
+    hann = np.hanning(params.n_fft + 1)[:-1]
+    reference = []
+    for s in starts.tolist():
+        window = signal[s:s + w].astype(np.float64)
+        frames = np.stack([window[i * params.hop:i * params.hop + params.n_fft]
+                           for i in range(params.n_frames)])
+        power = np.abs(np.fft.rfft(frames * hann, axis=-1)) ** 2
+        reference.append(np.log(power @ mel_filterbank(params) + params.log_floor))
+    expected = np.array(reference)
+
+    from_pcm = span_features([(pcm16, starts)], params)
+    from_float = span_features([(signal, starts[:2]), (signal, starts[2:])], params)
+    assert from_pcm.shape == (4, *params.shape)
+    np.testing.assert_allclose(from_pcm, expected, atol=2e-3)
+    np.testing.assert_allclose(from_float, from_pcm, atol=1e-5)
+    np.testing.assert_allclose(window_features(np.stack([signal[s:s + w] for s in starts]),
+                                               params), from_pcm, atol=1e-5)
+    # the 1 kHz tone is the loudest mel band in every frame
+    band = int(np.argmax(expected.mean(axis=(0, 1))))
+    assert int(np.argmax(from_pcm.mean(axis=(0, 1)))) == band
+
+
+def test_span_features_refuse_a_window_outside_the_signal() -> None:
+    params = FeatureParams()
+    signal = np.zeros(params.window_samples + 10, dtype=np.int16)
+    with pytest.raises(ValueError, match="does not fit"):
+        span_features([(signal, np.array([11]))], params)
+    with pytest.raises(ValueError, match="does not fit"):
+        span_features([(signal, np.array([-1]))], params)

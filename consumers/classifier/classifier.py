@@ -56,7 +56,7 @@ from consumers.classifier.lanes import Geometry, Lane, Piece, Ready, SessionKey,
 from consumers.classifier.lookup import StreamLookup, stored_ns
 from inference.cascade import Cascade
 from inference.contexts import SpanContexts
-from inference.features import FeatureParams, window_features
+from inference.features import FeatureParams, span_features
 from inference.scoring import Scorer
 from inference.windows import hop_samples
 
@@ -156,7 +156,7 @@ class Classifier:
         previous, self.scorer = self.scorer, scorer
         geometry = self.geometry()
         for lane in self._lanes.values():
-            lane.geometry = geometry  # an audio expert's context changes what is awaited
+            lane.regrid(geometry)  # an audio expert's context changes what is awaited
         return previous
 
     # ----------------------------------------------------------- the runner
@@ -187,7 +187,7 @@ class Classifier:
         lane = self._lane(session_key(event))
         if event.seq in lane.acked:
             return Ack(), None  # scored and acked before: our ack was lost
-        piece = Piece(event, event.to_float32(), stored, delivery.stream_seq, delivery)
+        piece = Piece(event, event.pcm_samples(), stored, delivery.stream_seq, delivery)
         reason = lane.add(piece)
         if reason is not None:
             self.stats.inconsistent += 1
@@ -252,7 +252,7 @@ class Classifier:
             self._stream_ns = max(self._stream_ns, await self._lookup.stream_last_ns())
         for lane in lanes:
             await self._scan(lane, crowded)
-        await self._complete(lanes)
+        await self._complete([lane for lane in lanes if lane.changed])
         self._forget()
 
     async def _consumer_state(self) -> None:
@@ -408,6 +408,7 @@ class Classifier:
                 for scorer, rs in groups:
                     for r in rs:
                         self._scorer_of[id(r.piece)] = scorer
+                self._retry(ready)
                 log.warning("publishing %d predictions failed (%s): the chunks stay held "
                             "and are scored again", len(predictions), exc)
                 return
@@ -423,6 +424,7 @@ class Classifier:
             self.stats.predictions += len(predictions)
             self.stats.windows += len(predictions)
         except Exception:
+            self._retry(ready)
             log.exception("scoring %d chunks failed: they stay held and are scored again",
                           len(ready))
         finally:
@@ -430,6 +432,12 @@ class Classifier:
                 r.piece.scoring = False
             self._slots.release()
             self._count_held()
+
+    @staticmethod
+    def _retry(ready: list[tuple[Lane, Ready]]) -> None:
+        """Chunks whose scoring failed: the next tick looks at their lanes again."""
+        for lane, _ in ready:
+            lane.changed = True
 
     def _count_held(self) -> None:
         self.stats.held = sum(len(lane.held()) for lane in self._lanes.values())
@@ -440,8 +448,8 @@ class Classifier:
         total = sum(counts)
         if total == 0:
             return []
-        windows = np.concatenate([_cut(r, self.window) for r in ready if r.starts.shape[0]])
-        features = window_features(windows, scorer.features)
+        features = span_features([(r.span.samples, r.starts - r.span.first_sample)
+                                  for r in ready], scorer.features)
         if context_samples(scorer):
             assert isinstance(scorer, Cascade)
             span_of = np.repeat(np.arange(len(ready), dtype=np.int64), counts)
@@ -452,24 +460,24 @@ class Classifier:
                 self.window, [r.span for r in ready], span_of, starts, start_ns))
         else:
             scores = scorer.predict(features)
+        labels = tuple(scorer.labels)
+        if scores.shape != (total, len(labels)):
+            raise ValueError(f"{scorer.model_id} gave scores {scores.shape} for {total} "
+                             f"windows of {len(labels)} labels")
+        rows: list[list[float]] = scores.tolist()
         out: list[Prediction] = []
         row = 0
         for r in ready:
             chunk = r.piece.chunk
             for start in r.starts.tolist():
-                vector = scores[row]
-                row += 1
-                out.append(Prediction(
+                # built unvalidated: every field comes from a validated chunk or the
+                # loaded model, the lengths are checked above, the window ends after it starts
+                out.append(Prediction.model_construct(
                     source=chunk.source, channel=chunk.channel,
                     window_start_ns=chunk.time_of(start),
                     window_end_ns=chunk.time_of(start + self.window),
                     model_id=scorer.model_id, model_version=scorer.version,
-                    labels=scorer.labels, scores=tuple(float(x) for x in vector),
-                    result=scorer.decide(vector)))
+                    labels=labels, scores=tuple(rows[row]), result=scorer.decide(scores[row])))
+                row += 1
         return out
 
-
-def _cut(ready: Ready, window: int) -> F32:
-    """float32 (N, window): the windows of ``ready`` cut from its span."""
-    view = np.lib.stride_tricks.sliding_window_view(ready.span.samples, window)
-    return np.ascontiguousarray(view[ready.starts - ready.span.first_sample])

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
 from bus.runner import Delivery
-from bus_schemas import AudioChunk
+from bus_schemas import AudioChunk, pcm
+from bus_schemas.pcm import Samples
 from inference.contexts import Span, audio_needed_after, audio_needed_before
 from inference.windows import owned_starts, samples_needed_after
 
@@ -50,10 +52,11 @@ def session_key(chunk: AudioChunk) -> SessionKey:
 
 @dataclass
 class Piece:
-    """One chunk of a lane: float32 ``samples`` (n,) mono at the chunk's rate."""
+    """One chunk of a lane: its ``samples`` (n,) mono at the chunk's rate, as they
+    travel (``AudioChunk.pcm_samples``: int16 or float32)."""
 
     chunk: AudioChunk
-    samples: F32
+    samples: Samples
     stored_ns: int  # when the stream stored it (its clock, not ours)
     stream_seq: int  # in AUDIO
     delivery: Delivery | None = None  # owned: ours to score and ack
@@ -128,6 +131,9 @@ class Lane:
     scan_next_at: float = 0.0  # event loop time before which no hole triggers a scan
     scan_wait_s: float = 0.05  # the next empty scan's back-off
     scan_done_at: int = 0  # highest AUDIO sequence known when a scan last reached the end
+    # what decides readiness changed since ``ready`` was last asked: a chunk came, a
+    # break, a chunk the stream no longer holds, another geometry, a failed publish
+    changed: bool = True
 
     # ------------------------------------------------------------------ state
 
@@ -163,6 +169,7 @@ class Lane:
             if piece.delivery is not None:
                 known.delivery = piece.delivery
                 known.stored_ns = piece.stored_ns
+                self.changed = True
             return None
         before, after = self.pieces.get(piece.seq - 1), self.pieces.get(piece.seq + 1)
         if before is not None and before.end != piece.first:
@@ -172,6 +179,7 @@ class Lane:
             return (f"seq {piece.seq} ends at sample {piece.end}, but seq {after.seq} "
                     f"starts at {after.first}")
         self.pieces[piece.seq] = piece
+        self.changed = True
         if self.break_after is not None and piece.seq > self.break_after:
             self.break_after = None  # the successor came: its boundary says the rest
         return None
@@ -218,11 +226,23 @@ class Lane:
         audio there is."""
         if after_seq + 1 not in self.pieces:
             self.break_after = after_seq
+            self.changed = True
+
+    def mark_unavailable(self, seq: int) -> None:
+        """The stream no longer holds chunk ``seq``: nothing waits for it."""
+        self.unavailable.add(seq)
+        self.changed = True
+
+    def regrid(self, geometry: Geometry) -> None:
+        """Another window geometry (a swap): what is awaited changes."""
+        self.geometry = geometry
+        self.changed = True
 
     # ---------------------------------------------------------------- scoring
 
     def ready(self) -> list[Ready]:
         """Owned chunks that can be scored now, with their windows."""
+        self.changed = False
         out = []
         for piece in self.pending():
             if self._waits_before(piece):
@@ -288,7 +308,9 @@ class Lane:
             parts.append(nxt.samples[:end - last])  # only what the windows reach
             last = min(nxt.end, end)
             nxt = self.pieces.get(nxt.seq + 1)
-        audio = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len({p.dtype for p in parts}) > 1:  # a session that changed encoding
+            parts = [pcm.as_float32(p) for p in parts]
+        audio = parts[0] if len(parts) == 1 else cast(Samples, np.concatenate(parts))
         start = max(0, reach - first)
         stop = min(audio.shape[0], end - first)
         return Span(audio[start:stop], first + start)

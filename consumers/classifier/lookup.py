@@ -117,7 +117,7 @@ class StreamLookup:
             break  # the session's chunk before it is not in the stream
         log.info("%s: seq %d of the session is no longer in the stream (%d foreign "
                  "messages skipped)", subject, missing, foreign)
-        lane.unavailable.add(missing)
+        lane.mark_unavailable(missing)
         return foreign
 
     async def _previous_on_subject(self, before_seq: int, subject: str,
@@ -147,4 +147,4 @@ def _piece(raw: RawStreamMsg) -> Piece | None:
         return None
     if not isinstance(event, AudioChunk):
         return None
-    return Piece(event, event.to_float32(), stored_ns(raw.time), raw.seq or 0)
+    return Piece(event, event.pcm_samples(), stored_ns(raw.time), raw.seq or 0)
