@@ -9,8 +9,9 @@ classifier cuts it: 0.5 s windows every ``window * (1 - overlap)`` seconds
 second). It prints, per stage, the CPU time (``time.process_time``: every thread
 of the process counted) per window and per audio second:
 
-- feature extraction (``inference.features.window_features``, numpy), in batches of
-  the live batch size;
+- feature extraction as the classifier runs it (``inference.features.span_features``
+  on the int16 PCM of the chunks, BLAS on one thread), in batches of the live
+  batch size;
 - LiteRT inference (``inference.scoring.TfliteModel``, XNNPACK, 1 thread) at batch
   sizes 1, 32 (the classifier's default) and 128.
 
@@ -29,11 +30,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from audio.decode import decode_file
-from inference.features import F32, FeatureParams, frame_windows, window_features
+from bus_schemas import pcm
+from inference.features import F32, FeatureParams, frame_windows, span_features, window_features
 from inference.modelfolder import ModelFolder
 from inference.scoring import TfliteModel
 from learning.corpus.fetch import default_cache_dir, fetch_package
@@ -42,6 +47,8 @@ from learning.corpus.manifest import CorpusManifest
 REPO = Path(__file__).resolve().parents[1]
 LIVE_OVERLAP = 0.25  # consumers.classifier.service.ClassifierSettings.overlap
 LIVE_BATCH = 32  # consumers.classifier.service.ClassifierSettings.batch
+I16 = npt.NDArray[np.int16]
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -79,15 +86,17 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return statistics.median(cpu), statistics.median(wall)
 
 
-def in_batches(fn: Callable[[F32], object], x: F32, batch: int) -> Callable[[], None]:
+def in_batches(fn: Callable[[Any], object], x: npt.NDArray[Any],
+               batch: int) -> Callable[[], None]:
     def run() -> None:
         for i in range(0, x.shape[0] - batch + 1, batch):
             fn(x[i:i + batch])
     return run
 
 
-def measure(folder: ModelFolder, windows: F32, features: F32, windows_per_s: float,
-            batches: list[int], threads: int, repeats: int) -> list[Row]:
+def measure(folder: ModelFolder, pcm16: I16, starts: I64, features: F32,
+            windows_per_s: float, batches: list[int], threads: int,
+            repeats: int) -> list[Row]:
     params: FeatureParams = folder.params
     rows = []
 
@@ -96,10 +105,11 @@ def measure(folder: ModelFolder, windows: F32, features: F32, windows_per_s: flo
         return Row(stage, batch, round(per, 4), round(per * windows_per_s, 3),
                    round(wall / n * 1e3, 4))
 
-    n = windows.shape[0] // LIVE_BATCH * LIVE_BATCH
-    cpu, wall = timed(in_batches(lambda w: window_features(w, params), windows, LIVE_BATCH),
-                      repeats)
-    rows.append(row("features (numpy)", LIVE_BATCH, n, cpu, wall))
+    n = starts.shape[0] // LIVE_BATCH * LIVE_BATCH
+    with threadpool_limits(1):
+        cpu, wall = timed(in_batches(lambda s: span_features([(pcm16, s)], params), starts,
+                                     LIVE_BATCH), repeats)
+    rows.append(row("features (PCM16)", LIVE_BATCH, n, cpu, wall))
     model = TfliteModel(folder, num_threads=threads)
     for batch in batches:
         n = features.shape[0] // batch * batch
@@ -139,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if windows.shape[0] < max([LIVE_BATCH, *batches]):
         raise SystemExit(f"{args.seconds:g} s of audio make {windows.shape[0]} windows, fewer "
                          f"than the largest batch {max([LIVE_BATCH, *batches])}: raise --seconds")
-    rows = measure(folder, windows, features, windows_per_s, batches, args.threads,
-                   args.repeats)
+    starts = np.arange(windows.shape[0], dtype=np.int64) * hop
+    rows = measure(folder, pcm.to_int16(audio), starts, features, windows_per_s, batches,
+                   args.threads, args.repeats)
     head = {"model": f"{folder.meta.model_id} {folder.meta.version}",
             "folder": str(args.folder), "audio": source, "audio_s": args.seconds,
             "windows": int(windows.shape[0]), "hop_s": hop / params.sample_rate,

@@ -49,8 +49,10 @@ def int16_to_float32(pcm: npt.NDArray[np.integer]) -> F32:
 
 def to_int16(samples: npt.ArrayLike) -> I16:
     """float samples (any shape) as int16, rounded and clipped."""
-    scaled = np.round(np.asarray(samples, dtype=np.float32) * np.float32(PCM16_SCALE))
-    return np.clip(scaled, PCM16_MIN, PCM16_MAX).astype(np.int16)
+    scaled = np.multiply(np.asarray(samples, dtype=np.float32), np.float32(PCM16_SCALE))
+    np.rint(scaled, out=scaled)  # what np.round does: halves to even
+    np.clip(scaled, PCM16_MIN, PCM16_MAX, out=scaled)
+    return scaled.astype(np.int16)
 
 
 def clip_int16(values: npt.ArrayLike) -> I16:

@@ -157,15 +157,17 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
     row = 0
     for signal, starts in spans:
         hann = _hann(params.n_fft, signal.dtype == np.int16)
-        step = signal.strides[0]
+        if not starts.shape[0]:
+            continue
+        bad = (starts < 0) | (starts + params.window_samples > signal.shape[0])
+        if bad.any():
+            raise ValueError(f"a window at sample {int(starts[bad][0])} does not fit a "
+                             f"signal of {signal.shape[0]} samples")
+        # every FFT frame of the signal; a window's frames are a slice of it
+        every = np.lib.stride_tricks.sliding_window_view(signal, params.n_fft)
+        span = params.hop * (params.n_frames - 1) + 1
         for start in starts.tolist():
-            if start < 0 or start + params.window_samples > signal.shape[0]:
-                raise ValueError(f"a window at sample {start} does not fit a signal of "
-                                 f"{signal.shape[0]} samples")
-            view = np.lib.stride_tricks.as_strided(
-                signal[start:], shape=(params.n_frames, params.n_fft),
-                strides=(params.hop * step, step), writeable=False)
-            np.multiply(view, hann, out=frames[row])
+            np.multiply(every[start:start + span:params.hop], hann, out=frames[row])
             row += 1
     return _logmel(frames, params)
 

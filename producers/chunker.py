@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ class Chunker:
         self.sample_rate = sample_rate
         self.chunk_samples = chunk_samples
         self._origin_ns = origin_ns
-        self._buf: list[F32] = []
+        self._buf: deque[F32] = deque()  # blocks (channels, n), oldest first
         self._buffered = 0
         self._emitted_samples = 0
         self._seq = 0
@@ -57,18 +58,29 @@ class Chunker:
         out.append(self._emit(self._buffered, final=True))
         return out
 
+    def _take(self, n: int) -> F32:
+        """The first ``n`` buffered samples (channels, n), out of the buffer; the
+        rest stays as it is (no copy of what is not emitted)."""
+        parts: list[F32] = []
+        need = n
+        while need > 0:
+            block = self._buf[0]
+            if block.shape[1] <= need:
+                parts.append(self._buf.popleft())
+                need -= block.shape[1]
+            else:
+                parts.append(block[:, :need])
+                self._buf[0] = block[:, need:]
+                need = 0
+        self._buffered -= n
+        if not parts:
+            return np.zeros((len(self.channels), 0), dtype=np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
     def _emit(self, n: int, *, final: bool) -> list[AudioChunk]:
-        if not self._buf:
-            data = np.zeros((len(self.channels), 0), dtype=np.float32)
-        elif len(self._buf) == 1:
-            data = self._buf[0]
-        else:
-            data = np.concatenate(self._buf, axis=1)
-        head, rest = data[:, :n], data[:, n:]
-        self._buf = [rest] if rest.shape[1] else []
-        self._buffered = rest.shape[1]
+        head = self._take(n)
         start_ns = self._origin_ns + self._time_offset_ns(self._emitted_samples)
-        samples = pcm.to_int16(head).astype("<i2")
+        samples = pcm.to_int16(head).astype("<i2", copy=False)
         chunks = [
             AudioChunk(source=self.source, channel=ch, seq=self._seq,
                        first_sample=self._emitted_samples, start_ns=start_ns,

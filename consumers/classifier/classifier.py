@@ -356,8 +356,8 @@ class Classifier:
         if not ready:
             self._count_held()
             return
-        for _, r in ready:
-            r.piece.scoring = True
+        for lane, r in ready:
+            lane.set_scoring(r.piece, True)
         await self._slots.acquire()  # at most JOBS scored and published at once
         # A job's scorer is the one running when it is made or, while an inference
         # is under way, when that inference ends: a swap made during a batch (or
@@ -428,8 +428,8 @@ class Classifier:
             log.exception("scoring %d chunks failed: they stay held and are scored again",
                           len(ready))
         finally:
-            for _, r in ready:
-                r.piece.scoring = False
+            for lane, r in ready:
+                lane.set_scoring(r.piece, False)
             self._slots.release()
             self._count_held()
 

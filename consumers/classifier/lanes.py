@@ -134,6 +134,11 @@ class Lane:
     # what decides readiness changed since ``ready`` was last asked: a chunk came, a
     # break, a chunk the stream no longer holds, another geometry, a failed publish
     changed: bool = True
+    # bumped by every change of the lane: ``pending`` and ``waiting_after``, asked
+    # at every tick for every lane, are kept until the next change
+    version: int = 0
+    _pending: tuple[int, list[Piece]] = field(default_factory=lambda: (-1, []))
+    _waiting: tuple[int, Piece | None] = (-1, None)
 
     # ------------------------------------------------------------------ state
 
@@ -154,8 +159,17 @@ class Lane:
 
     def pending(self) -> list[Piece]:
         """Owned chunks not yet scored nor being scored, oldest first."""
-        return sorted((p for p in self.pieces.values()
-                       if p.owned and not p.scored and not p.scoring), key=lambda p: p.seq)
+        version, pending = self._pending
+        if version != self.version:
+            pending = sorted((p for p in self.pieces.values()
+                              if p.owned and not p.scored and not p.scoring),
+                             key=lambda p: p.seq)
+            self._pending = (self.version, pending)
+        return list(pending)
+
+    def _changed(self, readiness: bool = True) -> None:
+        self.version += 1
+        self.changed = self.changed or readiness
 
     def add(self, piece: Piece) -> str | None:
         """Put a chunk in the lane. Returns why it cannot be this session's (its
@@ -169,7 +183,7 @@ class Lane:
             if piece.delivery is not None:
                 known.delivery = piece.delivery
                 known.stored_ns = piece.stored_ns
-                self.changed = True
+                self._changed()
             return None
         before, after = self.pieces.get(piece.seq - 1), self.pieces.get(piece.seq + 1)
         if before is not None and before.end != piece.first:
@@ -179,7 +193,7 @@ class Lane:
             return (f"seq {piece.seq} ends at sample {piece.end}, but seq {after.seq} "
                     f"starts at {after.first}")
         self.pieces[piece.seq] = piece
-        self.changed = True
+        self._changed()
         if self.break_after is not None and piece.seq > self.break_after:
             self.break_after = None  # the successor came: its boundary says the rest
         return None
@@ -226,17 +240,17 @@ class Lane:
         audio there is."""
         if after_seq + 1 not in self.pieces:
             self.break_after = after_seq
-            self.changed = True
+            self._changed()
 
     def mark_unavailable(self, seq: int) -> None:
         """The stream no longer holds chunk ``seq``: nothing waits for it."""
         self.unavailable.add(seq)
-        self.changed = True
+        self._changed()
 
     def regrid(self, geometry: Geometry) -> None:
         """Another window geometry (a swap): what is awaited changes."""
         self.geometry = geometry
-        self.changed = True
+        self._changed()
 
     # ---------------------------------------------------------------- scoring
 
@@ -255,12 +269,16 @@ class Lane:
     def waiting_after(self) -> Piece | None:
         """The newest contiguous chunk, when an unscored chunk waits for audio after
         it (what a forward scan looks for), else None."""
-        if any(not self._waits_before(p) and self._available_end(p) is None
-               for p in self.pending()):
-            last = self.contiguous_newest()
-            if last is not None and not last.chunk.final and self.break_after != last.seq:
-                return last
-        return None
+        version, last = self._waiting
+        if version != self.version:
+            last = None
+            if any(not self._waits_before(p) and self._available_end(p) is None
+                   for p in self.pending()):
+                last = self.contiguous_newest()
+                if last is not None and (last.chunk.final or self.break_after == last.seq):
+                    last = None
+            self._waiting = (self.version, last)
+        return last
 
     def _waits_before(self, piece: Piece) -> bool:
         missing = self.missing_before(piece)
@@ -331,11 +349,18 @@ class Lane:
         """``piece`` was scored, published and acked."""
         piece.scored = True
         piece.delivery = None
+        self._changed(readiness=False)
         self.acked.append(piece.seq)
 
     def disown(self, piece: Piece) -> None:
         """Its delivery went back to the server (nak): it is borrowed now."""
         piece.delivery = None
+        self._changed(readiness=False)
+
+    def set_scoring(self, piece: Piece, scoring: bool) -> None:
+        """``piece``'s windows are being scored and published (True), or no more."""
+        piece.scoring = scoring  # a failed publish marks the lane changed itself
+        self._changed(readiness=False)
 
     def prune(self) -> None:
         """Forget the audio no unscored chunk can need; keep the newest chunk (its
@@ -349,6 +374,7 @@ class Lane:
         for seq in [s for s, p in self.pieces.items()
                     if s != newest and p.end <= keep_from and not (p.owned and not p.scored)]:
             del self.pieces[seq]
+            self._changed(readiness=False)
 
     def held(self) -> list[Delivery]:
         return [p.delivery for p in self.pieces.values() if p.delivery is not None]
