@@ -347,11 +347,7 @@ class Classifier:
         """Look up the predecessors the touched lanes miss, score what is ready,
         publish, ack."""
         for lane in lanes:
-            for piece in lane.pending():
-                missing = lane.missing_before(piece)
-                if missing is not None and missing not in lane.unavailable:
-                    self.stats.lookups += 1
-                    self.stats.foreign += await self._lookup.fetch_before(lane, piece, missing)
+            await self._look_up(lane)
         ready = [(lane, r) for lane in lanes for r in lane.ready()]
         if not ready:
             self._count_held()
@@ -368,6 +364,22 @@ class Classifier:
         job = asyncio.create_task(self._score(ready, groups, previous, self._inferred))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
+
+    async def _look_up(self, lane: Lane) -> None:
+        """Fetch what the lane's chunks miss before them, until nothing is missing:
+        a chunk found may show that its own predecessor is needed (a context reaching
+        further back). Each fetch settles its seq (found, or marked unavailable)."""
+        while True:
+            wanted = [(piece, missing) for piece in lane.pending()
+                      if (missing := lane.missing_before(piece)) is not None
+                      and missing not in lane.unavailable]
+            if not wanted:
+                return
+            for piece, missing in wanted:
+                if missing in lane.pieces or missing in lane.unavailable:
+                    continue  # settled by an earlier fetch of this round
+                self.stats.lookups += 1
+                self.stats.foreign += await self._lookup.fetch_before(lane, piece, missing)
 
     async def settle(self) -> None:
         """Wait until every chunk being scored is published and acked (or back to

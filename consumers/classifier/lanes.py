@@ -374,7 +374,9 @@ class Lane:
         for seq in [s for s, p in self.pieces.items()
                     if s != newest and p.end <= keep_from and not (p.owned and not p.scored)]:
             del self.pieces[seq]
-            self._changed(readiness=False)
+            # a chunk gone may have been what proved a later boundary unbroken: the
+            # chunk after it may now need its predecessor looked up
+            self._changed()
 
     def held(self) -> list[Delivery]:
         return [p.delivery for p in self.pieces.values() if p.delivery is not None]

@@ -1,0 +1,36 @@
+"""consumers.classifier.lanes: what a lane says about readiness, without a bus."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bus_schemas import AudioChunk
+from consumers.classifier.lanes import Geometry, Lane, Piece, session_key
+
+RATE = 48_000
+CHUNK = 48_000
+STALL_NS = 10 * 10**9
+
+
+def _piece(seq: int, stored_s: float, owned: bool) -> Piece:
+    chunk = AudioChunk(source="s", channel=0, seq=seq, first_sample=seq * CHUNK,
+                       start_ns=10**18 + seq * 10**9, sample_rate=RATE,
+                       samples=np.zeros(CHUNK, "<i2").tobytes())
+    return Piece(chunk, chunk.pcm_samples(), int(10**18 + stored_s * 1e9), seq + 1,
+                 delivery=object() if owned else None)  # type: ignore[arg-type]
+
+
+def test_a_prune_that_removes_the_proof_of_an_unbroken_boundary_asks_for_a_look_up() -> None:
+    """Chunk 115 is ours and waits for 116; 112 (borrowed, stored just before) proves
+    the boundary before 115 unbroken. A prune drops 112: the lane must say it changed,
+    so the classifier asks again and looks 114 up, instead of holding 115 for ever
+    (two classifiers at full speed hung on this)."""
+    lane = Lane(session_key(_piece(0, 0, False).chunk), Geometry(24_000, 18_000), STALL_NS)
+    for seq, owned in ((112, False), (115, True), (119, False)):
+        assert lane.add(_piece(seq, seq * 0.01, owned)) is None
+    assert lane.missing_before(lane.pieces[115]) is None  # 112 proves it
+    assert lane.ready() == [] and not lane.changed  # 115 waits for 116
+    lane.prune()
+    assert 112 not in lane.pieces
+    assert lane.changed, "the prune changed what 115 needs: the lane must be looked at again"
+    assert lane.missing_before(lane.pieces[115]) == 114
