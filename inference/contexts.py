@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from bus_schemas import pcm
 from bus_schemas.pcm import Samples
-from inference.windows import owned_starts
+from inference.windows import owned_range
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -53,10 +53,10 @@ def audio_needed_after(first_sample: int, n_samples: int, hop: int, window: int,
     """How many samples after this chunk its last owned window and that window's
     context need (0: none). A context at the start of a session, shifted forward,
     reaches further than a centred one."""
-    starts = owned_starts(first_sample, n_samples, hop)
-    if not starts.size:
+    owned = owned_range(first_sample, n_samples, hop)
+    if owned is None:
         return 0
-    last = int(starts[-1])
+    last = owned[1]
     end = max(last + window, max(0, last - context_lead(window, context)) + context)
     return max(0, end - (first_sample + n_samples))
 
@@ -66,10 +66,10 @@ def audio_needed_before(first_sample: int, n_samples: int, hop: int, window: int
     """How many samples before this chunk the context of its first owned window
     needs (0: none), the session's audio being known up to ``span_end``: a context
     at its end, shifted back, reaches further than a centred one."""
-    starts = owned_starts(first_sample, n_samples, hop)
-    if not starts.size:
+    owned = owned_range(first_sample, n_samples, hop)
+    if owned is None:
         return 0
-    begin = max(0, min(int(starts[0]) - context_lead(window, context), span_end - context))
+    begin = max(0, min(owned[0] - context_lead(window, context), span_end - context))
     return max(0, first_sample - begin)
 
 

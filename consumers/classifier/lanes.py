@@ -62,18 +62,15 @@ class Piece:
     delivery: Delivery | None = None  # owned: ours to score and ack
     scored: bool = False
     scoring: bool = False  # its windows are being scored and published right now
+    # the chunk's seq and samples [first, end) on the session's grid, read once
+    seq: int = field(init=False, default=0)
+    first: int = field(init=False, default=0)
+    end: int = field(init=False, default=0)
 
-    @property
-    def seq(self) -> int:
-        return self.chunk.seq
-
-    @property
-    def first(self) -> int:
-        return self.chunk.first_sample
-
-    @property
-    def end(self) -> int:
-        return self.chunk.end_sample
+    def __post_init__(self) -> None:
+        self.seq = self.chunk.seq
+        self.first = self.chunk.first_sample
+        self.end = self.chunk.end_sample
 
     @property
     def owned(self) -> bool:
