@@ -154,6 +154,16 @@ class Lane:
             piece = self.pieces[piece.seq + 1]
         return piece
 
+    def stream_gap(self) -> int:
+        """Stream sequences from one chunk of the session to the next, as the two
+        newest known chunks show (the other subjects' messages between them; 1 when
+        unknown): where a look-up starts reading back."""
+        seqs = sorted(self.pieces)[-2:]
+        if len(seqs) < 2:
+            return 1
+        a, b = self.pieces[seqs[0]], self.pieces[seqs[1]]
+        return max(1, (b.stream_seq - a.stream_seq) // (b.seq - a.seq))
+
     def pending(self) -> list[Piece]:
         """Owned chunks not yet scored nor being scored, oldest first."""
         version, pending = self._pending

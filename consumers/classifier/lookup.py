@@ -99,7 +99,7 @@ class StreamLookup:
         subject = audio_subject(source, channel)
         later = min((p.stream_seq for p in lane.pieces.values() if p.seq > missing),
                     default=piece.stream_seq)
-        cursor, back, foreign = later, 1, 0
+        cursor, back, foreign = later, lane.stream_gap(), 0
         while foreign <= MAX_FOREIGN:
             raw = await self._previous_on_subject(cursor, subject, back)
             if raw is None or not raw.seq:
