@@ -34,3 +34,13 @@ def test_a_prune_that_removes_the_proof_of_an_unbroken_boundary_asks_for_a_look_
     assert 112 not in lane.pieces
     assert lane.changed, "the prune changed what 115 needs: the lane must be looked at again"
     assert lane.missing_before(lane.pieces[115]) == 114
+
+
+def test_the_stream_gap_is_read_from_the_two_newest_chunks() -> None:
+    lane = Lane(session_key(_piece(0, 0, False).chunk), Geometry(24_000, 18_000), STALL_NS)
+    assert lane.stream_gap() == 1  # nothing known: read back one message at a time
+    for seq, stream_seq in ((1, 3), (3, 40), (5, 104)):
+        piece = _piece(seq, seq * 0.01, False)
+        piece.stream_seq = stream_seq
+        assert lane.add(piece) is None
+    assert lane.stream_gap() == 32  # 31 messages of other subjects between two chunks
