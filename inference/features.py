@@ -123,6 +123,13 @@ def _band(params: FeatureParams) -> tuple[int, int, F32]:
     return first, end, np.ascontiguousarray(bank[first:end])
 
 
+# Windows per FFT pass in ``span_features``. One window is 45 frames of 1024
+# float32 (180 KB) and twice that as a spectrum: 8 windows keep both within a
+# few MB of cache, where 90 at once cost twice the CPU per window (0.39 against
+# 0.18 ms on this 2-core machine).
+FEATURE_BLOCK = 8
+
+
 @lru_cache(maxsize=8)
 def _hann(n: int, pcm16: bool = False) -> F32:
     """The periodic Hann window; for int16 PCM, times its scale to float."""
@@ -151,10 +158,13 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
 
     A signal is float32 in [-1, 1] or int16 PCM (``bus_schemas.pcm``'s scale is
     folded into the FFT window): no window is copied out of its signal first.
+    Windows go through the FFT ``FEATURE_BLOCK`` at a time, so that the frames and
+    their spectra stay in the CPU's cache (``FEATURE_BLOCK``'s comment).
     """
     n = sum(int(starts.shape[0]) for _, starts in spans)
-    frames = np.empty((n, params.n_frames, params.n_fft), dtype=np.float32)
-    row = 0
+    out = np.empty((n, *params.shape), dtype=np.float32)
+    frames = np.empty((min(n, FEATURE_BLOCK), params.n_frames, params.n_fft), dtype=np.float32)
+    row = done = 0
     for signal, starts in spans:
         hann = _hann(params.n_fft, signal.dtype == np.int16)
         if not starts.shape[0]:
@@ -169,7 +179,12 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
         for start in starts.tolist():
             np.multiply(every[start:start + span:params.hop], hann, out=frames[row])
             row += 1
-    return _logmel(frames, params)
+            if row == frames.shape[0]:
+                out[done:done + row] = _logmel(frames, params)
+                done, row = done + row, 0
+    if row:
+        out[done:done + row] = _logmel(frames[:row], params)
+    return out
 
 
 def _logmel(frames: F32, params: FeatureParams) -> F32:
