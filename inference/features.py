@@ -173,12 +173,22 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
         if bad.any():
             raise ValueError(f"a window at sample {int(starts[bad][0])} does not fit a "
                              f"signal of {signal.shape[0]} samples")
-        # every FFT frame of the signal; a window's frames are a slice of it
-        every = np.lib.stride_tricks.sliding_window_view(signal, params.n_fft)
-        span = params.hop * (params.n_frames - 1) + 1
-        for start in starts.tolist():
-            np.multiply(every[start:start + span:params.hop], hann, out=frames[row])
-            row += 1
+        step = signal.strides[0]
+        listed = starts.tolist()
+        i = 0
+        while i < len(listed):
+            # the next windows that fit the block and lie on one grid (evenly spaced,
+            # as a chunk's are): one strided view of them all, one multiply
+            k = min(len(listed) - i, frames.shape[0] - row)
+            gap = listed[i + 1] - listed[i] if k > 1 else 0
+            j = 1
+            while j < k and listed[i + j] - listed[i + j - 1] == gap:
+                j += 1
+            view = np.lib.stride_tricks.as_strided(
+                signal[listed[i]:], shape=(j, params.n_frames, params.n_fft),
+                strides=(gap * step, params.hop * step, step), writeable=False)
+            np.multiply(view, hann, out=frames[row:row + j])
+            i, row = i + j, row + j
             if row == frames.shape[0]:
                 out[done:done + row] = _logmel(frames, params)
                 done, row = done + row, 0

@@ -131,6 +131,20 @@ def test_span_features_match_a_reference_log_mel_from_int16_and_float() -> None:
     assert int(np.argmax(from_pcm.mean(axis=(0, 1)))) == band
 
 
+def test_span_features_of_many_windows_on_and_off_a_grid_match_one_at_a_time() -> None:
+    """More windows than one FFT block, evenly spaced runs broken by odd gaps:
+    the same features as each window alone."""
+    params = FeatureParams()
+    rng = np.random.default_rng(5)
+    pcm16 = pcm.to_int16(0.2 * rng.standard_normal(400_000))
+    starts = np.concatenate([np.arange(0, 9) * 18_000, 170_000 + np.arange(0, 7) * 18_000,
+                             [300_000, 301_000, 350_000]]).astype(np.int64)
+    together = span_features([(pcm16, starts)], params)
+    alone = np.concatenate([span_features([(pcm16, starts[i:i + 1])], params)
+                            for i in range(starts.shape[0])])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
 def test_span_features_refuse_a_window_outside_the_signal() -> None:
     params = FeatureParams()
     signal = np.zeros(params.window_samples + 10, dtype=np.int16)
