@@ -6,7 +6,6 @@ import logging
 import os
 
 import nats
-import nats.aio.client
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -16,13 +15,6 @@ from bus_schemas.errors import TidzamError
 from bus_schemas.streams import ALL_STREAMS, StreamSpec
 
 log = logging.getLogger(__name__)
-
-# nats-py reads its socket 32 KiB at a time, the size of its read buffer too: a
-# 1 s chunk (96 KB at 48 kHz) then takes several reads, and as many passes of its
-# parser, each appending to and cutting its buffer. Reading up to 1 MiB at once
-# makes a chunk one read (client.py looks the constant up at each read).
-READ_BUFFER = 1 << 20
-nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, READ_BUFFER)
 
 
 class BusError(TidzamError, RuntimeError):
