@@ -20,11 +20,13 @@ import numpy as np
 import numpy.typing as npt
 
 from audio.blocks import Block
+from bus_schemas import pcm
 from bus_schemas.errors import TidzamError
 
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
+I16 = npt.NDArray[np.int16]
 MAX_CHANNELS = 64  # libswresample's limit (SWR_CH_MAX)
 
 
@@ -119,10 +121,34 @@ class AudioStream:
 
     def blocks(self) -> Iterator[Block]:
         """The stream's audio in order: blocks of float32 (channels, n) at ``sample_rate``."""
+        for samples in self._converted("flt"):
+            yield Block(planar(samples, self.info.channels), self.sample_rate)
+
+    def pcm16_blocks(self) -> Iterator[I16]:
+        """The stream's audio as int16 PCM (channels, n) at ``sample_rate``: the samples
+        ``pcm.to_int16`` makes of ``blocks()``, for what publishes PCM16 chunks.
+
+        At the stream's own rate FFmpeg converts to s16 itself (the same rounding and
+        clipping, without a float copy in Python); a resampled stream is resampled in
+        float, as ``blocks()`` is, and then converted.
+        """
         channels = self.info.channels
-        # Packed (interleaved) float, not planar: PyAV's planar to_ndarray crashes
+        if self.info.original_rate != self.sample_rate:
+            for block in self.blocks():
+                yield pcm.to_int16(block.samples)
+            return
+        for samples in self._converted("s16"):
+            # (n, channels) packed → (channels, n), a view: the chunker copies each
+            # channel's samples once, when it makes the chunk's bytes.
+            yield np.asarray(samples, dtype=np.int16).reshape(-1, channels).T
+
+    def _converted(self, sample_format: str) -> Iterator[npt.NDArray[np.generic]]:
+        """Packed frames (1, n * channels) in ``sample_format`` at ``sample_rate``,
+        the samples before a seek's target dropped."""
+        channels = self.info.channels
+        # Packed (interleaved), not planar: PyAV's planar to_ndarray crashes
         # the interpreter with 8 or more channels; one plane is safe at any count.
-        resampler = av.AudioResampler(format="flt", layout=self._layout(),
+        resampler = av.AudioResampler(format=sample_format, layout=self._layout(),
                                       rate=self.sample_rate)
         skip: int | None = None if self._seek_to is not None else 0
         try:
@@ -130,13 +156,13 @@ class AudioStream:
                 if skip is None:  # the first frame after a seek: how far before it we are
                     skip = self._samples_before_seek(frame)
                 for out in resampler.resample(frame):
-                    block, skip = _trimmed(planar(out.to_ndarray(), channels), skip)
-                    if block.shape[1]:
-                        yield Block(block, self.sample_rate)
+                    packed, skip = _trimmed(out.to_ndarray(), channels, skip)
+                    if packed.size:
+                        yield packed
             for out in resampler.resample(None):
-                block, skip = _trimmed(planar(out.to_ndarray(), channels), skip or 0)
-                if block.shape[1]:
-                    yield Block(block, self.sample_rate)
+                packed, skip = _trimmed(out.to_ndarray(), channels, skip or 0)
+                if packed.size:
+                    yield packed
         except av.error.FFmpegError as exc:
             raise AudioDecodeError(self.location, _reason(exc)) from None
 
@@ -148,12 +174,14 @@ class AudioStream:
         return max(0, round((self._seek_to - start) * self.sample_rate))
 
 
-def _trimmed(block: F32, skip: int | None) -> tuple[F32, int]:
-    """Drop the first ``skip`` samples of the stream from ``block``; (rest, still to skip)."""
+def _trimmed(packed: npt.NDArray[np.generic], channels: int,
+             skip: int | None) -> tuple[npt.NDArray[np.generic], int]:
+    """Drop the first ``skip`` samples of the stream from a packed frame (1, n * channels);
+    (rest, still to skip)."""
     if not skip:
-        return block, 0
-    taken = min(skip, block.shape[1])
-    return block[:, taken:], skip - taken
+        return packed, 0
+    taken = min(skip, packed.shape[-1] // channels)
+    return packed[..., taken * channels:], skip - taken
 
 
 def planar(array: npt.NDArray[np.generic], channels: int) -> F32:

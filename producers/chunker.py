@@ -12,6 +12,8 @@ import numpy.typing as npt
 from bus_schemas import AudioChunk, pcm
 
 F32 = npt.NDArray[np.float32]
+I16 = npt.NDArray[np.int16]
+Block = F32 | I16  # (channels, n): float in [-1, 1], or int16 PCM as it will travel
 
 
 @dataclass
@@ -21,7 +23,10 @@ class ChannelCursor:
 
 
 class Chunker:
-    """Accumulate (channels, n) float32 blocks; emit chunks of ``chunk_samples``.
+    """Accumulate (channels, n) blocks; emit chunks of ``chunk_samples``.
+
+    Blocks are float32 in [-1, 1] (converted by ``pcm.to_int16``) or int16 PCM
+    (``AudioStream.pcm16_blocks``, published as they are); one kind per chunker.
 
     Each chunk's ``start_ns`` is ``origin_ns`` plus its sample offset, so times
     come from the recording, and ``seq``/``first_sample`` are gapless. The last
@@ -35,7 +40,7 @@ class Chunker:
         self.sample_rate = sample_rate
         self.chunk_samples = chunk_samples
         self._origin_ns = origin_ns
-        self._buf: deque[F32] = deque()  # blocks (channels, n), oldest first
+        self._buf: deque[Block] = deque()  # blocks (channels, n), oldest first
         self._buffered = 0
         self._emitted_samples = 0
         self._seq = 0
@@ -43,7 +48,7 @@ class Chunker:
     def _time_offset_ns(self, samples: int) -> int:
         return samples * 1_000_000_000 // self.sample_rate
 
-    def push(self, block: F32) -> Iterator[list[AudioChunk]]:
+    def push(self, block: Block) -> Iterator[list[AudioChunk]]:
         """Add a (channels, n) block; yield every complete set of chunks (one per channel)."""
         self._buf.append(block)
         self._buffered += block.shape[1]
@@ -58,10 +63,10 @@ class Chunker:
         out.append(self._emit(self._buffered, final=True))
         return out
 
-    def _take(self, n: int) -> F32:
+    def _take(self, n: int) -> Block:
         """The first ``n`` buffered samples (channels, n), out of the buffer; the
         rest stays as it is (no copy of what is not emitted)."""
-        parts: list[F32] = []
+        parts: list[Block] = []
         need = n
         while need > 0:
             block = self._buf[0]
@@ -75,12 +80,16 @@ class Chunker:
         self._buffered -= n
         if not parts:
             return np.zeros((len(self.channels), 0), dtype=np.float32)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        if len(parts) == 1:
+            return parts[0]
+        joined: Block = np.concatenate(parts, axis=1)
+        return joined
 
     def _emit(self, n: int, *, final: bool) -> list[AudioChunk]:
         head = self._take(n)
         start_ns = self._origin_ns + self._time_offset_ns(self._emitted_samples)
-        samples = pcm.to_int16(head).astype("<i2", copy=False)
+        samples = head if head.dtype == np.int16 else pcm.to_int16(head)
+        samples = samples.astype("<i2", copy=False)
         chunks = [
             AudioChunk(source=self.source, channel=ch, seq=self._seq,
                        first_sample=self._emitted_samples, start_ns=start_ns,

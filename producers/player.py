@@ -219,8 +219,10 @@ class Player:
                     return
                 chunker = Chunker(session.source, chosen, self.sample_rate,
                                   session.origin_ns, round(self.chunk_s * self.sample_rate))
-                for block in stream.blocks():
-                    for chunk_set in chunker.push(block.samples[list(chosen)]):
+                every = tuple(range(stream.info.channels))
+                for block in stream.pcm16_blocks():
+                    picked = block if chosen == every else block[list(chosen)]
+                    for chunk_set in chunker.push(picked):
                         if not put(chunk_set):
                             return
                 for chunk_set in chunker.finish():

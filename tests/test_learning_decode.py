@@ -120,3 +120,44 @@ def test_seek_starts_at_the_sample(tmp_path: Path, ext: str, codec: str | None,
         corr = [float(np.dot(head[0, 4800:], whole[0, start + 4800 + lag:start + 24_000 + lag]))
                 for lag in range(-480, 481)]
         assert int(np.argmax(corr)) - 480 == 0, "the first block is not at the seek time"
+
+
+@pytest.mark.parametrize(("rate", "codec"), [(48_000, None), (22_050, None),
+                                             (48_000, "libopus")])
+@pytest.mark.parametrize("seek", [0.0, 1.2345])
+def test_pcm16_blocks_are_the_float_blocks_as_int16(tmp_path: Path, rate: int,
+                                                    codec: str | None, seek: float) -> None:
+    """What the producers publish (PCM16 straight from FFmpeg at the stream's rate,
+    converted after a float resample otherwise) is exactly pcm.to_int16 of the float
+    blocks, sample for sample, with 12 channels and after a seek."""
+    from bus_schemas import pcm
+    from tests.audio_files import write_wav
+
+    path = write_wav(tmp_path / "src.wav", seconds=3.0, channels=2 if codec else 12, seed=5,
+                     rate=rate)
+    if codec is not None:  # a float decoder (Opus): FFmpeg's own float → s16 rounding
+        coded = tmp_path / "coded.opus"
+        with av.open(str(path)) as inp, av.open(str(coded), "w") as out:
+            enc = out.add_stream(codec, rate=48_000, layout="stereo")
+            assert isinstance(enc, av.audio.stream.AudioStream)
+            for frame in inp.decode(audio=0):
+                frame.pts = None
+                for packet in enc.encode(frame):
+                    out.mux(packet)
+            for packet in enc.encode(None):
+                out.mux(packet)
+        path = coded
+
+    def both(method: str) -> np.ndarray:
+        with AudioStream(path, 48_000) as decoder:
+            decoder.seek(seek)
+            if method == "float":
+                return pcm.to_int16(np.concatenate([b.samples for b in decoder.blocks()],
+                                                   axis=1))
+            blocks = list(decoder.pcm16_blocks())
+        assert all(b.dtype == np.int16 for b in blocks)
+        return np.concatenate(blocks, axis=1)
+
+    expected, got = both("float"), both("pcm16")
+    assert got.shape == expected.shape and got.shape[1] > 0
+    assert np.array_equal(got, expected)
