@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -82,8 +83,7 @@ class Chunker:
             return np.zeros((len(self.channels), 0), dtype=np.float32)
         if len(parts) == 1:
             return parts[0]
-        joined: Block = np.concatenate(parts, axis=1)
-        return joined
+        return cast(Block, np.concatenate(parts, axis=1))
 
     def _emit(self, n: int, *, final: bool) -> list[AudioChunk]:
         head = self._take(n)
