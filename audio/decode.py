@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import av.error
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 I16 = npt.NDArray[np.int16]
+_S = TypeVar("_S", bound=np.generic)
 MAX_CHANNELS = 64  # libswresample's limit (SWR_CH_MAX)
 
 
@@ -138,9 +140,7 @@ class AudioStream:
                 yield pcm.to_int16(block.samples)
             return
         for samples in self._converted("s16"):
-            # (n, channels) packed → (channels, n), a view: the chunker copies each
-            # channel's samples once, when it makes the chunk's bytes.
-            yield np.asarray(samples, dtype=np.int16).reshape(-1, channels).T
+            yield deinterleave(np.asarray(samples, dtype=np.int16), channels)
 
     def _converted(self, sample_format: str) -> Iterator[npt.NDArray[np.generic]]:
         """Packed frames (1, n * channels) in ``sample_format`` at ``sample_rate``,
@@ -186,8 +186,25 @@ def _trimmed(packed: npt.NDArray[np.generic], channels: int,
 
 def planar(array: npt.NDArray[np.generic], channels: int) -> F32:
     """A packed frame (1, n * channels) as float32 (channels, n)."""
-    packed = np.asarray(array, dtype=np.float32).reshape(-1, channels)
-    return np.ascontiguousarray(packed.T)
+    return deinterleave(np.asarray(array, dtype=np.float32), channels)
+
+
+_TILE = 256  # frames per tile: a tile's rows and columns both stay in L1
+
+
+def deinterleave(packed: npt.NDArray[_S], channels: int) -> npt.NDArray[_S]:
+    """Packed samples (n * channels, any leading shape of 1) as (channels, n), contiguous.
+
+    Transposed tile by tile: numpy's one-shot transpose of a tall, narrow array
+    walks memory with a stride of ``channels`` samples and is ~5x slower.
+    """
+    frames = packed.reshape(-1, channels)
+    if channels == 1:
+        return frames.reshape(1, -1)
+    out = np.empty((channels, frames.shape[0]), dtype=frames.dtype)
+    for i in range(0, frames.shape[0], _TILE):
+        out[:, i:i + _TILE] = frames[i:i + _TILE].T
+    return out
 
 
 def _reason(exc: BaseException) -> str:

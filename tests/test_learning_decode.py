@@ -161,3 +161,14 @@ def test_pcm16_blocks_are_the_float_blocks_as_int16(tmp_path: Path, rate: int,
     expected, got = both("float"), both("pcm16")
     assert got.shape == expected.shape and got.shape[1] > 0
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("frames", "channels"), [(0, 3), (1, 32), (255, 2), (1000, 32),
+                                                  (513, 1)])
+def test_deinterleave_is_the_transpose(frames: int, channels: int) -> None:
+    from audio.decode import deinterleave
+
+    packed = np.arange(frames * channels, dtype=np.int16).reshape(1, -1)
+    got = deinterleave(packed, channels)
+    assert got.flags.c_contiguous and got.dtype == np.int16
+    assert np.array_equal(got, packed.reshape(-1, channels).T)
