@@ -175,7 +175,8 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
         if bad.any():
             raise ValueError(f"a window at sample {int(starts[bad][0])} does not fit a "
                              f"signal of {signal.shape[0]} samples")
-        step = signal.strides[0]
+        signal = np.ascontiguousarray(signal)  # a view of a buffer needs one
+        step = signal.itemsize
         listed = starts.tolist()
         i = 0
         while i < len(listed):
@@ -186,9 +187,11 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
             j = 1
             while j < k and listed[i + j] - listed[i + j - 1] == gap:
                 j += 1
-            view = np.lib.stride_tricks.as_strided(
-                signal[listed[i]:], shape=(j, params.n_frames, params.n_fft),
-                strides=(gap * step, params.hop * step, step), writeable=False)
+            # np.ndarray over the buffer: as_strided's array-interface detour costs
+            # more than the multiply for a block of a few windows
+            view = np.ndarray((j, params.n_frames, params.n_fft), dtype=signal.dtype,
+                              buffer=signal, offset=listed[i] * step,
+                              strides=(gap * step, params.hop * step, step))
             np.multiply(view, hann, out=frames[row:row + j])
             i, row = i + j, row + j
             if row == frames.shape[0]:
