@@ -175,8 +175,8 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
         if bad.any():
             raise ValueError(f"a window at sample {int(starts[bad][0])} does not fit a "
                              f"signal of {signal.shape[0]} samples")
-        signal = np.ascontiguousarray(signal)  # a view of a buffer needs one
-        step = signal.itemsize
+        buffer = np.ascontiguousarray(signal)  # a view of a buffer needs one
+        step = buffer.itemsize
         listed = starts.tolist()
         i = 0
         while i < len(listed):
@@ -189,8 +189,8 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
                 j += 1
             # np.ndarray over the buffer: as_strided's array-interface detour costs
             # more than the multiply for a block of a few windows
-            view = np.ndarray((j, params.n_frames, params.n_fft), dtype=signal.dtype,
-                              buffer=signal, offset=listed[i] * step,
+            view = np.ndarray((j, params.n_frames, params.n_fft), dtype=buffer.dtype,
+                              buffer=buffer, offset=listed[i] * step,
                               strides=(gap * step, params.hop * step, step))
             np.multiply(view, hann, out=frames[row:row + j])
             i, row = i + j, row + j
