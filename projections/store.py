@@ -5,7 +5,8 @@ Commit order of ``ProjectionStore.apply`` (one transaction):
 1. lock the checkpoint row of (projection, stream) ``FOR UPDATE``;
 2. drop the items at or before it: they were committed, only their ack was lost;
 3. write the rows of the rest (bulk: binary COPY into temp tables, then
-   ``INSERT … ON CONFLICT DO NOTHING`` on the natural keys);
+   ``INSERT … ON CONFLICT DO NOTHING`` on the natural keys), and merge the
+   detections inserted now, and only those, into ``detection_events`` (``events.py``);
 4. move the checkpoint to the highest sequence (a trigger refuses backwards moves);
 5. commit, and only then may the caller ack the messages.
 
@@ -42,10 +43,13 @@ from bus_schemas.events import (
     SourceRemoved,
     SourceUnloaded,
 )
+from projections import events as detection_events
 
 log = logging.getLogger(__name__)
 
-PROJECTED_TABLES = ("detections", "predictions", "sources", "models")
+PROJECTED_TABLES = ("detections", "detection_events", "predictions", "sources", "models")
+# tables built from another's rows: truncated with it, or a replay would merge twice
+_DERIVED = {"detections": ("detection_events",)}
 UNKNOWN = "unknown"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -132,6 +136,15 @@ _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS tidzam_predictions_in (LIKE predictions INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tidzam_detections_in (LIKE detections) ON COMMIT DELETE ROWS;
+""" + detection_events.CREATE_FRESH
+
+# only the detections inserted now go on to the events: a redelivered one changes none
+_INSERT_DETECTIONS = f"""
+WITH inserted AS (
+    INSERT INTO detections ({_DET_COLS}) SELECT {_DET_COLS} FROM tidzam_detections_in
+        ON CONFLICT DO NOTHING RETURNING {_DET_COLS}
+)
+INSERT INTO {detection_events.FRESH} ({_DET_COLS}) SELECT {_DET_COLS} FROM inserted
 """
 
 
@@ -179,9 +192,10 @@ async def _write_predictions(cur: AsyncCursor[Any], events: Sequence[Prediction]
     await cur.execute(f"INSERT INTO predictions ({_PRED_COLS}) SELECT {_PRED_COLS}"
                       " FROM tidzam_predictions_in ON CONFLICT DO NOTHING")
     written = max(cur.rowcount, 0)
-    await cur.execute(f"INSERT INTO detections ({_DET_COLS}) SELECT {_DET_COLS}"
-                      " FROM tidzam_detections_in ON CONFLICT DO NOTHING")
-    written += max(cur.rowcount, 0)
+    await cur.execute(_INSERT_DETECTIONS)
+    fresh = max(cur.rowcount, 0)
+    if fresh:
+        written += fresh + await detection_events.merge_fresh(cur)
     return written + await _register_models(cur, events)
 
 
@@ -282,7 +296,7 @@ async def write_events(cur: AsyncCursor[Any], events: Sequence[Event]) -> tuple[
     predictions = [e for e in events if isinstance(e, Prediction)]
     if predictions:
         rows += await _write_predictions(cur, predictions)
-        tables |= {"predictions", "detections", "models"}
+        tables |= {"predictions", "detections", "detection_events", "models"}
     for event in events:  # in stream order: a source's lifecycle is order-dependent
         statement = _control_statement(event)
         if statement is not None:
@@ -408,4 +422,7 @@ async def _tables_of(cur: AsyncCursor[Any], projection: str) -> tuple[str, ...]:
     await cur.execute(
         "SELECT DISTINCT t FROM projection_checkpoints, unnest(tables) AS t"
         " WHERE projection = %s ORDER BY t", (projection,))
-    return tuple(str(row[0]) for row in await cur.fetchall() if row[0] in PROJECTED_TABLES)
+    tables = {str(row[0]) for row in await cur.fetchall() if row[0] in PROJECTED_TABLES}
+    # a checkpoint written before a derived table existed does not name it
+    tables |= {derived for table in tables for derived in _DERIVED.get(table, ())}
+    return tuple(sorted(tables))

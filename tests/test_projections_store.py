@@ -61,7 +61,8 @@ async def test_predictions_become_detections(pg_pool: Pool) -> None:
     result = await ProjectionStore(pg_pool).apply("main", "EVENTS", items)
 
     assert (result.applied, result.skipped, result.checkpoint) == (3, 0, 3)
-    assert result.rows == 3 + 3 + 1  # predictions, detections, the model's label order
+    # predictions, detections, their events (birds, rain, wind), the model's label order
+    assert result.rows == 3 + 3 + 3 + 1
     rows = await fetch(pg_pool, "SELECT time, label, confidence, window_end, model_id,"
                                 " model_version FROM detections ORDER BY time, label")
     assert [(r[0], r[1]) for r in rows] == [
@@ -174,6 +175,7 @@ async def test_a_failure_inside_the_transaction_leaves_nothing(
     assert await store.checkpoint("main", "EVENTS") == 0
     tallies = await counts_of(pg_pool)
     assert tallies["detections"] == tallies["predictions"] == tallies["models"] == 0
+    assert tallies["detection_events"] == 0
     monkeypatch.undo()
     assert (await store.apply("main", "EVENTS", windows(20))).applied == 20  # redelivery
 
@@ -293,11 +295,12 @@ async def test_reset_one_projection_resets_those_sharing_its_tables(pg_pool: Poo
     await store.apply("health", "CONTROL", control(SourceFailed(source="a", reason="x", at_ns=1)))
     result = await store.reset("detections")
 
-    assert result.tables == ("detections", "models", "predictions")
+    assert result.tables == ("detection_events", "detections", "models", "predictions")
     assert result.projections == ("control", "detections")  # control wrote models too
     assert await store.checkpoint("health", "CONTROL") == 1
     tallies = await counts_of(pg_pool)
     assert (tallies["detections"], tallies["models"], tallies["sources"]) == (0, 0, 1)
+    assert tallies["detection_events"] == 0
 
 
 @pytest.mark.parametrize("scores", [
