@@ -98,3 +98,91 @@ async def test_estimated_counts(filled: Pool) -> None:
         tallies = await queries.counts(conn, exact=False)
     assert tallies["detections"] == 12 and tallies["predictions"] == 12
     assert tallies["sources"] == 1
+
+
+@pytest.mark.parametrize("filters", [
+    {}, {"source": "a"}, {"source": "b", "channel": 1}, {"label": "rain", "source": "a"},
+    {"since": to_datetime(T0 + 3 * S), "until": to_datetime(T0 + 6 * S)}, {"source": "nowhere"},
+])
+async def test_detection_counts_match_the_rows(filled: Pool, filters: dict[str, Any]) -> None:
+    async with filled.connection() as conn:
+        rows = await queries.detections(conn, limit=1000, **filters)
+        assert await queries.count_detections(conn, **filters) == len(rows)
+        assert await queries.count_detections(conn, at_most=2, **filters) == min(2, len(rows))
+
+
+# -------------------------------------------------------------------- events
+
+HALF = S // 2
+
+
+@pytest.fixture
+async def eventful(pg_pool: Pool) -> Pool:
+    """Half-second windows, back to back. a/0: birds 0-9, rain 10-12, birds 13-14 (a
+    second after the first run ended: a new event); b/1: birds 0-2."""
+    plan = ["birds"] * 10 + ["rain"] * 3 + ["birds"] * 2
+    events: list[Event] = [
+        prediction(T0 + i * HALF, source="a", result=(label,),
+                   scores=(0.5 + i / 100, 0.8, 0.0, 0.0, 0.0))
+        for i, label in enumerate(plan)]
+    events += [prediction(T0 + i * HALF, source="b", channel=1) for i in range(3)]
+    await ProjectionStore(pg_pool).apply("main", "EVENTS", list(enumerate(events, start=1)))
+    return pg_pool
+
+
+A_BIRDS, B_BIRDS, A_RAIN, A_BIRDS_AGAIN = ("a", "birds", 0), ("b", "birds", 0), (
+    "a", "rain", 10), ("a", "birds", 13)
+
+
+async def events(pool: Pool, **filters: Any) -> list[tuple[str, str, int]]:
+    """(source, label, first window) of the events found, checking the count agrees."""
+    async with pool.connection() as conn:
+        rows = await queries.detection_events(conn, **filters)
+        counted = {k: v for k, v in filters.items() if k not in ("limit", "newest_first")}
+        total = await queries.count_detection_events(conn, **counted)
+    assert total >= len(rows) and (total == len(rows) or len(rows) == filters.get("limit"))
+    return [(r.source, r.label, (r.start - to_datetime(T0)) // (to_datetime(T0 + HALF)
+                                                                  - to_datetime(T0)))
+            for r in rows]
+
+
+async def test_events_in_start_order(eventful: Pool) -> None:
+    async with eventful.connection() as conn:
+        rows = await queries.detection_events(conn)
+    assert [(r.source, r.channel, r.label, r.windows) for r in rows] == [
+        ("a", 0, "birds", 10), ("b", 1, "birds", 3), ("a", 0, "rain", 3), ("a", 0, "birds", 2)]
+    first = rows[0]
+    assert (first.start, first.end) == (to_datetime(T0), to_datetime(T0 + 10 * HALF))
+    assert first.peak_confidence == pytest.approx(0.59)
+    assert first.mean_confidence == pytest.approx(0.545)
+    assert (first.model_id, first.model_version) == ("selector", "1")
+    assert rows[2].peak_confidence == pytest.approx(0.8)  # rain's score
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    ({"source": "a"}, [A_BIRDS, A_RAIN, A_BIRDS_AGAIN]),
+    ({"channel": 1}, [B_BIRDS]),
+    ({"label": "rain"}, [A_RAIN]),
+    ({"source": "a", "label": "birds"}, [A_BIRDS, A_BIRDS_AGAIN]),
+    # overlapping [since, until): the first run ends at 5 s, rain runs 5-6.5 s
+    ({"since": to_datetime(T0 + 5 * S + HALF // 2)}, [A_RAIN, A_BIRDS_AGAIN]),
+    ({"since": to_datetime(T0 + 5 * S)}, [A_RAIN, A_BIRDS_AGAIN]),
+    ({"until": to_datetime(T0 + 5 * S)}, [A_BIRDS, B_BIRDS]),
+    ({"since": to_datetime(T0 + S), "until": to_datetime(T0 + 2 * S)}, [A_BIRDS, B_BIRDS]),
+    ({"min_windows": 3}, [A_BIRDS, B_BIRDS, A_RAIN]),
+    ({"limit": 2}, [A_BIRDS, B_BIRDS]),
+    ({"limit": 1, "newest_first": True}, [A_BIRDS_AGAIN]),
+    ({"source": "nowhere"}, []),
+])
+async def test_event_filters(eventful: Pool, filters: dict[str, Any],
+                             expected: list[tuple[str, str, int]]) -> None:
+    assert await events(eventful, **filters) == expected
+
+
+async def test_event_counts(eventful: Pool) -> None:
+    async with eventful.connection() as conn:
+        assert await queries.count_detection_events(conn) == 4
+        assert await queries.count_detection_events(conn, source="a", min_windows=3) == 2
+        assert await queries.count_detection_events(conn, at_most=3) == 3
+        with pytest.raises(ValueError, match="limit"):
+            await queries.detection_events(conn, limit=0)
