@@ -12,7 +12,8 @@ import pytest
 
 from learning.corpus import fetch as corpus
 from learning.corpus.build import Candidate, label_files
-from learning.corpus.fetch import CorpusError, FetchedPackage, dep5_licence, read_cat
+from learning.corpus.fetch import CorpusError, FetchedPackage, read_cat
+from learning.corpus.licences import dep5_licence
 from learning.corpus.packages import PACKAGES, rule_for
 
 MG = "usr/share/games/megaglest/"

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from learning.corpus.fetch import (
+    ARCHIVE_SUFFIXES,
     MEMBERS_DIR,
     PACKAGE_SOUND_SUFFIXES,
     FetchedPackage,
@@ -51,16 +52,33 @@ def scan(package: FetchedPackage) -> list[Candidate]:
     found: list[Candidate] = []
     for local in sorted(package.root.rglob("*")):
         rel = local.relative_to(package.root).as_posix()
-        if rel.startswith(MEMBERS_DIR + "/") or not local.is_file():
+        if not local.is_file():
             continue
-        if rel.endswith(".cat"):
-            members = package.root / MEMBERS_DIR / rel
-            for wav in sorted(members.glob("*.wav")):
-                title = wav.with_suffix(".txt").read_text()
-                found.append(Candidate(package, f"{rel}#{wav.stem}", wav, title))
+        if rel.startswith(MEMBERS_DIR + "/"):
+            member = _member(package, rel.removeprefix(MEMBERS_DIR + "/"), local)
+            if member is not None:
+                found.append(member)
         elif rel.endswith(PACKAGE_SOUND_SUFFIXES):
             found.append(Candidate(package, rel, local))
     return found
+
+
+def _member(package: FetchedPackage, inner: str, local: Path) -> Candidate | None:
+    """The archive member unpacked at ``_members/<inner>``, named ``<archive>#<member>``
+    (``<archive>#NN`` for an entry of an OpenTTD ``.cat``, titled)."""
+    parts = inner.split("/")
+    cut = next((i for i, part in enumerate(parts) if part.endswith(ARCHIVE_SUFFIXES)), None)
+    if cut is None or cut == len(parts) - 1:
+        return None
+    archive, member = "/".join(parts[:cut + 1]), "/".join(parts[cut + 1:])
+    if archive.endswith(".cat"):
+        if "/" in member or not member.endswith(".wav"):
+            return None
+        title = local.with_suffix(".txt").read_text()
+        return Candidate(package, f"{archive}#{member.removesuffix('.wav')}", local, title)
+    if member.endswith(PACKAGE_SOUND_SUFFIXES):
+        return Candidate(package, f"{archive}#{member}", local)
+    return None
 
 
 @dataclass
@@ -92,7 +110,7 @@ def _entry(first: _Matched, copies: list[_Matched], cache: Path) -> CorpusFile:
     return CorpusFile(
         sha256=first.sha256, label=rule.label, group=group, package=cand.package.spec.name,
         version=cand.package.version, path=cand.path, title=cand.title,
-        licence=cand.package.licence, note=rule.note,
+        licence=rule.licence or cand.package.licence_of(cand.path), note=rule.note,
         local=cand.local.relative_to(cache).as_posix(),
         duplicates=[f"{m.candidate.package.spec.name}:{m.candidate.path}" for m in copies[1:]],
     )

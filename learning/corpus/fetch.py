@@ -1,37 +1,46 @@
-"""Fetching the corpus packages: ``apt-get download``, unpacking, licences, sound archives.
+"""Fetching the corpus packages: ``apt-get download``, unpacking, sound archives.
 
 ``fetch_package(name, cache)`` downloads a package of ``PACKAGES`` with ``apt-get
 download`` (no root needed once the apt lists exist), unpacks its sound files
-and its ``/usr/share/doc/<pkg>/copyright`` with ``dpkg-deb``, writes every member
-of an OpenTTD sound archive (``.cat``) as its own WAV file, and reads the licence
-of the sounds from the copyright file (DEP-5). Downloads and unpacked trees are
-kept in the cache and reused.
+and its ``/usr/share/doc/<pkg>/copyright`` with ``dpkg-deb``, and reads the licence
+of the sounds from the copyright file (``learning.corpus.licences``). Sounds
+stored in archives are written out as files of their own under ``_members/``:
+OpenTTD's ``.cat`` (each entry as ``NN.wav``), Quake-style ``.pk3`` (zip) and
+OpenClonk's ``.ocg``/``.ocd`` groups (exploded by the ``c4group`` tool of the
+``openclonk`` package, fetched the same way and run from its unpacked .deb).
+Only an archive's sound members that fall under the spec's ``keep`` prefixes
+(``<archive>#<member>``) are kept; the archive itself is then dropped. Downloads
+and unpacked trees are kept in the cache and reused.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tarfile
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from bus_schemas.errors import TidzamError
-from learning.corpus.packages import PACKAGES, PackageSpec
+from learning.corpus.licences import copyright_path, file_licence, package_licence
+from learning.corpus.packages import PACKAGES
+from learning.corpus.spec import CorpusError as CorpusError
+from learning.corpus.spec import PackageSpec
 
 log = logging.getLogger(__name__)
 
-# Which files of a package are unpacked as sounds: its recordings and the OpenTTD
-# sound archives (``.cat``) they may be stored in. Not the set of audio suffixes
-# (``audio.suffixes``): changing it changes the corpus.
-PACKAGE_SOUND_SUFFIXES = (".ogg", ".wav", ".cat")
-
-
-class CorpusError(TidzamError, RuntimeError):
-    """The corpus could not be fetched or unpacked; the message says what to do."""
+# Which files of a package are unpacked as sounds (also inside archives). Not the set
+# of audio suffixes (``audio.suffixes``): changing it changes the corpus.
+PACKAGE_SOUND_SUFFIXES = (".ogg", ".wav")
+# Archives whose sound members are unpacked: OpenTTD sound sets, Quake-engine zips,
+# OpenClonk groups.
+ARCHIVE_SUFFIXES = (".cat", ".pk3", ".ocg", ".ocd")
+# Tools some archives need: name -> (Debian package, path of the program inside it).
+TOOLS: dict[str, tuple[str, str]] = {"c4group": ("openclonk", "usr/bin/c4group")}
+ToolFn = Callable[[str], Path]
 
 
 def default_cache_dir() -> Path:
@@ -53,7 +62,12 @@ class FetchedPackage:
     version: str
     deb: Path
     root: Path  # the unpacked subset
-    licence: str
+    licence: str  # of the package's sounds; a file may have its own (``licence_of``)
+    copyright: str = ""  # the text of its copyright file
+
+    def licence_of(self, path: str) -> str:
+        """The licence of the file at ``path`` (inside the package)."""
+        return file_licence(self.spec, self.copyright, path, self.licence)
 
 
 def fetch_package(name: str, cache: Path) -> FetchedPackage:
@@ -65,9 +79,30 @@ def fetch_package(name: str, cache: Path) -> FetchedPackage:
     version = _deb_field(deb, "Version")
     root = cache / "pkgs" / f"{name}_{version}"
     if not (root / ".complete").exists():
-        _unpack(deb, root, spec)
+        _unpack(deb, root, spec, lambda tool: fetch_tool(tool, cache))
     licence = package_licence(root, spec)
-    return FetchedPackage(spec, version, deb, root, licence)
+    text = copyright_path(root, spec).read_text(errors="replace")
+    return FetchedPackage(spec, version, deb, root, licence, text)
+
+
+def fetch_tool(name: str, cache: Path) -> Path:
+    """The program ``name`` of ``TOOLS``, unpacked (once) from its package's .deb."""
+    package, inside = TOOLS[name]
+    deb = _download(package, cache / "debs")
+    root = cache / "tools" / f"{package}_{_deb_field(deb, 'Version')}"
+    program = root / inside
+    if program.is_file():
+        return program
+    staging = root.with_name(root.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _extract(deb, staging, lambda path: path == inside)
+    if not (staging / inside).is_file():
+        raise CorpusError(f"{deb.name} holds no {inside}")
+    (staging / inside).chmod(0o755)
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+    return program
 
 
 def _apt_lists_present() -> bool:
@@ -127,66 +162,39 @@ def _deb_field(deb: Path, name: str) -> str:
 
 
 def _wanted(path: str, spec: PackageSpec) -> bool:
+    """The copyright, the sound files under ``keep``, and archives that may hold some."""
     if path == f"usr/share/doc/{spec.name}/copyright":
         return True
+    if path.endswith(ARCHIVE_SUFFIXES):
+        return path.startswith(spec.keep) or any(k.startswith(path + "#") for k in spec.keep)
     return path.startswith(spec.keep) and path.endswith(PACKAGE_SOUND_SUFFIXES)
 
 
-def _unpack(deb: Path, root: Path, spec: PackageSpec) -> None:
-    """Unpack the sound files and the copyright of a .deb (``dpkg-deb --fsys-tarfile``)."""
-    staging = root.with_name(root.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    log.info("unpacking %s", deb.name)
+def _extract(deb: Path, into: Path, wanted: Callable[[str], bool]) -> None:
+    """Extract the files of a .deb whose path ``wanted`` accepts (``dpkg-deb --fsys-tarfile``)."""
     proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     with tarfile.open(fileobj=proc.stdout, mode="r|*") as tar:
         for member in tar:
             path = member.name.removeprefix("./")
-            if (member.isfile() or member.issym()) and _wanted(path, spec):
+            if (member.isfile() or member.issym()) and wanted(path):
                 member.name = path
-                tar.extract(member, staging, filter="data")
+                tar.extract(member, into, filter="data")
     if proc.wait() != 0:
         raise CorpusError(f"dpkg-deb could not read {deb}; delete it and fetch again")
-    _unpack_archives(staging)
+
+
+def _unpack(deb: Path, root: Path, spec: PackageSpec, tool: ToolFn) -> None:
+    """Unpack the sound files (archives' members included) and the copyright of a .deb."""
+    staging = root.with_name(root.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    log.info("unpacking %s", deb.name)
+    _extract(deb, staging, lambda path: _wanted(path, spec))
+    _unpack_archives(staging, spec, tool)
     (staging / ".complete").write_text(deb.name + "\n")
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
-
-
-def package_licence(root: Path, spec: PackageSpec) -> str:
-    """The licence of the package's sounds, read from its DEP-5 copyright file."""
-    copyright_file = root / "usr/share/doc" / spec.name / "copyright"
-    if not copyright_file.is_file():
-        raise CorpusError(f"{spec.name} ships no copyright file; cannot state a licence")
-    licence = dep5_licence(copyright_file.read_text(errors="replace"), spec.licence_files)
-    if licence != spec.expected_licence:
-        raise CorpusError(
-            f"{spec.name}: copyright says {licence!r} for {spec.licence_files!r}, expected "
-            f"{spec.expected_licence!r}; check the new licence before using these sounds")
-    return licence
-
-
-def dep5_licence(text: str, files_pattern: str) -> str:
-    """The ``License:`` short name of the DEP-5 stanza whose ``Files:`` lists ``files_pattern``."""
-    for paragraph in re.split(r"\n[ \t]*\n", text):
-        fields = _dep5_fields(paragraph)
-        if files_pattern in fields.get("files", "").split() and "license" in fields:
-            return fields["license"].splitlines()[0].strip()
-    raise CorpusError(f"no copyright stanza covers {files_pattern!r}")
-
-
-def _dep5_fields(paragraph: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    key = ""
-    for line in paragraph.splitlines():
-        if line[:1] in (" ", "\t") and key:
-            fields[key] += "\n" + line.strip()
-        elif ":" in line:
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            fields[key] = value.strip()
-    return fields
 
 
 # ---------------------------------------------------------------- sound archives
@@ -221,11 +229,86 @@ def read_cat(data: bytes) -> list[CatEntry]:
     return entries
 
 
-def _unpack_archives(root: Path) -> None:
-    """Write each member of every ``.cat`` under ``_members/<archive>/NN.wav``."""
-    for cat in sorted(root.rglob("*.cat")):
-        out = root / MEMBERS_DIR / cat.relative_to(root)
-        out.mkdir(parents=True, exist_ok=True)
-        for entry in read_cat(cat.read_bytes()):
-            (out / f"{entry.index:02d}.wav").write_bytes(entry.wav)
-            (out / f"{entry.index:02d}.txt").write_text(entry.title)
+def member_path(root: Path, path: str) -> Path:
+    """Where the file at ``path`` of a package unpacked in ``root`` lies: ``<archive>#NN``
+    of a ``.cat`` is ``_members/<archive>/NN.wav``, ``<archive>#<member>`` of the other
+    archives ``_members/<archive>/<member>``."""
+    inside, _, member = path.partition("#")
+    if not member:
+        return root / inside
+    if inside.endswith(".cat"):
+        member += ".wav"
+    return root / MEMBERS_DIR / inside / member
+
+
+def _unpack_archives(root: Path, spec: PackageSpec, tool: ToolFn) -> None:
+    """Write the wanted members of every sound archive under ``_members/<archive>/``
+    and drop the archive."""
+    archives = sorted(p for p in root.rglob("*") if p.name.endswith(ARCHIVE_SUFFIXES)
+                      and p.is_file() and not p.is_symlink())
+    for archive in archives:
+        rel = archive.relative_to(root).as_posix()
+        out = root / MEMBERS_DIR / rel
+
+        def wanted(member: str, rel: str = rel) -> bool:
+            return member.endswith(PACKAGE_SOUND_SUFFIXES) and \
+                f"{rel}#{member}".startswith(spec.keep)
+
+        if rel.endswith(".cat"):
+            _unpack_cat(archive, out)
+        elif rel.endswith(".pk3"):
+            _unpack_zip(archive, out, wanted)
+        else:
+            _unpack_group(archive, out, wanted, tool("c4group"))
+        if archive.is_dir():
+            shutil.rmtree(archive)
+        else:
+            archive.unlink()
+
+
+def _unpack_cat(archive: Path, out: Path) -> None:
+    """Each entry of an OpenTTD sound archive as ``NN.wav``, its title as ``NN.txt``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in read_cat(archive.read_bytes()):
+        (out / f"{entry.index:02d}.wav").write_bytes(entry.wav)
+        (out / f"{entry.index:02d}.txt").write_text(entry.title)
+
+
+def _member_target(out: Path, name: str) -> Path:
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or ".." in parts:
+        raise CorpusError(f"archive member {name!r} would land outside {out}")
+    return out.joinpath(*parts)
+
+
+def _unpack_zip(archive: Path, out: Path, wanted: Callable[[str], bool]) -> None:
+    """The wanted members of a zip (``.pk3``), at their paths under ``out``."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if info.is_dir() or not wanted(info.filename):
+                    continue
+                target = _member_target(out, info.filename)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    except zipfile.BadZipFile as exc:
+        raise CorpusError(f"{archive.name} is not a readable zip archive: {exc}") from None
+
+
+def _unpack_group(archive: Path, out: Path, wanted: Callable[[str], bool],
+                  c4group: Path) -> None:
+    """The wanted members of an OpenClonk group, nested groups included (``c4group -x``
+    explodes the file, in place, into a folder of the same name)."""
+    proc = subprocess.run([str(c4group), archive.name, "-x"], cwd=archive.parent,
+                          env={**os.environ, "HOME": str(archive.parent)},
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not archive.is_dir():  # c4group exits 0 on most failures
+        said = " ".join((proc.stdout + proc.stderr).split())[-300:]
+        raise CorpusError(f"c4group could not unpack {archive.name}: {said}")
+    for path in sorted(archive.rglob("*")):
+        member = path.relative_to(archive).as_posix()
+        if path.is_file() and wanted(member):
+            target = _member_target(out, member)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(target)

@@ -18,8 +18,10 @@ frog-like calls or mixtures and are excluded).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from learning.corpus.spec import PackageSpec as PackageSpec
+from learning.corpus.spec import Rule as Rule
+from learning.corpus.spec import fixed, from_match
 
 CLASSES: tuple[str, ...] = (
     "birds", "insects", "frog", "rain", "thunder", "wind", "water", "vehicle", "speech", "quiet",
@@ -33,20 +35,6 @@ QUIET_DEFINITION = (
     "-90..-70 dBFS white noise floor like a real microphone. Quiet windows follow their "
     "recording's side of the split."
 )
-
-
-@dataclass(frozen=True)
-class PackageSpec:
-    """A Debian package of recordings and where its sounds' licence is stated.
-
-    ``licence_files`` is the ``Files:`` pattern of the DEP-5 copyright stanza
-    covering the sounds; ``expected_licence`` guards against a silent change.
-    """
-
-    name: str
-    licence_files: str
-    expected_licence: str
-    keep: tuple[str, ...]  # path prefixes (inside the package) worth unpacking
 
 
 PACKAGES: dict[str, PackageSpec] = {
@@ -76,38 +64,6 @@ DEFAULT_PACKAGES = ("megaglest-data", "tuxpaint-stamps-default", "asterisk-core-
 # drawn into the split they would move the default test side and change the windows
 # that successive selectors are compared on.
 SUPPLEMENT_PACKAGES = ("scorched3d-data",)
-
-
-GroupFn = Callable[["re.Match[str]", str], str]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Files of ``package`` whose path fully matches ``pattern`` get ``label``.
-
-    ``label=None`` excludes the file (``note`` says why). ``group`` names the
-    recording group from the match and the file's title; ``None`` = content
-    hash. ``max_per_group`` keeps that many files per group, evenly spread.
-    """
-
-    package: str
-    pattern: str
-    label: str | None
-    note: str = ""
-    group: GroupFn | None = None
-    max_per_group: int | None = None
-    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "regex", re.compile(self.pattern))
-
-
-def _fixed(name: str) -> GroupFn:
-    return lambda _m, _t: name
-
-
-def _from_match(template: str) -> GroupFn:
-    return lambda m, _t: template.format(**m.groupdict())
 
 
 def _opensfx_original(_m: re.Match[str], title: str) -> str:
@@ -143,12 +99,12 @@ RULES: tuple[Rule, ...] = (
     Rule("megaglest-data", _TS + r"rain\.(ogg|wav)", "rain", "rain ambience"),
     Rule("megaglest-data", _TS + r"wind\.ogg", "wind",
          "winter and winter_forest hold the same recording at two gains",
-         group=_fixed("megaglest:wind")),
+         group=fixed("megaglest:wind")),
     Rule("megaglest-data", _MG + r"data/core/water_sounds/water\d\.wav", "water",
-         "short splashes, one session", group=_fixed("megaglest:water_sounds")),
+         "short splashes, one session", group=fixed("megaglest:water_sounds")),
     Rule("tuxpaint-stamps-default", _TUX + r".+_desc_(?P<lang>[a-z]{2})\.ogg", "speech",
          "a spoken stamp description; one group per language (speaker)",
-         group=_from_match("tuxpaint-desc:{lang}"), max_per_group=25),
+         group=from_match("tuxpaint-desc:{lang}"), max_per_group=25),
     Rule("tuxpaint-stamps-default", _TUX + r"animals/birds/[a-z_]+\.ogg", "birds"),
     Rule("tuxpaint-stamps-default", _TUX + r"animals/insects/[a-z_]+\.ogg", "insects"),
     Rule("tuxpaint-stamps-default", _TUX + r"animals/amphibians/frog\.ogg", "frog"),
@@ -160,27 +116,27 @@ RULES: tuple[Rule, ...] = (
          "racing car engines"),
     Rule("asterisk-core-sounds-en-wav",
          r"usr/share/asterisk/sounds/(?P<voice>[^/]+)/silence/10\.wav", "quiet",
-         "recorded silence (LSB noise)", group=_fixed("asterisk:silence")),
+         "recorded silence (LSB noise)", group=fixed("asterisk:silence")),
     Rule("asterisk-core-sounds-en-wav", r"usr/share/asterisk/sounds/[^/]+/silence/.+", None,
          "shorter copies of the recorded silence"),
     Rule("asterisk-core-sounds-en-wav", r"usr/share/asterisk/sounds/(?P<voice>[^/]+)/.+\.wav",
          "speech", "telephone prompts (8 kHz), one speaker",
-         group=_from_match("asterisk:{voice}"), max_per_group=150),
+         group=from_match("asterisk:{voice}"), max_per_group=150),
     Rule("openttd-opensfx", _SFX + rf"({_VEHICLE_SFX})", "vehicle",
          "edited real recording", group=_opensfx_original),
     Rule("openttd-opensfx", _SFX + r"(52|57)", "wind", group=_opensfx_original),
     Rule("openttd-opensfx", _SFX + r"(66|72)", "birds", group=_opensfx_original),
     Rule("lincity-ng-data", _LC + r"(?P<kind>TraficHigh|TraficLow|RailTrain)\d\.wav",
-         "vehicle", "road traffic / train (11 kHz)", group=_from_match("lincity:{kind}")),
-    Rule("lincity-ng-data", _LC + r"Green[13]\.wav", "birds", group=_fixed("lincity:Green")),
+         "vehicle", "road traffic / train (11 kHz)", group=from_match("lincity:{kind}")),
+    Rule("lincity-ng-data", _LC + r"Green[13]\.wav", "birds", group=fixed("lincity:Green")),
     Rule("lincity-ng-data", _LC + r"(Green[24]|Water\d|ParklandLake\d)\.wav", None,
          "ambiguous content (machine hum, chorus or mixed ambience)"),
     Rule("supertux-data", _ST + r"(thunder|lightning)\.wav", "thunder",
-         "thunder clap and rumble", group=_fixed("supertux:storm")),
+         "thunder clap and rumble", group=fixed("supertux:storm")),
     Rule("supertux-data", _ST + r"rain\.wav", "rain"),
     Rule("supertux-data", _ST + r"waterfall\.wav", "water"),
     Rule("widelands-data", _WL + r"bird(?P<n>\d)_\d\d\.ogg", "birds",
-         "takes of one bird", group=_from_match("widelands:bird{n}")),
+         "takes of one bird", group=from_match("widelands:bird{n}")),
     Rule("widelands-data", _WL + r"crickets\d_\d\d\.ogg", "insects"),
     Rule("widelands-data", _WL + r"frog\.ogg", "frog"),
     Rule("scorched3d-data", _S3D + r"frogs\.wav", "frog", "a frog chorus (11 kHz)"),
