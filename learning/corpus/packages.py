@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+from learning.corpus.rules_extra import EXTRA_PACKAGES, EXTRA_RULES
 from learning.corpus.spec import PackageSpec as PackageSpec
 from learning.corpus.spec import Rule as Rule
 from learning.corpus.spec import fixed, from_match
@@ -54,6 +55,7 @@ PACKAGES: dict[str, PackageSpec] = {
                     ("usr/share/games/widelands/data/sound/animals/",)),
         PackageSpec("scorched3d-data", "*", "GPL-2+",
                     ("usr/share/games/scorched3d/data/globalmods/none/data/wav/misc/",)),
+        *EXTRA_PACKAGES,
     )
 }
 BASE_PACKAGES = ("megaglest-data", "tuxpaint-stamps-default", "asterisk-core-sounds-en-wav")
@@ -64,6 +66,9 @@ DEFAULT_PACKAGES = ("megaglest-data", "tuxpaint-stamps-default", "asterisk-core-
 # drawn into the split they would move the default test side and change the windows
 # that successive selectors are compared on.
 SUPPLEMENT_PACKAGES = ("scorched3d-data",)
+# Every package, the first corpus and the curated additions (``rules_extra``): the
+# packages of a selector cross-validated by leaving one package out at a time.
+CURATED_PACKAGES = DEFAULT_PACKAGES + SUPPLEMENT_PACKAGES + tuple(s.name for s in EXTRA_PACKAGES)
 
 
 def _opensfx_original(_m: re.Match[str], title: str) -> str:
@@ -145,12 +150,16 @@ RULES: tuple[Rule, ...] = (
     Rule("scorched3d-data", _S3D + r"rain\.wav", "rain", "rain ambience (11 kHz)"),
     Rule("scorched3d-data", _S3D + r"(splash|oceanwaves)\.wav", "water"),
     Rule("scorched3d-data", _S3D + r"(birds\d|birdchirp\d|gull\d)\.wav", "birds"),
+    *EXTRA_RULES,
 )
+_RULES_OF: dict[str, tuple[Rule, ...]] = {
+    name: tuple(rule for rule in RULES if rule.package == name) for name in PACKAGES
+}
 
 
 def rule_for(package: str, path: str) -> Rule | None:
     """The first rule of ``package`` whose pattern matches the whole ``path``."""
-    for rule in RULES:
-        if rule.package == package and rule.regex.fullmatch(path):
+    for rule in _RULES_OF.get(package, ()):
+        if rule.regex.fullmatch(path):
             return rule
     return None
