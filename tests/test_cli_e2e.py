@@ -9,8 +9,8 @@ from tests.real_audio import MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack
 
 
-def _query(home: Path, *args: str) -> list[dict]:  # type: ignore[type-arg]
-    done = ctl(home, "query", "detections", "--json", "--limit", "100000", *args)
+def _query(home: Path, *args: str, what: str = "detections") -> list[dict]:  # type: ignore[type-arg]
+    done = ctl(home, "query", what, "--json", "--limit", "100000", *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -36,20 +36,27 @@ def test_replay_query_rebuild_and_replay_again(tmp_path: Path) -> None:
         assert later and all(r["channel"] == 1 and r["label"] == "rain" for r in later)
         assert all("00:00:05" <= r["time"][11:19] < "00:00:10" for r in later)
 
+        events = _query(home, "--source", "pond", what="events")
+        assert sum(e["windows"] for e in events) == len(rows)  # every detection in one event
+        assert len(events) < len(rows) / 2  # rain lasts: windows merge into long events
+
         url = ctl(home, "psql", "--url").stdout.strip()
         assert url.startswith("postgresql://") and "127.0.0.1" in url
 
         done = ctl(home, "projections", "rebuild")
         assert done.returncode == 0, done.stderr
         assert _query(home, "--source", "pond") == rows
+        assert _query(home, "--source", "pond", what="events") == events
 
         done = ctl(home, "replay", str(rain), "--source", "pond", "--start",
                    "2025-06-01T00:00:00Z", "--wait")
         assert done.returncode == 0, done.stderr
         assert _query(home, "--source", "pond") == rows  # the same recording, stored once
+        assert _query(home, "--source", "pond", what="events") == events
 
         table = ctl(home, "query", "detections", "--source", "pond", "--limit", "3")
-        assert "3 detection(s)" in table.stdout and "selector@" in table.stdout
+        assert f"3 of {len(rows):,} detections (use --limit" in table.stdout
+        assert "selector@" in table.stdout
 
 
 def test_query_without_a_stack_says_what_to_do(tmp_path: Path) -> None:

@@ -97,14 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="read the projections")
     qsub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
-    q = qsub.add_parser("detections", help="detections, oldest first")
-    q.add_argument("--source")
-    q.add_argument("--channel", type=int)
-    q.add_argument("--label")
-    q.add_argument("--since", help="ISO time or an age like 2h, 3d")
-    q.add_argument("--until", help="ISO time or an age like 2h, 3d")
-    q.add_argument("--limit", type=int, default=1000)
-    q.add_argument("--json", action="store_true", help="one JSON array")
+    q = qsub.add_parser("detections", help="detections (one per window and label), "
+                        "oldest first")
+    _add_query_arguments(q, events=False)
+    q = qsub.add_parser("events", help="detection events: runs of windows with one label, "
+                        "oldest first", description="Runs of windows of one source, channel "
+                        "and model with one decided label, merged into events; --since and "
+                        "--until select the events that overlap that time.")
+    _add_query_arguments(q, events=True)
 
     p = sub.add_parser("projections", help="maintain the SQL read models")
     psub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -203,6 +203,25 @@ def main(argv: Sequence[str] | None = None) -> None:
                       f"{escape(str(exc))} (run with -v for the traceback)")
         sys.exit(1)
     sys.exit(code)
+
+
+def _add_query_arguments(parser: argparse.ArgumentParser, *, events: bool) -> None:
+    """The filters and output options of ``query detections`` and ``query events``."""
+    parser.add_argument("--source")
+    parser.add_argument("--channel", type=int)
+    parser.add_argument("--label")
+    parser.add_argument("--since", help="ISO time or an age like 2h, 3d")
+    parser.add_argument("--until", help="ISO time or an age like 2h, 3d")
+    if events:
+        parser.add_argument("--min-windows", type=int, metavar="N",
+                            help="only events of at least N windows")
+    parser.add_argument("--limit", type=int, default=1000, metavar="N",
+                        help="show at most N rows (default 1000)")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                        help="table (default), csv or json; with csv and json the row "
+                        "count goes to stderr")
+    parser.add_argument("--json", dest="format", action="store_const", const="json",
+                        help="same as --format json")
 
 
 def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:

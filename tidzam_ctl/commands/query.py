@@ -1,24 +1,38 @@
-"""``tidzam_ctl query detections``: what the projections say was heard
-(``projections.queries``), as a table or ``--json``.
+"""``tidzam_ctl query detections|events``: what the projections say was heard
+(``projections.queries``), as a table, CSV or JSON.
+
+The table goes to stdout with a summary line under it ("1,000 of 12,345 detections");
+with CSV or JSON only the records go to stdout, the summary to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-from datetime import UTC, datetime
+import sys
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from tidzam_ctl.commands import query_format as fmt
 from tidzam_ctl.errors import EXIT_OK, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 from tidzam_ctl.timeparse import parse_time
 
 out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+# Counting stops here: a count of every row of billions takes minutes.
+COUNT_AT_MOST = 1_000_000
+
+
+@dataclass(frozen=True)
+class Found:
+    rows: list[Any]  # DetectionRow or EventRow
+    total: int  # rows matching, counted up to COUNT_AT_MOST
 
 
 def query(settings: CtlSettings, args: argparse.Namespace) -> int:
@@ -27,36 +41,30 @@ def query(settings: CtlSettings, args: argparse.Namespace) -> int:
         until = parse_time(args.until) if args.until else None
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    rows = asyncio.run(_detections(Stack(settings), args, since, until))
-    if args.json:
-        out.print_json(json.dumps([_row_json(r) for r in rows]))
-        return EXIT_OK
-    table = Table(title=f"{len(rows)} detection(s)")
-    for col in ("time (UTC)", "source", "channel", "label", "confidence", "model"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r.time.astimezone(UTC).isoformat(timespec="milliseconds"), r.source,
-                      str(r.channel), r.label,
-                      "-" if r.confidence is None else f"{r.confidence:.2f}",
-                      f"{r.model_id}@{r.model_version}")
-    out.print(table)
+    if args.limit < 1:
+        raise CliError(f"--limit must be at least 1, got {args.limit}", EXIT_USAGE)
+    if getattr(args, "min_windows", None) is not None and args.min_windows < 1:
+        raise CliError(f"--min-windows must be at least 1, got {args.min_windows}", EXIT_USAGE)
+    found = asyncio.run(_find(Stack(settings), args, since, until))
+    show(args.what, found, args.format)
     return EXIT_OK
 
 
-def _detections_of(stack: Stack, source: str) -> list[Any]:
-    """Every detection of one source (for summaries)."""
-    args = argparse.Namespace(source=source, channel=None, label=None, limit=1_000_000)
-    return asyncio.run(_detections(stack, args, None, None))
+def show(kind: str, found: Found, form: fmt.Format) -> None:
+    """Print ``found`` as ``form``: stdout for the rows, the summary where it does not mix."""
+    line = fmt.summary(kind, len(found.rows), found.total, found.total >= COUNT_AT_MOST)
+    if form != "table":
+        fmt.write_records(form, kind, found.rows, sys.stdout)
+        err.print(line, markup=False, highlight=False)
+        return
+    if found.rows:
+        out.print(fmt.table(kind, found.rows, out))
+    models = fmt.models_line(found.rows)
+    out.print(line + (f"; {models}" if models else ""), markup=False, highlight=False)
 
 
-def _row_json(row: Any) -> dict[str, Any]:
-    return {"time": row.time.astimezone(UTC).isoformat(), "source": row.source,
-            "channel": row.channel, "label": row.label, "confidence": row.confidence,
-            "model_id": row.model_id, "model_version": row.model_version}
-
-
-async def _detections(stack: Stack, args: argparse.Namespace, since: datetime | None,
-                      until: datetime | None) -> list[Any]:
+async def _find(stack: Stack, args: argparse.Namespace, since: datetime | None,
+                until: datetime | None) -> Found:
     import psycopg
 
     from projections import queries
@@ -65,7 +73,15 @@ async def _detections(stack: Stack, args: argparse.Namespace, since: datetime | 
         conn = await psycopg.AsyncConnection.connect(stack.database_url, connect_timeout=5)
     except (psycopg.OperationalError, FileNotFoundError) as exc:
         raise CliError(f"cannot reach PostgreSQL ({exc}); is the stack up?") from exc
+    filters: dict[str, Any] = {"source": args.source, "channel": args.channel,
+                               "label": args.label, "since": since, "until": until}
     async with conn:
-        return await queries.detections(conn, source=args.source, channel=args.channel,
-                                        label=args.label, since=since, until=until,
-                                        limit=args.limit)
+        if args.what == "events":
+            filters["min_windows"] = getattr(args, "min_windows", None)
+            rows: list[Any] = await queries.detection_events(conn, limit=args.limit, **filters)
+            total = await queries.count_detection_events(conn, at_most=COUNT_AT_MOST,
+                                                         **filters)
+        else:
+            rows = await queries.detections(conn, limit=args.limit, **filters)
+            total = await queries.count_detections(conn, at_most=COUNT_AT_MOST, **filters)
+    return Found(rows, max(total, len(rows)))
