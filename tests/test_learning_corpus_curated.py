@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,23 @@ def test_build_corpus_takes_the_curated_packages(tmp_path: Path,
             by_path[UFO + "water01.ogg"].licence) == ("GPL-2+", "CC-BY-SA-3.0", "CC-BY-SA-3.0")
     assert by_path[OC + "Animals.ocg/MosquitoBuzz.ogg"].licence == "CC0-1.0"
     assert by_path[OC + "Environment.ocg/BirdsLoop.ogg"].licence == "CC-BY-3.0"
+
+
+def test_the_command_line_writes_a_selection_s_manifest(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    asked: list[tuple[str, ...]] = []
+
+    def fake_build(cache: Path | None, packages: tuple[str, ...]) -> object:
+        asked.append(tuple(packages))
+        return build.CorpusManifest(created=datetime.now(UTC), classes=list(CLASSES),
+                                    packages={}, files=[], excluded=[])
+
+    monkeypatch.setattr(build, "build_corpus", fake_build)
+    out = tmp_path / "corpus.json"
+    assert build.main(["--packages", "curated", "--out", str(out)]) == 0
+    assert build.main(["--packages", "qabcs-data, torcs-data", "--out", str(out)]) == 0
+    assert asked == [CURATED_PACKAGES, ("qabcs-data", "torcs-data")]
+    assert build.CorpusManifest.load(out).files == []
+    assert "0 files" in capsys.readouterr().out

@@ -7,10 +7,14 @@ labels every sound file by its path inside the package (``learning.corpus.packag
 path, sha256, licence (read from the package's ``/usr/share/doc/<pkg>/copyright``),
 class and recording group. Files a rule looked at but refused (ambiguous content)
 are listed under ``excluded`` with the reason.
+
+``python -m learning.corpus.build --packages curated --out corpus.json`` writes the
+manifest of a selection (``default``, ``curated``: every package, or names).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +36,14 @@ from learning.corpus.manifest import (
     PackageInfo,
     sha256_file,
 )
-from learning.corpus.packages import CLASSES, DEFAULT_PACKAGES, Rule, rule_for
+from learning.corpus.packages import (
+    CLASSES,
+    CURATED_PACKAGES,
+    DEFAULT_PACKAGES,
+    Rule,
+    rule_for,
+)
+from learning.corpus.spec import CorpusError
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +187,38 @@ def build_corpus(cache_dir: Path | None = None,
              ", ".join(packages))
     return CorpusManifest(created=datetime.now(UTC), classes=list(CLASSES), packages=infos,
                           files=files, excluded=excluded)
+
+
+SELECTIONS = {"default": DEFAULT_PACKAGES, "curated": CURATED_PACKAGES}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m learning.corpus.build",
+        description="Fetch corpus packages (apt-get download, once) and write their manifest.")
+    parser.add_argument("--packages", default="default",
+                        help="'default', 'curated' (every package) or comma-separated names")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="corpus cache (default: $TIDZAM_HOME/corpus)")
+    parser.add_argument("--out", type=Path, default=Path("corpus.json"))
+    args = parser.parse_args(argv)
+    packages = SELECTIONS.get(args.packages) or tuple(
+        p.strip() for p in args.packages.split(",") if p.strip())
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        manifest = build_corpus(args.cache, packages)
+    except CorpusError as exc:
+        print(f"error: {exc}")
+        return 2
+    manifest.save(args.out)
+    for label in CLASSES:
+        found = [f for f in manifest.files if f.label == label]
+        if found:
+            print(f"{label:8} {len(found):4} files {len({f.group for f in found}):4} groups")
+    print(f"{args.out}: {len(manifest.files)} files, {len(manifest.excluded)} excluded, "
+          f"from {len(manifest.packages)} packages")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
