@@ -40,6 +40,7 @@ from rich.progress import Progress
 
 from audio.decode import decode_file
 from inference.features import F32, FeatureParams, frame_windows, window_features
+from inference.hearing import QUIET_GATE_DB, rms_db  # rms_db: also this module's API
 from learning.corpus.manifest import CorpusFile, CorpusManifest, ExcludedFile
 from learning.corpus.packages import CLASSES
 from learning.datasets.format import (
@@ -64,7 +65,7 @@ class DatasetConfig:
 
     min_hop_s: float = 0.1
     max_windows_per_channel: int = 120
-    gate_db: float = -50.0
+    gate_db: float = QUIET_GATE_DB
     relative_gate_db: float = 30.0
     noise_floor_db: tuple[float, float] = (-90.0, -70.0)
     quiet_levels_db: tuple[float, float] = (-80.0, -52.0)
@@ -75,13 +76,6 @@ class DatasetConfig:
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
-
-
-def rms_db(windows: F32) -> F32:
-    """RMS level in dBFS of each window; windows (N, samples) float32 → (N,)."""
-    power = np.mean(np.square(windows, dtype=np.float64), axis=1)
-    levels: F32 = (10.0 * np.log10(power + 1e-20)).astype(np.float32)
-    return levels
 
 
 def channel_windows(signal: F32, params: FeatureParams, cfg: DatasetConfig

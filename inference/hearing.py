@@ -1,0 +1,101 @@
+"""What the YAMNet-based selector computes of a window before its head.
+
+A window is 0.975 s of mono audio at 48 kHz (``WINDOW_48K`` samples): its 16 kHz
+resampling is one YAMNet frame (``inference.yamnet``). Besides YAMNet's embedding,
+the head sees:
+
+- ``mapped_scores``: AudioSet's 521 scores folded into Tidzam's classes (the highest
+  score of the AudioSet classes that mean each one, ``AUDIOSET_CLASSES``). Alone,
+  this is a zero-shot classifier, and the most robust prior across recordings;
+- ``highband``: YAMNet hears nothing above 8 kHz, where high-pitched insects
+  live: the share of the window's power in six bands from 8 to 24 kHz (log10);
+- ``rms_db``: the level; the energy gate (``QUIET_GATE_DB``) decides ``quiet``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from itertools import pairwise
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+
+WINDOW_48K = 46_800  # 0.975 s at 48 kHz: one YAMNet frame once resampled
+QUIET_GATE_DB = -50.0  # RMS dBFS below which a window is ``quiet``
+HIGH_BANDS_HZ = (8_000, 10_000, 12_000, 14_000, 16_000, 20_000, 24_000)
+_FFT = 1024
+
+# Tidzam class → the AudioSet display names (YAMNet's label list) that mean it.
+AUDIOSET_CLASSES: dict[str, tuple[str, ...]] = {
+    "birds": ("Bird", "Bird vocalization, bird call, bird song", "Chirp, tweet", "Squawk",
+              "Pigeon, dove", "Crow", "Owl", "Bird flight, flapping wings", "Fowl",
+              "Chicken, rooster", "Crowing, cock-a-doodle-doo", "Duck", "Goose"),
+    "insects": ("Insect", "Cricket", "Mosquito", "Fly, housefly", "Buzz", "Bee, wasp, etc."),
+    "frog": ("Frog", "Croak"),
+    "rain": ("Rain", "Raindrop", "Rain on surface"),
+    "thunder": ("Thunderstorm", "Thunder"),
+    "wind": ("Wind", "Rustling leaves", "Wind noise (microphone)"),
+    "water": ("Water", "Stream", "Waterfall", "Ocean", "Waves, surf", "Gurgling", "Liquid",
+              "Splash, splatter", "Drip", "Trickle, dribble"),
+    "vehicle": ("Vehicle", "Boat, Water vehicle", "Motorboat, speedboat",
+                "Motor vehicle (road)", "Car", "Car passing by", "Race car, auto racing",
+                "Truck", "Bus", "Motorcycle", "Traffic noise, roadway noise", "Train",
+                "Railroad car, train wagon", "Aircraft", "Aircraft engine", "Jet engine",
+                "Fixed-wing aircraft, airplane", "Engine", "Light engine (high frequency)",
+                "Medium engine (mid frequency)", "Heavy engine (low frequency)"),
+    "speech": ("Speech", "Child speech, kid speaking", "Conversation", "Narration, monologue",
+               "Speech synthesizer"),
+}
+
+
+def mapping_indices(classes: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+    """For each of ``classes``, the indices in ``labels`` of its AudioSet classes."""
+    where = {name: i for i, name in enumerate(labels)}
+    out = []
+    for cls in classes:
+        names = AUDIOSET_CLASSES.get(cls, ())
+        missing = [n for n in names if n not in where]
+        if missing:
+            raise ValueError(f"AudioSet classes {missing} (for {cls!r}) are not in the labels")
+        out.append([where[n] for n in names])
+    return out
+
+
+def mapped_scores(scores: F32, indices: Sequence[Sequence[int]]) -> F32:
+    """AudioSet scores (N, 521) → (N, len(indices)): the highest score of each group
+    (0 for a class with no AudioSet counterpart)."""
+    out = np.zeros((scores.shape[0], len(indices)), dtype=np.float32)
+    for j, idx in enumerate(indices):
+        if idx:
+            out[:, j] = scores[:, list(idx)].max(axis=1)
+    return out
+
+
+@lru_cache(maxsize=4)
+def _band_masks(rate: int) -> tuple[F32, npt.NDArray[np.bool_]]:
+    freqs = np.fft.rfftfreq(_FFT, 1.0 / rate)
+    masks = np.stack([(freqs >= lo) & (freqs < hi)
+                      for lo, hi in pairwise(HIGH_BANDS_HZ)])
+    return np.hanning(_FFT).astype(np.float32), masks
+
+
+def highband(windows: F32, rate: int = 48_000) -> F32:
+    """windows float32 (N, n) at ``rate`` → (N, 6): log10 of each high band's share
+    of the window's power (frames of 1024, hop 512, averaged)."""
+    hann, masks = _band_masks(rate)
+    frames = np.lib.stride_tricks.sliding_window_view(windows, _FFT, axis=1)[:, ::_FFT // 2]
+    power = (np.abs(np.fft.rfft(frames * hann, axis=-1)) ** 2).mean(axis=1) + 1e-12
+    total = power.sum(axis=1, keepdims=True)
+    bands = np.stack([power[:, m].sum(axis=1) for m in masks], axis=1)
+    shares: F32 = np.log10(bands / total).astype(np.float32)
+    return shares
+
+
+def rms_db(windows: F32) -> F32:
+    """RMS level in dBFS of each window: (N, n) → (N,)."""
+    power = np.mean(np.square(windows, dtype=np.float64), axis=1)
+    levels: F32 = (10.0 * np.log10(power + 1e-20)).astype(np.float32)
+    return levels

@@ -1,0 +1,205 @@
+"""Leave-one-package-out cross-validation of the YAMNet-based selector.
+
+Each Debian package is a source: its recordings were made, edited and mastered
+together, so a model tested on windows of a package it trained on is tested on
+its own studio. Here every package is held out in turn: the head is fitted on the
+windows of every other package, its per-class thresholds are calibrated on those
+packages too (inner folds by package, ``calibrate``), and the held-out package's
+windows are decided. Each window is tested exactly once; the pooled decisions give
+per-class precision, recall and F1 (``Scores``) and their macro average.
+
+The decision (``decide``): a window below the energy gate is ``quiet``; otherwise
+the class whose score passes its threshold by the largest ratio, or ``unknown``
+when none passes. Optional smoothing averages each window's scores with its
+neighbours in the same recording (within one hop) before deciding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from learning.training.head import HeadConfig, HeadWeights, fit
+
+F32 = npt.NDArray[np.float32]
+UNKNOWN = "unknown"
+QUIET = "quiet"
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+@dataclass
+class WindowTable:
+    """The corpus's windows, one row each: ``embedding`` (N, D), ``mapped`` (N, K)
+    (K = len(classes), quiet not among them), ``labels`` (the true class, or quiet),
+    ``quiet`` (N,) bool (below the gate), ``package``, ``group``, ``recording``
+    (file index) and ``start`` (samples) for smoothing."""
+
+    classes: tuple[str, ...]
+    embedding: F32
+    mapped: F32
+    labels: list[str]
+    quiet: npt.NDArray[np.bool_]
+    package: npt.NDArray[np.str_]
+    group: list[str]
+    recording: npt.NDArray[np.int64]
+    start: npt.NDArray[np.int64]
+
+    def targets(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        index = {c: i for i, c in enumerate(self.classes)}
+        out = np.zeros((rows.size, len(self.classes)), dtype=bool)
+        for r, row in enumerate(rows.tolist()):
+            for label in self.labels[row].split("+"):  # "rain+thunder": a mixture
+                if label in index:
+                    out[r, index[label]] = True
+        return out
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class Scores:
+    per_class: dict[str, ClassScore]
+    macro_f1: float
+    n: int
+    per_package_accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def smooth(scores: F32, recording: npt.NDArray[np.int64], start: npt.NDArray[np.int64],
+           hop: int) -> F32:
+    """Each window's scores averaged with its neighbours (same recording, start
+    within one ``hop``)."""
+    order = np.lexsort((start, recording))
+    s, rec, st = scores[order], recording[order], start[order]
+    total = s.astype(np.float64)
+    count = np.ones(order.size)
+    adjacent = (rec[1:] == rec[:-1]) & (st[1:] - st[:-1] <= hop)  # window i and i + 1
+    total[1:][adjacent] += s[:-1][adjacent]
+    total[:-1][adjacent] += s[1:][adjacent]
+    count[1:][adjacent] += 1
+    count[:-1][adjacent] += 1
+    out = np.empty_like(scores)
+    out[order] = (total / count[:, None]).astype(np.float32)
+    return out
+
+
+def decide(scores: F32, thresholds: F32, quiet: npt.NDArray[np.bool_],
+           classes: Sequence[str]) -> list[str]:
+    """Labels of windows: quiet by the gate, else the best class over its threshold
+    (by ratio), else unknown."""
+    ratio = scores / thresholds
+    best = ratio.argmax(axis=1)
+    passed = ratio[np.arange(len(best)), best] >= 1.0
+    return [QUIET if q else (classes[b] if p else UNKNOWN)
+            for q, b, p in zip(quiet.tolist(), best.tolist(), passed.tolist(), strict=True)]
+
+
+def calibrate(scores: F32, targets: npt.NDArray[np.bool_]) -> F32:
+    """Per class, the threshold of ``THRESHOLD_GRID`` with the best one-vs-rest F1;
+    of tied thresholds the middle one (0.5 for a class with no positive window)."""
+    out = np.full(scores.shape[1], 0.5, dtype=np.float32)
+    grid = np.array(THRESHOLD_GRID, dtype=np.float32)
+    for c in range(scores.shape[1]):
+        pos = targets[:, c]
+        if not pos.any():
+            continue
+        hits = scores[:, c][None, :] >= grid[:, None]  # (thresholds, windows)
+        tp = (hits & pos).sum(axis=1)
+        f1 = 2 * tp / (hits.sum(axis=1) + pos.sum())
+        best = np.flatnonzero(f1 >= f1.max() - 1e-9)
+        out[c] = grid[best[len(best) // 2]]
+    return out
+
+
+def score(truth: Sequence[str], decided: Sequence[str], classes: Sequence[str]) -> Scores:
+    """Per-class precision/recall/F1 of single-label decisions (a mixture's window
+    counts as right when the decision is any of its classes)."""
+    per: dict[str, ClassScore] = {}
+    truths = [t.split("+") for t in truth]
+    fixed = [d if d in t else t[0] for t, d in zip(truths, decided, strict=True)]
+    for c in classes:
+        tp = sum(1 for t, d in zip(fixed, decided, strict=True) if t == c and d == c)
+        fp = sum(1 for t, d in zip(fixed, decided, strict=True) if t != c and d == c)
+        fn = sum(1 for t, d in zip(fixed, decided, strict=True) if t == c and d != c)
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        per[c] = ClassScore(round(p, 4), round(r, 4),
+                            round(2 * p * r / (p + r), 4) if p + r else 0.0, tp + fn)
+    present = [s.f1 for s in per.values() if s.support]
+    return Scores(per, round(float(np.mean(present)), 4) if present else 0.0, len(truth))
+
+
+Scorer = Callable[[WindowTable, npt.NDArray[np.int64], npt.NDArray[np.int64]],
+                  tuple[F32, F32]]
+
+
+def head_scorer(cfg: HeadConfig, inner_folds: int = 3) -> Scorer:
+    """Fit on ``train`` rows, calibrate thresholds on inner folds of ``train``'s
+    packages, and return (scores of ``test`` rows, thresholds)."""
+    def run(table: WindowTable, train: npt.NDArray[np.int64],
+            test: npt.NDArray[np.int64]) -> tuple[F32, F32]:
+        head = _fit_rows(table, train, cfg)
+        return head.scores(table.embedding[test], table.mapped[test]), _inner_thresholds(
+            table, train, cfg, inner_folds)
+    return run
+
+
+def zero_shot_scorer(table: WindowTable, train: npt.NDArray[np.int64],
+                     test: npt.NDArray[np.int64]) -> tuple[F32, F32]:
+    """The AudioSet mapping alone, thresholds calibrated on ``train``."""
+    thresholds = calibrate(table.mapped[train], table.targets(train))
+    return table.mapped[test], thresholds
+
+
+def _fit_rows(table: WindowTable, rows: npt.NDArray[np.int64], cfg: HeadConfig) -> HeadWeights:
+    return fit(table.embedding[rows], table.mapped[rows], table.targets(rows),
+               [table.group[i] for i in rows.tolist()], cfg)
+
+
+def _inner_thresholds(table: WindowTable, rows: npt.NDArray[np.int64], cfg: HeadConfig,
+                      folds: int) -> F32:
+    packages = sorted(set(table.package[rows].tolist()))
+    if len(packages) < 2:
+        return np.full(len(table.classes), 0.5, dtype=np.float32)
+    scores = np.zeros((rows.size, len(table.classes)), dtype=np.float32)
+    for f in range(min(folds, len(packages))):
+        held = set(packages[f::folds])
+        inner_test = np.isin(table.package[rows], list(held))
+        head = _fit_rows(table, rows[~inner_test], cfg)
+        idx = rows[inner_test]
+        scores[inner_test] = head.scores(table.embedding[idx], table.mapped[idx])
+    return calibrate(scores, table.targets(rows))
+
+
+def leave_one_package_out(table: WindowTable, scorer: Scorer, hop: int | None = None,
+                          progress: Callable[[str], None] | None = None
+                          ) -> tuple[Scores, list[str]]:
+    """Every package held out in turn; the pooled scores and every window's decision.
+    Quiet windows (below the gate) are decided by the gate and never trained on."""
+    decided = [""] * len(table.labels)
+    learnable = ~table.quiet
+    for package in sorted(set(table.package.tolist())):
+        test = np.flatnonzero(table.package == package)
+        train = np.flatnonzero((table.package != package) & learnable)
+        scores, thresholds = scorer(table, train, test)
+        if hop is not None:
+            scores = smooth(scores, table.recording[test], table.start[test], hop)
+        for i, label in zip(test.tolist(), decide(scores, thresholds, table.quiet[test],
+                                                  table.classes), strict=True):
+            decided[i] = label
+        if progress is not None:
+            progress(package)
+    result = score(table.labels, decided, (*table.classes, QUIET))
+    for package in sorted(set(table.package.tolist())):
+        rows = np.flatnonzero(table.package == package).tolist()
+        right = sum(1 for i in rows if decided[i] in table.labels[i].split("+"))
+        result.per_package_accuracy[package] = round(right / len(rows), 4)
+    return result, decided

@@ -1,0 +1,125 @@
+"""The YAMNet-based selector: cross-validate it, and (later) build its model folder.
+
+    python -m learning.training.yamnet_selector --crossval [--packages P ...]
+
+fetches the corpus packages (``learning.corpus``), computes the front end's view of
+every window once (``learning.embeddings.cache``, cached), and runs the
+leave-one-package-out cross-validation (``learning.training.crossval``) of the
+zero-shot AudioSet mapping and of the fitted head side by side, printing per-class
+precision/recall/F1, macro-F1 and each package's accuracy (``--json`` for a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from inference.hearing import mapped_scores, mapping_indices
+from inference.yamnet import YamnetFrontEnd
+from learning.corpus.build import build_corpus
+from learning.corpus.fetch import default_cache_dir
+from learning.corpus.manifest import CorpusManifest
+from learning.corpus.packages import CLASSES, DEFAULT_PACKAGES, SUPPLEMENT_PACKAGES
+from learning.embeddings.cache import DROPPED, WindowConfig, corpus_windows
+from learning.training.crossval import (
+    QUIET,
+    Scores,
+    WindowTable,
+    head_scorer,
+    leave_one_package_out,
+    zero_shot_scorer,
+)
+from learning.training.head import HeadConfig
+
+HEAD_CLASSES = tuple(c for c in CLASSES if c != QUIET)
+console = Console()
+
+
+def build_table(manifest: CorpusManifest, cache: Path, cfg: WindowConfig,
+                front_end: YamnetFrontEnd) -> WindowTable:
+    """Every labelled window of the corpus (gaps dropped) as one table."""
+    indices = mapping_indices(HEAD_CLASSES, front_end.labels)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("front end", total=len(manifest.files))
+        per_file = corpus_windows(manifest.files, cache, cfg, front_end,
+                                  progress=lambda _p: bar.advance(task))
+    emb, mapped, labels, quiet, package, group, recording, start = ([] for _ in range(8))
+    for r, (entry, fw) in enumerate(zip(manifest.files, per_file, strict=True)):
+        keep = [i for i, lab in enumerate(fw.labels(entry.label, cfg)) if lab != DROPPED]
+        if not keep:
+            continue
+        gated = fw.labels(entry.label, cfg)
+        emb.append(np.concatenate([fw.embeddings[keep], fw.highband[keep]], axis=1))
+        mapped.append(mapped_scores(fw.scores[keep], indices))
+        labels += [gated[i] for i in keep]
+        quiet += [gated[i] == QUIET for i in keep]
+        package += [entry.package] * len(keep)
+        group += [entry.group] * len(keep)
+        recording += [r] * len(keep)
+        start += fw.starts[keep].tolist()
+    return WindowTable(HEAD_CLASSES, np.concatenate(emb), np.concatenate(mapped), labels,
+                       np.array(quiet), np.array(package), group,
+                       np.array(recording, dtype=np.int64), np.array(start, dtype=np.int64))
+
+
+def scores_table(title: str, results: dict[str, Scores]) -> Table:
+    table = Table(title=title)
+    table.add_column("class")
+    for name in results:
+        table.add_column(f"{name} P/R/F1")
+    first = next(iter(results.values()))
+    for c in first.per_class:
+        table.add_row(c, *[_prf(r, c) for r in results.values()])
+    table.add_row("macro-F1", *[f"{r.macro_f1:.3f}" for r in results.values()])
+    return table
+
+
+def _prf(r: Scores, c: str) -> str:
+    s = r.per_class[c]
+    return f"{s.precision:.2f} / {s.recall:.2f} / {s.f1:.2f}  (n={s.support})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m learning.training.yamnet_selector",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--crossval", action="store_true",
+                        help="leave-one-package-out cross-validation")
+    parser.add_argument("--packages", nargs="+",
+                        default=[*DEFAULT_PACKAGES, *SUPPLEMENT_PACKAGES])
+    parser.add_argument("--cache", type=Path, default=None, help="the corpus cache")
+    parser.add_argument("--smooth", action="store_true", help="smooth over neighbours")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if not args.crossval:
+        parser.error("nothing to do: give --crossval")
+    cache = args.cache or default_cache_dir()
+    t0 = time.monotonic()
+    manifest = build_corpus(cache, packages=args.packages)
+    cfg = WindowConfig()
+    table = build_table(manifest, cache, cfg, YamnetFrontEnd())
+    hop = round(cfg.hop_s * 48_000) if args.smooth else None
+    results: dict[str, Scores] = {}
+    for name, scorer in (("zero-shot", zero_shot_scorer), ("head", head_scorer(HeadConfig()))):
+        results[name], _ = leave_one_package_out(table, scorer, hop)
+    console.print(scores_table(f"leave-one-package-out, {len(table.labels)} windows, "
+                               f"{len(set(table.package.tolist()))} packages", results))
+    for name, r in results.items():
+        console.print(name, r.per_package_accuracy)
+    console.print(f"{time.monotonic() - t0:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({k: asdict(v) for k, v in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
