@@ -133,6 +133,10 @@ def test_one_recording_in_two_packages_is_one_group() -> None:
     assert _group("flightgear-data-base", FG + "Sounds/turbine_shutdown.wav") == \
         _group("searchandrescue-data", SAR + "hh60/engine_shutdown.wav") == \
         _group("searchandrescue-data", SAR + "helicopter_engine_shutdown.wav")
+    assert _group("ufoai-sound", UFO + "water.ogg") == \
+        _group("nexuiz-data", NEX + "ambient/water.ogg")
+    assert _group("flightgear-data-base", FG + "Sounds/whine.wav") == \
+        _group("searchandrescue-data", SAR + "jet_engine_inside_old.wav")
     assert _group("minetest-data", MT + "env_sounds_water.1.ogg") == \
         _group("minetest-data", MT + "env_sounds_water.4.ogg")
 

@@ -302,7 +302,7 @@ def _unpack_group(archive: Path, out: Path, wanted: Callable[[str], bool],
     explodes the file, in place, into a folder of the same name)."""
     proc = subprocess.run([str(c4group), archive.name, "-x"], cwd=archive.parent,
                           env={**os.environ, "HOME": str(archive.parent)},
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, errors="replace", check=False)
     if proc.returncode != 0 or not archive.is_dir():  # c4group exits 0 on most failures
         said = " ".join((proc.stdout + proc.stderr).split())[-300:]
         raise CorpusError(f"c4group could not unpack {archive.name}: {said}")

@@ -10,7 +10,7 @@ something else get ``label=None`` and a note.
 
 Groups: takes of one recording, one loop cut several ways, or the same
 recording stored in two packages share a group (``group=fixed(...)``); found by
-correlating the files' 50 ms level envelopes and spectra across all packages.
+correlating the files' level envelopes and spectra across all packages.
 """
 
 from __future__ import annotations
@@ -70,15 +70,17 @@ _CRICKET_LOOP = fixed("cricket-loop:ufoai+nexuiz")
 _HELICOPTER = fixed("helicopter-inside:flightgear+sar")
 _SHUTDOWN = fixed("turbine-shutdown:flightgear+sar")
 _JET_START = fixed("jet-start:flightgear+sar")
+_JET_INSIDE = fixed("jet-inside:flightgear+sar")
+_WATER = fixed("water:ufoai+nexuiz")
 _QABCS_BIRDS = ("bird|crow|duck|eagle-owl|flamingo|goose|guinea_fowl|iora|owl|pheasant|quail|"
                 "rooster|sparrow|vulture|wood_grouse")
 _TORCS_CARS = ("206_engine|935|944|alpha-romeo|clkdtmb2|corolla1400hi2|engine-1|f360|ferrarif50|"
                "ford1b|ford2c|gt40|impreza2002_engine|lamborghinidiablo|lotus|mclarenf1|nsx|"
                "porsche_engine|viper_long|xj220")
 _FG_ENGINES = ("engine-prop|prop|R-1535Slow|exhaust_loop|p51d_rpm1|p51d_startup|p51d_starter|"
-               "turboprop1|rotor|rotor-2blade|blade_vortex|turbojet_fan|whine|wasp")
+               "turboprop1|rotor|rotor-2blade|blade_vortex|turbojet_fan|wasp")
 _SAR_ENGINES = ("helicopter_engine_outside[23]|hh60/engine_inside|hh65/engine_(inside|shutdown)|"
-                "jet_engine_(inside|inside2|inside_old|outside|shutdown|shutdown2|shutdown3|start)")
+                "jet_engine_(inside|inside2|outside|shutdown|shutdown2|shutdown3|start)")
 
 EXTRA_RULES: tuple[Rule, ...] = (
     # ufoai-sound: the ambience loops of 0snd.pk3
@@ -88,7 +90,9 @@ EXTRA_RULES: tuple[Rule, ...] = (
     Rule("ufoai-sound", _U + r"thunder[123]\.ogg", "thunder",
          "thunder rumbles over rain; one storm (envelopes correlate 0.92-0.97)",
          group=fixed("ufoai:thunder")),
-    Rule("ufoai-sound", _U + r"(water|water0[123]|waterfontain)\.ogg", "water",
+    Rule("ufoai-sound", _U + r"water\.ogg", "water",
+         "running water; the same recording as nexuiz-data's ambient/water.ogg", group=_WATER),
+    Rule("ufoai-sound", _U + r"(water0[123]|waterfontain)\.ogg", "water",
          "running water, a fountain"),
     Rule("ufoai-sound", _U + r"arcticwind\.ogg", "wind",
          "gusting wind (the tagger: noise and eruption first, wind 5th)"),
@@ -98,7 +102,8 @@ EXTRA_RULES: tuple[Rule, ...] = (
     Rule("nexuiz-data", _N + r"desertfactory/cricket_loop\.wav", "insects",
          "the same cricket loop as ufoai-sound's cricket_loop.ogg", group=_CRICKET_LOOP),
     Rule("nexuiz-data", _N + r"weather/rain_1\.ogg", "rain"),
-    Rule("nexuiz-data", _N + r"ambient/water\.ogg", "water", "running water"),
+    Rule("nexuiz-data", _N + r"ambient/water\.ogg", "water",
+         "the same running water as ufoai-sound's water.ogg", group=_WATER),
     Rule("nexuiz-data", _N + r"desertfactory/windoutside_loop\.wav", None,
          "ambiguous: the tagger hears an outdoor rumble (wind 9th)"),
     Rule("nexuiz-data", _N + r"desertfactory/windhowling_loop\.ogg", None,
@@ -190,6 +195,9 @@ EXTRA_RULES: tuple[Rule, ...] = (
          group=_SHUTDOWN),
     Rule("flightgear-data-base", _F + r"exhaust_start\.wav", "vehicle",
          "the same recording as searchandrescue-data's jet_engine_start2.wav", group=_JET_START),
+    Rule("flightgear-data-base", _F + r"whine\.wav", "vehicle",
+         "the same recording as searchandrescue-data's jet_engine_inside_old.wav",
+         group=_JET_INSIDE),
     Rule("flightgear-data-base", _F + rf"({_FG_ENGINES})\.wav", "vehicle",
          "aircraft engines, propellers, rotors"),
     Rule("flightgear-data-base", _FC + r"engine(-idle|-cut)?\.wav", "vehicle",
@@ -233,6 +241,8 @@ EXTRA_RULES: tuple[Rule, ...] = (
          group=_SHUTDOWN),
     Rule("searchandrescue-data", _S + r"jet_engine_start2\.wav", "vehicle",
          "the same recording as flightgear-data-base's exhaust_start.wav", group=_JET_START),
+    Rule("searchandrescue-data", _S + r"jet_engine_inside_old\.wav", "vehicle",
+         "the same recording as flightgear-data-base's whine.wav", group=_JET_INSIDE),
     Rule("searchandrescue-data", _S + rf"({_SAR_ENGINES})\.wav", "vehicle",
          "helicopter and jet engines"),
     Rule("searchandrescue-data",
