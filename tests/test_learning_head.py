@@ -107,3 +107,20 @@ def test_hearing_features() -> None:
     high = (0.5 * np.sin(2 * np.pi * 15_000 * t)).astype(np.float32)[None]
     assert highband(high)[0, 3] > -0.1 and highband(low)[0].max() < -3  # 14-16 kHz band
     assert abs(float(rms_db(low)[0]) - (-9.03)) < 0.05
+
+
+def test_a_recording_in_two_packages_never_trains_the_fold_that_tests_it() -> None:
+    t = _table(np.random.default_rng(2))
+    t.group[5] = t.group[70] = "one recording"  # rows of p0 and p1
+    seen: list[tuple[set[str], set[str]]] = []
+
+    def spy(table: WindowTable, train: np.ndarray, test: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(({table.group[i] for i in train.tolist()},
+                     {table.group[i] for i in test.tolist()}))
+        return zero_shot_scorer(table, train, test)
+
+    leave_one_package_out(t, spy)
+    assert len(seen) == 4
+    assert all(not (trained & tested) for trained, tested in seen)
+    assert "one recording" in seen[2][0]  # p2's fold may train on it

@@ -110,6 +110,10 @@ RULES: tuple[Rule, ...] = (
     Rule("tuxpaint-stamps-default", _TUX + r".+_desc_(?P<lang>[a-z]{2})\.ogg", "speech",
          "a spoken stamp description; one group per language (speaker)",
          group=from_match("tuxpaint-desc:{lang}"), max_per_group=25),
+    Rule("tuxpaint-stamps-default", _TUX + r".+_desc\.ogg", "speech",
+         "a spoken stamp description in English (no language suffix); until 2026-12 these "
+         "matched the animal rules below and were labelled birds or insects",
+         group=fixed("tuxpaint-desc:en"), max_per_group=25),
     Rule("tuxpaint-stamps-default", _TUX + r"animals/birds/[a-z_]+\.ogg", "birds"),
     Rule("tuxpaint-stamps-default", _TUX + r"animals/insects/[a-z_]+\.ogg", "insects"),
     Rule("tuxpaint-stamps-default", _TUX + r"animals/amphibians/frog\.ogg", "frog"),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from audio.decode import decode_all
+from audio.decode import AudioDecodeError, decode_all
 from inference.hearing import QUIET_GATE_DB, WINDOW_48K, highband, rms_db
 from inference.yamnet import FRAME_SAMPLES, YamnetFrontEnd, to_16k
 from learning.corpus.manifest import CorpusFile
@@ -108,18 +108,26 @@ def _load(path: Path) -> FileWindows:
 
 def corpus_windows(files: Sequence[CorpusFile], cache: Path, cfg: WindowConfig,
                    front_end: YamnetFrontEnd | None = None,
-                   progress: Callable[[str], None] | None = None) -> list[FileWindows]:
-    """Every file's windows, from the cache or computed (and cached)."""
+                   progress: Callable[[str], None] | None = None
+                   ) -> list[FileWindows | AudioDecodeError]:
+    """Every file's windows, from the cache or computed (and cached); a file that
+    cannot be decoded gives its error instead (the caller reports and skips it)."""
     fe = front_end or YamnetFrontEnd()
     folder = cache / "embeddings" / cfg.key(fe.meta.sha256)
     folder.mkdir(parents=True, exist_ok=True)
-    out = []
+    out: list[FileWindows | AudioDecodeError] = []
     for entry in files:
         path = folder / f"{entry.sha256}.npz"
         if path.is_file():
             out.append(_load(path))
         else:
-            audio, _ = decode_all(cache / entry.local, RATE)
+            try:
+                audio, _ = decode_all(cache / entry.local, RATE)
+            except AudioDecodeError as exc:
+                out.append(exc)
+                if progress is not None:
+                    progress(entry.path)
+                continue
             got = compute(audio.mean(axis=0).astype(np.float32), fe, cfg)
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, embeddings=got.embeddings.astype(np.float16),

@@ -5,7 +5,8 @@ together, so a model tested on windows of a package it trained on is tested on
 its own studio. Here every package is held out in turn: the head is fitted on the
 windows of every other package, its per-class thresholds are calibrated on those
 packages too (inner folds by package, ``calibrate``), and the held-out package's
-windows are decided. Each window is tested exactly once; the pooled decisions give
+windows are decided; a recording group that another package ships too is left out
+of that fold's training. Each window is tested exactly once; the pooled decisions give
 per-class precision, recall and F1 (``Scores``) and their macro average.
 
 The decision (``decide``): a window below the energy gate is ``quiet``; otherwise
@@ -173,7 +174,10 @@ def _inner_thresholds(table: WindowTable, rows: npt.NDArray[np.int64], cfg: Head
     for f in range(min(folds, len(packages))):
         held = set(packages[f::folds])
         inner_test = np.isin(table.package[rows], list(held))
-        head = _fit_rows(table, rows[~inner_test], cfg)
+        held_groups = {table.group[i] for i in rows[inner_test].tolist()}
+        inner_train = ~inner_test & np.array([table.group[i] not in held_groups
+                                              for i in rows.tolist()])
+        head = _fit_rows(table, rows[inner_train], cfg)
         idx = rows[inner_test]
         scores[inner_test] = head.scores(table.embedding[idx], table.mapped[idx])
     return calibrate(scores, table.targets(rows))
@@ -188,7 +192,10 @@ def leave_one_package_out(table: WindowTable, scorer: Scorer, hop: int | None = 
     learnable = ~table.quiet
     for package in sorted(set(table.package.tolist())):
         test = np.flatnonzero(table.package == package)
-        train = np.flatnonzero((table.package != package) & learnable)
+        # a recording shipped by two packages (one group) trains neither fold's test
+        held_groups = {table.group[i] for i in test.tolist()}
+        other = np.array([g not in held_groups for g in table.group])
+        train = np.flatnonzero((table.package != package) & learnable & other)
         scores, thresholds = scorer(table, train, test)
         if hop is not None:
             scores = smooth(scores, table.recording[test], table.start[test], hop)

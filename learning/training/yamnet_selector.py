@@ -24,19 +24,23 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from audio.decode import AudioDecodeError
 from inference.hearing import mapped_scores, mapping_indices
+from inference.modelfolder import ModelFolder
 from inference.yamnet import YamnetFrontEnd
 from learning.corpus.build import build_corpus
 from learning.corpus.fetch import default_cache_dir
 from learning.corpus.manifest import CorpusManifest
 from learning.corpus.packages import CLASSES, DEFAULT_PACKAGES, SUPPLEMENT_PACKAGES
 from learning.embeddings.cache import DROPPED, WindowConfig, corpus_windows
+from learning.training import old_selector
 from learning.training.crossval import (
     QUIET,
     Scores,
     WindowTable,
     head_scorer,
     leave_one_package_out,
+    score,
     zero_shot_scorer,
 )
 from learning.training.head import HeadConfig
@@ -55,6 +59,9 @@ def build_table(manifest: CorpusManifest, cache: Path, cfg: WindowConfig,
                                   progress=lambda _p: bar.advance(task))
     emb, mapped, labels, quiet, package, group, recording, start = ([] for _ in range(8))
     for r, (entry, fw) in enumerate(zip(manifest.files, per_file, strict=True)):
+        if isinstance(fw, AudioDecodeError):
+            console.print(f"[yellow]skipped[/] {entry.package}:{entry.path}: {fw}")
+            continue
         keep = [i for i, lab in enumerate(fw.labels(entry.label, cfg)) if lab != DROPPED]
         if not keep:
             continue
@@ -89,6 +96,25 @@ def _prf(r: Scores, c: str) -> str:
     return f"{s.precision:.2f} / {s.recall:.2f} / {s.f1:.2f}  (n={s.support})"
 
 
+def _against_old(table: WindowTable, manifest: CorpusManifest, cache: Path, folder: Path,
+                 decided: dict[str, list[str]]) -> dict[str, Scores]:
+    """The old selector and the new ones on the packages the old one never heard."""
+    training = ModelFolder.load(folder).meta.training_data
+    trained_on = set(training.packages) if training else set()
+    unseen = sorted(set(table.package.tolist()) - trained_on)
+    old = old_selector.decisions(table, manifest.files, cache, folder, unseen)
+    rows = sorted(old)
+    labels = (*table.classes, QUIET)
+    truth = [table.labels[i] for i in rows]
+    out = {f"{name} (unseen)": score(truth, [d[i] for i in rows], labels)
+           for name, d in decided.items()}
+    out["old selector (unseen)"] = score(truth, [old[i] for i in rows], labels)
+    console.print(scores_table(f"{len(rows)} windows of {len(unseen)} packages the old "
+                               f"selector never heard: {', '.join(unseen)}", {
+                                   k: out[k] for k in sorted(out, reverse=True)}))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m learning.training.yamnet_selector",
                                      description=__doc__.split("\n\n")[0])
@@ -98,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=[*DEFAULT_PACKAGES, *SUPPLEMENT_PACKAGES])
     parser.add_argument("--cache", type=Path, default=None, help="the corpus cache")
     parser.add_argument("--smooth", action="store_true", help="smooth over neighbours")
+    parser.add_argument("--old-selector", type=Path, metavar="FOLDER",
+                        help="also decide the packages this log-mel selector never "
+                        "trained on (e.g. models/selector)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if not args.crossval:
@@ -109,12 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = build_table(manifest, cache, cfg, YamnetFrontEnd())
     hop = round(cfg.hop_s * 48_000) if args.smooth else None
     results: dict[str, Scores] = {}
+    decided: dict[str, list[str]] = {}
     for name, scorer in (("zero-shot", zero_shot_scorer), ("head", head_scorer(HeadConfig()))):
-        results[name], _ = leave_one_package_out(table, scorer, hop)
+        results[name], decided[name] = leave_one_package_out(table, scorer, hop)
     console.print(scores_table(f"leave-one-package-out, {len(table.labels)} windows, "
                                f"{len(set(table.package.tolist()))} packages", results))
     for name, r in results.items():
         console.print(name, r.per_package_accuracy)
+    if args.old_selector:
+        results.update(_against_old(table, manifest, cache, args.old_selector, decided))
     console.print(f"{time.monotonic() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({k: asdict(v) for k, v in results.items()}, indent=1))
