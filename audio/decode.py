@@ -30,7 +30,9 @@ F32 = npt.NDArray[np.float32]
 I16 = npt.NDArray[np.int16]
 _S = TypeVar("_S", bound=np.generic)
 MAX_CHANNELS = 64  # libswresample's limit (SWR_CH_MAX)
-
+# Packets the decoder may reject in a row before the stream is garbage, not a scratch.
+MAX_BAD_PACKETS_IN_ROW = 50
+_LOGGED_SKIPS = 5  # per stream: a scratchy file warns a few times, then sums up at the end
 
 
 class AudioDecodeError(TidzamError, RuntimeError):
@@ -65,9 +67,13 @@ class AudioStream:
                  timeout_s: float = 15.0) -> None:
         self.location = str(location)
         self.sample_rate = sample_rate
+        self.skipped_packets = 0
+        """Packets the decoder rejected and that were skipped, as ``ffmpeg`` skips them."""
         self._seek_to: float | None = None
         try:
-            self._container = av.open(self.location, timeout=timeout_s)
+            # Tags are not ours to judge: a Latin-1 "(c)" must not make the audio unreadable.
+            self._container = av.open(self.location, timeout=timeout_s,
+                                      metadata_errors="replace")
         except FileNotFoundError:
             raise AudioDecodeError(self.location, "no such file") from None
         except (av.error.FFmpegError, OSError) as exc:
@@ -152,7 +158,7 @@ class AudioStream:
                                       rate=self.sample_rate)
         skip: int | None = None if self._seek_to is not None else 0
         try:
-            for frame in self._container.decode(self._stream):
+            for frame in self._frames():
                 if skip is None:  # the first frame after a seek: how far before it we are
                     skip = self._samples_before_seek(frame)
                 for out in resampler.resample(frame):
@@ -165,6 +171,54 @@ class AudioStream:
                     yield packed
         except av.error.FFmpegError as exc:
             raise AudioDecodeError(self.location, _reason(exc)) from None
+
+    def _frames(self) -> Iterator[av.AudioFrame]:
+        """The stream's decoded frames in order, packet by packet.
+
+        A packet the decoder rejects is logged, counted in ``skipped_packets`` and
+        skipped, as ``ffmpeg`` does ("Error while decoding stream"): one bad packet
+        costs its few milliseconds, not the file. ``AudioDecodeError`` when the demuxer
+        fails, when ``MAX_BAD_PACKETS_IN_ROW`` packets in a row fail, or when packets
+        failed and none decoded.
+        """
+        packets = self._container.demux(self._stream)
+        in_row, decoded, reason = 0, False, ""
+        while True:
+            try:
+                packet = next(packets, None)
+            except av.error.FFmpegError as exc:
+                raise AudioDecodeError(self.location,
+                                       f"reading the file failed ({_reason(exc)})") from None
+            if packet is None:
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                in_row, reason = in_row + 1, _reason(exc)
+                self._skipped(packet, reason)
+                if in_row >= MAX_BAD_PACKETS_IN_ROW:
+                    raise AudioDecodeError(self.location, f"{in_row} packets in a row could "
+                                           f"not be decoded ({reason})") from None
+                continue
+            in_row = 0
+            decoded = decoded or bool(frames)
+            yield from frames
+        if self.skipped_packets and not decoded:
+            raise AudioDecodeError(self.location, f"no packet could be decoded ({reason})")
+        if self.skipped_packets > _LOGGED_SKIPS:
+            log.warning("%s: %d undecodable packets skipped in all", self.location,
+                        self.skipped_packets)
+
+    def _skipped(self, packet: av.Packet[av.audio.AudioStream], reason: str) -> None:
+        self.skipped_packets += 1
+        if self.skipped_packets > _LOGGED_SKIPS:
+            return
+        pts = packet.pts if packet.pts is not None else packet.dts
+        at = (f"{float((pts - (self._stream.start_time or 0)) * packet.time_base):.3f} s"
+              if pts is not None and packet.time_base is not None else "an unknown time")
+        log.warning("%s: skipped a packet at %s the decoder rejected (%s)%s", self.location,
+                    at, reason, "; further ones are not logged"
+                    if self.skipped_packets == _LOGGED_SKIPS else "")
 
     def _samples_before_seek(self, frame: av.AudioFrame) -> int:
         if frame.pts is None or frame.time_base is None or self._seek_to is None:
@@ -208,8 +262,9 @@ def deinterleave(packed: npt.NDArray[_S], channels: int) -> npt.NDArray[_S]:
 
 
 def _reason(exc: BaseException) -> str:
+    """FFmpeg's words, without PyAV's errno and the file name it appends."""
     text = str(exc) or type(exc).__name__
-    return re.sub(r"\s*:\s*'[^']*'$", "", text)
+    return re.sub(r"^\[Errno -?\d+\]\s*|\s*:\s*'[^']*'$", "", text)
 
 
 def decode_all(location: str | Path, sample_rate: int) -> tuple[F32, StreamInfo]:

@@ -177,6 +177,29 @@ def test_a_source_not_on_this_machine_is_said_not_crashed(built: Path) -> None:
         window_audio(ds, row))
 
 
+@pytest.mark.parametrize("path", [
+    "usr/share/games/openttd/data/opensfx.cat#07",  # OpenTTD: NN.wav
+    "usr/share/games/nexuiz/data/sounds.pk3#sound/ambient/owl.ogg",  # a zip's member
+    "usr/share/games/openclonk/Sound.ocg/Animals.ocg#Owl.ogg",  # an OpenClonk group's
+    TILES + "autumn/sounds/owl.ogg",  # a plain file of the package
+])
+def test_every_kind_of_corpus_member_is_played(built: Path, tmp_path: Path, path: str) -> None:
+    """Each archive kind the corpus unpacks is found where fetch.member_path put it."""
+    from learning.corpus.fetch import member_path
+
+    root = tmp_path / "pkgs" / "somegame-data_1.0-1"
+    local = member_path(root, path)
+    local.parent.mkdir(parents=True)
+    shutil.copy(real(OWL), local)
+    ds = load(built)
+    packaged = replace(ds.provenance[1], path=path, package="somegame-data")
+    assert source_file(packaged, [tmp_path]) == local
+    row = int(np.flatnonzero(ds.file_index == 1)[0])
+    np.testing.assert_array_equal(
+        window_audio(replace(ds, provenance=(ds.provenance[0], packaged)), row, [tmp_path]),
+        window_audio(ds, row))
+
+
 # ---------------------------------------------------------------- dataset edits
 
 

@@ -172,3 +172,85 @@ def test_deinterleave_is_the_transpose(frames: int, channels: int) -> None:
     got = deinterleave(packed, channels)
     assert got.flags.c_contiguous and got.dtype == np.int16
     assert np.array_equal(got, packed.reshape(-1, channels).T)
+
+
+# ---------------------------------------------------------------- damaged packets
+
+
+def _vorbis_mka_with_bad_packets(path: Path, seconds: float, bad: slice) -> tuple[Path, int]:
+    """A stereo Vorbis in Matroska (no container checksum to hide the damage from the
+    decoder) whose packets ``bad`` begin with a set bit: "not a Vorbis audio packet"
+    to FFmpeg's decoder. (path, how many packets were damaged)."""
+    rate = 44_100
+    _write_ogg_vorbis(path.with_suffix(".ogg"), _tones(rate, seconds, (440.0, 880.0)), rate)
+    with av.open(str(path.with_suffix(".ogg"))) as inp, \
+            av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(inp.streams.audio[0])
+        for packet in inp.demux(audio=0):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    raw = bytearray(path.read_bytes())
+    with av.open(str(path)) as written:
+        payloads = [bytes(p) for p in written.demux(audio=0) if p.size]
+    for payload in payloads[bad]:
+        at = raw.find(payload)
+        assert at > 0 and raw.find(payload, at + 1) < 0  # stored verbatim, once
+        raw[at] |= 0x01
+    path.write_bytes(raw)
+    return path, len(payloads[bad])
+
+
+def test_one_undecodable_packet_is_skipped_as_ffmpeg_does(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One packet the decoder rejects costs its few milliseconds, not the whole file;
+    ``ffmpeg`` itself decodes the file to its end and reports the one error."""
+    import subprocess
+
+    path, damaged = _vorbis_mka_with_bad_packets(tmp_path / "scratch.mka", 4.0, slice(80, 81))
+    assert damaged == 1
+    ffmpeg = subprocess.run(["ffmpeg", "-nostdin", "-i", str(path), "-f", "null", "-"],
+                            capture_output=True, text=True, check=True)
+    assert ffmpeg.stderr.count("Error while decoding stream") == 1
+    clean, _ = decode_all(path.with_suffix(".ogg"), 44_100)  # the same packets, undamaged
+    with AudioStream(path, 44_100) as decoder:
+        with caplog.at_level("WARNING", logger="audio.decode"):
+            audio = np.concatenate([b.samples for b in decoder.blocks()], axis=1)
+        assert decoder.skipped_packets == 1
+    assert audio.shape[0] == 2 and 0 < clean.shape[1] - audio.shape[1] <= 1024  # one block
+    # Before the scratch and once the decoder has its next block, the samples are intact.
+    assert np.array_equal(audio[:, :44_100], clean[:, :44_100])
+    assert np.array_equal(audio[:, -88_200:], clean[:, -88_200:])
+    assert "scratch.mka: skipped a packet at 1." in caplog.text
+
+
+def test_a_stream_of_undecodable_packets_is_an_error(tmp_path: Path) -> None:
+    path, damaged = _vorbis_mka_with_bad_packets(tmp_path / "garbage.mka", 4.0, slice(20, None))
+    assert damaged > 50
+    with pytest.raises(AudioDecodeError, match=r"garbage\.mka: 50 packets in a row could not"):
+        decode_all(path, 16_000)
+    path, _ = _vorbis_mka_with_bad_packets(tmp_path / "nothing.mka", 1.0, slice(None))
+    with pytest.raises(AudioDecodeError, match=r"nothing\.mka: no packet could be decoded"):
+        decode_all(path, 16_000)
+
+
+def test_garbage_after_a_valid_header_raises(tmp_path: Path) -> None:
+    path = _write_ogg_vorbis(tmp_path / "tones.ogg", _tones(44_100, 2.0, (500.0,) * 2), 44_100)
+    raw = path.read_bytes()
+    body = raw.index(b"OggS", raw.index(b"\x05vorbis"))  # the first page after the headers
+    path.write_bytes(raw[:body] + np.random.default_rng(1).bytes(len(raw) - body))
+    with pytest.raises(AudioDecodeError, match=r"cannot decode .*tones\.ogg"):
+        decode_all(path, 48_000)
+
+
+def test_tags_that_are_not_utf8_do_not_hide_the_audio(tmp_path: Path) -> None:
+    """An old WAV editor's "Copyright \\xa9" in Latin-1 (scorched3d's sounds)."""
+    path = _write_wav(tmp_path / "latin1.wav", _tones(8_000, 0.5, (440.0,)), 8_000)
+    raw = path.read_bytes()
+    isft = b"ISFT" + (12).to_bytes(4, "little") + b"Awave \xa9 FMJ\x00"
+    info = b"LIST" + (4 + len(isft)).to_bytes(4, "little") + b"INFO" + isft
+    fmt_end = raw.index(b"data")
+    raw = raw[:fmt_end] + info + raw[fmt_end:]
+    path.write_bytes(raw[:4] + (len(raw) - 8).to_bytes(4, "little") + raw[8:])
+    audio, rate = decode_file(path, 8_000)
+    assert rate == 8_000 and audio.shape == (1, 4_000)

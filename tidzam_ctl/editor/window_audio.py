@@ -13,7 +13,7 @@ import numpy as np
 
 from audio.decode import AudioDecodeError, AudioStream
 from inference.features import F32
-from learning.corpus.fetch import MEMBERS_DIR
+from learning.corpus.fetch import member_path
 from learning.datasets.format import CompiledDataset, SourceFile
 from tidzam_ctl.editor.errors import EditorError
 
@@ -22,17 +22,17 @@ def source_file(prov: SourceFile, corpus_caches: Iterable[Path] = ()) -> Path | 
     """The audio file a dataset file came from, on this machine, or None.
 
     A local path is used as it is; a corpus package path (``package`` set) is looked
-    up in the unpacked packages of each corpus cache (``<cache>/pkgs/<package>_*/``,
-    archive members ``<archive>#NN`` under ``_members``).
+    up in the unpacked packages of each corpus cache (``<cache>/pkgs/<package>_*/``),
+    where the corpus put it: an archive's member ``<archive>#<member>`` (``.cat``,
+    ``.pk3``, OpenClonk group) under ``_members`` (``fetch.member_path``).
     """
     path = Path(prov.path) if prov.path else None
     if path is not None and path.is_absolute():
         return path if path.is_file() else None
     if prov.package and prov.path:
-        inside, _, member = prov.path.partition("#")
         for cache in corpus_caches:
             for root in sorted((cache / "pkgs").glob(f"{prov.package}_*")):
-                found = root / MEMBERS_DIR / inside / f"{member}.wav" if member else root / inside
+                found = member_path(root, prov.path)
                 if found.is_file():
                     return found
     return path if path is not None and path.is_file() else None
