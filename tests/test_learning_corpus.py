@@ -163,3 +163,16 @@ def test_missing_apt_lists_without_root_says_what_to_run(tmp_path: Path,
 def test_unknown_package_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="unknown corpus package"):
         corpus.fetch_package("not-a-package", tmp_path)
+
+
+def test_mixtures_and_english_descriptions_are_labelled_as_heard() -> None:
+    tile = "usr/share/games/megaglest/tilesets/"
+    storm = rule_for("megaglest-data", tile + "autumn/sounds/rain.ogg")
+    assert storm is not None and storm.label == "rain" and storm.also == ("thunder",)
+    plain = rule_for("megaglest-data", tile + "dark_forest/sounds/rain.ogg")
+    assert plain is not None and plain.label == "rain" and plain.also == ()
+    desc = rule_for("tuxpaint-stamps-default",
+                    "usr/share/tuxpaint/stamps/animals/birds/robin_desc.ogg")
+    assert desc is not None and desc.label == "speech"
+    call = rule_for("tuxpaint-stamps-default", "usr/share/tuxpaint/stamps/animals/birds/robin.ogg")
+    assert call is not None and call.label == "birds"

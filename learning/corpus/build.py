@@ -122,6 +122,7 @@ def _entry(first: _Matched, copies: list[_Matched], cache: Path) -> CorpusFile:
         sha256=first.sha256, label=rule.label, group=group, package=cand.package.spec.name,
         version=cand.package.version, path=cand.path, title=cand.title,
         licence=rule.licence or cand.package.licence_of(cand.path), note=rule.note,
+        also=list(rule.also),
         local=cand.local.relative_to(cache).as_posix(),
         duplicates=[f"{m.candidate.package.spec.name}:{m.candidate.path}" for m in copies[1:]],
     )

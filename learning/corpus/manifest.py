@@ -23,6 +23,7 @@ class CorpusFile(BaseModel):
 
     sha256: str
     label: str = Field(alias="class")
+    also: list[str] = Field(default_factory=list)  # other classes of a mixture, throughout
     group: str
     package: str
     version: str

@@ -101,6 +101,9 @@ RULES: tuple[Rule, ...] = (
          "mixture: cicada-like pulses with repeated calls"),
     Rule("megaglest-data", _TS + r"(day|sunny_day)\.ogg", "birds", "daytime bird soundscape"),
     Rule("megaglest-data", _TS + r"(hawk|owl|rooster|chicken)\.(ogg|wav)", "birds"),
+    Rule("megaglest-data", _MG + r"tilesets/(autumn/sounds/rain\.ogg|desert2/sounds/rain\.wav)",
+         "rain", "a thunderstorm: YAMNet hears thunder (> 0.5) in 29 of 31 and 32 of 35 "
+         "windows", also=("thunder",)),
     Rule("megaglest-data", _TS + r"rain\.(ogg|wav)", "rain", "rain ambience"),
     Rule("megaglest-data", _TS + r"wind\.ogg", "wind",
          "winter and winter_forest hold the same recording at two gains",

@@ -57,6 +57,8 @@ class Rule:
     hash. ``max_per_group`` keeps that many files per group, evenly spread.
     ``licence`` overrides the package's licence for these files (a licence the
     package states for them outside its copyright file; ``note`` says where).
+    ``also``: the other classes a mixture's windows hold throughout (rain with
+    thunder claps all along): multi-label targets for selectors that learn them.
     """
 
     package: str
@@ -66,6 +68,7 @@ class Rule:
     group: GroupFn | None = None
     max_per_group: int | None = None
     licence: str | None = None
+    also: tuple[str, ...] = ()
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

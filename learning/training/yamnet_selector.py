@@ -68,7 +68,8 @@ def build_table(manifest: CorpusManifest, cache: Path, cfg: WindowConfig,
         gated = fw.labels(entry.label, cfg)
         emb.append(np.concatenate([fw.embeddings[keep], fw.highband[keep]], axis=1))
         mapped.append(mapped_scores(fw.scores[keep], indices))
-        labels += [gated[i] for i in keep]
+        mixture = "+".join([entry.label, *entry.also])  # a mixture's windows: every class
+        labels += [mixture if gated[i] == entry.label else gated[i] for i in keep]
         quiet += [gated[i] == QUIET for i in keep]
         package += [entry.package] * len(keep)
         group += [entry.group] * len(keep)
