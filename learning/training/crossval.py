@@ -95,7 +95,13 @@ def smooth(scores: F32, recording: npt.NDArray[np.int64], start: npt.NDArray[np.
 def decide(scores: F32, thresholds: F32, quiet: npt.NDArray[np.bool_],
            classes: Sequence[str]) -> list[str]:
     """Labels of windows: quiet by the gate, else the best class over its threshold
-    (by ratio), else unknown."""
+    (by ratio), else unknown. ``thresholds`` (K,) for all windows."""
+    return decide_each(scores, np.broadcast_to(thresholds, scores.shape), quiet, classes)
+
+
+def decide_each(scores: F32, thresholds: F32, quiet: npt.NDArray[np.bool_],
+                classes: Sequence[str]) -> list[str]:
+    """``decide`` with each window's own thresholds (N, K)."""
     ratio = scores / thresholds
     best = ratio.argmax(axis=1)
     passed = ratio[np.arange(len(best)), best] >= 1.0
@@ -183,12 +189,14 @@ def _inner_thresholds(table: WindowTable, rows: npt.NDArray[np.int64], cfg: Head
     return calibrate(scores, table.targets(rows))
 
 
-def leave_one_package_out(table: WindowTable, scorer: Scorer, hop: int | None = None,
-                          progress: Callable[[str], None] | None = None
-                          ) -> tuple[Scores, list[str]]:
-    """Every package held out in turn; the pooled scores and every window's decision.
-    Quiet windows (below the gate) are decided by the gate and never trained on."""
-    decided = [""] * len(table.labels)
+def fold_scores(table: WindowTable, scorer: Scorer,
+                progress: Callable[[str], None] | None = None) -> tuple[F32, F32]:
+    """Every package held out in turn: each window's scores from the fold that did not
+    train on its package, and that fold's thresholds, both (N, K). Quiet windows
+    (below the gate) are never trained on."""
+    k = len(table.classes)
+    scores = np.zeros((len(table.labels), k), dtype=np.float32)
+    thresholds = np.zeros((len(table.labels), k), dtype=np.float32)
     learnable = ~table.quiet
     for package in sorted(set(table.package.tolist())):
         test = np.flatnonzero(table.package == package)
@@ -196,17 +204,30 @@ def leave_one_package_out(table: WindowTable, scorer: Scorer, hop: int | None = 
         held_groups = {table.group[i] for i in test.tolist()}
         other = np.array([g not in held_groups for g in table.group])
         train = np.flatnonzero((table.package != package) & learnable & other)
-        scores, thresholds = scorer(table, train, test)
-        if hop is not None:
-            scores = smooth(scores, table.recording[test], table.start[test], hop)
-        for i, label in zip(test.tolist(), decide(scores, thresholds, table.quiet[test],
-                                                  table.classes), strict=True):
-            decided[i] = label
+        scores[test], thresholds[test] = scorer(table, train, test)
         if progress is not None:
             progress(package)
+    return scores, thresholds
+
+
+def evaluate(table: WindowTable, scores: F32, thresholds: F32, hop: int | None = None
+             ) -> tuple[Scores, list[str]]:
+    """The pooled scores of ``fold_scores``' decisions (smoothed over neighbours within
+    ``hop`` first, if given) and every window's decision."""
+    if hop is not None:
+        scores = smooth(scores, table.recording, table.start, hop)
+    decided = decide_each(scores, thresholds, table.quiet, table.classes)
     result = score(table.labels, decided, (*table.classes, QUIET))
     for package in sorted(set(table.package.tolist())):
         rows = np.flatnonzero(table.package == package).tolist()
         right = sum(1 for i in rows if decided[i] in table.labels[i].split("+"))
         result.per_package_accuracy[package] = round(right / len(rows), 4)
     return result, decided
+
+
+def leave_one_package_out(table: WindowTable, scorer: Scorer, hop: int | None = None,
+                          progress: Callable[[str], None] | None = None
+                          ) -> tuple[Scores, list[str]]:
+    """``fold_scores`` then ``evaluate``: the pooled scores and every window's decision."""
+    scores, thresholds = fold_scores(table, scorer, progress)
+    return evaluate(table, scores, thresholds, hop)

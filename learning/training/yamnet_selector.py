@@ -5,7 +5,8 @@
 fetches the corpus packages (``learning.corpus``), computes the front end's view of
 every window once (``learning.embeddings.cache``, cached), and runs the
 leave-one-package-out cross-validation (``learning.training.crossval``) of the
-zero-shot AudioSet mapping and of the fitted head side by side, printing per-class
+zero-shot AudioSet mapping and of the fitted head side by side, each also with
+its scores smoothed over neighbouring windows, printing per-class
 precision/recall/F1, macro-F1 and each package's accuracy (``--json`` for a file).
 """
 
@@ -38,8 +39,9 @@ from learning.training.crossval import (
     QUIET,
     Scores,
     WindowTable,
+    evaluate,
+    fold_scores,
     head_scorer,
-    leave_one_package_out,
     score,
     zero_shot_scorer,
 )
@@ -124,7 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--packages", nargs="+",
                         default=[*DEFAULT_PACKAGES, *SUPPLEMENT_PACKAGES])
     parser.add_argument("--cache", type=Path, default=None, help="the corpus cache")
-    parser.add_argument("--smooth", action="store_true", help="smooth over neighbours")
     parser.add_argument("--old-selector", type=Path, metavar="FOLDER",
                         help="also decide the packages this log-mel selector never "
                         "trained on (e.g. models/selector)")
@@ -137,11 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = build_corpus(cache, packages=args.packages)
     cfg = WindowConfig()
     table = build_table(manifest, cache, cfg, YamnetFrontEnd())
-    hop = round(cfg.hop_s * 48_000) if args.smooth else None
+    hop = round(cfg.hop_s * 48_000)
     results: dict[str, Scores] = {}
     decided: dict[str, list[str]] = {}
     for name, scorer in (("zero-shot", zero_shot_scorer), ("head", head_scorer(HeadConfig()))):
-        results[name], decided[name] = leave_one_package_out(table, scorer, hop)
+        scores, thresholds = fold_scores(table, scorer)
+        results[name], decided[name] = evaluate(table, scores, thresholds)
+        smoothed = f"{name} smoothed"
+        results[smoothed], decided[smoothed] = evaluate(table, scores, thresholds, hop)
     console.print(scores_table(f"leave-one-package-out, {len(table.labels)} windows, "
                                f"{len(set(table.package.tolist()))} packages", results))
     for name, r in results.items():
