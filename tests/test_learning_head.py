@@ -124,3 +124,30 @@ def test_a_recording_in_two_packages_never_trains_the_fold_that_tests_it() -> No
     assert len(seen) == 4
     assert all(not (trained & tested) for trained, tested in seen)
     assert "one recording" in seen[2][0]  # p2's fold may train on it
+
+
+def test_mixtures_train_only_folds_that_hold_out_neither_source() -> None:
+    t = _table(np.random.default_rng(3))
+    n = len(t.labels)
+    t.embedding = np.concatenate([t.embedding, t.embedding[:2]])
+    t.mapped = np.concatenate([t.mapped, t.mapped[:2]])
+    t.labels = [*t.labels, "a+b", "a+b"]
+    t.quiet = np.concatenate([t.quiet, [False, False]])
+    t.package = np.array([*t.package.tolist(), "p0|p1", "p2|p3"])
+    t.group = [*t.group, "g0|g7", "g13|g19"]
+    t.recording = np.concatenate([t.recording, [-1, -2]])
+    t.start = np.concatenate([t.start, [0, 0]])
+    t.mixed = np.array([False] * n + [True, True])
+    trained: dict[str, set[int]] = {}
+
+    def spy(table: WindowTable, train: np.ndarray, test: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+        assert not table.mixed[test].any()  # a mixture is never tested
+        trained[str(table.package[test[0]])] = set(train.tolist())
+        return zero_shot_scorer(table, train, test)
+
+    result, decided = leave_one_package_out(t, spy)
+    assert sorted(trained) == ["p0", "p1", "p2", "p3"]
+    assert n not in trained["p0"] | trained["p1"] and n in trained["p2"] | trained["p3"]
+    assert n + 1 in trained["p0"] and n + 1 not in trained["p2"]
+    assert len(decided) == n and result.n == n

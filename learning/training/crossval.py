@@ -47,6 +47,9 @@ class WindowTable:
     group: list[str]
     recording: npt.NDArray[np.int64]
     start: npt.NDArray[np.int64]
+    # augmented rows (``learning.embeddings.mixing``): trained on, never tested; their
+    # ``package`` and ``group`` name both sources, joined by "|"
+    mixed: npt.NDArray[np.bool_] | None = None
 
     def targets(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -198,12 +201,18 @@ def fold_scores(table: WindowTable, scorer: Scorer,
     scores = np.zeros((len(table.labels), k), dtype=np.float32)
     thresholds = np.zeros((len(table.labels), k), dtype=np.float32)
     learnable = ~table.quiet
-    for package in sorted(set(table.package.tolist())):
-        test = np.flatnonzero(table.package == package)
-        # a recording shipped by two packages (one group) trains neither fold's test
+    mixed = table.mixed if table.mixed is not None else np.zeros(len(table.labels), bool)
+    row_packages = [set(p.split("|")) for p in table.package.tolist()]
+    row_groups = [set(g.split("|")) for g in table.group]
+    for package in sorted({p for p, m in zip(table.package.tolist(), mixed, strict=True)
+                           if not m}):
+        test = np.flatnonzero((table.package == package) & ~mixed)
+        # a recording shipped by two packages (one group) trains neither fold's test;
+        # nor does a mixture with a piece of the held-out package
         held_groups = {table.group[i] for i in test.tolist()}
-        other = np.array([g not in held_groups for g in table.group])
-        train = np.flatnonzero((table.package != package) & learnable & other)
+        other = np.array([package not in p and not (g & held_groups)
+                          for p, g in zip(row_packages, row_groups, strict=True)])
+        train = np.flatnonzero(learnable & other)
         scores[test], thresholds[test] = scorer(table, train, test)
         if progress is not None:
             progress(package)
@@ -213,14 +222,19 @@ def fold_scores(table: WindowTable, scorer: Scorer,
 def evaluate(table: WindowTable, scores: F32, thresholds: F32, hop: int | None = None
              ) -> tuple[Scores, list[str]]:
     """The pooled scores of ``fold_scores``' decisions (smoothed over neighbours within
-    ``hop`` first, if given) and every window's decision."""
+    ``hop`` first, if given) and every real (not mixed) window's decision, in row order."""
+    real = np.flatnonzero(~table.mixed) if table.mixed is not None else np.arange(
+        len(table.labels))
+    scores, thresholds = scores[real], thresholds[real]
     if hop is not None:
-        scores = smooth(scores, table.recording, table.start, hop)
-    decided = decide_each(scores, thresholds, table.quiet, table.classes)
-    result = score(table.labels, decided, (*table.classes, QUIET))
-    for package in sorted(set(table.package.tolist())):
-        rows = np.flatnonzero(table.package == package).tolist()
-        right = sum(1 for i in rows if decided[i] in table.labels[i].split("+"))
+        scores = smooth(scores, table.recording[real], table.start[real], hop)
+    decided = decide_each(scores, thresholds, table.quiet[real], table.classes)
+    truth = [table.labels[i] for i in real.tolist()]
+    result = score(truth, decided, (*table.classes, QUIET))
+    packages = table.package[real]
+    for package in sorted(set(packages.tolist())):
+        rows = np.flatnonzero(packages == package).tolist()
+        right = sum(1 for i in rows if decided[i] in truth[i].split("+"))
         result.per_package_accuracy[package] = round(right / len(rows), 4)
     return result, decided
 

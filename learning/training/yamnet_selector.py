@@ -34,6 +34,7 @@ from learning.corpus.fetch import default_cache_dir
 from learning.corpus.manifest import CorpusManifest
 from learning.corpus.packages import CLASSES, DEFAULT_PACKAGES, SUPPLEMENT_PACKAGES
 from learning.embeddings.cache import DROPPED, WindowConfig, corpus_windows
+from learning.embeddings.mixing import mixtures
 from learning.training import old_selector
 from learning.training.crossval import (
     QUIET,
@@ -52,8 +53,9 @@ console = Console()
 
 
 def build_table(manifest: CorpusManifest, cache: Path, cfg: WindowConfig,
-                front_end: YamnetFrontEnd) -> WindowTable:
-    """Every labelled window of the corpus (gaps dropped) as one table."""
+                front_end: YamnetFrontEnd, mix: bool = False) -> WindowTable:
+    """Every labelled window of the corpus (gaps dropped) as one table, then the
+    mixtures (``learning.embeddings.mixing``) if ``mix``."""
     indices = mapping_indices(HEAD_CLASSES, front_end.labels)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("front end", total=len(manifest.files))
@@ -77,9 +79,24 @@ def build_table(manifest: CorpusManifest, cache: Path, cfg: WindowConfig,
         group += [entry.group] * len(keep)
         recording += [r] * len(keep)
         start += fw.starts[keep].tolist()
+    mixed = [False] * len(labels)
+    if mix:
+        with console.status("mixing events over beds"):
+            made = mixtures(manifest.files, cache, front_end, wcfg=cfg)
+        for n, m in enumerate(made):
+            emb.append(np.concatenate([m.windows.embeddings, m.windows.highband], axis=1))
+            mapped.append(mapped_scores(m.windows.scores, indices))
+            labels.append(m.label)
+            quiet.append(False)
+            package.append("|".join(m.packages))
+            group.append("|".join(m.groups))
+            recording.append(-1 - n)  # no neighbours: never smoothed with anything
+            start.append(0)
+            mixed.append(True)
     return WindowTable(HEAD_CLASSES, np.concatenate(emb), np.concatenate(mapped), labels,
                        np.array(quiet), np.array(package), group,
-                       np.array(recording, dtype=np.int64), np.array(start, dtype=np.int64))
+                       np.array(recording, dtype=np.int64), np.array(start, dtype=np.int64),
+                       np.array(mixed))
 
 
 def scores_table(title: str, results: dict[str, Scores]) -> Table:
@@ -104,7 +121,8 @@ def _against_old(table: WindowTable, manifest: CorpusManifest, cache: Path, fold
     """The old selector and the new ones on the packages the old one never heard."""
     training = ModelFolder.load(folder).meta.training_data
     trained_on = set(training.packages) if training else set()
-    unseen = sorted(set(table.package.tolist()) - trained_on)
+    real = {p for p in table.package.tolist() if "|" not in p}  # not the mixtures
+    unseen = sorted(real - trained_on)
     old = old_selector.decisions(table, manifest.files, cache, folder, unseen)
     rows = sorted(old)
     labels = (*table.classes, QUIET)
@@ -126,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--packages", nargs="+",
                         default=[*DEFAULT_PACKAGES, *SUPPLEMENT_PACKAGES])
     parser.add_argument("--cache", type=Path, default=None, help="the corpus cache")
+    parser.add_argument("--mix", action="store_true",
+                        help="train on mixtures of events over rain/wind/water too")
     parser.add_argument("--old-selector", type=Path, metavar="FOLDER",
                         help="also decide the packages this log-mel selector never "
                         "trained on (e.g. models/selector)")
@@ -137,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     manifest = build_corpus(cache, packages=args.packages)
     cfg = WindowConfig()
-    table = build_table(manifest, cache, cfg, YamnetFrontEnd())
+    table = build_table(manifest, cache, cfg, YamnetFrontEnd(), mix=args.mix)
     hop = round(cfg.hop_s * 48_000)
     results: dict[str, Scores] = {}
     decided: dict[str, list[str]] = {}
