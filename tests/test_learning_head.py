@@ -151,3 +151,20 @@ def test_mixtures_train_only_folds_that_hold_out_neither_source() -> None:
     assert n not in trained["p0"] | trained["p1"] and n in trained["p2"] | trained["p3"]
     assert n + 1 in trained["p0"] and n + 1 not in trained["p2"]
     assert len(decided) == n and result.n == n
+
+
+def test_a_mixture_keeps_the_event_over_its_bed_at_the_drawn_level() -> None:
+    from learning.embeddings.mixing import MixConfig, mix
+
+    rng = np.random.default_rng(4)
+    t = np.arange(46_800) / 48_000
+    event = (0.3 * np.sin(2 * np.pi * 2000 * t)).astype(np.float32)
+    bed = (0.05 * rng.standard_normal(46_800)).astype(np.float32)
+    cfg = MixConfig(ratio_db=(6.0, 6.0), level_db=(-20.0, -20.0), lowpass_hz=(8000, 8000))
+    for seed in range(4):
+        out = mix(event, bed, cfg, np.random.default_rng(seed))
+        assert out.dtype == np.float32 and out.shape == event.shape
+        assert abs(float(rms_db(out[None])[0]) - -20.0) < 0.01
+        spectrum = np.abs(np.fft.rfft(out))
+        tone = spectrum[1950:2050].max()
+        assert tone > 5 * np.median(spectrum[100:4000])  # the event stands over the bed
