@@ -15,6 +15,12 @@ of the process counted) per window and per audio second:
 - LiteRT inference (``inference.scoring.TfliteModel``, XNNPACK, 1 thread) at batch
   sizes 1, 32 (the classifier's default) and 128.
 
+``--yamnet`` measures the YAMNet-based selector's stages instead, on the same audio
+cut into its 0.975 s windows: the 48 → 16 kHz resampling (``inference.yamnet.to_16k``,
+per window), YAMNet (``YamnetFrontEnd``, 1 thread, one frame per invoke), the
+high-band shares and the AudioSet folding (``inference.hearing``), and the head
+(numpy; random weights of the real shapes: its cost does not depend on them).
+
 Each figure is the median of ``--repeats`` timed passes over the same windows,
 after one untimed pass. The machine's other load shows up in them: compare
 figures taken on one machine at one time.
@@ -119,6 +125,50 @@ def measure(folder: ModelFolder, pcm16: I16, starts: I64, features: F32,
     return rows
 
 
+def measure_yamnet(audio: F32, overlap: float, repeats: int) -> tuple[list[Row], float]:
+    """The YAMNet-based selector's stages on ``audio`` (48 kHz mono); (rows, windows/s)."""
+    from inference.hearing import (
+        WINDOW_48K,
+        HeadWeights,
+        highband,
+        mapped_scores,
+        mapping_indices,
+    )
+    from inference.yamnet import YamnetFrontEnd, to_16k
+
+    hop = max(1, round(WINDOW_48K * (1.0 - overlap)))
+    windows_per_s = 48_000 / hop
+    starts = range(0, audio.shape[0] - WINDOW_48K + 1, hop)
+    windows = np.stack([audio[s:s + WINDOW_48K] for s in starts])
+    n = windows.shape[0]
+    front_end = YamnetFrontEnd(num_threads=1)
+    classes = ("birds", "insects", "frog", "rain", "thunder", "wind", "water", "vehicle",
+               "speech")
+    indices = mapping_indices(classes, front_end.labels)
+    rng = np.random.default_rng(0)
+    head = HeadWeights(np.zeros(1030, np.float32), np.ones(1030, np.float32),
+                       rng.standard_normal((1030, 9)).astype(np.float32),
+                       np.eye(9, dtype=np.float32), np.zeros(9, np.float32))
+    frames = np.stack([to_16k(w, 48_000) for w in windows])
+    out = front_end(frames)
+    features = np.concatenate([out.embeddings, highband(windows)], axis=1)
+    mapped = mapped_scores(out.scores, indices)
+    stages: list[tuple[str, Callable[[], object]]] = [
+        ("resample 48>16 kHz", lambda: [to_16k(w, 48_000) for w in windows]),
+        ("YAMNet, 1 thread", lambda: front_end(frames)),
+        ("high band + fold", lambda: (highband(windows), mapped_scores(out.scores, indices))),
+        ("head (numpy)", lambda: head.scores(features, mapped)),
+    ]
+    rows = []
+    with threadpool_limits(1):
+        for stage, fn in stages:
+            cpu, wall = timed(fn, repeats)
+            per = cpu / n * 1e3
+            rows.append(Row(stage, n, round(per, 4), round(per * windows_per_s, 3),
+                            round(wall / n * 1e3, 4)))
+    return rows, windows_per_s
+
+
 def table(rows: list[Row]) -> str:
     lines = [f"{'stage':<18} {'batch':>5} {'ms CPU/window':>14} {'ms CPU/audio s':>15} "
              f"{'ms wall/window':>15}"]
@@ -137,8 +187,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--yamnet", action="store_true",
+                   help="the YAMNet-based selector's stages instead")
     args = p.parse_args(argv)
     folder = ModelFolder.load(args.folder)
+    if args.yamnet:
+        audio, source = held_out_audio(folder, args.cache or default_cache_dir(),
+                                       args.seconds)
+        rows, per_s = measure_yamnet(audio, args.overlap, max(3, args.repeats // 5))
+        total = sum(r.ms_cpu_per_audio_s for r in rows)
+        if args.json:
+            print(json.dumps({"audio": source, "audio_s": args.seconds,
+                              "windows_per_audio_s": round(per_s, 4),
+                              "ms_cpu_per_audio_s": round(total, 3),
+                              "rows": [asdict(r) for r in rows]}))
+            return 0
+        print(f"YAMNet-based selector; audio: {source}, {args.seconds:g} s; 0.975 s windows, "
+              f"{per_s:.3f} per audio second (overlap {args.overlap})")
+        print(table(rows))
+        print(f"total: {total:.2f} ms CPU per audio second on one core "
+              f"({1000 / total:.0f}x real time per channel)")
+        return 0
     params = folder.params
     audio, source = held_out_audio(folder, args.cache or default_cache_dir(), args.seconds)
     hop = max(1, round(params.window_samples * (1.0 - args.overlap)))

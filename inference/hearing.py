@@ -10,13 +10,18 @@ the head sees:
 - ``highband``: YAMNet hears nothing above 8 kHz, where high-pitched insects
   live: the share of the window's power in six bands from 8 to 24 kHz (log10);
 - ``rms_db``: the level; the energy gate (``QUIET_GATE_DB``) decides ``quiet``.
+
+``HeadWeights`` is the fitted head (``learning.training.head`` fits it): one sigmoid
+per class over those inputs, plain arrays run with numpy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +32,7 @@ WINDOW_48K = 46_800  # 0.975 s at 48 kHz: one YAMNet frame once resampled
 QUIET_GATE_DB = -50.0  # RMS dBFS below which a window is ``quiet``
 HIGH_BANDS_HZ = (8_000, 10_000, 12_000, 14_000, 16_000, 20_000, 24_000)
 _FFT = 1024
+MAP_FLOOR = 1e-3  # log(mapped + floor): a score of 0 is not -inf
 
 # Tidzam class → the AudioSet display names (YAMNet's label list) that mean it.
 AUDIOSET_CLASSES: dict[str, tuple[str, ...]] = {
@@ -99,3 +105,33 @@ def rms_db(windows: F32) -> F32:
     power = np.mean(np.square(windows, dtype=np.float64), axis=1)
     levels: F32 = (10.0 * np.log10(power + 1e-20)).astype(np.float32)
     return levels
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """``mean``/``std`` (D,) z-score the embedding features; ``we`` (D, K), ``wm`` (K, K),
+    ``b`` (K,): logits = z(E) @ we + log(M + MAP_FLOOR) @ wm + b."""
+
+    mean: F32
+    std: F32
+    we: F32
+    wm: F32
+    b: F32
+
+    def logits(self, embedding: F32, mapped: F32) -> F32:
+        z = (embedding - self.mean) / self.std
+        out: F32 = (z @ self.we + np.log(mapped + MAP_FLOOR) @ self.wm + self.b).astype(
+            np.float32)
+        return out
+
+    def scores(self, embedding: F32, mapped: F32) -> F32:
+        """Per-class probabilities (N, K) in [0, 1]."""
+        return (1.0 / (1.0 + np.exp(-self.logits(embedding, mapped)))).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, std=self.std, we=self.we, wm=self.wm, b=self.b)
+
+    @classmethod
+    def load(cls, path: Path) -> HeadWeights:
+        with np.load(path) as d:
+            return cls(*(d[k].astype(np.float32) for k in ("mean", "std", "we", "wm", "b")))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.hearing import highband, mapped_scores, mapping_indices, rms_db
+from inference.hearing import HeadWeights, highband, mapped_scores, mapping_indices, rms_db
 from learning.training.crossval import (
     WindowTable,
     calibrate,
@@ -18,7 +18,7 @@ from learning.training.crossval import (
     smooth,
     zero_shot_scorer,
 )
-from learning.training.head import HeadConfig, HeadWeights, fit, sample_weights
+from learning.training.head import HeadConfig, fit, sample_weights
 
 
 def _table(rng: np.random.Generator, packages: int = 4, per: int = 60) -> WindowTable:

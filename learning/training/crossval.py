@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from learning.training.head import HeadConfig, HeadWeights, fit
+from inference.hearing import HeadWeights
+from learning.training.head import HeadConfig, fit
 
 F32 = npt.NDArray[np.float32]
 UNKNOWN = "unknown"

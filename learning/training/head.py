@@ -12,22 +12,22 @@ class each recording group weighs by the square root of its windows, so one long
 soundscape cannot outvote twenty short recordings.
 
 Fitted by L-BFGS (scipy) in seconds on the 2-core machine; no TensorFlow. The
-fitted head is plain arrays (``HeadWeights``), saved in the model folder and run
-with numpy live.
+fitted head is plain arrays (``inference.hearing.HeadWeights``), saved in the model
+folder and run with numpy live.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import scipy.optimize
 
+from inference.hearing import MAP_FLOOR, HeadWeights
+
 F32 = npt.NDArray[np.float32]
-MAP_FLOOR = 1e-3  # log(mapped + floor): a score of 0 is not -inf
 
 
 @dataclass(frozen=True)
@@ -36,36 +36,6 @@ class HeadConfig:
     l2_mapping: float = 0.1
     alpha: float = 1.0
     max_iter: int = 300
-
-
-@dataclass(frozen=True)
-class HeadWeights:
-    """``mean``/``std`` (D,) z-score the embedding features; ``we`` (D, K), ``wm`` (K, K),
-    ``b`` (K,): logits = z(E) @ we + log(M + MAP_FLOOR) @ wm + b."""
-
-    mean: F32
-    std: F32
-    we: F32
-    wm: F32
-    b: F32
-
-    def logits(self, embedding: F32, mapped: F32) -> F32:
-        z = (embedding - self.mean) / self.std
-        out: F32 = (z @ self.we + np.log(mapped + MAP_FLOOR) @ self.wm + self.b).astype(
-            np.float32)
-        return out
-
-    def scores(self, embedding: F32, mapped: F32) -> F32:
-        """Per-class probabilities (N, K) in [0, 1]."""
-        return (1.0 / (1.0 + np.exp(-self.logits(embedding, mapped)))).astype(np.float32)
-
-    def save(self, path: Path) -> None:
-        np.savez(path, mean=self.mean, std=self.std, we=self.we, wm=self.wm, b=self.b)
-
-    @classmethod
-    def load(cls, path: Path) -> HeadWeights:
-        with np.load(path) as d:
-            return cls(*(d[k].astype(np.float32) for k in ("mean", "std", "we", "wm", "b")))
 
 
 def sample_weights(targets: npt.NDArray[np.bool_], groups: Sequence[str]) -> F32:
