@@ -166,8 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[name], decided[name] = evaluate(table, scores, thresholds)
         smoothed = f"{name} smoothed"
         results[smoothed], decided[smoothed] = evaluate(table, scores, thresholds, hop)
-    console.print(scores_table(f"leave-one-package-out, {len(table.labels)} windows, "
-                               f"{len(set(table.package.tolist()))} packages", results))
+    real = [p for p in table.package.tolist() if "|" not in p]
+    console.print(scores_table(f"leave-one-package-out, {len(real)} windows, "
+                               f"{len(set(real))} packages", results))
     for name, r in results.items():
         console.print(name, r.per_package_accuracy)
     if args.old_selector:
