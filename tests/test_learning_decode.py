@@ -46,6 +46,20 @@ def _write_ogg_vorbis(path: Path, data: np.ndarray, rate: int) -> Path:
     return path
 
 
+def _encoded(source: Path, path: Path, codec: str) -> Path:
+    """``source`` (a stereo WAV) encoded with ``codec`` at 48 kHz into ``path``."""
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        enc = out.add_stream(codec, rate=48_000, layout="stereo")
+        assert isinstance(enc, av.audio.stream.AudioStream)
+        for frame in inp.decode(audio=0):
+            frame.pts = None
+            for packet in enc.encode(frame):
+                out.mux(packet)
+        for packet in enc.encode(None):
+            out.mux(packet)
+    return path
+
+
 def test_wav_stereo_is_resampled_to_48k_planar(tmp_path: Path) -> None:
     path = _write_wav(tmp_path / "tones.wav", _tones(22_050, 1.0, (1000.0, 3000.0)), 22_050)
     audio, rate = decode_file(path)
@@ -94,18 +108,7 @@ def test_seek_starts_at_the_sample(tmp_path: Path, ext: str, codec: str | None,
     from tests.audio_files import write_wav
 
     source = write_wav(tmp_path / "src.wav", seconds=6.0, channels=2, seed=3)
-    path = source
-    if codec is not None:
-        path = tmp_path / f"coded.{ext}"
-        with av.open(str(source)) as inp, av.open(str(path), "w") as out:
-            enc = out.add_stream(codec, rate=48_000, layout="stereo")
-            assert isinstance(enc, av.audio.stream.AudioStream)
-            for frame in inp.decode(audio=0):
-                frame.pts = None
-                for packet in enc.encode(frame):
-                    out.mux(packet)
-            for packet in enc.encode(None):
-                out.mux(packet)
+    path = source if codec is None else _encoded(source, tmp_path / f"coded.{ext}", codec)
     whole, _ = decode_all(path, 48_000)
     at = 2.3457
     with AudioStream(path, 48_000) as decoder:
@@ -136,17 +139,7 @@ def test_pcm16_blocks_are_the_float_blocks_as_int16(tmp_path: Path, rate: int,
     path = write_wav(tmp_path / "src.wav", seconds=3.0, channels=2 if codec else 12, seed=5,
                      rate=rate)
     if codec is not None:  # a float decoder (Opus): FFmpeg's own float → s16 rounding
-        coded = tmp_path / "coded.opus"
-        with av.open(str(path)) as inp, av.open(str(coded), "w") as out:
-            enc = out.add_stream(codec, rate=48_000, layout="stereo")
-            assert isinstance(enc, av.audio.stream.AudioStream)
-            for frame in inp.decode(audio=0):
-                frame.pts = None
-                for packet in enc.encode(frame):
-                    out.mux(packet)
-            for packet in enc.encode(None):
-                out.mux(packet)
-        path = coded
+        path = _encoded(path, tmp_path / "coded.opus", codec)
 
     def both(method: str) -> np.ndarray:
         with AudioStream(path, 48_000) as decoder:
