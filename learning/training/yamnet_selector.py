@@ -1,6 +1,6 @@
 """The YAMNet-based selector: cross-validate it, and (later) build its model folder.
 
-    python -m learning.training.yamnet_selector --crossval [--packages P ...]
+    python -m learning.training.yamnet_selector --crossval [--old-selector models/selector]
 
 fetches the corpus packages (``learning.corpus``), computes the front end's view of
 every window once (``learning.embeddings.cache``, cached), and runs the
@@ -32,7 +32,7 @@ from inference.yamnet import YamnetFrontEnd
 from learning.corpus.build import build_corpus
 from learning.corpus.fetch import default_cache_dir
 from learning.corpus.manifest import CorpusManifest
-from learning.corpus.packages import CLASSES, DEFAULT_PACKAGES, SUPPLEMENT_PACKAGES
+from learning.corpus.packages import CLASSES, CURATED_PACKAGES
 from learning.embeddings.cache import DROPPED, WindowConfig, corpus_windows
 from learning.embeddings.mixing import mixtures
 from learning.training import old_selector
@@ -141,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--crossval", action="store_true",
                         help="leave-one-package-out cross-validation")
-    parser.add_argument("--packages", nargs="+",
-                        default=[*DEFAULT_PACKAGES, *SUPPLEMENT_PACKAGES])
+    parser.add_argument("--packages", nargs="+", default=list(CURATED_PACKAGES),
+                        help="the corpus packages (default: every curated one)")
     parser.add_argument("--cache", type=Path, default=None, help="the corpus cache")
     parser.add_argument("--mix", action="store_true",
                         help="train on mixtures of events over rain/wind/water too")
