@@ -28,10 +28,10 @@ from audio.decode import AudioDecodeError, decode_all
 from inference.hearing import QUIET_GATE_DB, WINDOW_48K, highband, rms_db
 from inference.yamnet import FRAME_SAMPLES, YamnetFrontEnd, to_16k
 from learning.corpus.manifest import CorpusFile
+from learning.datasets.format import QUIET
 
 F32 = npt.NDArray[np.float32]
 RATE = 48_000
-QUIET = "quiet"
 DROPPED = ""
 
 

@@ -24,11 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from inference.hearing import HeadWeights
+from inference.scoring import UNKNOWN
+from learning.datasets.format import QUIET
 from learning.training.head import HeadConfig, fit
 
 F32 = npt.NDArray[np.float32]
-UNKNOWN = "unknown"
-QUIET = "quiet"
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 

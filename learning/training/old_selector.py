@@ -21,9 +21,9 @@ from inference.hearing import WINDOW_48K
 from inference.modelfolder import ModelFolder
 from inference.scoring import TfliteModel, decide
 from learning.corpus.manifest import CorpusFile
-from learning.training.crossval import QUIET, WindowTable
-
-RATE = 48_000
+from learning.datasets.format import QUIET
+from learning.embeddings.cache import RATE
+from learning.training.crossval import WindowTable
 
 
 def decisions(table: WindowTable, files: Sequence[CorpusFile], cache: Path,

@@ -33,11 +33,11 @@ from learning.corpus.build import build_corpus
 from learning.corpus.fetch import default_cache_dir
 from learning.corpus.manifest import CorpusManifest
 from learning.corpus.packages import CLASSES, CURATED_PACKAGES
+from learning.datasets.format import QUIET
 from learning.embeddings.cache import DROPPED, WindowConfig, corpus_windows
 from learning.embeddings.mixing import mixtures
 from learning.training import old_selector
 from learning.training.crossval import (
-    QUIET,
     Scores,
     WindowTable,
     evaluate,
