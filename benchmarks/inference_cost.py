@@ -45,8 +45,8 @@ from threadpoolctl import threadpool_limits
 from audio.decode import decode_file
 from bus_schemas import pcm
 from inference.features import F32, FeatureParams, frame_windows, span_features, window_features
+from inference.loading import load_model
 from inference.modelfolder import ModelFolder
-from inference.scoring import TfliteModel
 from learning.corpus.fetch import default_cache_dir, fetch_package
 from learning.corpus.manifest import CorpusManifest
 
@@ -116,7 +116,7 @@ def measure(folder: ModelFolder, pcm16: I16, starts: I64, features: F32,
         cpu, wall = timed(in_batches(lambda s: span_features([(pcm16, s)], params), starts,
                                      LIVE_BATCH), repeats)
     rows.append(row("features (PCM16)", LIVE_BATCH, n, cpu, wall))
-    model = TfliteModel(folder, num_threads=threads)
+    model = load_model(folder, num_threads=threads)
     for batch in batches:
         n = features.shape[0] // batch * batch
         cpu, wall = timed(in_batches(model.predict, features, batch), repeats)

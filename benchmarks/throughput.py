@@ -46,6 +46,8 @@ from bus.publisher import Publisher
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
 from bus_schemas import AudioChunk, pcm
 from bus_schemas.streams import classifier_consumer, pipeline_durables
+from inference.modelfolder import ModelFolder
+from inference.registry import DEFAULT_SELECTOR
 from learning.corpus.fetch import default_cache_dir, fetch_package
 from learning.corpus.manifest import CorpusManifest
 from producers.replay import Replayer, ReplayItem
@@ -266,6 +268,10 @@ def main() -> None:
     ap.add_argument("--classifiers", type=int, default=1, help="classifier instances")
     ap.add_argument("--speed", default="max", help="N times real time, or max")
     ap.add_argument("--overlap", type=float, default=0.25)
+    ap.add_argument("--model", type=Path, default=DEFAULT_SELECTOR,
+                    help="the selector's model folder (default: the YAMNet-based one; "
+                         "models/selector-fast is the distilled CNN, models/selector the "
+                         "first log-mel selector)")
     ap.add_argument("--per-source", type=int, default=32,
                     help="channels per source (one stream each; at most 64)")
     args = ap.parse_args()
@@ -279,7 +285,7 @@ def main() -> None:
                                         default_cache_dir(), offset=first))
         bus_wall, bus_replay_cpu, bus_consumer_cpu = bus_alone(wavs, Path(tmp), 1.0)
         stack = Stack(CtlSettings(home=home, classifiers=args.classifiers,
-                                  overlap=args.overlap))
+                                  overlap=args.overlap, model_dir=args.model))
         try:
             stack.up()
             names = ["nats", "postgres", *[p.name for p in stack.processes()]]
@@ -302,6 +308,8 @@ def main() -> None:
     wall = t_end - t0
     audio_s = args.channels * args.seconds
     lat.sort()
+    meta = ModelFolder.load(args.model).meta
+    print(f"model {meta.model_id}@{meta.version} ({args.model})")
     print(f"channels={args.channels} in {len(wavs)} source(s) seconds={args.seconds} "
           f"classifiers={args.classifiers} "
           f"overlap={args.overlap} speed={args.speed} cores={psutil.cpu_count()}")

@@ -93,8 +93,8 @@ import numpy.typing as npt
 
 from bus_schemas.errors import TidzamError
 from inference.features import FeatureParams
-from inference.modelfolder import Decision
-from inference.scoring import SCORE_EPS, UNKNOWN, Model, Named, TfliteModel, decide
+from inference.modelfolder import Decision, ModelFolder
+from inference.scoring import SCORE_EPS, UNKNOWN, Model, Named, decide
 
 F32 = npt.NDArray[np.float32]
 
@@ -282,7 +282,7 @@ class Cascade:
 
     ``experts``: class path → the expert refining it (its ``model_id`` must be
     that path). ``decision``: thresholds of ``decide``; default the selector's
-    folder's for a ``TfliteModel``, else ``DEFAULT_DECISION``. Raises
+    folder's for a loaded model folder, else ``DEFAULT_DECISION``. Raises
     CascadeError for an expert that cannot join (every reason at once)."""
 
     def __init__(self, selector: Expert, experts: Mapping[str, AnyExpert],
@@ -305,8 +305,9 @@ class Cascade:
         self.selector = selector
         self.experts: Mapping[str, AnyExpert] = {k: experts[k] for k in plan.order}
         self.gate = gate
-        self.decision = decision or (selector.folder.meta.decision
-                                     if isinstance(selector, TfliteModel) else DEFAULT_DECISION)
+        folder = getattr(selector, "folder", None)  # a loaded model folder's own rule
+        self.decision = decision or (folder.meta.decision if isinstance(folder, ModelFolder)
+                                     else DEFAULT_DECISION)
         self._labels = plan.labels
         column = {label: i for i, label in enumerate(plan.labels)}
         self._nodes = tuple(_Node(experts[k], column[k],

@@ -3,6 +3,10 @@
 Training and the live classifier both call ``window_features``; a model folder
 records the ``FeatureParams`` it was trained with, and the classifier refuses a
 model whose parameters it cannot honour (``FeatureParams.check_compatible``).
+
+A model that makes its own features from the waveform (the YAMNet-based selector)
+asks for the kind ``wave-v1``: its "features" are the window's samples, float32 in
+[-1, 1], shape (window_samples,); the FFT and mel fields are then unused.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from bus_schemas.pcm import PCM16_SCALE, Samples
 F32 = npt.NDArray[np.float32]
 
 FEATURE_KIND = "logmel-v1"
+WAVE_KIND = "wave-v1"
+KINDS = (FEATURE_KIND, WAVE_KIND)
 
 
 class IncompatibleFeatures(TidzamError, ValueError):
@@ -51,7 +57,10 @@ class FeatureParams:
         return 1 + (self.window_samples - self.n_fft) // self.hop
 
     @property
-    def shape(self) -> tuple[int, int]:
+    def shape(self) -> tuple[int, ...]:
+        """One window's features: (frames, mels), or (samples,) for ``wave-v1``."""
+        if self.kind == WAVE_KIND:
+            return (self.window_samples,)
         return (self.n_frames, self.n_mels)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,10 +80,15 @@ class FeatureParams:
         return params
 
     def check_compatible(self) -> None:
-        if self.kind != FEATURE_KIND:
+        if self.kind not in KINDS:
             raise IncompatibleFeatures(
-                f"feature kind {self.kind!r} is not supported (this code makes {FEATURE_KIND!r})"
+                f"feature kind {self.kind!r} is not supported (this code makes "
+                f"{' or '.join(map(repr, KINDS))})"
             )
+        if self.sample_rate <= 0 or self.window_samples <= 0:
+            raise IncompatibleFeatures("the sample rate and the window must be positive")
+        if self.kind == WAVE_KIND:
+            return
         if self.n_fft > self.window_samples:
             raise IncompatibleFeatures(
                 f"n_fft {self.n_fft} is longer than the window ({self.window_samples} samples)"
@@ -163,6 +177,8 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
     Windows go through the FFT ``FEATURE_BLOCK`` at a time, so that the frames and
     their spectra stay in the CPU's cache (``FEATURE_BLOCK``'s comment).
     """
+    if params.kind == WAVE_KIND:
+        return _waves(spans, params.window_samples)
     n = sum(int(starts.shape[0]) for _, starts in spans)
     out = np.empty((n, *params.shape), dtype=np.float32)
     frames = np.empty((min(n, FEATURE_BLOCK), params.n_frames, params.n_fft), dtype=np.float32)
@@ -199,6 +215,22 @@ def span_features(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]],
                 done, row = done + row, 0
     if row:
         out[done:done + row] = _logmel(frames[:row], params)
+    return out
+
+
+def _waves(spans: Sequence[tuple[Samples, npt.NDArray[np.int64]]], window: int) -> F32:
+    """``wave-v1`` features: the windows' samples, float32 (N, window)."""
+    n = sum(int(starts.shape[0]) for _, starts in spans)
+    out = np.empty((n, window), dtype=np.float32)
+    row = 0
+    for signal, starts in spans:
+        scale = np.float32(1.0 / PCM16_SCALE) if signal.dtype == np.int16 else np.float32(1.0)
+        for start in starts.tolist():
+            if start < 0 or start + window > signal.shape[0]:
+                raise ValueError(f"a window at sample {start} does not fit a signal of "
+                                 f"{signal.shape[0]} samples")
+            np.multiply(signal[start:start + window], scale, out=out[row])
+            row += 1
     return out
 
 

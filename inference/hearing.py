@@ -107,6 +107,17 @@ def rms_db(windows: F32) -> F32:
     return levels
 
 
+def calibrated(scores: F32, thresholds: F32) -> F32:
+    """Scores with each class's threshold moved to 0.5, in logits:
+    ``sigmoid(logit(s) - logit(t))``. A class passes its threshold when its
+    calibrated score is ≥ 0.5; the class that passes by the most logits wins."""
+    s = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
+    t = np.clip(np.asarray(thresholds, dtype=np.float64), 1e-7, 1 - 1e-7)
+    logits = np.log(s / (1 - s)) - np.log(t / (1 - t))
+    out: F32 = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True)
 class HeadWeights:
     """``mean``/``std`` (D,) z-score the embedding features; ``we`` (D, K), ``wm`` (K, K),

@@ -13,6 +13,13 @@
                        "n_windows_test", "packages": {name: version}},
      "created": ISO time, "framework": {"tensorflow": "2.21.0", ...}}
 
+A folder of the YAMNet-based selector (``"engine": "yamnet-head"``) holds
+``head.npz`` instead of ``model.tflite``, and ``"hearing"`` says which front end
+(a folder beside the built-in models, checked by sha256) and how many of its
+frames a window averages; its ``decision.per_class`` are the calibrated
+thresholds (``inference.hearing_model``), and ``crossval`` its
+leave-one-package-out results.
+
 ``confusion[i][j]`` counts held-out windows of true class ``labels[i]`` scored
 ``labels[j]``. ``corpus.json`` is the training corpus manifest
 (``learning.corpus.build.CorpusManifest``): every file's origin, licence and side of
@@ -48,6 +55,7 @@ from inference.semver import is_semver
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.tflite"
+HEAD_FILE = "head.npz"
 META_FILE = "model.json"
 MANIFEST_FILE = "corpus.json"
 
@@ -63,10 +71,20 @@ class _Strict(BaseModel):
 
 
 class Decision(_Strict):
-    """Top label if its score ≥ threshold and beats the runner-up by ≥ margin."""
+    """Top label if its score ≥ threshold and beats the runner-up by ≥ margin.
+    ``per_class``: thresholds calibrated per class, which the model applies to its
+    scores before this rule (each moved to 0.5; ``inference.hearing.calibrated``)."""
 
     threshold: float = Field(ge=0.0, le=1.0)
     margin: float = Field(ge=0.0, le=1.0)
+    per_class: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("per_class")
+    @classmethod
+    def _per_class(cls, value: dict[str, float]) -> dict[str, float]:
+        if not all(0.0 < t < 1.0 for t in value.values()):
+            raise ValueError("per-class thresholds must be in (0, 1)")
+        return value
 
 
 class InputSpec(_Strict):
@@ -79,7 +97,7 @@ class ClassMetrics(_Strict):
     recall: float = Field(ge=0.0, le=1.0)
     f1: float = Field(ge=0.0, le=1.0)
     support: int = Field(ge=0)
-    split: Literal["group", "time"]
+    split: Literal["group", "time", "package"]
 
 
 class HeldOut(_Strict):
@@ -103,6 +121,48 @@ class TrainingData(_Strict):
     packages: dict[str, str]
 
 
+class FrontEnd(_Strict):
+    """A pretrained front end: ``folder`` beside the built-in models, its file's sha256."""
+
+    folder: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Hearing(_Strict):
+    """How the YAMNet-based selector hears a window: ``frames`` YAMNet frames
+    ``frame_hop_s`` apart, their head scores averaged (1: no smoothing); a window
+    whose middle frame is below ``quiet_gate_db`` (RMS dBFS) is quiet."""
+
+    front_end: FrontEnd
+    frames: int = Field(ge=1, le=9)
+    frame_hop_s: float = Field(gt=0.0)
+    quiet_gate_db: float
+
+
+class CrossValClass(_Strict):
+    precision: float = Field(ge=0.0, le=1.0)
+    recall: float = Field(ge=0.0, le=1.0)
+    f1: float = Field(ge=0.0, le=1.0)
+    support: int = Field(ge=0)
+
+
+class CrossValResult(_Strict):
+    macro_f1: float = Field(ge=0.0, le=1.0)
+    n_windows: int = Field(ge=0)
+    per_class: dict[str, CrossValClass]
+    per_package_accuracy: dict[str, float] = Field(default_factory=dict)
+
+
+class CrossVal(_Strict):
+    """Leave-one-package-out cross-validation: ``results`` by method (this model's,
+    the old selector's...), ``chosen``: the settings the inner folds chose."""
+
+    method: str
+    packages: list[str]
+    results: dict[str, CrossValResult]
+    chosen: dict[str, str] = Field(default_factory=dict)
+
+
 class ModelMeta(_Strict):
     """The content of ``model.json``."""
 
@@ -117,6 +177,9 @@ class ModelMeta(_Strict):
     created: datetime
     framework: dict[str, str] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)  # wall seconds, ms per window
+    engine: Literal["tflite", "yamnet-head"] = "tflite"
+    hearing: Hearing | None = None
+    crossval: CrossVal | None = None
 
     @field_validator("model_id")
     @classmethod
@@ -141,6 +204,12 @@ class ModelMeta(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelMeta:
+        if (self.engine == "yamnet-head") != (self.hearing is not None):
+            raise ValueError("a yamnet-head model, and only one, says how it hears "
+                             "('hearing')")
+        unknown_t = set(self.decision.per_class) - set(self.labels)
+        if unknown_t:
+            raise ValueError(f"thresholds for classes that are not labels: {sorted(unknown_t)}")
         if self.metrics is not None:
             n = len(self.labels)
             conf = self.metrics.confusion
@@ -162,7 +231,8 @@ class ModelFolder:
 
     @property
     def model_path(self) -> Path:
-        return self.path / MODEL_FILE
+        """The file that holds the weights: the TFLite file, or the head's arrays."""
+        return self.path / (HEAD_FILE if self.meta.engine == "yamnet-head" else MODEL_FILE)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -186,13 +256,14 @@ class ModelFolder:
         if meta.input.shape != expected:
             raise ModelFolderError(f"{folder / META_FILE}: input shape {meta.input.shape} does "
                                    f"not match the feature parameters (expected {expected})")
-        model = folder / MODEL_FILE
+        loaded = cls(folder, meta, params)
+        model = loaded.model_path
         if not model.is_file() or model.stat().st_size == 0:
-            raise ModelFolderError(f"{folder} has no {MODEL_FILE}")
+            raise ModelFolderError(f"{folder} has no {model.name}")
         if meta.training_data is not None and not (folder / meta.training_data.manifest).is_file():
             raise ModelFolderError(
                 f"{folder} lacks {meta.training_data.manifest}, the training corpus manifest")
-        return cls(folder, meta, params)
+        return loaded
 
 
 def _read_meta(folder: Path) -> ModelMeta:
@@ -211,14 +282,16 @@ def _read_meta(folder: Path) -> ModelMeta:
         raise ModelFolderError(f"{meta_path} is invalid: {problems}") from exc
 
 
-def write_model_folder(path: Path, meta: ModelMeta, tflite: bytes,
+def write_model_folder(path: Path, meta: ModelMeta, weights: bytes,
                        manifest_json: str | None) -> ModelFolder:
-    """Write ``model.tflite``, ``model.json`` and (if given) ``corpus.json``, then
-    load the folder back to validate it."""
+    """Write the weights (``model.tflite``, or ``head.npz`` for a yamnet-head model),
+    ``model.json`` and (if given) ``corpus.json``, then load the folder back to
+    validate it."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / MODEL_FILE).write_bytes(tflite)
+    name = HEAD_FILE if meta.engine == "yamnet-head" else MODEL_FILE
+    (path / name).write_bytes(weights)
     (path / META_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
     if manifest_json is not None:
         (path / MANIFEST_FILE).write_text(manifest_json)
-    log.info("wrote model folder %s (%d bytes of TFLite)", path, len(tflite))
+    log.info("wrote model folder %s (%d bytes in %s)", path, len(weights), name)
     return ModelFolder.load(path)

@@ -35,12 +35,15 @@ import numpy as np
 from bus_schemas import ModelDeployed
 from bus_schemas.errors import TidzamError
 from inference.features import IncompatibleFeatures
-from inference.modelfolder import META_FILE, MODEL_FILE, ModelFolder, ModelFolderError
+from inference.modelfolder import META_FILE, ModelFolder, ModelFolderError
 from inference.semver import semver_key
 
 log = logging.getLogger(__name__)
 
 BUILTIN_ROOT = Path(__file__).resolve().parents[1] / "models"
+# the selector a classifier runs when nothing was deployed (TIDZAM_MODEL_DIR): the
+# YAMNet-based one; ``models/selector`` is the first, log-mel selector (1.1.0)
+DEFAULT_SELECTOR = BUILTIN_ROOT / "selector-yamnet"
 
 class RegistryError(TidzamError):
     """A registry request that cannot be honoured: unknown model, duplicate version,
@@ -79,7 +82,7 @@ class RegisteredModel:
 
 def model_files(folder: ModelFolder) -> list[str]:
     """The files that make the model: what ``add`` copies and compares."""
-    names = [MODEL_FILE, META_FILE]
+    names = [folder.model_path.name, META_FILE]
     if folder.meta.training_data is not None:
         manifest = folder.meta.training_data.manifest
         parts = Path(manifest).parts
@@ -101,20 +104,21 @@ def content_digest(folder: ModelFolder) -> str:
 
 
 def check_runs(folder: ModelFolder, num_threads: int = 1) -> None:
-    """Load the TFLite file with LiteRT and score one silent window: the folder is
-    usable by a classifier, not only well described. Raises ModelFolderError."""
-    from inference.scoring import TfliteModel  # LiteRT only when a model is checked
+    """Load the model (LiteRT) and score one silent window: the folder is usable by
+    a classifier, not only well described. Raises ModelFolderError."""
+    from inference.loading import load_model  # LiteRT only when a model is checked
 
+    weights = folder.model_path
     try:
-        model = TfliteModel(folder, num_threads=num_threads, cache_sizes=1)
+        model = load_model(folder, num_threads=num_threads)
         scores = model.predict(np.zeros((1, *folder.params.shape), dtype=np.float32))
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelFolderError(f"{folder.path / MODEL_FILE} does not run: {exc}") from exc
+    except (ValueError, RuntimeError, OSError, TidzamError) as exc:
+        raise ModelFolderError(f"{weights} does not run: {exc}") from exc
     if scores.shape != (1, len(folder.labels)):
-        raise ModelFolderError(f"{folder.path / MODEL_FILE} gives {scores.shape[1]} scores "
+        raise ModelFolderError(f"{weights} gives {scores.shape[1]} scores "
                                f"per window for {len(folder.labels)} labels")
     if not np.all(np.isfinite(scores)):
-        raise ModelFolderError(f"{folder.path / MODEL_FILE} gives non-finite scores")
+        raise ModelFolderError(f"{weights} gives non-finite scores")
 
 
 def validate(path: Path) -> ModelFolder:

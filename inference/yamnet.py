@@ -163,12 +163,13 @@ class YamnetFrontEnd:
 
 
 def to_16k(audio: F32, rate: int) -> F32:
-    """Mono float32 audio (n,) at ``rate`` resampled to 16 kHz (polyphase FIR, scipy)."""
+    """Mono float32 audio (n,) at ``rate`` resampled to 16 kHz (polyphase FIR, scipy);
+    a batch (N, n) is resampled row by row (along its last axis)."""
     if rate == SAMPLE_RATE:
         return np.asarray(audio, dtype=np.float32)
     g = np.gcd(rate, SAMPLE_RATE)
     out = scipy.signal.resample_poly(np.asarray(audio, dtype=np.float32),
-                                     SAMPLE_RATE // g, rate // g)
+                                     SAMPLE_RATE // g, rate // g, axis=-1)
     return np.asarray(out, dtype=np.float32)
 
 

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.modelfolder import ModelFolder
+from inference.registry import DEFAULT_SELECTOR
+from inference.windows import hop_samples
+
 
 def write_pcm(path: Path, audio: np.ndarray, rate: int = 48_000) -> Path:
     """A 16-bit WAV of ``audio``: float (channels, n) in [-1, 1]."""
@@ -35,3 +39,9 @@ def write_wav(path: Path, seconds: float, rate: int = 48_000, channels: int = 1,
 def expected_windows(n_samples: int, window: int, hop: int) -> int:
     """How many windows i*hop .. i*hop+window fit in a session of n samples."""
     return 0 if n_samples < window else (n_samples - window) // hop + 1
+
+
+def default_grid(overlap: float = 0.25) -> tuple[int, int]:
+    """(window, hop) in samples of the default selector (a stack's) at ``overlap``."""
+    window = ModelFolder.load(DEFAULT_SELECTOR).params.window_samples
+    return window, hop_samples(window, overlap)

@@ -13,10 +13,12 @@ import msgpack
 import psycopg
 import pytest
 
+from audio.decode import decode_file
 from bus.backlog import wait_idle
 from bus.connect import connect
 from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION
 from bus_schemas.streams import DLQ_REASON, pipeline_durables
+from tests.audio_files import default_grid, expected_windows
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, real_file
 from tests.stack_helpers import REPO, ctl, running_stack, wait_for
 from tidzam_ctl.stack.stack import Stack
@@ -83,8 +85,10 @@ def test_kill_9_classifier_and_projector_mid_replay_loses_and_doubles_nothing(
     files = [real_file(MEGAGLEST, NIGHT), real_file(MEGAGLEST, DAY)]
     calm, calm_windows = _run(tmp_path / "calm", files, disturb=False)
     hurt, hurt_windows = _run(tmp_path / "hurt", files, disturb=True)
-    # 131 s + 60 s stereo at a 0.375 s hop: every window once, in both runs
-    assert calm_windows == hurt_windows > 900
+    # 131 s + 60 s stereo on the default selector's grid: every window once, in both runs
+    expected = sum(2 * expected_windows(decode_file(f)[0].shape[1], *default_grid())
+                   for f in files)
+    assert calm_windows == hurt_windows == expected
     assert len(calm) > 0
     assert hurt == calm
 

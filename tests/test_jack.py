@@ -15,7 +15,7 @@ import psycopg
 from audio.decode import decode_all
 from consumers.jack_output import PortFifo
 from tests.audio_files import write_pcm
-from tests.real_audio import MEGAGLEST, RAIN, real_file
+from tests.real_audio import MEGAGLEST, RAIN, STORM, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 
 ASTERISK = "asterisk-core-sounds-en-wav"
@@ -79,7 +79,7 @@ def test_jack_ports_are_captured_channel_by_channel(tmp_path: Path) -> None:
     by_channel: dict[int, Counter[str]] = {}
     for channel, label in rows:
         by_channel.setdefault(channel, Counter())[label] += 1
-    assert by_channel[0].most_common(1)[0][0] == "rain"
+    assert by_channel[0].most_common(1)[0][0] in STORM
     assert by_channel[1].most_common(1)[0][0] == "speech"
 
 

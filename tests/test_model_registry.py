@@ -32,8 +32,12 @@ from inference.semver import VersionError, semver_key
 REPO = Path(__file__).resolve().parents[1]
 SELECTOR = REPO / "models" / "selector"
 SHIPPED_META = json.loads((SELECTOR / "model.json").read_text())
-SHIPPED = SHIPPED_META["version"]  # the shipped selector's version, whatever it is now
-_ABOVE = semver_key(SHIPPED)[0] + 1
+SHIPPED = SHIPPED_META["version"]  # the first selector's version, whatever it is now
+# every built-in version of the selector (the first, the YAMNet-based, the fast one)
+BUILTIN = sorted((m["version"] for m in (json.loads(p.read_text())
+                                         for p in (REPO / "models").glob("*/model.json"))
+                  if m["model_id"] == "selector"), key=semver_key)
+_ABOVE = semver_key(BUILTIN[-1])[0] + 1
 
 
 def later(minor: int) -> str:
@@ -77,13 +81,13 @@ def test_add_copies_the_model_and_resolves_the_newest_version(tmp_path: Path) ->
         "corpus.json", "model.json", "model.tflite"]
     listed = registry.entries()
     assert [(e.version, e.builtin) for e in listed] == [
-        (SHIPPED, True), (later(1), False), (later(2), False), (later(10), False)]
+        *((v, True) for v in BUILTIN), (later(1), False), (later(2), False), (later(10), False)]
     assert all(e.folder is not None and e.problem is None for e in listed)
     assert registry.resolve("selector").version == later(10)  # semver, not string order
     assert registry.resolve(f"selector@{SHIPPED}").path == SELECTOR
     missing = f"{_ABOVE + 1}.0.0"
     with pytest.raises(RegistryError, match=re.escape(
-            f"no version {missing}; versions: {SHIPPED}, {later(1)}")):
+            f"no version {missing}; versions: {', '.join(BUILTIN)}, {later(1)}")):
         registry.resolve(f"selector@{missing}")
     with pytest.raises(RegistryError, match="no model 'birds'"):
         registry.resolve("birds")
@@ -124,7 +128,7 @@ def test_invalid_folders_are_not_added(tmp_path: Path) -> None:
         registry.add(escaping)
     with pytest.raises(ModelFolderError, match="no such directory"):
         registry.add(tmp_path / "missing")
-    assert [e.version for e in registry.entries()] == [SHIPPED]
+    assert [e.version for e in registry.entries()] == BUILTIN
     assert not list((tmp_path / "models").rglob("model.tflite"))  # no half copy left
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from bus.settings import TidzamSettings
+from inference.registry import DEFAULT_SELECTOR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ class CtlSettings(TidzamSettings):
     home: Path = Field(default_factory=default_home)
     nats_url: SecretStr | None = None
     database_url: SecretStr | None = None
-    model_dir: Path = REPO_ROOT / "models" / "selector"
+    model_dir: Path = DEFAULT_SELECTOR
     sample_rate: int = 48_000
     chunk_s: float = Field(1.0, gt=0.05, le=10.0)
     overlap: float = Field(0.25, ge=0.0, lt=1.0)

@@ -32,9 +32,9 @@ from inference.cascade import (
     candidate,
     plan_experts,
 )
+from inference.loading import FolderModel, load_model
 from inference.modelfolder import ModelFolder, ModelFolderError
 from inference.registry import ModelRegistry
-from inference.scoring import TfliteModel
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,13 @@ def deployed_folder(event: ModelDeployed) -> ModelFolder:
     return folder
 
 
-def load_deployed(event: ModelDeployed, num_threads: int) -> TfliteModel:
+def load_deployed(event: ModelDeployed, num_threads: int) -> FolderModel:
     """Worker thread: the scorer of a deploy (raises one of ``LOAD_ERRORS``)."""
-    return TfliteModel(deployed_folder(event), num_threads=num_threads)
+    return load_model(deployed_folder(event), num_threads=num_threads)
 
 
 async def initial_scorer(history: list[tuple[int, ModelDeployed]], fallback: Path,
-                         num_threads: int) -> TfliteModel:
+                         num_threads: int) -> FolderModel:
     """The newest deploy that loads, else the fallback folder."""
     for seq, event in reversed(history):
         try:
@@ -73,7 +73,7 @@ async def initial_scorer(history: list[tuple[int, ModelDeployed]], fallback: Pat
     if history:
         log.error("no deployed version of %s loads: using %s", history[-1][1].model_id,
                   fallback)
-    return await asyncio.to_thread(TfliteModel, fallback, num_threads)
+    return await asyncio.to_thread(load_model, fallback, num_threads)
 
 
 # ------------------------------------------------------------------ experts
@@ -130,7 +130,7 @@ def _shadowed(folders: Mapping[str, ModelFolder], builtin: Mapping[str, AudioExp
 
 
 async def build_cascade(selector: Expert, folders: Mapping[str, ModelFolder], gate: float,
-                        num_threads: int, loaded: MutableMapping[Path, TfliteModel],
+                        num_threads: int, loaded: MutableMapping[Path, FolderModel],
                         builtin: Mapping[str, AudioExpert] | None = None
                         ) -> tuple[Cascade, list[str]]:
     """The cascade of ``selector``, the expert ``folders`` (id → folder) and the
@@ -153,7 +153,7 @@ async def build_cascade(selector: Expert, folders: Mapping[str, ModelFolder], ga
             model = loaded.get(folder.path)
             if model is None or model.version != folder.meta.version:
                 try:
-                    model = await asyncio.to_thread(TfliteModel, folder, num_threads)
+                    model = await asyncio.to_thread(load_model, folder, num_threads)
                 except LOAD_ERRORS as exc:
                     problems.append(f"expert {model_id}@{folder.meta.version} ({folder.path}) "
                                     f"cannot be loaded: {exc}")
@@ -176,7 +176,7 @@ class ModelFollower:
     def __init__(self, classifier: Classifier, *, num_threads: int = 1,
                  after_seq: int = 0, gate: float | None = None,
                  candidates: Mapping[str, ModelFolder] | None = None,
-                 loaded: MutableMapping[Path, TfliteModel] | None = None,
+                 loaded: MutableMapping[Path, FolderModel] | None = None,
                  builtin: Mapping[str, AudioExpert] | None = None) -> None:
         self.classifier = classifier
         self.builtin: Mapping[str, AudioExpert] = builtin or {}  # BirdNET: never deployed
@@ -185,11 +185,11 @@ class ModelFollower:
         self.gate = gate if gate is not None else (
             running.gate if isinstance(running, Cascade) else DEFAULT_GATE)
         running_experts = [e for e in (running.experts.values() if isinstance(running, Cascade)
-                                       else ()) if isinstance(e, TfliteModel)]
+                                       else ()) if isinstance(e, FolderModel)]
         # the experts running now stay candidates unless ``candidates`` says otherwise
         self.candidates: dict[str, ModelFolder] = {
             **{e.model_id: e.folder for e in running_experts}, **(candidates or {})}
-        self._loaded: MutableMapping[Path, TfliteModel] = loaded if loaded is not None else {}
+        self._loaded: MutableMapping[Path, FolderModel] = loaded if loaded is not None else {}
         for expert in running_experts:
             self._loaded.setdefault(expert.folder.path, expert)
         self.num_threads = num_threads
@@ -248,7 +248,7 @@ class ModelFollower:
     async def _apply_selector(self, event: ModelDeployed, seq: int) -> bool:
         spec = f"{event.model_id}@{event.model_version}"
         selector = self.selector
-        loaded = selector.folder if isinstance(selector, TfliteModel) else None
+        loaded = selector.folder if isinstance(selector, FolderModel) else None
         same_path = loaded is not None and Path(event.path) == Path(loaded.path)
         if event.model_version == selector.version and same_path:
             log.info("deploy of %s (CONTROL seq %d): already running it", spec, seq)
@@ -258,7 +258,7 @@ class ModelFollower:
             refusal = self.classifier.refusal(folder.meta.model_id, folder.params)
             if refusal is not None:  # before the TFLite file: the clearest reason
                 raise ModelRefused(refusal)
-            scorer = await asyncio.to_thread(TfliteModel, folder, self.num_threads)
+            scorer = await asyncio.to_thread(load_model, folder, self.num_threads)
             cascade, problems = await build_cascade(scorer, self.candidates, self.gate,
                                                     self.num_threads, self._loaded, self.builtin)
             self.classifier.swap(cascade)
@@ -320,6 +320,6 @@ class ModelFollower:
 
     def _switched(self, cascade: Cascade) -> None:
         self.switches += 1
-        in_use = {e.folder.path for e in cascade.experts.values() if isinstance(e, TfliteModel)}
+        in_use = {e.folder.path for e in cascade.experts.values() if isinstance(e, FolderModel)}
         for path in [p for p in self._loaded if p not in in_use]:
             del self._loaded[path]  # the previous batch holds its own reference

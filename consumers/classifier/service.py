@@ -66,18 +66,17 @@ from consumers.classifier.deploys import (
 )
 from inference.birdnet import WEEKS, YEAR_ROUND, BirdNetError, SiteConfig, Week, load_birdnet
 from inference.cascade import DEFAULT_GATE, AudioExpert
+from inference.loading import FolderModel
 from inference.modelfolder import ModelFolder
-from inference.registry import ModelRegistry
-from inference.scoring import TfliteModel
+from inference.registry import DEFAULT_SELECTOR, ModelRegistry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "selector"
 
 
 class ClassifierSettings(TidzamSettings):
     nats_url: SecretStr
-    model_dir: Path = DEFAULT_MODEL  # the model id, and the version when none is deployed
+    model_dir: Path = DEFAULT_SELECTOR  # the model id, and the version when none is deployed
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     # a session whose next chunk is this late in the stream's own clock is closed there
     stall_s: float = Field(10.0, gt=0.0)
@@ -140,7 +139,7 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
     if registry is None:
         log.info("TIDZAM_HOME is not set: experts come from deploys and models/ only")
     folders = await asyncio.to_thread(expert_folders, history, registry, model_id)
-    loaded: dict[Path, TfliteModel] = {}
+    loaded: dict[Path, FolderModel] = {}
     builtin = await builtin_experts(settings)
     cascade, problems = await build_cascade(selector, folders, settings.expert_gate,
                                             settings.threads, loaded, builtin)

@@ -37,8 +37,10 @@ def _separable_bn(layers: Any, x: Any, filters: int) -> Any:
 
 
 def build_selector(n_classes: int, params: FeatureParams, mean: float, std: float,
-                   width: int = 24, dropout: float = 0.3, k: Any = keras) -> Any:
-    """The selector CNN: (N, frames, mels) float32 log-mel → (N, n_classes) softmax.
+                   width: int = 24, dropout: float = 0.3, k: Any = keras,
+                   activation: str = "softmax") -> Any:
+    """The selector CNN: (N, frames, mels) float32 log-mel → (N, n_classes) softmax
+    (or one sigmoid per class: ``activation="sigmoid"``, the distilled selector's).
 
     ``k`` is the Keras to build with: Keras 3 (default, what is exported), or
     ``tf_keras`` (Keras 2) for distributed training: the same layers in the same
@@ -47,7 +49,7 @@ def build_selector(n_classes: int, params: FeatureParams, mean: float, std: floa
     if n_classes < 1:
         raise ValueError("a classifier needs at least one class")
     layers = k.layers
-    frames, mels = params.shape
+    frames, mels = params.shape  # a log-mel window
     inputs = k.Input(shape=(frames, mels), name="logmel", dtype="float32")
     x = layers.Reshape((frames, mels, 1))(inputs)
     x = layers.Rescaling(1.0 / std, offset=-mean / std)(x)
@@ -58,5 +60,5 @@ def build_selector(n_classes: int, params: FeatureParams, mean: float, std: floa
     pooled = layers.Concatenate(name="embedding")([layers.GlobalAveragePooling2D()(x),
                                    layers.GlobalMaxPooling2D()(x)])
     pooled = layers.Dropout(dropout)(pooled)
-    outputs = layers.Dense(n_classes, activation="softmax", name="scores")(pooled)
+    outputs = layers.Dense(n_classes, activation=activation, name="scores")(pooled)
     return k.Model(inputs, outputs, name="selector")

@@ -10,9 +10,15 @@ of that fold's training. Each window is tested exactly once; the pooled decision
 per-class precision, recall and F1 (``Scores``) and their macro average.
 
 The decision (``decide``): a window below the energy gate is ``quiet``; otherwise
-the class whose score passes its threshold by the largest ratio, or ``unknown``
-when none passes. Optional smoothing averages each window's scores with its
-neighbours in the same recording (within one hop) before deciding.
+the class whose score passes its threshold by the widest margin in logits
+(``inference.hearing.calibrated``: each threshold moved to 0.5, as the live
+selector does), or ``unknown`` when none passes. Optional smoothing averages each
+window's scores with its neighbours in the same recording (within one hop) before
+deciding.
+
+The head's settings (its L2 strength, smoothing or not) are chosen inside each
+fold (``tuned_scorer``): by inner folds of the training packages, never by the
+package the fold tests.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from inference.hearing import HeadWeights
+from inference.hearing import HeadWeights, calibrated
 from inference.scoring import UNKNOWN
 from learning.datasets.format import QUIET
 from learning.training.head import HeadConfig, fit
@@ -106,9 +112,9 @@ def decide(scores: F32, thresholds: F32, quiet: npt.NDArray[np.bool_],
 def decide_each(scores: F32, thresholds: F32, quiet: npt.NDArray[np.bool_],
                 classes: Sequence[str]) -> list[str]:
     """``decide`` with each window's own thresholds (N, K)."""
-    ratio = scores / thresholds
-    best = ratio.argmax(axis=1)
-    passed = ratio[np.arange(len(best)), best] >= 1.0
+    fair = calibrated(scores, thresholds)
+    best = fair.argmax(axis=1)
+    passed = fair[np.arange(len(best)), best] >= 0.5
     return [QUIET if q else (classes[b] if p else UNKNOWN)
             for q, b, p in zip(quiet.tolist(), best.tolist(), passed.tolist(), strict=True)]
 
@@ -175,22 +181,105 @@ def _fit_rows(table: WindowTable, rows: npt.NDArray[np.int64], cfg: HeadConfig) 
                [table.group[i] for i in rows.tolist()], cfg)
 
 
-def _inner_thresholds(table: WindowTable, rows: npt.NDArray[np.int64], cfg: HeadConfig,
-                      folds: int) -> F32:
-    packages = sorted(set(table.package[rows].tolist()))
+def _inner_scores(table: WindowTable, rows: npt.NDArray[np.int64], cfg: HeadConfig,
+                  folds: int) -> F32 | None:
+    """Out-of-fold scores of ``rows`` by ``folds`` folds of their packages (a group
+    shipped by a held-out package trains no inner fold); None for a single package."""
+    packages = sorted(set(table.package[rows].tolist()) - {p for p in
+                      table.package[rows].tolist() if "|" in p})
     if len(packages) < 2:
-        return np.full(len(table.classes), 0.5, dtype=np.float32)
+        return None
     scores = np.zeros((rows.size, len(table.classes)), dtype=np.float32)
+    row_packages = [set(p.split("|")) for p in table.package[rows].tolist()]
+    row_groups = [set(table.group[i].split("|")) for i in rows.tolist()]
     for f in range(min(folds, len(packages))):
         held = set(packages[f::folds])
-        inner_test = np.isin(table.package[rows], list(held))
+        inner_test = np.array([len(p) == 1 and bool(p & held) for p in row_packages])
         held_groups = {table.group[i] for i in rows[inner_test].tolist()}
-        inner_train = ~inner_test & np.array([table.group[i] not in held_groups
-                                              for i in rows.tolist()])
+        inner_train = np.array([not (p & held) and not (g & held_groups)
+                                for p, g in zip(row_packages, row_groups, strict=True)])
         head = _fit_rows(table, rows[inner_train], cfg)
         idx = rows[inner_test]
         scores[inner_test] = head.scores(table.embedding[idx], table.mapped[idx])
+    return scores
+
+
+def _inner_thresholds(table: WindowTable, rows: npt.NDArray[np.int64], cfg: HeadConfig,
+                      folds: int) -> F32:
+    scores = _inner_scores(table, rows, cfg, folds)
+    if scores is None:
+        return np.full(len(table.classes), 0.5, dtype=np.float32)
     return calibrate(scores, table.targets(rows))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One candidate of the selection: the head's fit and whether scores are smoothed."""
+
+    head: HeadConfig
+    smooth: bool
+
+    def describe(self) -> str:
+        return (f"l2 {self.head.l2_embedding:g}/{self.head.l2_mapping:g}"
+                f"{', smoothed' if self.smooth else ''}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the inner folds chose, its thresholds and every candidate's inner macro-F1."""
+
+    setting: Setting
+    thresholds: F32
+    inner_f1: dict[str, float]
+
+
+def choose(table: WindowTable, rows: npt.NDArray[np.int64], settings: Sequence[Setting],
+           hop: int, folds: int = 3) -> Choice:
+    """The setting with the best macro-F1 on inner package folds of ``rows`` (the
+    first of equals), with thresholds calibrated on its out-of-fold scores."""
+    real = rows[~table.mixed[rows]] if table.mixed is not None else rows
+    position = np.flatnonzero(np.isin(rows, real))
+    truth = [table.labels[i] for i in real.tolist()]
+    best: tuple[float, Setting, F32] | None = None
+    inner_f1: dict[str, float] = {}
+    oof: dict[HeadConfig, F32 | None] = {}
+    for setting in settings:
+        if setting.head not in oof:
+            oof[setting.head] = _inner_scores(table, rows, setting.head, folds)
+        scores = oof[setting.head]
+        if scores is None:  # one package: nothing to choose by
+            return Choice(settings[0], np.full(len(table.classes), 0.5, np.float32), {})
+        if setting.smooth:
+            scores = smooth(scores, table.recording[rows], table.start[rows], hop)
+        thresholds = calibrate(scores, table.targets(rows))
+        decided = decide(scores[position], thresholds, table.quiet[real], table.classes)
+        f1 = score(truth, decided, (*table.classes, QUIET)).macro_f1
+        inner_f1[setting.describe()] = f1
+        if best is None or f1 > best[0]:
+            best = (f1, setting, thresholds)
+    assert best is not None
+    return Choice(best[1], best[2], inner_f1)
+
+
+def tuned_scorer(settings: Sequence[Setting], hop: int, inner_folds: int = 3,
+                 chosen: list[Choice] | None = None) -> Scorer:
+    """Per fold: ``choose`` a setting on inner folds of ``train``, fit it on all of
+    ``train``, and return (the ``test`` rows' scores, smoothed if chosen, thresholds);
+    each fold's choice is appended to ``chosen``."""
+    if not settings:
+        raise ValueError("tuned_scorer needs at least one setting")
+
+    def run(table: WindowTable, train: npt.NDArray[np.int64],
+            test: npt.NDArray[np.int64]) -> tuple[F32, F32]:
+        choice = choose(table, train, settings, hop, inner_folds)
+        if chosen is not None:
+            chosen.append(choice)
+        head = _fit_rows(table, train, choice.setting.head)
+        scores = head.scores(table.embedding[test], table.mapped[test])
+        if choice.setting.smooth:
+            scores = smooth(scores, table.recording[test], table.start[test], hop)
+        return scores, choice.thresholds
+    return run
 
 
 def fold_scores(table: WindowTable, scorer: Scorer,

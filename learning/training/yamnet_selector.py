@@ -1,13 +1,17 @@
-"""The YAMNet-based selector: cross-validate it, and (later) build its model folder.
+"""The YAMNet-based selector: cross-validate it and build its model folder.
 
-    python -m learning.training.yamnet_selector --crossval [--old-selector models/selector]
+    python -m learning.training.yamnet_selector --out models/selector-yamnet \
+        [--old-selector models/selector]
 
 fetches the corpus packages (``learning.corpus``), computes the front end's view of
 every window once (``learning.embeddings.cache``, cached), and runs the
 leave-one-package-out cross-validation (``learning.training.crossval``) of the
-zero-shot AudioSet mapping and of the fitted head side by side, each also with
-its scores smoothed over neighbouring windows, printing per-class
+zero-shot AudioSet mapping and of the head side by side, printing per-class
 precision/recall/F1, macro-F1 and each package's accuracy (``--json`` for a file).
+The head's settings (L2, smoothing over neighbouring frames) are chosen inside each
+fold by inner package folds; ``--out`` then chooses them the same way on every
+package, fits the head on every window, and writes the model folder with the
+cross-validation in its ``model.json`` (``--crossval`` alone writes nothing).
 """
 
 from __future__ import annotations
@@ -38,17 +42,25 @@ from learning.embeddings.cache import DROPPED, WindowConfig, corpus_windows
 from learning.embeddings.mixing import mixtures
 from learning.training import old_selector
 from learning.training.crossval import (
+    Choice,
     Scores,
+    Setting,
     WindowTable,
     evaluate,
     fold_scores,
-    head_scorer,
     score,
+    tuned_scorer,
     zero_shot_scorer,
 )
 from learning.training.head import HeadConfig
+from learning.training.yamnet_folder import CrossValRun, write_selector
 
 HEAD_CLASSES = tuple(c for c in CLASSES if c != QUIET)
+HEAD = "head"
+# what the inner folds choose among: the head's L2 toward the AudioSet mapping, and
+# whether a window's scores are the mean over it and its neighbours (3 frames)
+SETTINGS = tuple(Setting(HeadConfig(l2_embedding=l2), smoothed)
+                 for l2 in (1.0, 3.0, 10.0) for smoothed in (False, True))
 console = Console()
 
 
@@ -150,9 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also decide the packages this log-mel selector never "
                         "trained on (e.g. models/selector)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--out", type=Path, metavar="FOLDER",
+                        help="write the model folder here (after the cross-validation)")
+    parser.add_argument("--version", default="2.0.0", help="the model's version (2.0.0)")
     args = parser.parse_args(argv)
-    if not args.crossval:
-        parser.error("nothing to do: give --crossval")
+    if not (args.crossval or args.out):
+        parser.error("nothing to do: give --crossval or --out")
     cache = args.cache or default_cache_dir()
     t0 = time.monotonic()
     manifest = build_corpus(cache, packages=args.packages)
@@ -161,21 +176,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     hop = round(cfg.hop_s * 48_000)
     results: dict[str, Scores] = {}
     decided: dict[str, list[str]] = {}
-    for name, scorer in (("zero-shot", zero_shot_scorer), ("head", head_scorer(HeadConfig()))):
-        scores, thresholds = fold_scores(table, scorer)
-        results[name], decided[name] = evaluate(table, scores, thresholds)
-        smoothed = f"{name} smoothed"
-        results[smoothed], decided[smoothed] = evaluate(table, scores, thresholds, hop)
+    scores, thresholds = fold_scores(table, zero_shot_scorer)
+    results["zero-shot"], decided["zero-shot"] = evaluate(table, scores, thresholds)
+    results["zero-shot smoothed"], decided["zero-shot smoothed"] = evaluate(
+        table, scores, thresholds, hop)
+    chosen: list[Choice] = []
+    folds = sorted({p for p in table.package.tolist() if "|" not in p})
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("head, package by package", total=len(folds))
+        scores, thresholds = fold_scores(table, tuned_scorer(SETTINGS, hop, chosen=chosen),
+                                         progress=lambda _p: bar.advance(task))
+    results[HEAD], decided[HEAD] = evaluate(table, scores, thresholds)
+    choices = {p: c.setting.describe() for p, c in zip(folds, chosen, strict=True)}
     real = [p for p in table.package.tolist() if "|" not in p]
     console.print(scores_table(f"leave-one-package-out, {len(real)} windows, "
                                f"{len(set(real))} packages", results))
     for name, r in results.items():
         console.print(name, r.per_package_accuracy)
+    console.print("settings the inner folds chose:", choices)
     if args.old_selector:
         results.update(_against_old(table, manifest, cache, args.old_selector, decided))
-    console.print(f"{time.monotonic() - t0:.0f} s")
+    crossval_s = time.monotonic() - t0
+    console.print(f"cross-validation: {crossval_s:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({k: asdict(v) for k, v in results.items()}, indent=1))
+    if args.out:
+        truth = [table.labels[i] for i in np.flatnonzero(~table.mixed).tolist()] \
+            if table.mixed is not None else list(table.labels)
+        run = CrossValRun(results, HEAD, choices, truth, decided[HEAD], crossval_s)
+        folder = write_selector(args.out, args.version, table, manifest, cfg, SETTINGS, run, t0)
+        console.print(f"wrote {folder.path} ({folder.meta.model_id}@{folder.meta.version}, "
+                      f"{time.monotonic() - t0:.0f} s in all)")
     return 0
 
 

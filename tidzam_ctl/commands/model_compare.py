@@ -38,7 +38,7 @@ out = Console(soft_wrap=True)
 
 
 def compare_models(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace) -> int:
-    from inference.scoring import TfliteModel  # LiteRT only for the commands that score
+    from inference.loading import load_model  # LiteRT only for the commands that score
     from learning.compare.plan import CompareError, find_sources, plan, source_folders
 
     since, until = _time_range(args.since, args.until)
@@ -48,7 +48,7 @@ def compare_models(settings: CtlSettings, registry: ModelRegistry, args: argpars
                        EXIT_USAGE)
     folders = [_scoring_folder(_reference_path(settings, registry, args.a), args.a),
                _scoring_folder(registry.resolve(args.b).path, args.b)]
-    models = [TfliteModel(f, num_threads=args.threads) for f in folders]
+    models = [load_model(f, num_threads=args.threads) for f in folders]
     try:
         archive = source_folders(settings.archive_dir, args.database or (), args.source or ())
         segments = plan(find_sources(archive, args.source or ()), since, until)
