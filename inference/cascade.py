@@ -31,7 +31,10 @@ too uncertain to decide, for whoever re-thresholds the stored vectors later.
 
 Features are computed once per window for the whole cascade, so every expert
 must use exactly the selector's feature parameters (``CascadeError`` otherwise,
-naming the parameters that differ).
+naming the parameters that differ). One exception: under a selector whose features
+are the window's samples (``wave-v1``, the YAMNet-based selector), a log-mel expert
+at the same rate hears the middle of the window (``hears_middle``): its log-mel is
+computed there, for the gated rows only.
 
 Audio experts (``AudioExpert``, e.g. BirdNET in ``inference.birdnet``) do not take
 the log-mel window: they listen to ``RawAudio.context_samples`` of raw audio
@@ -92,7 +95,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bus_schemas.errors import TidzamError
-from inference.features import FeatureParams
+from inference.features import WAVE_KIND, FeatureParams, window_features
 from inference.modelfolder import Decision, ModelFolder
 from inference.scoring import SCORE_EPS, UNKNOWN, Model, Named, decide
 
@@ -227,6 +230,8 @@ def _problem(cand: Candidate, selector_spec: str, features: FeatureParams, paren
         if cand.features.sample_rate != features.sample_rate:
             return (f"expert {cand.spec} listens to audio at {cand.features.sample_rate} Hz "
                     f"where the selector {selector_spec} runs at {features.sample_rate} Hz")
+    elif hears_middle(features, cand.features):
+        pass  # the cascade cuts its log-mel window out of the middle of the selector's
     elif cand.features != features:
         differ = _differences(cand.features, features)
         return (f"expert {cand.spec} computes its features with {differ} where the "
@@ -242,6 +247,24 @@ def _problem(cand: Candidate, selector_spec: str, features: FeatureParams, paren
         return (f"expert {cand.spec} would add classes the cascade already has "
                 f"({', '.join(clash)})")
     return None
+
+
+def hears_middle(selector: FeatureParams, expert: FeatureParams) -> bool:
+    """Whether a log-mel expert joins a ``wave-v1`` selector (the YAMNet-based one) by
+    hearing the middle of its window: same rate, a window no longer."""
+    return (selector.kind == WAVE_KIND and expert.kind != WAVE_KIND
+            and expert.sample_rate == selector.sample_rate
+            and expert.window_samples <= selector.window_samples)
+
+
+def _expert_input(features: F32, selector: FeatureParams, expert: FeatureParams) -> F32:
+    """The rows' features as an expert takes them: the selector's own, or under a
+    ``wave-v1`` selector the log-mel of the middle of each window (``hears_middle``)."""
+    if expert == selector:
+        return features
+    first = (selector.window_samples - expert.window_samples) // 2
+    middle = np.ascontiguousarray(features[:, first:first + expert.window_samples])
+    return window_features(middle, expert)
 
 
 def _differences(mine: FeatureParams, theirs: FeatureParams) -> str:
@@ -373,7 +396,8 @@ class Cascade:
                 scores = expert.predict_audio(
                     audio.contexts(rows, expert.audio.context_samples), audio.start_ns(rows))
             else:
-                scores = expert.predict(features[rows])
+                scores = expert.predict(_expert_input(features[rows], self.features,
+                                                      expert.features))
             stop = node.start + len(expert.labels)
             out[rows, node.start:stop] = parent[rows, None] * scores
         return out

@@ -240,7 +240,7 @@ def test_a_stack_runs_a_real_expert_and_switches_it(tmp_path: Path) -> None:
         done = ctl(home, "replay", str(clip), "--source", source, "--wait", "--timeout", "120")
         assert done.returncode == 0, done.stderr
 
-    with running_stack(home) as stack:
+    with running_stack(home, model_dir=SELECTOR) as stack:  # the first, log-mel selector
         log = stack.log_dir / "classifier-0.log"
         wait_for(lambda: f"version {SHIPPED}+rain.1.0.0" in log.read_text(errors="replace"),
                  60,

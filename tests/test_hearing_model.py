@@ -19,7 +19,14 @@ from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier.classifier import Classifier, ModelRefused
-from inference.features import WAVE_KIND, FeatureParams, IncompatibleFeatures, span_features
+from inference.cascade import DEFAULT_GATE, Candidate, Cascade, plan_experts
+from inference.features import (
+    WAVE_KIND,
+    FeatureParams,
+    IncompatibleFeatures,
+    span_features,
+    window_features,
+)
 from inference.hearing import calibrated
 from inference.hearing_model import HearingModel
 from inference.loading import load_model
@@ -106,6 +113,36 @@ def test_wave_features_are_the_windows_samples() -> None:
         span_features([(signal, np.array([153]))], params)
     with pytest.raises(IncompatibleFeatures, match="not supported"):
         FeatureParams.from_dict({"kind": "wave-v9"})
+
+
+def test_a_log_mel_expert_hears_the_middle_of_the_window(model: HearingModel,
+                                                        tmp_path: Path) -> None:
+    """The first selector, renamed ``rain``, as an expert under the default one: it
+    runs on the log-mel of the middle 0.5 s of the rows whose rain score passes the gate."""
+    folder = tmp_path / "rain"
+    shutil.copytree(OLD_SELECTOR, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["model_id"] = "rain"
+    (folder / "model.json").write_text(json.dumps(meta))
+    expert = TfliteModel(folder)
+    cascade = Cascade(model, {"rain": expert})
+    n = model.features.window_samples
+    windows = np.stack([_rain(model.features.window_s),
+                        np.zeros(n, np.float32)])
+    scores = cascade.predict(windows)
+    assert cascade.labels == (*model.labels, *(f"rain-{x}" for x in expert.labels))
+    root = model.predict(windows)
+    assert np.allclose(scores[:, :len(model.labels)], root)
+    first = (n - expert.features.window_samples) // 2
+    heard = expert.predict(window_features(windows[:1, first:first + 24_000],
+                                           expert.features))
+    assert root[0, 3] >= DEFAULT_GATE and root[1, 3] < DEFAULT_GATE  # rain; silence
+    assert np.allclose(scores[0, len(model.labels):], root[0, 3] * heard[0], atol=1e-6)
+    assert not scores[1, len(model.labels):].any()
+    wide = FeatureParams(window_s=2.5)  # longer than the selector's window: refused
+    plan = plan_experts("selector@2", model.labels, model.features,
+                        {"rain": Candidate("rain@1", ("a",), wide)})
+    assert not plan.order and "window_s 2.5 (selector 1.95)" in plan.problems["rain"]
 
 
 def _copy(tmp_path: Path) -> Path:

@@ -33,11 +33,20 @@ from inference.placeholder import LoudnessScorer
 from inference.registry import Deployment
 from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
-from tests.audio_files import expected_windows, write_pcm, write_wav
+from tests.audio_files import default_grid, expected_windows, write_pcm, write_wav
 from tests.bus_reading import read_predictions
 from tests.real_audio import DAY, MEGAGLEST, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
-from tests.test_model_registry import SELECTOR, SHIPPED, SHIPPED_META, later, variant
+from tests.test_model_registry import (
+    BUILTIN,
+    DEFAULT,
+    SELECTOR,
+    SHIPPED,
+    SHIPPED_META,
+    default_variant,
+    later,
+    variant,
+)
 from tests.waiting import wait_until
 from tidzam_ctl.stack.stack import Stack
 
@@ -237,7 +246,8 @@ def test_the_cli_refuses_a_broken_folder_before_touching_the_bus(tmp_path: Path)
     refused = ctl(home, "model", "add", str(broken))
     assert refused.returncode == 2 and "not added" in refused.stderr
     listing = json.loads(ctl(home, "model", "ls", "--json").stdout)
-    assert [(r["version"], r["deployed"]) for r in listing] == [(SHIPPED, None), (newest, None)]
+    assert [(r["version"], r["deployed"]) for r in listing] == [
+        *((v, None) for v in BUILTIN), (newest, None)]
     shown = ctl(home, "model", "show", f"selector@{SHIPPED}")
     assert shown.returncode == 0 and "speech" in shown.stdout
     # the speech row of the metrics table: precision, recall, F1 as `model show` formats them
@@ -297,17 +307,19 @@ def _stored_on_the_bus(stack: Stack, source: str) -> int:
 
 def test_deploys_and_rollbacks_switch_a_running_stack(tmp_path: Path) -> None:
     day, _ = decode_all(real_file(MEGAGLEST, DAY), 48_000)
-    clip = write_pcm(tmp_path / "day.wav", day[:, 20 * 48_000:23 * 48_000])  # 3 s, stereo
-    per_channel = expected_windows(3 * 48_000, 24_000, 18_000)
-    with running_stack(tmp_path / "home") as stack:
+    clip = write_pcm(tmp_path / "day.wav", day[:, 20 * 48_000:28 * 48_000])  # 8 s, stereo
+    window, hop = default_grid()
+    per_channel = expected_windows(8 * 48_000, window, hop)
+    with running_stack(tmp_path / "home") as stack:  # the default selector, DEFAULT
         home = stack.home
         nothing = ctl(home, "model", "rollback", "selector")
         assert nothing.returncode == 2 and "nothing to roll back to" in nothing.stderr
         _replay(stack, clip, "before")
         new = later(1)
-        assert ctl(home, "model", "add", str(variant(tmp_path / "v11", new))).returncode == 0
+        added = ctl(home, "model", "add", str(default_variant(tmp_path / "v11", new)))
+        assert added.returncode == 0
         deployed = ctl(home, "model", "deploy", "selector")
-        assert deployed.returncode == 0 and f"deployed selector@{new} (was {SHIPPED})" in \
+        assert deployed.returncode == 0 and f"deployed selector@{new} (was {DEFAULT})" in \
             deployed.stderr.replace("\n", " ")
         wait_for(lambda: f"→ selector@{new}" in _classifier_log(stack), 60, "the switch")
         _replay(stack, clip, "after")
@@ -319,27 +331,28 @@ def test_deploys_and_rollbacks_switch_a_running_stack(tmp_path: Path) -> None:
         _replay(stack, clip, "restarted")
 
         back = ctl(home, "model", "rollback", "selector")
-        assert back.returncode == 0 and f"rolled back to selector@{SHIPPED}" in back.stderr
-        wait_for(lambda: f"→ selector@{SHIPPED}" in _classifier_log(stack), 60, "the rollback")
+        assert back.returncode == 0 and f"rolled back to selector@{DEFAULT}" in back.stderr
+        wait_for(lambda: f"→ selector@{DEFAULT}" in _classifier_log(stack), 60, "the rollback")
         _replay(stack, clip, "rolledback")
 
         bad = later(2)
-        broken = variant(tmp_path / "v12", bad)
+        broken = default_variant(tmp_path / "v12", bad)
         assert ctl(home, "model", "add", str(broken)).returncode == 0
-        (home / "models" / "selector" / bad / "model.tflite").write_bytes(b"garbage")
+        (home / "models" / "selector" / bad / "head.npz").write_bytes(b"garbage")
         refused = ctl(home, "model", "deploy", f"selector@{bad}")
         assert refused.returncode == 1 and "does not run" in refused.stderr
         listing = json.loads(ctl(home, "model", "ls", "--json").stdout)
         assert {r["version"]: r["deployed"] for r in listing} == {
-            SHIPPED: True, new: False, bad: False}
+            **{v: False for v in BUILTIN}, DEFAULT: True, new: False, bad: False}
 
-        for source, version in (("before", SHIPPED), ("after", new),
-                                ("restarted", new), ("rolledback", SHIPPED)):
+        for source, version in (("before", DEFAULT), ("after", new),
+                                ("restarted", new), ("rolledback", DEFAULT)):
             rows = _windows(stack, source)
             assert {v for _, _, v in rows} == {version}, source
             keys = [(c, t) for c, t, _ in rows]
             assert len(keys) == len(set(keys)) == 2 * per_channel, source  # each window once
             for ch in (0, 1):
                 starts = sorted(t for c, t in keys if c == ch)
-                assert {b - a for a, b in itertools.pairwise(starts)} == {375_000_000}, source
+                steps = {b - a for a, b in itertools.pairwise(starts)}
+                assert steps == {hop * 10**9 // 48_000}, source
             assert _stored_on_the_bus(stack, source) == 2 * per_channel, source

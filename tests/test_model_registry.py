@@ -22,6 +22,7 @@ from bus.publisher import Publisher
 from bus_schemas import ModelDeployed, SourceRemoved
 from inference.modelfolder import ModelFolderError
 from inference.registry import (
+    DEFAULT_SELECTOR,
     DeployHistory,
     Deployment,
     ModelRegistry,
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SELECTOR = REPO / "models" / "selector"
 SHIPPED_META = json.loads((SELECTOR / "model.json").read_text())
 SHIPPED = SHIPPED_META["version"]  # the first selector's version, whatever it is now
+DEFAULT = json.loads((DEFAULT_SELECTOR / "model.json").read_text())["version"]  # a stack's
 # every built-in version of the selector (the first, the YAMNet-based, the fast one)
 BUILTIN = sorted((m["version"] for m in (json.loads(p.read_text())
                                          for p in (REPO / "models").glob("*/model.json"))
@@ -55,6 +57,15 @@ def variant(dest: Path, version: str, **features: Any) -> Path:
         rate, window = meta["features"]["sample_rate"], meta["features"]["window_s"]
         frames = 1 + (round(window * rate) - meta["features"]["n_fft"]) // meta["features"]["hop"]
         meta["input"]["shape"] = [None, frames, meta["features"]["n_mels"]]
+    (dest / "model.json").write_text(json.dumps(meta))
+    return dest
+
+
+def default_variant(dest: Path, version: str) -> Path:
+    """A copy of the default (YAMNet-based) selector under another version."""
+    shutil.copytree(DEFAULT_SELECTOR, dest)
+    meta = json.loads((dest / "model.json").read_text())
+    meta["version"] = version
     (dest / "model.json").write_text(json.dumps(meta))
     return dest
 
