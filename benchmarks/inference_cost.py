@@ -1,18 +1,21 @@
 """CPU cost of classifying audio with a model folder, per second of audio.
 
-    .venv/bin/python benchmarks/inference_cost.py [--folder models/selector] [--json]
+    .venv/bin/python benchmarks/inference_cost.py [--folder models/selector-yamnet] [--json]
 
 The audio is a real held-out corpus recording named in the folder's
 ``corpus.json`` (fetched into the corpus cache if needed), cut as the live
-classifier cuts it: 0.5 s windows every ``window * (1 - overlap)`` seconds
-(``consumers.classifier.classifier``, overlap 0.25 by default: 2.67 windows per audio
-second). It prints, per stage, the CPU time (``time.process_time``: every thread
-of the process counted) per window and per audio second:
+classifier cuts it: the model's windows every ``window * (1 - overlap)`` seconds
+(``consumers.classifier.classifier``, overlap 0.25 by default: for the 1.95 s
+windows of the YAMNet-based selectors 0.68 windows per audio second, for the first
+selector's 0.5 s windows 2.67). It prints, per stage, the CPU time
+(``time.process_time``: every thread of the process counted) per window and per
+audio second:
 
 - feature extraction as the classifier runs it (``inference.features.span_features``
   on the int16 PCM of the chunks, BLAS on one thread), in batches of the live
-  batch size;
-- LiteRT inference (``inference.scoring.TfliteModel``, XNNPACK, 1 thread) at batch
+  batch size (for a ``wave-v1`` model: the window's samples as float);
+- the model (``inference.loading.load_model``: LiteRT with XNNPACK, 1 thread; for the
+  YAMNet-based selector resampling, YAMNet, the high band and the head) at batch
   sizes 1, 32 (the classifier's default) and 128.
 
 ``--yamnet`` measures the YAMNet-based selector's stages instead, on the same audio
@@ -47,6 +50,7 @@ from bus_schemas import pcm
 from inference.features import F32, FeatureParams, frame_windows, span_features, window_features
 from inference.loading import load_model
 from inference.modelfolder import ModelFolder
+from inference.registry import DEFAULT_SELECTOR
 from learning.corpus.fetch import default_cache_dir, fetch_package
 from learning.corpus.manifest import CorpusManifest
 
@@ -120,7 +124,7 @@ def measure(folder: ModelFolder, pcm16: I16, starts: I64, features: F32,
     for batch in batches:
         n = features.shape[0] // batch * batch
         cpu, wall = timed(in_batches(model.predict, features, batch), repeats)
-        rows.append(row(f"LiteRT, {threads} thread{'s' if threads > 1 else ''}", batch, n,
+        rows.append(row(f"model, {threads} thread{'s' if threads > 1 else ''}", batch, n,
                         cpu, wall))
     return rows
 
@@ -179,7 +183,7 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--folder", type=Path, default=REPO / "models" / "selector")
+    p.add_argument("--folder", type=Path, default=DEFAULT_SELECTOR)
     p.add_argument("--cache", type=Path, default=None, help="corpus cache (default: Tidzam's)")
     p.add_argument("--seconds", type=float, default=300.0, help="audio seconds per pass")
     p.add_argument("--overlap", type=float, default=LIVE_OVERLAP)

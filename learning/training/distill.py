@@ -4,8 +4,9 @@
         --out models/selector-fast
 
 Every corpus file on the teacher's train side (its ``corpus.json``) is decoded at
-48 kHz mono and cut as the live classifier cuts it: the teacher's window (1.95 s)
-every 1.4625 s (overlap 0.25), at most ``max_windows`` per file, evenly spread. The
+48 kHz mono and cut into the teacher's windows (1.95 s) every ``hop_s`` (0.4875 s:
+the live grid's offsets, three times denser), at most ``max_windows`` per file,
+evenly spread. The
 teacher scores each window (its calibrated scores, ``quiet`` included: the soft
 targets); the student, the log-mel CNN of ``learning.training.architectures`` with
 one sigmoid per label, learns them from the window's log-mel (1024-point FFT, hop
@@ -60,7 +61,6 @@ from inference.modelfolder import (
     write_model_folder,
 )
 from inference.scoring import UNKNOWN, decide
-from inference.windows import hop_samples
 from learning.corpus.fetch import default_cache_dir, fetch_package
 from learning.corpus.manifest import CorpusFile, CorpusManifest
 from learning.datasets.format import QUIET
@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 console = Console(stderr=True)
 F32 = npt.NDArray[np.float32]
 RATE = 48_000
-LIVE_OVERLAP = 0.25
 RELATIVE_GATE_DB = 30.0
 EVAL_PACKAGES = ("redeclipse-data", "tuxpaint-stamps-default", "berusky2-data")
 
@@ -82,9 +81,10 @@ class DistillConfig:
     out: Path
     cache: Path = field(default_factory=default_cache_dir)
     eval_packages: tuple[str, ...] = EVAL_PACKAGES
-    max_windows: int = 30
+    hop_s: float = 0.4875
+    max_windows: int = 100
     epochs: int = 30
-    per_class: int = 300
+    per_class: int = 600
     batch_size: int = 64
     learning_rate: float = 3e-3
     width: int = 24
@@ -125,9 +125,9 @@ def file_windows(audio: F32, window: int, hop: int, max_windows: int) -> F32:
 
 
 def corpus_windows(files: Sequence[CorpusFile], cache: Path, params: FeatureParams,
-                   max_windows: int) -> Windows:
+                   hop_s: float, max_windows: int) -> Windows:
     window = params.window_samples
-    hop = hop_samples(window, LIVE_OVERLAP)
+    hop = round(hop_s * params.sample_rate)
     middle = (window - WINDOW_48K) // 2 if window > WINDOW_48K else 0
     audio: list[F32] = []
     package: list[str] = []
@@ -268,7 +268,7 @@ def distill(cfg: DistillConfig) -> ModelFolder:
         fetch_package(package, cfg.cache)
     train_files = [f for f in manifest.files if f.split != "test"]
     params = student_params(teacher.features)
-    data = corpus_windows(train_files, cfg.cache, params, cfg.max_windows)
+    data = corpus_windows(train_files, cfg.cache, params, cfg.hop_s, cfg.max_windows)
     features = log_mels(data.audio, params)
     console.print(f"{data.audio.shape[0]} windows of {len(train_files)} files; "
                   f"features {features.shape[1:]}")
@@ -332,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--max-windows", type=int, default=d.max_windows,
                    help="windows per file at most")
+    p.add_argument("--per-class", type=int, default=d.per_class,
+                   help="windows per teacher decision per epoch")
     p.add_argument("--width", type=int, default=d.width)
     p.add_argument("--version", default=d.version)
     args = p.parse_args(argv)
@@ -339,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = DistillConfig(teacher=args.teacher, out=args.out,
                         eval_packages=tuple(x for x in args.eval_packages.split(",") if x),
                         epochs=args.epochs, max_windows=args.max_windows, width=args.width,
+                        per_class=args.per_class,
                         version=args.version)
     folder = distill(cfg)
     console.print(f"wrote {folder.path} ({folder.meta.model_id}@{folder.meta.version})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,14 +31,27 @@ PER_CLASS = 1
 MAX_SECONDS = 40.0
 
 
-def pick_files(manifest: CorpusManifest, per_class: int = PER_CLASS) -> list[CorpusFile]:
-    """Held-out recordings, the longest ``per_class`` of each class (whole-file test split)."""
+def pick_files(manifest: CorpusManifest, durations: Mapping[str, float],
+               per_class: int = PER_CLASS) -> list[CorpusFile]:
+    """Held-out recordings, the longest ``per_class`` of each class (whole-file test
+    split); ``durations``: seconds by sha256 (else the manifest's)."""
     chosen: list[CorpusFile] = []
     for label in manifest.classes:
         held_out = [f for f in manifest.files if f.label == label and f.split == "test"]
-        held_out.sort(key=lambda f: -(f.duration_s or 0.0))
+        held_out.sort(key=lambda f: -durations.get(f.sha256, f.duration_s or 0.0))
         chosen.extend(held_out[:per_class])
     return chosen
+
+
+def duration_s(path: Path) -> float:
+    """A file's duration from its header (0 when it does not say)."""
+    from audio.decode import AudioDecodeError, AudioStream
+
+    try:
+        with AudioStream(path, 48_000) as stream:
+            return stream.info.duration_s or 0.0
+    except AudioDecodeError:
+        return 0.0
 
 
 def fetch(files: list[CorpusFile], cache: Path) -> dict[str, Path]:
@@ -62,9 +76,11 @@ def run_demo(settings: CtlSettings, stop_after: bool = False) -> int:
     console.print(f"1/4 starting NATS, PostgreSQL and the Tidzam processes in {stack.home}")
     stack.up()
     manifest = CorpusManifest.load(settings.model_dir / "corpus.json")
-    files = pick_files(manifest)
-    console.print(f"2/4 fetching {len(files)} held-out recordings (never seen in training)")
-    paths = fetch(files, default_cache_dir())
+    held_out = [f for f in manifest.files if f.split == "test"]
+    console.print("2/4 fetching the held-out recordings (never seen in training) and "
+                  "picking the longest of each class")
+    paths = fetch(held_out, default_cache_dir())
+    files = pick_files(manifest, {sha: duration_s(p) for sha, p in paths.items()})
     items = [ReplayItem(paths[f.sha256], f"demo-{f.label}", DEMO_START + timedelta(hours=i))
              for i, f in enumerate(files)]
     console.print("3/4 replaying them through the bus; classifying; projecting into SQL")
