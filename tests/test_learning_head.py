@@ -6,16 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+import learning.training.crossval as crossval_module
 from inference.hearing import HeadWeights, highband, mapped_scores, mapping_indices, rms_db
 from learning.training.crossval import (
+    Setting,
     WindowTable,
     calibrate,
+    choose,
     decide,
-    head_scorer,
     leave_one_package_out,
     score,
     smooth,
+    tuned_scorer,
     zero_shot_scorer,
 )
 from learning.training.head import HeadConfig, fit, sample_weights
@@ -87,7 +91,12 @@ def test_smoothing_averages_neighbours_of_one_recording_only() -> None:
 
 def test_leave_one_package_out_tests_each_window_once_on_unseen_packages() -> None:
     t = _table(np.random.default_rng(1))
-    result, decided = leave_one_package_out(t, head_scorer(HeadConfig(l2_embedding=0.1)))
+    chosen: list = []  # type: ignore[type-arg]
+    settings = [Setting(HeadConfig(l2_embedding=100.0), False),
+                Setting(HeadConfig(l2_embedding=0.1), False)]
+    result, decided = leave_one_package_out(t, tuned_scorer(settings, hop=100, chosen=chosen))
+    # each fold chose by its inner folds: the head that may learn the embedding wins
+    assert [c.setting for c in chosen] == [settings[1]] * 4
     assert len(decided) == len(t.labels) and "" not in decided
     assert result.macro_f1 > 0.8
     assert set(result.per_package_accuracy) == {"p0", "p1", "p2", "p3"}
@@ -168,3 +177,22 @@ def test_a_mixture_keeps_the_event_over_its_bed_at_the_drawn_level() -> None:
         spectrum = np.abs(np.fft.rfft(out))
         tone = spectrum[1950:2050].max()
         assert tone > 5 * np.median(spectrum[100:4000])  # the event stands over the bed
+
+
+def test_the_choice_is_made_on_inner_folds_of_the_training_packages_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _table(np.random.default_rng(5))
+    rows = np.flatnonzero(t.package != "p3")
+    seen: set[str] = set()
+    real_fit = crossval_module._fit_rows
+
+    def spy(table: WindowTable, fit_rows: np.ndarray, cfg: HeadConfig) -> object:
+        seen.update(table.package[fit_rows].tolist())
+        return real_fit(table, fit_rows, cfg)
+
+    monkeypatch.setattr(crossval_module, "_fit_rows", spy)
+    choice = choose(t, rows, [Setting(HeadConfig(), False), Setting(HeadConfig(), True)],
+                    hop=100)
+    assert seen == {"p0", "p1", "p2"}  # p3 was never looked at
+    assert set(choice.inner_f1) == {"l2 3/0.1", "l2 3/0.1, smoothed"}
+    assert choice.thresholds.shape == (2,)

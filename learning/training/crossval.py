@@ -158,17 +158,6 @@ Scorer = Callable[[WindowTable, npt.NDArray[np.int64], npt.NDArray[np.int64]],
                   tuple[F32, F32]]
 
 
-def head_scorer(cfg: HeadConfig, inner_folds: int = 3) -> Scorer:
-    """Fit on ``train`` rows, calibrate thresholds on inner folds of ``train``'s
-    packages, and return (scores of ``test`` rows, thresholds)."""
-    def run(table: WindowTable, train: npt.NDArray[np.int64],
-            test: npt.NDArray[np.int64]) -> tuple[F32, F32]:
-        head = _fit_rows(table, train, cfg)
-        return head.scores(table.embedding[test], table.mapped[test]), _inner_thresholds(
-            table, train, cfg, inner_folds)
-    return run
-
-
 def zero_shot_scorer(table: WindowTable, train: npt.NDArray[np.int64],
                      test: npt.NDArray[np.int64]) -> tuple[F32, F32]:
     """The AudioSet mapping alone, thresholds calibrated on ``train``."""
@@ -202,14 +191,6 @@ def _inner_scores(table: WindowTable, rows: npt.NDArray[np.int64], cfg: HeadConf
         idx = rows[inner_test]
         scores[inner_test] = head.scores(table.embedding[idx], table.mapped[idx])
     return scores
-
-
-def _inner_thresholds(table: WindowTable, rows: npt.NDArray[np.int64], cfg: HeadConfig,
-                      folds: int) -> F32:
-    scores = _inner_scores(table, rows, cfg, folds)
-    if scores is None:
-        return np.full(len(table.classes), 0.5, dtype=np.float32)
-    return calibrate(scores, table.targets(rows))
 
 
 @dataclass(frozen=True)
