@@ -17,7 +17,7 @@ def _query(home: Path, *args: str, what: str = "detections") -> list[dict]:  # t
 
 def test_replay_query_rebuild_and_replay_again(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    rain = real_file(MEGAGLEST, RAIN)  # 15.8 s of stereo rain, held out from training
+    rain = real_file(MEGAGLEST, RAIN)  # 15.8 s of a stereo storm (rain + thunder)
     with running_stack(home):
         done = ctl(home, "replay", str(rain), "--source", "pond", "--start",
                    "2025-06-01T00:00:00Z", "--wait")
