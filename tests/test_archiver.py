@@ -16,7 +16,7 @@ from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
 from consumers.archiver import SPEC, Archiver
 from producers.replay import Replayer, ReplayItem
-from tests.audio_files import write_pcm, write_wav
+from tests.audio_files import default_grid, expected_windows, write_pcm, write_wav
 from tests.real_audio import DAY, MEGAGLEST, real_file
 from tests.stack_helpers import ctl, running_stack
 from tests.waiting import wait_for, wait_until
@@ -97,7 +97,7 @@ def test_the_stack_archives_a_stream_that_then_plays_as_an_archive(tmp_path: Pat
             def played() -> bool:
                 row = conn.execute("SELECT count(*) FROM predictions "
                                    "WHERE source = 'meadow-again'").fetchone()
-                return bool(row and row[0] >= 18)
+                return bool(row and row[0] >= 2 * expected_windows(4 * 48_000, *default_grid()))
             wait_for(played, 60, "the archive played back")
 
 

@@ -14,7 +14,7 @@ import psycopg
 
 from audio.decode import decode_all
 from consumers.jack_output import PortFifo
-from tests.audio_files import write_pcm
+from tests.audio_files import default_grid, expected_windows, write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, STORM, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 
@@ -65,7 +65,8 @@ def test_jack_ports_are_captured_channel_by_channel(tmp_path: Path) -> None:
             assert player.stdout is not None and player.stdout.readline().strip() == "playing"
             done = ctl(stack.home, "source", "add", "mics", "--jack", "^player:out_")
             assert done.returncode == 0, done.stderr
-            wait_for(lambda: _count(stack.database_url, 1) >= 16, 60, "captured windows")
+            wait_for(lambda: _count(stack.database_url, 1) >= expected_windows(
+                8 * 48_000, *default_grid()), 60, "8 s of captured windows")
         finally:
             player.kill()
             player.wait()

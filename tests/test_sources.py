@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from audio.decode import decode_all
-from tests.audio_files import write_pcm
+from tests.audio_files import default_grid, expected_windows, write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 from tidzam_ctl.stack.stack import Stack
@@ -142,7 +142,8 @@ def test_bad_sources_fail_alone(stack: Stack, server: _Server, clips: dict[str, 
         assert "cannot decode" in _source(stack, "text")["last_error"]
         wait_for(lambda: _source(stack, "mute").get("state") == "failed", 30, "mute fails")
         wait_for(lambda: _source(stack, "good").get("state") == "unloaded", 60, "good ends")
-    assert len(_windows(stack, "good")) >= 12  # 3 s stereo, undisturbed by the others
+    # 3 s stereo, undisturbed by the others
+    assert len(_windows(stack, "good")) >= 2 * expected_windows(3 * 48_000, *default_grid())
     bad = ctl(home, "source", "add", "x", "--file", str(tmp_path / "missing.wav"))
     assert bad.returncode == 2 and "no such file" in bad.stderr
 
