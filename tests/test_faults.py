@@ -120,7 +120,9 @@ def test_malformed_messages_land_in_the_dlq_and_nothing_stops(tmp_path: Path) ->
         reasons = asyncio.run(dead_letters())
         assert reasons[0].startswith("tidzam.dlq.audio.bad.0: body is not msgpack")
         assert reasons[1].startswith("tidzam.dlq.pred.bad.0: invalid Prediction v1")
-        assert _count(stack, "predictions") >= 150  # 60 s stereo went through
+        # 60 s stereo went through, every window of it
+        assert _count(stack, "predictions") == 2 * expected_windows(
+            decode_file(day)[0].shape[1], *default_grid())
         assert {p["state"] for p in stack.status()["processes"]} == {"running"}
 
 

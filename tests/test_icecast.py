@@ -57,9 +57,11 @@ def test_each_channel_lands_under_its_number_and_is_relayed(tmp_path: Path) -> N
     with running_stack(tmp_path / "home", icecast=True) as stack:
         icecast = stack.icecast
         assert icecast is not None
+        # mapping family 255: eight discrete microphones (family 1 would make them 7.1
+        # surround, channel 3 a low-passed LFE: no microphone array streams that way)
         push = subprocess.Popen(
             ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(wav),
-             "-c:a", "libopus", "-b:a", "384k", "-mapping_family", "1", "-f", "ogg",
+             "-c:a", "libopus", "-b:a", "384k", "-mapping_family", "255", "-f", "ogg",
              "-content_type", "application/ogg",
              f"icecast://source:{icecast.source_password}@127.0.0.1:{icecast.port}/multi.opus"],
             stdin=subprocess.DEVNULL)
