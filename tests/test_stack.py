@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.stack_helpers import ctl, running_stack, wait_for
 
@@ -68,3 +69,13 @@ def test_external_servers_are_used_when_configured(tmp_path: Path) -> None:
             assert workers.status()["services"]["nats"] == servers.public_urls()["nats"]
             assert not (tmp_path / "workers" / "nats").exists()
             assert not (tmp_path / "workers" / "postgres").exists()
+
+
+def test_relative_model_and_archive_folders_are_made_absolute(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack's processes run elsewhere: a relative TIDZAM_MODEL_DIR must not break them."""
+    from tidzam_ctl.settings import CtlSettings
+
+    monkeypatch.chdir(tmp_path)
+    settings = CtlSettings(home=tmp_path / "h", model_dir=Path("m"), archive_dir=Path("a"))
+    assert settings.model_dir == tmp_path / "m" and settings.archive_dir == tmp_path / "a"

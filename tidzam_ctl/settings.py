@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from bus.settings import TidzamSettings
 from inference.registry import DEFAULT_SELECTOR
@@ -48,3 +48,9 @@ class CtlSettings(TidzamSettings):
     icecast_host: str = "127.0.0.1"
     live_host: str = "127.0.0.1"
     live_port: int | None = Field(None, ge=1, le=65535)  # None: a free port, kept in the home
+
+    @field_validator("model_dir", "archive_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Absolute: the stack's processes do not run in the caller's directory."""
+        return value.expanduser().resolve() if value is not None else None
