@@ -36,7 +36,7 @@ from inference.hearing import (
     rms_db,
 )
 from inference.modelfolder import Hearing, ModelFolder, ModelFolderError
-from inference.scoring import decide
+from inference.scoring import FolderBacked, decide
 from inference.yamnet import (
     DEFAULT_FOLDER,
     FRAME_SAMPLES,
@@ -64,7 +64,7 @@ def feature_params(hearing: Hearing) -> FeatureParams:
                          window_s=window_s(hearing.frames, hearing.frame_hop_s))
 
 
-class HearingModel:
+class HearingModel(FolderBacked):
     """A loaded ``yamnet-head`` folder: ``predict`` maps windows (N, samples) to
     calibrated scores (N, len(labels)). Calls are serialised by a lock (one YAMNet
     interpreter)."""
@@ -102,22 +102,6 @@ class HearingModel:
         self.indices = mapping_indices(self.classes, self.front_end.labels)
         self.frame_hop = round(self.hearing.frame_hop_s * RATE)
         self._lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        return self.folder.meta.model_id
-
-    @property
-    def version(self) -> str:
-        return self.folder.meta.version
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.folder.labels
-
-    @property
-    def features(self) -> FeatureParams:
-        return self.folder.params
 
     def frame_scores(self, windows: F32) -> tuple[F32, F32]:
         """Head scores of every frame (N, frames, K) and each frame's level (N, frames)."""

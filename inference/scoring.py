@@ -65,7 +65,30 @@ INVOKE_BATCH = 8
 SCORE_EPS = 1e-6  # float32 scores: 0.5 - 0.3 is 0.19999999, which meets a 0.2 margin
 
 
-class TfliteModel:
+class FolderBacked:
+    """A model loaded from a folder: its id, version, labels and features are the
+    folder's (``TfliteModel``, ``inference.hearing_model.HearingModel``)."""
+
+    folder: ModelFolder
+
+    @property
+    def model_id(self) -> str:
+        return self.folder.meta.model_id
+
+    @property
+    def version(self) -> str:
+        return self.folder.meta.version
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.folder.labels
+
+    @property
+    def features(self) -> FeatureParams:
+        return self.folder.params
+
+
+class TfliteModel(FolderBacked):
     """A loaded model folder: ``predict`` maps log-mel windows to class scores.
 
     One LiteRT interpreter is kept per batch size seen (the ``cache_sizes`` most
@@ -83,22 +106,6 @@ class TfliteModel:
         self._cache_sizes = max(1, cache_sizes)
         self._lock = threading.Lock()
         self._interpreter(1)  # fail now, not on the first window, if the file is bad
-
-    @property
-    def model_id(self) -> str:
-        return self.folder.meta.model_id
-
-    @property
-    def version(self) -> str:
-        return self.folder.meta.version
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.folder.labels
-
-    @property
-    def features(self) -> FeatureParams:
-        return self.folder.params
 
     def _interpreter(self, n: int) -> tuple[Interpreter, int, int]:
         """The interpreter allocated for batch size ``n`` and its input/output indices."""
