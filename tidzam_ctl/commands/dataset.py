@@ -261,7 +261,8 @@ def _add_build_actions(actions: Actions) -> None:
         "package, path, licence and recording group.")
     a.add_argument("--out", required=True, metavar="NAME")
     a.add_argument("--cache", type=Path, help="corpus cache (default $TIDZAM_HOME/corpus)")
-    a.add_argument("--packages", help="comma-separated corpus packages (default: all)")
+    a.add_argument("--packages", help="comma-separated corpus packages (default: the 18 "
+                   "curated ones the default selector is built from)")
     a.add_argument("--classes", help="comma-separated subset of classes (quiet is kept)")
     a.add_argument("--force", action="store_true", help="replace an existing NAME")
     _seed(a)

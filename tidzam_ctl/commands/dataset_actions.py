@@ -262,14 +262,14 @@ def _store_metadata(ds: CompiledDataset, path: Path) -> None:
 
 def examples(args: argparse.Namespace, report: Report) -> None:
     from learning.corpus.fetch import CorpusError
-    from learning.corpus.packages import CLASSES, DEFAULT_PACKAGES, PACKAGES
+    from learning.corpus.packages import CLASSES, CURATED_PACKAGES, PACKAGES
     from learning.training.selector import TrainConfig, compile_dataset
 
     path = dataset_path(args.out)
     if path.exists() and not args.force:
         raise DatasetExists(f"{path} already exists: remove it or pass --force")
     packages = tuple(p.strip() for p in (args.packages or "").split(",") if p.strip()) \
-        or DEFAULT_PACKAGES
+        or CURATED_PACKAGES
     unknown = [p for p in packages if p not in PACKAGES]
     if unknown:
         raise BadInput(f"unknown corpus package {', '.join(unknown)}; known: "
