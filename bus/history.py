@@ -1,39 +1,204 @@
 """Reading a stream's history without a consumer: the few events of a subject
-(deploys, for instance), one direct get each, in stream order."""
+(deploys, rule sets), one direct get each, in stream order; and the audio of a
+channel between two times, found in the AUDIO stream with a few direct gets."""
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from bus_schemas import DecodeError, ModelDeployed, decode
+from bus.connect import BusError
+from bus_schemas import AudioChunk, DecodeError, Event, ExtractionRulesSet, ModelDeployed, decode
 from bus_schemas import subjects as subj
-from bus_schemas.streams import CONTROL
+from bus_schemas.streams import AUDIO, CONTROL
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Event)
 
 
-async def read_deployments(js: JetStreamContext, model_id: str | None = None
-                           ) -> tuple[list[tuple[int, ModelDeployed]], int]:
-    """Every ``ModelDeployed`` in CONTROL for ``model_id`` (None: every model) in stream
-    order with its stream sequence, and the last sequence read (0: none). Deploys are
-    few: one direct get per event, no consumer left behind."""
-    found: list[tuple[int, ModelDeployed]] = []
+async def read_subject(js: JetStreamContext, stream: str, subject: str,
+                       kind: type[E]) -> tuple[list[tuple[int, E]], int]:
+    """Every event of type ``kind`` on ``subject`` (a filter) of ``stream``, in stream
+    order with its sequence, and the last sequence read (0: none). For subjects with
+    few events (deploys, rule sets): one direct get each, no consumer left behind;
+    an unreadable message is logged and skipped."""
+    found: list[tuple[int, E]] = []
     seq = 0
-    subject = subj.model_deployed(model_id)
     while True:
         try:
-            raw = await js.get_msg(CONTROL.name, seq=seq + 1, subject=subject, next=True)
+            raw = await js.get_msg(stream, seq=seq + 1, subject=subject, next=True)
         except NotFoundError:
             return found, seq
         seq = raw.seq if raw.seq else seq + 1
         try:
             event = decode(raw.headers, raw.data or b"")
         except DecodeError as exc:
-            log.warning("CONTROL seq %d on %s is unreadable (%s): skipped", seq, raw.subject,
-                        exc.reason)
+            log.warning("%s seq %d on %s is unreadable (%s): skipped", stream, seq,
+                        raw.subject, exc.reason)
             continue
-        if isinstance(event, ModelDeployed):
+        if isinstance(event, kind):
             found.append((seq, event))
+
+
+async def read_deployments(js: JetStreamContext, model_id: str | None = None
+                           ) -> tuple[list[tuple[int, ModelDeployed]], int]:
+    """Every ``ModelDeployed`` in CONTROL for ``model_id`` (None: every model)."""
+    return await read_subject(js, CONTROL.name, subj.model_deployed(model_id), ModelDeployed)
+
+
+async def read_rule_sets(js: JetStreamContext
+                         ) -> tuple[list[tuple[int, ExtractionRulesSet]], int]:
+    """Every ``ExtractionRulesSet`` ever published, oldest first: the last is in force."""
+    return await read_subject(js, CONTROL.name, subj.RULES, ExtractionRulesSet)
+
+
+# --------------------------------------------------------------- audio by time
+
+_NO_MESSAGE = 10037  # JetStream: no message found
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """The audio of one channel between two times of one session (int16 samples).
+
+    ``start_ns`` is the time of the first sample; ``complete`` is False when the
+    session's audio did not yet reach the asked end (more may come), True when it
+    did or when the session ended (``final``) before it."""
+
+    source: str
+    channel: int
+    start_ns: int
+    sample_rate: int
+    samples: npt.NDArray[np.int16]
+    complete: bool
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + len(self.samples) * 1_000_000_000 // self.sample_rate
+
+
+async def _seq_stored_at(nc: Client, stream: str, subject: str, when: datetime) -> int | None:
+    """The sequence of the first message on ``subject`` stored at or after ``when``."""
+    request = {"start_time": when.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+               "next_by_subj": subject}
+    reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", json.dumps(request).encode(),
+                             timeout=5.0)
+    data = json.loads(reply.data)
+    if "error" in data:
+        if data["error"].get("err_code") == _NO_MESSAGE:
+            return None
+        raise BusError(f"{stream}: {data['error'].get('description', data['error'])}")
+    return int(data["message"]["seq"])
+
+
+async def _chunk_from(js: JetStreamContext, subject: str, seq: int
+                      ) -> tuple[int, AudioChunk] | None:
+    """The first audio chunk on ``subject`` at or after stream sequence ``seq``."""
+    while True:
+        try:
+            raw = await js.get_msg(AUDIO.name, seq=max(seq, 1), subject=subject, next=True)
+        except NotFoundError:
+            return None
+        found = raw.seq if raw.seq is not None else seq
+        try:
+            event = decode(raw.headers, raw.data or b"")
+        except DecodeError:
+            event = None  # a dead letter's business, not ours: look further
+        if isinstance(event, AudioChunk):
+            return found, event
+        seq = found + 1
+
+
+async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_ns: int,
+                     stored_before: datetime, *, anchor_ns: int | None = None,
+                     max_lookback_s: float = AUDIO.max_age_s) -> AudioSpan | None:
+    """The audio of ``source``/``channel`` from ``start_ns`` to ``end_ns`` (audio time),
+    read back from the AUDIO stream; None when the stream no longer holds it.
+
+    ``stored_before`` is when a consumer saw something computed from it (a
+    prediction's store time): the audio was stored before. ``anchor_ns`` (default
+    ``start_ns``) is a time inside the wanted session: context around a window is
+    taken from the window's session only, cut where that session began or ended.
+
+    The start is found with few reads whatever the stream's size: a look-back by
+    store time (30 s, then 4× further) until a chunk starts at or before the wanted
+    time, then a bisection over stream sequences (audio time grows with the
+    sequence within a session), then the chunks are read forward.
+    """
+    js = nc.jetstream()
+    subject = subj.audio(source, channel)
+    anchor = start_ns if anchor_ns is None else anchor_ns
+    lookback = 30.0
+    while True:
+        lo = await _seq_stored_at(nc, AUDIO.name, subject,
+                                  stored_before - timedelta(seconds=lookback))
+        if lo is None:
+            return None
+        first = await _chunk_from(js, subject, lo)
+        if first is None:
+            return None
+        if first[1].start_ns <= start_ns or lookback >= max_lookback_s:
+            break
+        lookback = min(lookback * 4, max_lookback_s)
+    hi = await _seq_stored_at(nc, AUDIO.name, subject, stored_before)
+    lo_seq, hi_seq = first[0], (hi if hi is not None else 2**62)
+    if first[1].start_ns <= start_ns:  # the last chunk starting at or before start_ns
+        while lo_seq < hi_seq:
+            mid = (lo_seq + hi_seq + 1) // 2
+            found = await _chunk_from(js, subject, mid)
+            if found is None or found[0] > hi_seq or found[1].start_ns > start_ns:
+                hi_seq = mid - 1
+            else:
+                lo_seq = found[0]
+    return await _collect(js, subject, lo_seq, start_ns, end_ns, anchor)
+
+
+async def _collect(js: JetStreamContext, subject: str, seq: int, start_ns: int, end_ns: int,
+                   anchor_ns: int) -> AudioSpan | None:
+    """Read forward from ``seq``: the chunks of the session holding ``anchor_ns`` that
+    overlap [start_ns, end_ns)."""
+    chunks: list[AudioChunk] = []
+    session: int | None = None
+    complete = False
+    while True:
+        found = await _chunk_from(js, subject, seq)
+        if found is None:
+            break
+        seq, chunk = found[0] + 1, found[1]
+        if session is None and chunk.start_ns <= anchor_ns < chunk.time_of(chunk.end_sample):
+            session = chunk.origin_ns
+            chunks = [c for c in chunks if c.origin_ns == session]
+        if session is not None and chunk.origin_ns != session:
+            if chunk.start_ns >= end_ns or chunk.origin_ns > session:
+                complete = True  # another session follows: ours ended
+                break
+            continue
+        if chunk.start_ns >= end_ns:
+            complete = True
+            break
+        if chunk.time_of(chunk.end_sample) > start_ns and chunk.n_samples:
+            chunks.append(chunk)
+        if chunk.final and session is not None:
+            complete = True
+            break
+    chunks = [c for c in chunks if session is not None and c.origin_ns == session]
+    if not chunks:
+        return None
+    rate = chunks[0].sample_rate
+    audio = np.concatenate([np.asarray(c.pcm_samples(), dtype=np.int16) for c in chunks])
+    first = chunks[0]
+    lo = max(0, (start_ns - first.start_ns) * rate // 1_000_000_000)
+    hi = min(len(audio), -(-(end_ns - first.start_ns) * rate // 1_000_000_000))
+    last = chunks[-1]
+    complete = complete or last.time_of(last.end_sample) >= end_ns
+    return AudioSpan(first.source, first.channel, first.time_of(first.first_sample + lo), rate,
+                     audio[lo:hi], complete)

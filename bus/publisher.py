@@ -32,6 +32,14 @@ class PublishError(TidzamError, RuntimeError):
     """An event could not be stored in JetStream after all retries."""
 
 
+class ConflictError(PublishError):
+    """A subject moved on since it was read: read it again, change, publish again."""
+
+
+_WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed expectation
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+
+
 class Publisher:
     def __init__(
         self,
@@ -125,6 +133,22 @@ class Publisher:
             self._errors.append(PublishError("publish cancelled"))
         elif task.exception() is not None:
             self._errors.append(task.exception())  # type: ignore[arg-type]
+
+    async def publish_if_last(self, event: Event, last_subject_seq: int) -> PubAck:
+        """Publish ``event`` only if the last message on its subject is still the one at
+        ``last_subject_seq`` (0: none yet), else ``ConflictError``: a read-change-write
+        (a whole rule set, for instance) never overwrites a concurrent one unseen."""
+        headers, body = encode(event)
+        headers[EXPECTED_LAST_SUBJECT_SEQ] = str(last_subject_seq)
+        try:
+            async with self._slots:
+                return await self._send_bytes(subject_for(event), body, headers)
+        except PublishError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and cause.err_code == _WRONG_LAST_SEQUENCE:
+                raise ConflictError(f"{subject_for(event)} changed since it was read "
+                                    f"(expected last sequence {last_subject_seq})") from cause
+            raise
 
     async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
         """Publish bytes that are not an event of ours (dead letters), with retries."""

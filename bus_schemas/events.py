@@ -13,6 +13,7 @@ Conventions:
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
@@ -166,29 +167,64 @@ class Prediction(Event):
 
 
 class SampleExtracted(Event):
-    """A window saved to disk as a training sample (audio file + metadata)."""
+    """A window saved as a training sample: FLAC audio + JSON sidecar (v2).
+
+    ``start_ns``/``end_ns`` bound the saved audio (the window with its context, cut
+    where the session's audio began or ended); ``window_*`` the window the model
+    scored. ``labels``/``scores`` are the model's full vector; ``label`` the proposed
+    one (the decision, or ``unknown``); ``reason`` why it was chosen: ``rate`` (a fixed
+    probability), ``auto`` (the dynamic distribution), ``unknown``, or ``hesitant``
+    (two classes within the margin). ``path``: relative to the samples folder.
+    v1 kept only the label and its confidence: its vector reads back as that one
+    class, its window as the sample's bounds.
+    """
 
     event_type: ClassVar[str] = "SampleExtracted"
+    schema_version: ClassVar[int] = 2
 
     sample_id: Annotated[str, Field(min_length=1, max_length=200)]
     source: Token
     channel: Channel
     start_ns: TimeNs
     end_ns: TimeNs
+    window_start_ns: TimeNs
+    window_end_ns: TimeNs
     label: str
     confidence: float
     model_id: Token
     model_version: str
+    labels: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+    reason: Literal["rate", "auto", "unknown", "hesitant"] = "rate"
+    destination: str = "samples"
+    sample_rate: Annotated[int, Field(ge=0, le=384_000)] = 0  # 0: not recorded (v1)
     path: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SampleExtracted:
+        if len(self.labels) != len(self.scores):
+            raise ValueError(f"{len(self.labels)} labels but {len(self.scores)} scores")
+        if self.end_ns <= self.start_ns:
+            raise ValueError("end_ns must be after start_ns")
+        return self
 
     def msg_id(self) -> str:
         return f"sample.{self.sample_id}"
 
 
 class ChannelHealth(Event):
-    """Level statistics of one channel over one interval."""
+    """How healthy one channel's audio was over one interval (a chunk: about a second).
+
+    Measured where the audio enters (``audio.health``), before any gain: levels in
+    dBFS, ``clip_ratio`` the share of samples at full scale, ``noise_floor_dbfs`` the
+    level between events, ``dc_offset`` the mean in full-scale units, ``hum_db`` the
+    mains hum (``hum_hz``, 50 or 60 Hz and harmonics) relative to the interval's power,
+    ``dead`` digital silence or a stuck value. v2; v1 had only level, peak, clipping
+    and ``silent``: its other fields read back as None (not measured).
+    """
 
     event_type: ClassVar[str] = "ChannelHealth"
+    schema_version: ClassVar[int] = 2
 
     source: Token
     channel: Channel
@@ -197,7 +233,17 @@ class ChannelHealth(Event):
     rms_dbfs: float
     peak_dbfs: float
     clip_ratio: Annotated[float, Field(ge=0.0, le=1.0)]
-    silent: bool
+    noise_floor_dbfs: float | None
+    dc_offset: Annotated[float, Field(ge=-1.0, le=1.0)] | None
+    hum_db: Annotated[float, Field(le=0.0)] | None
+    hum_hz: Literal[50, 60] | None
+    dead: bool
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChannelHealth:
+        if self.end_ns <= self.start_ns:
+            raise ValueError("end_ns must be after start_ns")
+        return self
 
     def msg_id(self) -> str:
         return f"health.{self.source}.{self.channel}.{self.start_ns}"
@@ -349,26 +395,102 @@ class LiveStreamClosed(Event):
         return f"ctl.live.closed.{self.source}.{self.at_ns}"
 
 
+_SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_*?-]{1,64}$")
+_CLASS_PATTERN = re.compile(r"^[A-Za-z0-9_.*?-]{1,128}$")
+
+
+def _check_source_pattern(value: str) -> str:
+    if not _SOURCE_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not a source name or pattern: use letters, digits, "
+                         "'_', '-' and the wildcards '*' and '?'")
+    return value
+
+
+def _check_class_pattern(value: str) -> str:
+    if not _CLASS_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not a class pattern: use letters, digits, '_', '-', "
+                         "'.' and the wildcards '*' and '?' (e.g. birds-*, unknown, *)")
+    return value
+
+
+SourcePattern = Annotated[str, AfterValidator(_check_source_pattern)]
+ClassPattern = Annotated[str, AfterValidator(_check_class_pattern)]
+Seconds = Annotated[float, Field(ge=0.0, le=60.0)]
+
+
 class ExtractionRule(BaseModel):
-    """Which windows to save as samples: where, what, how often, how long."""
+    """Which windows to save as samples: where, what, how often, how long (v2).
+
+    ``source`` and ``classes`` are shell-style patterns (``birds-*``, ``unknown``,
+    ``*``); ``channels`` () is every channel. ``rate``: the probability of saving a
+    matching window, or ``auto`` (rarer classes more often, ``unknown`` and windows
+    where the model hesitates always). The sample is the window (or ``length_s``
+    around its middle) with ``before_s`` and ``after_s`` of context; ``centred``
+    keeps only windows whose sound sits in the middle (little energy at the edges);
+    ``cooldown_s``: after a sample, a channel gives none for that long.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: str = "*"
-    channels: tuple[int, ...] = ()
-    classes: tuple[str, ...] = ()
+    source: SourcePattern = "*"
+    channels: tuple[Channel, ...] = ()
+    classes: Annotated[tuple[ClassPattern, ...], Field(min_length=1)] = ("*",)
     rate: Literal["auto"] | Annotated[float, Field(ge=0.0, le=1.0)] = "auto"
-    length_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
-    destination: str = "samples"
+    length_s: Annotated[float, Field(gt=0.0, le=60.0)] | None = None  # None: the window
+    before_s: Seconds = 0.5
+    after_s: Seconds = 0.5
+    centred: bool = False
+    cooldown_s: Annotated[float, Field(ge=0.0, le=86_400.0)] = 5.0
+    destination: Token = "samples"
+
+    @model_validator(mode="after")
+    def _unique_channels(self) -> ExtractionRule:
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"channel listed twice in {list(self.channels)}")
+        return self
+
+    @property
+    def key(self) -> tuple[str, tuple[int, ...]]:
+        """Where the rule applies: a set holds one rule per key."""
+        return self.source, tuple(sorted(self.channels))
+
+    def applies_to(self, source: str, channel: int) -> bool:
+        return fnmatchcase(source, self.source) and (not self.channels
+                                                     or channel in self.channels)
+
+    def wants(self, label: str) -> bool:
+        return any(fnmatchcase(label, pattern) for pattern in self.classes)
 
 
 class ExtractionRulesSet(Event):
-    """The whole rule set replaces the previous one."""
+    """The whole rule set replaces the previous one (v2: rules of ``ExtractionRule`` v2).
+
+    For a window, the rule that applies is the most specific one: a named source over
+    a pattern (the longer its literal part, the more specific), then listed channels
+    over every channel, fewer over more (``rule_for``)."""
 
     event_type: ClassVar[str] = "ExtractionRulesSet"
+    schema_version: ClassVar[int] = 2
 
     rules: tuple[ExtractionRule, ...]
     at_ns: TimeNs
+    by: str = ""
+
+    @model_validator(mode="after")
+    def _one_rule_per_key(self) -> ExtractionRulesSet:
+        keys = [rule.key for rule in self.rules]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two rules for the same source and channels")
+        return self
+
+    def rule_for(self, source: str, channel: int) -> ExtractionRule | None:
+        """The most specific rule for a channel, None when no rule applies."""
+        def specificity(rule: ExtractionRule) -> tuple[bool, int, bool, int]:
+            literal = sum(c not in "*?" for c in rule.source)
+            exact = literal == len(rule.source)
+            return exact, literal, bool(rule.channels), -len(rule.channels)
+        found = [r for r in self.rules if r.applies_to(source, channel)]
+        return max(found, key=specificity) if found else None
 
     def msg_id(self) -> str:
         return f"ctl.rules.{self.at_ns}"

@@ -108,7 +108,7 @@ def projection_consumer(name: str, stream: StreamSpec, filters: tuple[str, ...])
 # The projector's read models, and the streams and subjects they follow.
 PROJECTION = "main"
 PROJECTION_SUBSCRIPTIONS: tuple[tuple[StreamSpec, tuple[str, ...]], ...] = (
-    (EVENTS, (subjects.PRED_ALL,)),
+    (EVENTS, (subjects.PRED_ALL, subjects.HEALTH_ALL, subjects.SAMPLE_ALL)),
     (CONTROL, (subjects.CTL_ALL,)),
 )
 
@@ -122,6 +122,10 @@ ICECAST_RELAY = ConsumerSpec(durable="icecast-relay", stream=AUDIO.name,
 JACK_OUTPUT = ConsumerSpec(durable="jack-output", stream=AUDIO.name,
                            filter_subjects=(subjects.AUDIO_ALL,), ack_wait_s=30.0,
                            max_ack_pending=1024, batch=64)
+# Predictions → samples: one window at a time, a read of the AUDIO stream for each sample.
+EXTRACTOR = ConsumerSpec(durable="extractor", stream=EVENTS.name,
+                         filter_subjects=(subjects.PRED_ALL,), ack_wait_s=60.0,
+                         max_ack_pending=1024, batch=128, backoff_s=(2.0,))
 SOURCE_MANAGER = ConsumerSpec(durable="source-manager", stream=CONTROL.name,
                               filter_subjects=(subjects.SOURCE_ALL,), ack_wait_s=30.0,
                               max_ack_pending=1000, max_deliver=-1, backoff_s=(1.0, 5.0),

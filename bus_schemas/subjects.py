@@ -30,6 +30,8 @@ MIXER_ALL = f"{PREFIX}.mixer.>"
 HEALTH_ALL = f"{PREFIX}.health.>"
 CTL_ALL = f"{PREFIX}.ctl.>"
 SOURCE_ALL = f"{PREFIX}.ctl.source.>"
+RULES = f"{PREFIX}.ctl.rules"
+LABELS = f"{PREFIX}.ctl.label"
 DLQ_ALL = f"{PREFIX}.dlq.>"
 
 
@@ -43,6 +45,10 @@ def audio_of_source(source: str) -> str:
 
 def prediction(source: str, channel: int) -> str:
     return f"{PREFIX}.pred.{source}.{channel}"
+
+
+def sample(source: str, channel: int) -> str:
+    return f"{PREFIX}.sample.{source}.{channel}"
 
 
 def model_deployed(model_id: str | None = None) -> str:
@@ -66,7 +72,7 @@ def subject_for(event: Event) -> str:
         case Prediction():
             return prediction(event.source, event.channel)
         case SampleExtracted():
-            return f"{PREFIX}.sample.{event.source}.{event.channel}"
+            return sample(event.source, event.channel)
         case ChannelHealth():
             return f"{PREFIX}.health.{event.source}.{event.channel}"
         case MixerCommand():
@@ -78,9 +84,9 @@ def subject_for(event: Event) -> str:
         case LiveStreamOpened() | LiveStreamClosed():
             return f"{PREFIX}.ctl.live.{event.source}"
         case ExtractionRulesSet():
-            return f"{PREFIX}.ctl.rules"
+            return RULES
         case ModelDeployed():
             return model_deployed(event.model_id)
         case SampleLabelled():
-            return f"{PREFIX}.ctl.label"
+            return LABELS
     raise TypeError(f"no subject for {type(event).__name__}")

@@ -15,9 +15,51 @@ from bus_schemas.errors import TidzamError
 Body = dict[str, Any]
 Upcaster = Callable[[Body], Body]
 
+
+
+def _channel_health_v1(body: Body) -> Body:
+    """v1 measured level, peak, clipping and ``silent``; v2 adds the noise floor, DC,
+    hum (not measured then: None) and names ``silent`` ``dead``."""
+    out = {k: v for k, v in body.items() if k != "silent"}
+    out["dead"] = bool(body.get("silent", False))
+    for name in ("noise_floor_dbfs", "dc_offset", "hum_db", "hum_hz"):
+        out.setdefault(name, None)
+    return out
+
+
+def _extraction_rules_v1(body: Body) -> Body:
+    """v1 rules had no context, centring or cooldown: v2 reads them as none; v1's
+    empty class list meant every class."""
+    rules = []
+    for rule in body.get("rules", []):
+        rule = dict(rule)
+        if not rule.get("classes"):
+            rule["classes"] = ["*"]
+        rule.setdefault("length_s", 0.5)  # v1's default, where v2's is the window
+        rule.update(before_s=0.0, after_s=0.0, centred=False, cooldown_s=0.0)
+        rules.append(rule)
+    return {**body, "rules": rules}
+
+
+def _sample_extracted_v1(body: Body) -> Body:
+    """v1 kept the label and its confidence, not the vector, window or reason."""
+    out = dict(body)
+    out.setdefault("window_start_ns", body.get("start_ns", 0))
+    out.setdefault("window_end_ns", body.get("end_ns", 0))
+    out.setdefault("labels", [body.get("label", "")])
+    out.setdefault("scores", [body.get("confidence", 0.0)])
+    path = str(body.get("path", ""))
+    out.setdefault("destination", path.split("/", 1)[0] if "/" in path else "samples")
+    return out
+
+
 # (event_type, from_version) -> function producing from_version + 1.
 # v1 is the first schema; upcasters are added here when a model's version is bumped.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("ChannelHealth", 1): _channel_health_v1,
+    ("ExtractionRulesSet", 1): _extraction_rules_v1,
+    ("SampleExtracted", 1): _sample_extracted_v1,
+}
 
 
 class UpcastError(TidzamError, ValueError):

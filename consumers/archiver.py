@@ -26,15 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import av
 import numpy as np
 import numpy.typing as npt
-from av.audio.stream import AudioStream
 from pydantic import Field, SecretStr
 
 from audio import archive
+from audio.encode import AudioWriter
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
@@ -50,40 +49,6 @@ STATE_KEEP_S = 48 * 3_600.0  # twice the AUDIO stream's age limit
 I16 = npt.NDArray[np.int16]
 
 
-class HourFile:
-    """One open archive file: (n, channels) int16 blocks in, encoded frames out."""
-
-    def __init__(self, path: Path, channels: int, rate: int) -> None:
-        self.path = path
-        self.channels = channels
-        self.layout = av.AudioLayout(f"{channels} channels")
-        lossless = channels <= 8
-        self._out = av.open(str(path), "w", format="flac" if lossless else "ogg")
-        codec = "flac" if lossless else "libopus"
-        self._stream = cast(AudioStream, self._out.add_stream(codec, rate=rate,
-                                                              layout=self.layout))
-        if not lossless:
-            self._stream.codec_context.options = {"mapping_family": "255"}
-        self.rate = rate
-        self._float = not lossless
-
-    def write(self, block: I16) -> None:
-        data: npt.NDArray[np.generic] = block
-        fmt = "s16"
-        if self._float:
-            data, fmt = pcm.int16_to_float32(block), "flt"
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data).reshape(1, -1),
-                                           format=fmt, layout=self.layout)
-        frame.sample_rate = self.rate
-        for packet in self._stream.encode(frame):
-            self._out.mux(packet)
-
-    def close(self) -> None:
-        for packet in self._stream.encode(None):
-            self._out.mux(packet)
-        self._out.close()
-
-
 @dataclass
 class Session:
     source: str
@@ -92,7 +57,7 @@ class Session:
     channels: tuple[int, ...] = ()  # learnt from the first complete set
     sets: dict[int, dict[int, AudioChunk]] = field(default_factory=dict)
     next_seq: int = 0
-    file: HourFile | None = None
+    file: AudioWriter | None = None
     file_hour: int = -1
     last_seen: float = field(default_factory=time.monotonic)
     covered_by: str | None = None  # already archived (an archive played back): skipped
@@ -245,7 +210,7 @@ class Archiver:
             session.file.write(part)
             start_ns += part.shape[0] * 1_000_000_000 // session.rate
 
-    def _open(self, session: Session, start_ns: int, channels: int) -> HourFile:
+    def _open(self, session: Session, start_ns: int, channels: int) -> AudioWriter:
         folder = self.root / session.source
         folder.mkdir(parents=True, exist_ok=True)
         ext = "flac" if channels <= 8 else "opus"
@@ -255,7 +220,7 @@ class Archiver:
             path = folder / archive.archive_name(session.source, start_ns, ext, n)
             n += 1
         log.info("archiving %s into %s", session.source, path)
-        return HourFile(path, channels, session.rate)
+        return AudioWriter(path, channels, session.rate)
 
     @staticmethod
     def _close(session: Session) -> None:

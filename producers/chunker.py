@@ -1,4 +1,5 @@
-"""Cut decoded blocks into gapless, fixed-length ``AudioChunk`` events per channel."""
+"""Cut decoded blocks into gapless, fixed-length ``AudioChunk`` events per channel,
+each with its ``ChannelHealth``: health is measured here, once, where audio enters."""
 
 from __future__ import annotations
 
@@ -10,11 +11,26 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from bus_schemas import AudioChunk, pcm
+from audio.health import block_health
+from bus_schemas import AudioChunk, ChannelHealth, Event, pcm
 
 F32 = npt.NDArray[np.float32]
 I16 = npt.NDArray[np.int16]
 Block = F32 | I16  # (channels, n): float in [-1, 1], or int16 PCM as it will travel
+
+
+@dataclass(frozen=True)
+class ChunkSet:
+    """One chunk per channel, same samples and times, and each channel's health over
+    them (none for an empty closing chunk)."""
+
+    chunks: list[AudioChunk]
+    health: list[ChannelHealth]
+
+    @property
+    def events(self) -> list[Event]:
+        """What to publish: the audio, then its health."""
+        return [*self.chunks, *self.health]
 
 
 @dataclass
@@ -49,16 +65,16 @@ class Chunker:
     def _time_offset_ns(self, samples: int) -> int:
         return samples * 1_000_000_000 // self.sample_rate
 
-    def push(self, block: Block) -> Iterator[list[AudioChunk]]:
+    def push(self, block: Block) -> Iterator[ChunkSet]:
         """Add a (channels, n) block; yield every complete set of chunks (one per channel)."""
         self._buf.append(block)
         self._buffered += block.shape[1]
         while self._buffered >= self.chunk_samples * 2:
             yield self._emit(self.chunk_samples, final=False)
 
-    def finish(self) -> list[list[AudioChunk]]:
+    def finish(self) -> list[ChunkSet]:
         """Flush the rest: one or two chunk sets, the last one marked final."""
-        out: list[list[AudioChunk]] = []
+        out: list[ChunkSet] = []
         if self._buffered > self.chunk_samples:
             out.append(self._emit(self.chunk_samples, final=False))
         out.append(self._emit(self._buffered, final=True))
@@ -85,11 +101,11 @@ class Chunker:
             return parts[0]
         return cast(Block, np.concatenate(parts, axis=1))
 
-    def _emit(self, n: int, *, final: bool) -> list[AudioChunk]:
+    def _emit(self, n: int, *, final: bool) -> ChunkSet:
         head = self._take(n)
         start_ns = self._origin_ns + self._time_offset_ns(self._emitted_samples)
-        samples = head if head.dtype == np.int16 else pcm.to_int16(head)
-        samples = samples.astype("<i2", copy=False)
+        pcm16 = cast(I16, head) if head.dtype == np.int16 else pcm.to_int16(head)
+        samples = pcm16.astype("<i2", copy=False)
         chunks = [
             AudioChunk(source=self.source, channel=ch, seq=self._seq,
                        first_sample=self._emitted_samples, start_ns=start_ns,
@@ -98,4 +114,14 @@ class Chunker:
         ]
         self._seq += 1
         self._emitted_samples += n
-        return chunks
+        return ChunkSet(chunks, self._health(samples, start_ns) if n else [])
+
+    def _health(self, samples: I16, start_ns: int) -> list[ChannelHealth]:
+        end_ns = start_ns + max(1, self._time_offset_ns(samples.shape[1]))
+        return [ChannelHealth(source=self.source, channel=ch, start_ns=start_ns, end_ns=end_ns,
+                              rms_dbfs=h.rms_dbfs, peak_dbfs=h.peak_dbfs,
+                              clip_ratio=h.clip_ratio, noise_floor_dbfs=h.noise_floor_dbfs,
+                              dc_offset=h.dc_offset, hum_db=h.hum_db,
+                              hum_hz=50 if h.hum_hz == 50 else 60, dead=h.dead)
+                for ch, h in zip(self.channels, block_health(samples, self.sample_rate),
+                                 strict=True)]

@@ -74,9 +74,9 @@ async def capture(cfg: SourceAdded, publisher: Publisher, stop: asyncio.Event, *
             except queue.Empty:
                 continue
             for chunk_set in chunker.push(block):
-                await publisher.publish_all(chunk_set)
+                await publisher.publish_all(chunk_set.events)
         for chunk_set in chunker.finish():
-            await publisher.publish_all(chunk_set)
+            await publisher.publish_all(chunk_set.events)
         if dropped[0]:
             log.warning("%s: %d JACK periods dropped (the bus fell behind)", cfg.source,
                         dropped[0])

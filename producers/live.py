@@ -149,7 +149,7 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _publish(self, session: LiveSession, block: npt.NDArray[np.float32]) -> None:
         for chunk_set in session.chunker.push(block.reshape(1, -1)):
-            await self._pub.publish_all(chunk_set)
+            await self._pub.publish_all(chunk_set.events)
 
     async def close(self, sid: str, reason: str) -> None:
         """Flush what is buffered (the last chunk is final) and announce the end."""
@@ -159,7 +159,7 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         async with session.lock:
             await self._publish(session, session.resampler.flush())
             for chunk_set in session.chunker.finish():
-                await self._pub.publish_all(chunk_set)
+                await self._pub.publish_all(chunk_set.events)
         await self._pub.publish_now(LiveStreamClosed(source=session.source, reason=reason,
                                                      at_ns=time.time_ns()))
         log.info("live stream %s closed: %s", session.source, reason)

@@ -23,7 +23,7 @@ from typing import Literal
 from audio.decode import AudioDecodeError, AudioStream
 from bus.publisher import Publisher, PublishError
 from bus_schemas import AudioChunk, SourceFailed, SourceLoaded, SourceUnloaded
-from producers.chunker import Chunker
+from producers.chunker import Chunker, ChunkSet
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Player:
                                   name=f"decode-{session.source}", daemon=True)
         thread.start()
         result = SessionResult()
-        last: list[AudioChunk] = []  # the last chunk set published
+        last: list[AudioChunk] = []  # the last chunks published
         t0 = time.monotonic()
         try:
             while True:
@@ -116,9 +116,9 @@ class Player:
                         permanent=session.permanent, at_ns=time.time_ns(),
                         attempt=session.attempt))
                     continue
-                assert isinstance(got, list)
+                assert isinstance(got, ChunkSet)
                 await self._publish(session, got, result)
-                last = got
+                last = got.chunks
                 await self._pace(t0, result.seconds, stop)
         finally:
             halt.set()
@@ -143,9 +143,10 @@ class Player:
         except PublishError as exc:
             log.warning("could not close the session of %s: %s", last[0].source, exc)
 
-    async def _publish(self, session: Session, chunks: list[AudioChunk],
+    async def _publish(self, session: Session, chunk_set: ChunkSet,
                        result: SessionResult) -> None:
-        await self.publisher.publish_all(chunks)
+        await self.publisher.publish_all(chunk_set.events)
+        chunks = chunk_set.chunks
         seconds = chunks[0].n_samples / self.sample_rate if chunks else 0.0
         result.seconds += seconds
         result.chunks += len(chunks)

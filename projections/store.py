@@ -32,11 +32,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from bus_schemas.errors import TidzamError
 from bus_schemas.events import (
+    ChannelHealth,
     Event,
     LiveStreamClosed,
     LiveStreamOpened,
     ModelDeployed,
     Prediction,
+    SampleExtracted,
+    SampleLabelled,
     SourceAdded,
     SourceFailed,
     SourceLoaded,
@@ -47,7 +50,8 @@ from projections import events as detection_events
 
 log = logging.getLogger(__name__)
 
-PROJECTED_TABLES = ("detections", "detection_events", "predictions", "sources", "models")
+PROJECTED_TABLES = ("detections", "detection_events", "predictions", "sources", "models",
+                    "channel_health", "samples")
 # tables built from another's rows: truncated with it, or a replay would merge twice
 _DERIVED = {"detections": ("detection_events",)}
 UNKNOWN = "unknown"
@@ -59,6 +63,10 @@ _DET_COLS = "time, source, channel, label, confidence, model_id, model_version, 
 _FLOAT4_OID, _FLOAT4_ARRAY_OID = 700, 1021
 _EMPTY_ARRAY = struct.Struct(">3i")
 _DET_TYPES = ["timestamptz", "text", "int4", "text", "float4", "text", "text", "timestamptz"]
+_HEALTH_COLS = ("time, end_time, source, channel, rms_dbfs, peak_dbfs, clip_ratio,"
+                " noise_floor_dbfs, dc_offset, hum_db, hum_hz, dead")
+_HEALTH_TYPES = ["timestamptz", "timestamptz", "text", "int4", "float4", "float4", "float4",
+                 "float4", "float4", "float4", "int2", "bool"]
 
 
 class CheckpointError(TidzamError, RuntimeError):
@@ -130,6 +138,13 @@ def detection_rows(event: Prediction) -> list[tuple[Any, ...]]:
     return rows
 
 
+def health_row(event: ChannelHealth) -> tuple[Any, ...]:
+    """A ``channel_health`` row, columns as ``_HEALTH_COLS``."""
+    return (to_datetime(event.start_ns), to_datetime(event.end_ns), event.source,
+            event.channel, event.rms_dbfs, event.peak_dbfs, event.clip_ratio,
+            event.noise_floor_dbfs, event.dc_offset, event.hum_db, event.hum_hz, event.dead)
+
+
 # ------------------------------------------------------------------- writers
 
 _TEMP_TABLES = """
@@ -199,6 +214,17 @@ async def _write_predictions(cur: AsyncCursor[Any], events: Sequence[Prediction]
     return written + await _register_models(cur, events)
 
 
+async def _write_health(cur: AsyncCursor[Any], events: Sequence[ChannelHealth]) -> int:
+    """Bulk insert; an interval already there (same source, channel, start) is left alone."""
+    await cur.execute("CREATE TEMP TABLE IF NOT EXISTS tidzam_health_in (LIKE channel_health)"
+                      " ON COMMIT DELETE ROWS")
+    await _copy(cur, "tidzam_health_in", _HEALTH_COLS, _HEALTH_TYPES,
+                (health_row(e) for e in events))
+    await cur.execute(f"INSERT INTO channel_health ({_HEALTH_COLS}) SELECT {_HEALTH_COLS}"
+                      " FROM tidzam_health_in ON CONFLICT DO NOTHING")
+    return max(cur.rowcount, 0)
+
+
 async def _register_models(cur: AsyncCursor[Any], events: Sequence[Prediction]) -> int:
     """Record each model's label order (the order of ``scores``) unless already known."""
     models = {(e.model_id, e.model_version): list(e.labels) for e in events}
@@ -256,8 +282,44 @@ ON CONFLICT (model_id, version) DO UPDATE SET
 """
 
 
+_SAMPLE_EXTRACTED = """
+INSERT INTO samples AS s (sample_id, time, end_time, window_start, window_end, source, channel,
+                          label, confidence, model_id, model_version, labels, scores, reason,
+                          destination, path, sample_rate)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (sample_id) DO UPDATE SET
+    time = EXCLUDED.time, end_time = EXCLUDED.end_time, window_start = EXCLUDED.window_start,
+    window_end = EXCLUDED.window_end, source = EXCLUDED.source, channel = EXCLUDED.channel,
+    label = EXCLUDED.label, confidence = EXCLUDED.confidence, model_id = EXCLUDED.model_id,
+    model_version = EXCLUDED.model_version, labels = EXCLUDED.labels, scores = EXCLUDED.scores,
+    reason = EXCLUDED.reason, destination = EXCLUDED.destination, path = EXCLUDED.path,
+    sample_rate = EXCLUDED.sample_rate
+"""
+
+# the latest review wins, whatever order the reviews are projected in
+_SAMPLE_LABELLED = """
+INSERT INTO samples AS s (sample_id, reviewed_label, previous_label, reviewed_by, reviewed_at)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (sample_id) DO UPDATE SET
+    reviewed_label = EXCLUDED.reviewed_label, previous_label = EXCLUDED.previous_label,
+    reviewed_by = EXCLUDED.reviewed_by, reviewed_at = EXCLUDED.reviewed_at
+ WHERE s.reviewed_at IS NULL OR s.reviewed_at <= EXCLUDED.reviewed_at
+"""
+
+
 def _control_statement(event: Event) -> tuple[str, str, tuple[Any, ...]] | None:
-    """(table, SQL, parameters) for a control event, None if not projected."""
+    """(table, SQL, parameters) for a control event (or a sample), None if not projected."""
+    if isinstance(event, SampleExtracted):
+        return "samples", _SAMPLE_EXTRACTED, (
+            event.sample_id, to_datetime(event.start_ns), to_datetime(event.end_ns),
+            to_datetime(event.window_start_ns), to_datetime(event.window_end_ns),
+            event.source, event.channel, event.label, event.confidence, event.model_id,
+            event.model_version, list(event.labels), list(event.scores), event.reason,
+            event.destination, event.path, event.sample_rate)
+    if isinstance(event, SampleLabelled):
+        return "samples", _SAMPLE_LABELLED, (
+            event.sample_id, event.label, event.previous_label or None, event.by or None,
+            to_datetime(event.at_ns))
     if isinstance(event, SourceAdded):
         at = to_datetime(event.at_ns)
         start = to_datetime(event.date_ns) if event.date_ns is not None else None
@@ -297,6 +359,10 @@ async def write_events(cur: AsyncCursor[Any], events: Sequence[Event]) -> tuple[
     if predictions:
         rows += await _write_predictions(cur, predictions)
         tables |= {"predictions", "detections", "detection_events", "models"}
+    health = [e for e in events if isinstance(e, ChannelHealth)]
+    if health:
+        rows += await _write_health(cur, health)
+        tables.add("channel_health")
     for event in events:  # in stream order: a source's lifecycle is order-dependent
         statement = _control_statement(event)
         if statement is not None:
@@ -388,7 +454,10 @@ class ProjectionStore:
         left by a failed batch is harmless.
         """
         months = {_month(e.window_start_ns) for e in events if isinstance(e, Prediction)}
-        wanted = {(t, m) for m in months for t in ("predictions", "detections")} - self._months
+        wanted = {(t, m) for m in months for t in ("predictions", "detections")}
+        wanted |= {("channel_health", _month(e.start_ns)) for e in events
+                   if isinstance(e, ChannelHealth)}
+        wanted -= self._months
         if not wanted:
             return
         async with conn.transaction():

@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from bus_schemas.events import Prediction
+from bus_schemas.events import ChannelHealth, Prediction
 from projections.migrate import migrate
 from tidzam_ctl.stack.postgres import EmbeddedPostgres
 
@@ -119,6 +119,16 @@ async def pg_pool(pg_dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
 
 
 # ------------------------------------------------------------ event factories
+
+
+def health(start_ns: int, *, source: str = "mic", channel: int = 0, rms_dbfs: float = -40.0,
+           noise_floor_dbfs: float = -55.0, peak_dbfs: float = -20.0, clip_ratio: float = 0.0,
+           dead: bool = False, length_ns: int = 1_000_000_000) -> ChannelHealth:
+    """A ChannelHealth of one chunk (a second by default) starting at ``start_ns``."""
+    return ChannelHealth(source=source, channel=channel, start_ns=start_ns,
+                         end_ns=start_ns + length_ns, rms_dbfs=rms_dbfs, peak_dbfs=peak_dbfs,
+                         clip_ratio=clip_ratio, noise_floor_dbfs=noise_floor_dbfs,
+                         dc_offset=0.0, hum_db=-60.0, hum_hz=50, dead=dead)
 
 
 def prediction(

@@ -44,7 +44,7 @@ from inference.modelfolder import ModelFolder
 from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_pcm
-from tests.bus_reading import read_predictions
+from tests.bus_reading import count_predictions, read_predictions
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.test_birdnet import F32, I64, MAY, WINDOW, FixedSelector, ns, summer_expert
 from tests.test_cascade_experts import expert_folder
@@ -112,7 +112,7 @@ async def test_the_classifier_hands_each_window_its_centred_context(nc: Client) 
         nc, classifier_consumer("selector"), clf.handle), stop))
     try:
         async with asyncio.timeout(60):
-            while (await nc.jetstream().stream_info("EVENTS")).state.messages < expected:
+            while (await count_predictions(nc.jetstream())) < expected:
                 await asyncio.sleep(0.05)
     finally:
         stop.set()
@@ -276,7 +276,7 @@ async def test_a_running_classifier_names_species_with_real_birdnet(
         nc, classifier_consumer("selector"), clf.handle), stop))
     try:
         async with asyncio.timeout(120):
-            while (await nc.jetstream().stream_info("EVENTS")).state.messages < expected:
+            while (await count_predictions(nc.jetstream())) < expected:
                 await asyncio.sleep(0.1)
     finally:
         stop.set()

@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from bus_schemas import EVENT_TYPES, AudioChunk, DecodeError, Prediction, decode, encode
+from bus_schemas import (
+    EVENT_TYPES,
+    AudioChunk,
+    ChannelHealth,
+    DecodeError,
+    ExtractionRule,
+    ExtractionRulesSet,
+    Prediction,
+    decode,
+    encode,
+)
 from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION, MSG_ID_HEADER
 from bus_schemas.subjects import dlq, subject_for
 from bus_schemas.upcasters import UpcastError, upcast
@@ -22,6 +32,29 @@ def test_golden_body_decodes_to_the_example_and_reencodes_identically(event) -> 
     headers = {HEADER_TYPE: event.event_type, HEADER_VERSION: str(event.schema_version)}
     assert decode(headers, body) == event
     assert encode(event)[1] == body
+
+
+OLD_GOLDEN = sorted((int(p.parent.name[1:]), p.stem) for p in golden_path(EXAMPLES[0])
+                    .parent.parent.glob("v*/*.msgpack")
+                    if int(p.parent.name[1:]) < EVENT_TYPES[p.stem].schema_version)
+
+
+@pytest.mark.parametrize(("version", "type_name"), OLD_GOLDEN,
+                         ids=[f"{t}-v{v}" for v, t in OLD_GOLDEN])
+def test_every_older_golden_body_is_still_read(version: int, type_name: str) -> None:
+    """Events stored by an older schema stay readable: upcast to today's model."""
+    body = (golden_path(EXAMPLES[0]).parent.parent / f"v{version}" / f"{type_name}.msgpack"
+            ).read_bytes()
+    event = decode({HEADER_TYPE: type_name, HEADER_VERSION: str(version)}, body)
+    assert type(event) is EVENT_TYPES[type_name]
+
+
+def test_channel_health_v1_reads_as_v2_with_unmeasured_fields_none() -> None:
+    body = (golden_path(EXAMPLES[0]).parent.parent / "v1" / "ChannelHealth.msgpack").read_bytes()
+    event = decode({HEADER_TYPE: "ChannelHealth", HEADER_VERSION: "1"}, body)
+    assert isinstance(event, ChannelHealth)
+    assert (event.rms_dbfs, event.peak_dbfs, event.dead) == (-40.5, -3.0, False)
+    assert (event.noise_floor_dbfs, event.dc_offset, event.hum_db, event.hum_hz) == (None,) * 4
 
 
 @pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.event_type)
@@ -95,3 +128,44 @@ def test_prediction_vectors_must_be_parallel() -> None:
 
 def test_dlq_subject_keeps_origin() -> None:
     assert dlq("tidzam.audio.x.1") == "tidzam.dlq.audio.x.1"
+
+
+def test_extraction_rules_v1_read_as_v2_without_context_or_cooldown() -> None:
+    body = (golden_path(EXAMPLES[0]).parent.parent / "v1" / "ExtractionRulesSet.msgpack"
+            ).read_bytes()
+    event = decode({HEADER_TYPE: "ExtractionRulesSet", HEADER_VERSION: "1"}, body)
+    assert isinstance(event, ExtractionRulesSet)
+    first, second = event.rules
+    assert (first.source, first.channels, first.classes, first.rate) == (
+        "herring", (1,), ("birds",), "auto")
+    assert (first.length_s, first.before_s, first.after_s, first.cooldown_s) == (0.5, 0, 0, 0)
+    assert second.classes == ("*",) and second.length_s == 2.0 and second.rate == 0.25
+
+
+def test_the_most_specific_extraction_rule_applies() -> None:
+    rules = ExtractionRulesSet(at_ns=0, rules=(
+        ExtractionRule(rate=0.1),
+        ExtractionRule(source="pond*", rate=0.2),
+        ExtractionRule(source="pond", rate=0.3),
+        ExtractionRule(source="pond", channels=(2, 3), classes=("birds-*",), rate=0.4)))
+    assert [rules.rule_for(s, c).rate for s, c in  # type: ignore[union-attr]
+            (("forest", 0), ("pond2", 0), ("pond", 0), ("pond", 3))] == [0.1, 0.2, 0.3, 0.4]
+    chosen = rules.rule_for("pond", 2)
+    assert chosen is not None and chosen.wants("birds-american_crow")
+    assert not chosen.wants("birds") and not chosen.wants("rain")
+    assert ExtractionRulesSet(at_ns=0, rules=()).rule_for("pond", 0) is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"classes": ("birds[",)}, {"classes": ("a b",)}, {"classes": ()}, {"rate": 7},
+    {"rate": -0.1}, {"source": "a.b"}, {"channels": (1, 1)}, {"before_s": 100},
+    {"length_s": 0}, {"cooldown_s": -1}, {"destination": "../x"}, {"rate": "sometimes"}])
+def test_a_bad_rule_is_refused_with_a_reason(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        ExtractionRule(**bad)  # type: ignore[arg-type]
+
+
+def test_two_rules_for_the_same_place_are_refused() -> None:
+    with pytest.raises(ValidationError, match="same source and channels"):
+        ExtractionRulesSet(at_ns=0, rules=(ExtractionRule(source="a", channels=(1, 2)),
+                                           ExtractionRule(source="a", channels=(2, 1))))

@@ -17,7 +17,7 @@ from consumers.classifier.classifier import Classifier
 from inference.placeholder import LoudnessScorer
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_wav
-from tests.bus_reading import read_predictions
+from tests.bus_reading import count_predictions, read_predictions
 
 
 async def _classify(nc: Client, instances: int, expected: int, overlap: float) -> None:
@@ -31,7 +31,7 @@ async def _classify(nc: Client, instances: int, expected: int, overlap: float) -
     js = nc.jetstream()
     try:
         async with asyncio.timeout(60):
-            while (await js.stream_info("EVENTS")).state.messages < expected:
+            while (await count_predictions(js)) < expected:
                 await asyncio.sleep(0.05)
             while (await js.consumer_info("AUDIO", "classifier-placeholder")).num_ack_pending:
                 await asyncio.sleep(0.05)

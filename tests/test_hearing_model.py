@@ -37,7 +37,7 @@ from inference.yamnet import YamnetFrontEnd
 from learning.embeddings.cache import WindowConfig, compute
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows
-from tests.bus_reading import read_predictions
+from tests.bus_reading import count_predictions, read_predictions
 from tests.real_audio import MEGAGLEST, RAIN, STORM, real_file
 
 OLD_SELECTOR = DEFAULT_SELECTOR.parent / "selector"
@@ -199,7 +199,7 @@ async def test_every_window_once_on_a_real_recording_across_two_instances(
     js = nc.jetstream()
     try:
         async with asyncio.timeout(120):
-            while (await js.stream_info("EVENTS")).state.messages < 2 * per_channel:
+            while (await count_predictions(js)) < 2 * per_channel:
                 await asyncio.sleep(0.1)
             while (await js.consumer_info("AUDIO", spec.durable)).num_ack_pending:
                 await asyncio.sleep(0.1)

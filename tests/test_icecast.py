@@ -117,7 +117,7 @@ def test_a_channel_that_goes_quiet_without_an_end_is_unmounted(
             chunker = Chunker("stray", (0,), 48_000, time.time_ns(), 48_000)
             noise = np.random.default_rng(0).normal(0, 0.1, (1, 4 * 48_000))
             for chunk_set in chunker.push(noise.astype(np.float32)):
-                await Publisher(nc.jetstream()).publish_all(chunk_set)
+                await Publisher(nc.jetstream()).publish_all(chunk_set.chunks)
             await nc.drain()
 
         asyncio.run(publish_without_end())

@@ -100,7 +100,15 @@ def process(frames):
             blocks[k].append(port.get_array().copy())
 client.activate()
 def present():
-    have = {p.name for p in client.get_ports(is_output=True, is_audio=True)}
+    # a port can vanish between JACK's listing and its lookup by name: a vanished
+    # port is simply not present
+    have = set()
+    for name in names:
+        try:
+            client.get_port_by_name(name)
+            have.add(name)
+        except jack.JackError:
+            pass
     return [n for n in names if n in have]
 deadline = time.time() + 60
 while len(present()) < len(names):

@@ -1,7 +1,7 @@
 """``model compare``: archived audio through two models, disagreements per class and source.
 
 The archive is real audio (Debian recordings of rain, birds and speech) written as
-the archiver writes it (``HourFile``, FLAC), for two sources. The expected decisions
+the archiver writes it (``AudioWriter``, FLAC), for two sources. The expected decisions
 come from an independent oracle: whole files decoded, sliced at the sought sample,
 windows every hop, the built-in selector's own decision rule.
 """
@@ -24,7 +24,7 @@ import pytest
 
 from audio.archive import parse_archive_name
 from audio.decode import decode_all
-from consumers.archiver import HourFile
+from audio.encode import AudioWriter
 from inference.features import FeatureParams, frame_windows, window_features
 from inference.scoring import TfliteModel
 from inference.semver import semver_key
@@ -66,7 +66,7 @@ def _write(folder: Path, source: str, start: datetime, audio: F32) -> Path:
     """An archive file as the archiver writes it: audio float32 (channels, n) at 48 kHz."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{source}-{_stamp(start)}.flac"
-    out = HourFile(path, audio.shape[0], RATE)
+    out = AudioWriter(path, audio.shape[0], RATE)
     out.write((np.clip(audio.T, -1, 1) * 32767).astype(np.int16))
     out.close()
     return path

@@ -34,7 +34,7 @@ from inference.registry import Deployment
 from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
 from tests.audio_files import default_grid, expected_windows, write_pcm, write_wav
-from tests.bus_reading import read_predictions
+from tests.bus_reading import count_predictions, read_predictions
 from tests.real_audio import DAY, MEGAGLEST, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 from tests.test_model_registry import (
@@ -221,7 +221,7 @@ async def _run_until(nc: Client, run: Callable[[asyncio.Event], Coroutine[Any, A
     task = asyncio.create_task(run(stop))
     try:
         async with asyncio.timeout(60):
-            while not done((await nc.jetstream().stream_info("EVENTS")).state.messages):
+            while not done(await count_predictions(nc.jetstream())):
                 await asyncio.sleep(0.05)
     finally:
         stop.set()

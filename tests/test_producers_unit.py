@@ -24,8 +24,8 @@ def test_chunker_is_gapless_and_marks_the_final_chunk() -> None:
     chunks = []
     for n in (130, 700, 1, 333, 90):
         chunks += [c for group in chunker.push(rng.uniform(-1, 1, (2, n)).astype(np.float32))
-                   for c in group]
-    chunks += [c for group in chunker.finish() for c in group]
+                   for c in group.chunks]
+    chunks += [c for group in chunker.finish() for c in group.chunks]
     ch0 = [c for c in chunks if c.channel == 0]
     assert [c.seq for c in ch0] == list(range(len(ch0)))
     assert sum(c.n_samples for c in ch0) == 130 + 700 + 1 + 333 + 90
@@ -38,7 +38,8 @@ def test_chunker_is_gapless_and_marks_the_final_chunk() -> None:
 
 def test_an_empty_source_still_ends_with_a_final_chunk() -> None:
     final = Chunker("s", (0,), 1000, 0, 100).finish()
-    assert len(final) == 1 and final[0][0].final and final[0][0].n_samples == 0
+    assert len(final) == 1 and final[0].chunks[0].final and final[0].chunks[0].n_samples == 0
+    assert final[0].health == []  # nothing to measure in an empty closing chunk
 
 
 def test_plan_orders_archives_by_time_and_names_sources(tmp_path: Path) -> None:
@@ -118,3 +119,25 @@ def test_more_than_64_channels_is_refused_clearly(tmp_path: Path) -> None:
     wav = write_wav(tmp_path / "wide.wav", 0.1, channels=65)
     with pytest.raises(AudioDecodeError, match="65 channels: FFmpeg's resampler takes at most 64"):
         decode_all(wav, 48_000)
+
+
+def test_every_chunk_set_carries_the_health_of_each_channel() -> None:
+    """Health is measured where audio enters: one ChannelHealth per channel and chunk,
+    on the chunk's own samples and times."""
+    rate = 8000
+    t = np.arange(3 * rate) / rate
+    loud = np.clip(2.0 * np.sin(2 * np.pi * 440 * t), -1, 1)  # clipped
+    dead = np.zeros_like(t)
+    chunker = Chunker("s", (2, 5), rate, origin_ns=10**18, chunk_samples=rate)
+    sets = [*chunker.push(np.stack([loud, dead]).astype(np.float32)), *chunker.finish()]
+    assert len(sets) == 3
+    for chunk_set in sets:
+        assert [h.channel for h in chunk_set.health] == [2, 5]
+        for chunk, health in zip(chunk_set.chunks, chunk_set.health, strict=True):
+            assert (health.source, health.channel) == (chunk.source, chunk.channel)
+            assert health.start_ns == chunk.start_ns
+            assert health.end_ns == chunk.time_of(chunk.end_sample)
+        clipped, silent = chunk_set.health
+        assert clipped.clip_ratio > 0.3 and clipped.peak_dbfs > -0.01 and not clipped.dead
+        assert silent.dead and silent.rms_dbfs == -120.0
+        assert chunk_set.events == [*chunk_set.chunks, *chunk_set.health]

@@ -20,7 +20,7 @@ import projections
 from bus_schemas.events import Event, SourceFailed
 from projections.migrate import detect_flavour, flavour_of, migrate, migrations
 from projections.store import ProjectionStore, to_datetime
-from tests.fixtures_pg import prediction
+from tests.fixtures_pg import health, prediction
 from tidzam_ctl.stack.postgres import EmbeddedPostgres
 
 Pool = AsyncConnectionPool[Any]
@@ -117,6 +117,13 @@ async def fill(pool: Pool, base_ns: int) -> None:
         items.append((seq, prediction(base_ns + minute * MINUTE, source=source,
                                       channel=channel, result=result,
                                       scores=(0.9, 0.8, 0.7, 0.1, 0.0))))
+    # each channel's health over its windows: a quiet floor on pond 0, a noisy one elsewhere
+    seq = len(items)
+    for minute, source, channel, _ in plan:
+        seq += 1
+        items.append((seq, health(base_ns + minute * MINUTE, source=source, channel=channel,
+                                  noise_floor_dbfs=-58.0 if source == "pond" and channel == 0
+                                  else -35.0)))
     store = ProjectionStore(pool)
     await store.apply("main", "EVENTS", items)
     await store.apply("main", "CONTROL",

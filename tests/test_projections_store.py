@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,8 @@ from bus_schemas.events import (
     LiveStreamOpened,
     ModelDeployed,
     Prediction,
+    SampleExtracted,
+    SampleLabelled,
     SourceFailed,
     SourceLoaded,
     SourceUnloaded,
@@ -25,7 +28,7 @@ from bus_schemas.events import (
 from projections import store as store_module
 from projections.queries import counts, sources
 from projections.store import ApplyResult, CheckpointError, ProjectionStore, to_datetime
-from tests.fixtures_pg import LABELS, prediction
+from tests.fixtures_pg import LABELS, health, prediction
 
 T0 = 1_750_000_000_000_000_000  # 2025-06-15T15:06:40Z, in ns
 HALF_S = 500_000_000
@@ -331,3 +334,69 @@ async def test_an_empty_batch_changes_nothing(pg_pool: Pool) -> None:
     store = ProjectionStore(pg_pool)
     await store.apply("main", "EVENTS", windows(2))
     assert await store.apply("main", "EVENTS", []) == ApplyResult(0, 0, 0, 2)
+
+
+async def test_channel_health_is_stored_once_and_joined_to_each_detection(pg_pool: Pool) -> None:
+    """A window's level is the power mean of the seconds it overlaps; its noise floor
+    likewise; a redelivered health event is stored once."""
+    second = 1_000_000_000
+    items: list[tuple[int, Event]] = [
+        (1, health(T0, rms_dbfs=-30.0, noise_floor_dbfs=-50.0)),
+        (2, health(T0 + second, rms_dbfs=-40.0, noise_floor_dbfs=-60.0, peak_dbfs=-1.0)),
+        (3, health(T0 + 2 * second, rms_dbfs=-10.0, dead=True)),  # after the window
+        (4, health(T0, channel=1, rms_dbfs=-80.0)),  # another channel
+        (5, prediction(T0 + HALF_S, result=("birds",), length_ns=second)),  # 0.5 .. 1.5 s
+        (6, prediction(T0 + 5 * second, result=("birds",))),  # no health there
+        (7, health(T0, rms_dbfs=-30.0, noise_floor_dbfs=-50.0)),  # a replayed fact
+    ]
+    await ProjectionStore(pg_pool).apply("main", "EVENTS", items)
+    stored = await fetch(pg_pool, "SELECT channel, rms_dbfs, dead FROM channel_health"
+                                  " ORDER BY channel, time")
+    assert stored == [(0, -30.0, False), (0, -40.0, False), (0, -10.0, True), (1, -80.0, False)]
+    rows = await fetch(pg_pool, "SELECT time, level_dbfs, noise_floor_dbfs, peak_dbfs, dead"
+                                " FROM detections_with_level ORDER BY time")
+    assert len(rows) == 2
+    level = 10 * math.log10((10 ** -3 + 10 ** -4) / 2)
+    floor = 10 * math.log10((10 ** -5 + 10 ** -6) / 2)
+    assert rows[0][1:] == (pytest.approx(level, abs=1e-3), pytest.approx(floor, abs=1e-3),
+                           -1.0, False)
+    assert rows[1][1:] == (None, None, None, None)
+    quiet = await fetch(pg_pool, "SELECT count(*) FROM detections_with_level"
+                                 " WHERE label = 'birds' AND noise_floor_dbfs < -50")
+    assert quiet == [(1,)]
+
+
+def _sample(n: int, label: str = "unknown", destination: str = "samples") -> SampleExtracted:
+    start = T0 + n * 10**10
+    return SampleExtracted(
+        sample_id=f"mic-0-{n}", source="mic", channel=0, start_ns=start - HALF_S,
+        end_ns=start + 3 * HALF_S, window_start_ns=start, window_end_ns=start + 2 * HALF_S,
+        label=label, confidence=0.3, model_id="selector", model_version="1",
+        labels=LABELS, scores=(0.3, 0.3, 0.2, 0.1, 0.1), reason="unknown",
+        destination=destination, sample_rate=48_000, path=f"{destination}/{label}/s{n}.flac")
+
+
+async def test_samples_and_their_reviews_in_any_order(pg_pool: Pool) -> None:
+    """A review projected before its sample (another stream) is not lost; the latest
+    review wins; samples_info counts the unchecked per class, reviewed ones under
+    their new label."""
+    store = ProjectionStore(pg_pool)
+    await store.apply("main", "CONTROL", [
+        (1, SampleLabelled(sample_id="mic-0-1", label="rain", previous_label="unknown",
+                           by="ann", at_ns=T0 + 2_000)),
+        (2, SampleLabelled(sample_id="mic-0-1", label="wind", previous_label="unknown",
+                           by="bob", at_ns=T0 + 1_000)),  # older than ann's: loses
+    ])
+    await store.apply("main", "EVENTS", [(1, _sample(1)), (2, _sample(2)), (3, _sample(3)),
+                                         (4, _sample(3)),  # the same sample again
+                                         (5, _sample(4, "birds"))])
+    rows = await fetch(pg_pool, "SELECT sample_id, label, reviewed_label, reviewed_by,"
+                                " scores[1] FROM samples ORDER BY sample_id")
+    assert [r[:4] for r in rows] == [("mic-0-1", "unknown", "rain", "ann"),
+                                     ("mic-0-2", "unknown", None, None),
+                                     ("mic-0-3", "unknown", None, None),
+                                     ("mic-0-4", "birds", None, None)]
+    assert rows[0][4] == pytest.approx(0.3)
+    info = await fetch(pg_pool, "SELECT label, samples, unchecked, reviewed FROM samples_info"
+                                " ORDER BY label")
+    assert info == [("birds", 1, 1, 0), ("rain", 1, 0, 1), ("unknown", 2, 2, 0)]

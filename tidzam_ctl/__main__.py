@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from bus_schemas.errors import TidzamError
 from tidzam_ctl.commands.dataset import add_dataset_parser
+from tidzam_ctl.commands.rules import add_rules_parser
 from tidzam_ctl.commands.train import add_train_parser
 from tidzam_ctl.settings import CtlSettings
 
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataset_parser(sub)
     add_train_parser(sub)
+    add_rules_parser(sub)
 
     p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
                        "that the model never saw, print the detections from SQL")
@@ -230,6 +232,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl.commands.model import model
     from tidzam_ctl.commands.query import query
     from tidzam_ctl.commands.replay import replay
+    from tidzam_ctl.commands.rules import rules
     from tidzam_ctl.commands.train import train
 
     return {
@@ -246,6 +249,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "model": model,
         "dataset": dataset,
         "train": train,
+        "rules": rules,
     }
 
 

@@ -45,12 +45,19 @@ class CtlSettings(TidzamSettings):
     jack_port_max: int = Field(2048, ge=16)
     jack_timeout_ms: int = Field(50_000, ge=100)
     archive_dir: Path | None = None  # set: the archiver writes live audio into hour files
+    extractor: bool = True  # the sample extractor (extracts nothing until a rule says so)
+    samples_dir: Path | None = None  # extracted samples; default <home>/samples
     icecast_host: str = "127.0.0.1"
     live_host: str = "127.0.0.1"
     live_port: int | None = Field(None, ge=1, le=65535)  # None: a free port, kept in the home
 
-    @field_validator("model_dir", "archive_dir")
+    @field_validator("model_dir", "archive_dir", "samples_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         """Absolute: the stack's processes do not run in the caller's directory."""
         return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def samples_root(self) -> Path:
+        """Where the extractor writes samples and ``samples`` commands read them."""
+        return self.samples_dir or self.home.expanduser().absolute() / "samples"

@@ -113,6 +113,8 @@ class Stack:
             procs.append(ProcSpec("jack-out", [py, "-m", "consumers.jack_output"]))
         if self.settings.archive_dir is not None:
             procs.append(ProcSpec("archiver", [py, "-m", "consumers.archiver"]))
+        if self.settings.extractor:
+            procs.append(ProcSpec("extractor", [py, "-m", "consumers.extractor.service"]))
         return procs
 
     # The only processes that talk to Icecast as a source: nobody else gets its password.
@@ -138,6 +140,7 @@ class Stack:
             env["JACK_NO_START_SERVER"] = "1"
         if self.settings.archive_dir is not None:
             env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
+        env["TIDZAM_SAMPLES_DIR"] = str(self.settings.samples_root)
         if self.icecast is not None:
             env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
                         "TIDZAM_ICECAST_PORT": str(self.icecast.port)})

@@ -1,0 +1,297 @@
+"""The sample extractor: predictions in, samples (FLAC + JSON sidecar) and
+``SampleExtracted`` events out, as the extraction rules say.
+
+``python -m consumers.extractor.service`` follows the rule set in force (the last
+``ExtractionRulesSet`` on CONTROL, re-read whenever a new one is published) and
+reads every ``Prediction`` of the EVENTS stream (durable ``extractor``). For a
+window a rule wants (``policy.choose``; never speech), it reads the window's audio
+with its context back from the AUDIO stream (``bus.history.read_audio``), writes
+``<samples>/<destination>/<label>/<sample_id>.flac`` and its ``.json`` sidecar
+(source, channel, times, model and version, full scores, rule, reason), publishes
+``SampleExtracted``, and only then acks the prediction.
+
+Nothing is extracted twice: the sample id is fixed by the window (source, channel,
+start, model), the coin by the window too (``policy.draw``), the files are written
+atomically and a sidecar already there means the sample exists (a redelivery
+re-publishes its event, stored once by its message id); the cooldown of a channel
+starts from its last ``SampleExtracted`` on the bus, so it survives a restart.
+Run one extractor per bus (the cooldown is decided in one place).
+
+The audio comes from the AUDIO stream, which keeps 24 hours (``streams.AUDIO``): a
+prediction read later than that (an extractor stopped for a day) has no audio left;
+it is counted as ``expired`` and logged, never retried. A window whose context
+after it is not yet in the stream is retried a few seconds later (``nak``) until
+it is, or until the session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+from pydantic import Field, SecretStr
+
+from audio.encode import write_flac
+from bus.connect import connect, ensure_streams
+from bus.history import AudioSpan, read_audio, read_rule_sets
+from bus.process import run_process
+from bus.publisher import Publisher
+from bus.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
+from bus.settings import TidzamSettings
+from bus_schemas import (
+    DecodeError,
+    ExtractionRule,
+    ExtractionRulesSet,
+    Prediction,
+    SampleExtracted,
+    decode,
+)
+from bus_schemas import subjects as subj
+from bus_schemas.streams import EVENTS, EXTRACTOR
+from consumers.extractor import policy
+
+log = logging.getLogger(__name__)
+
+WAIT_FOR_CONTEXT_S = 2.0  # nak delay while the context after a window is not stored yet
+WAIT_TRIES = 8  # then the sample is cut where the audio ends
+
+
+@dataclass
+class ExtractorStats:
+    seen: int = 0
+    extracted: int = 0
+    again: int = 0  # a sample already on disk: its event published again
+    private: int = 0  # speech: never extracted
+    cooldown: int = 0
+    not_centred: int = 0
+    expired: int = 0  # the audio was no longer in the AUDIO stream
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def sample_id(prediction: Prediction) -> str:
+    """``<source>-<channel>-<UTC window start, µs>-<model>``: one window, one id."""
+    start = datetime.fromtimestamp(prediction.window_start_ns // 1000 / 1e6, UTC)
+    stamp = start.strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{prediction.source}-{prediction.channel}-{stamp}-{prediction.model_id}"
+
+
+def count_samples(root: Path) -> Counter[tuple[str, str]]:
+    """Samples on disk per (destination, label), from their sidecars."""
+    counts: Counter[tuple[str, str]] = Counter()
+    if root.is_dir():
+        for sidecar in root.glob("*/*/*.json"):
+            counts[(sidecar.parent.parent.name, sidecar.parent.name)] += 1
+    return counts
+
+
+class Extractor:
+    def __init__(self, nc: Client, root: Path, speech_score: float = 0.5) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._pub = Publisher(self._js)
+        self.root = root
+        self.speech_score = speech_score
+        self.rules = ExtractionRulesSet(rules=(), at_ns=0)
+        self.counts = count_samples(root)
+        self._last: dict[tuple[str, int], int | None] = {}  # channel → last window start
+        self.stats = ExtractorStats()
+
+    async def load_rules(self) -> None:
+        history, _ = await read_rule_sets(self._js)
+        if history and history[-1][1] != self.rules:
+            self.rules = history[-1][1]
+            log.info("extraction rules: %d rule(s), set by %s", len(self.rules.rules),
+                     self.rules.by or "?")
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        return [await self._one(d) for d in deliveries]
+
+    async def _one(self, delivery: Delivery) -> Outcome:
+        pred = delivery.event
+        if not isinstance(pred, Prediction):
+            return Ack()
+        self.stats.seen += 1
+        rule = self.rules.rule_for(pred.source, pred.channel)
+        if rule is None:
+            return Ack()
+        if policy.is_private(pred, self.speech_score):
+            self.stats.private += 1
+            return Ack()
+        counts = {label: n for (dest, label), n in self.counts.items()
+                  if dest == rule.destination}
+        choice = policy.choose(pred, rule, counts)
+        if choice is None:
+            return Ack()
+        sid = sample_id(pred)
+        folder = self.root / rule.destination / choice.label
+        sidecar = folder / f"{sid}.json"
+        if sidecar.exists():  # written before a crash or a lost ack: the event again
+            await self._publish(json.loads(sidecar.read_text()))
+            self.stats.again += 1
+            return Ack()
+        if policy.draw(sid) >= choice.probability:
+            return Ack()
+        last = await self._last_window(pred.source, pred.channel)
+        if last is not None and abs(pred.window_start_ns - last) < rule.cooldown_s * 1e9:
+            self.stats.cooldown += 1
+            return Ack()
+        span = await self._audio(pred, rule, delivery)
+        if span is None:
+            self.stats.expired += 1
+            log.warning("no audio left in the AUDIO stream for %s: not extracted", sid)
+            return Ack()
+        if not span.complete and delivery.num_delivered < WAIT_TRIES:
+            return Nak(WAIT_FOR_CONTEXT_S)
+        if rule.centred and not policy.is_centred(_window_of(span, pred)):
+            self.stats.not_centred += 1
+            return Ack()
+        record = self._write(pred, rule, choice, sid, span, folder)
+        await self._publish(record)
+        self.counts[(rule.destination, choice.label)] += 1
+        self._last[(pred.source, pred.channel)] = pred.window_start_ns
+        self.stats.extracted += 1
+        self.stats.reasons[choice.reason] += 1
+        log.info("sample %s (%s, %s)", sid, choice.label, choice.reason)
+        return Ack()
+
+    async def _audio(self, pred: Prediction, rule: ExtractionRule,
+                     delivery: Delivery) -> AudioSpan | None:
+        if rule.length_s is None:
+            start, end = pred.window_start_ns, pred.window_end_ns
+        else:
+            middle = (pred.window_start_ns + pred.window_end_ns) // 2
+            half = int(rule.length_s * 5e8)
+            start, end = middle - half, middle + half
+        stored = delivery.msg.metadata.timestamp
+        return await read_audio(self._nc, pred.source, pred.channel,
+                                start - int(rule.before_s * 1e9),
+                                end + int(rule.after_s * 1e9), stored,
+                                anchor_ns=pred.window_start_ns)
+
+    async def _last_window(self, source: str, channel: int) -> int | None:
+        """The window start of the channel's last sample, from the bus (once)."""
+        key = (source, channel)
+        if key not in self._last:
+            self._last[key] = None
+            with contextlib.suppress(NotFoundError):
+                raw = await self._js.get_msg(EVENTS.name,
+                                             subject=subj.sample(source, channel))
+                try:
+                    event = decode(raw.headers, raw.data or b"")
+                except DecodeError:
+                    event = None
+                if isinstance(event, SampleExtracted):
+                    self._last[key] = event.window_start_ns
+        return self._last[key]
+
+    def _write(self, pred: Prediction, rule: ExtractionRule, choice: policy.Choice, sid: str,
+               span: AudioSpan, folder: Path) -> dict[str, Any]:
+        folder.mkdir(parents=True, exist_ok=True)
+        flac = folder / f"{sid}.flac"
+        write_flac(flac, span.samples, span.sample_rate)
+        record: dict[str, Any] = {
+            "sample_id": sid, "source": pred.source, "channel": pred.channel,
+            "start": _iso(span.start_ns), "start_ns": span.start_ns, "end_ns": span.end_ns,
+            "window_start_ns": pred.window_start_ns, "window_end_ns": pred.window_end_ns,
+            "sample_rate": span.sample_rate, "model_id": pred.model_id,
+            "model_version": pred.model_version, "labels": list(pred.labels),
+            "scores": list(pred.scores), "result": list(pred.result), "label": choice.label,
+            "confidence": choice.confidence, "reason": choice.reason,
+            "probability": choice.probability, "rule": rule.model_dump(mode="json"),
+            "destination": rule.destination,
+            "path": str(flac.relative_to(self.root)),
+            "sha256": hashlib.sha256(flac.read_bytes()).hexdigest(),
+        }
+        part = folder / f".{sid}.json.part"
+        part.write_text(json.dumps(record, indent=1))
+        os.replace(part, folder / f"{sid}.json")  # the sidecar last: its presence = done
+        return record
+
+    async def _publish(self, record: dict[str, Any]) -> None:
+        await self._pub.publish_now(SampleExtracted(
+            sample_id=record["sample_id"], source=record["source"], channel=record["channel"],
+            start_ns=record["start_ns"], end_ns=record["end_ns"],
+            window_start_ns=record["window_start_ns"], window_end_ns=record["window_end_ns"],
+            label=record["label"], confidence=record["confidence"],
+            model_id=record["model_id"], model_version=record["model_version"],
+            labels=tuple(record["labels"]), scores=tuple(record["scores"]),
+            reason=record["reason"], destination=record["destination"],
+            sample_rate=record["sample_rate"], path=record["path"]))
+
+
+def _window_of(span: AudioSpan, pred: Prediction) -> Any:
+    lo = max(0, (pred.window_start_ns - span.start_ns) * span.sample_rate // 1_000_000_000)
+    hi = max(lo, (pred.window_end_ns - span.start_ns) * span.sample_rate // 1_000_000_000)
+    return span.samples[lo:hi]
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()
+
+
+class ExtractorSettings(TidzamSettings):
+    nats_url: SecretStr
+    home: Path = Path(".")
+    samples_dir: Path | None = None  # default: <home>/samples
+    privacy_speech_score: float = Field(0.5, ge=0.0, le=1.0)
+
+    @property
+    def samples_root(self) -> Path:
+        return self.samples_dir or self.home / "samples"
+
+
+async def run(settings: ExtractorSettings, stop: asyncio.Event) -> None:
+    root = settings.samples_root
+    root.mkdir(parents=True, exist_ok=True)
+    nc = await connect(settings.nats_url.get_secret_value(), "tidzam-extractor")
+    await ensure_streams(nc.jetstream())
+    extractor = Extractor(nc, root, settings.privacy_speech_score)
+    changed = asyncio.Event()
+
+    async def on_rules(_msg: Any) -> None:
+        changed.set()
+
+    sub = await nc.subscribe(subj.RULES, cb=on_rules)  # before reading: no set missed
+    await extractor.load_rules()
+
+    async def follow_rules() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 30.0)
+            changed.clear()
+            if not stop.is_set():
+                await extractor.load_rules()
+
+    follower = asyncio.create_task(follow_rules())
+    log.info("extracting samples into %s", root)
+    started = time.monotonic()
+    stats = await ConsumerRunner(nc, EXTRACTOR, extractor.handle).run(stop)
+    follower.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follower
+    await sub.unsubscribe()
+    await nc.drain()
+    log.info("extractor drained after %.0f s: %s; %d acked", time.monotonic() - started,
+             extractor.stats, stats.acked)
+
+
+def main() -> None:
+    settings = ExtractorSettings()
+    run_process(lambda stop: run(settings, stop))
+
+
+if __name__ == "__main__":
+    main()
