@@ -119,20 +119,24 @@ async def _chunk_from(js: JetStreamContext, subject: str, seq: int
 
 
 async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_ns: int,
-                     stored_before: datetime, *, anchor_ns: int | None = None,
+                     stored_before: datetime, *, origin_ns: int | None = None,
+                     anchor_ns: int | None = None,
                      max_lookback_s: float = AUDIO.max_age_s) -> AudioSpan | None:
     """The audio of ``source``/``channel`` from ``start_ns`` to ``end_ns`` (audio time),
     read back from the AUDIO stream; None when the stream no longer holds it.
 
     ``stored_before`` is when a consumer saw something computed from it (a
-    prediction's store time): the audio was stored before. ``anchor_ns`` (default
-    ``start_ns``) is a time inside the wanted session: context around a window is
-    taken from the window's session only, cut where that session began or ended.
+    prediction's store time): the audio was stored before. The audio comes from one
+    session: ``origin_ns`` when known (``Prediction.origin_ns``), else the first
+    session with a chunk holding ``anchor_ns`` (default ``start_ns``); context is cut
+    where that session began or ended.
 
     The start is found with few reads whatever the stream's size: a look-back by
     store time (30 s, then 4× further) until a chunk starts at or before the wanted
     time, then a bisection over stream sequences (audio time grows with the
-    sequence within a session), then the chunks are read forward.
+    sequence within a session), then the chunks are read forward. Should the
+    bisection land past the session's wanted start (two sessions of the source
+    overlap in time), the session is read from the look-back's start instead.
     """
     js = nc.jetstream()
     subject = subj.audio(source, channel)
@@ -159,15 +163,22 @@ async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_n
                 hi_seq = mid - 1
             else:
                 lo_seq = found[0]
-    return await _collect(js, subject, lo_seq, start_ns, end_ns, anchor)
+    span, head = await _collect(js, subject, lo_seq, start_ns, end_ns, anchor, origin_ns)
+    if (span is not None and head is not None and lo_seq != first[0]
+            and head.start_ns > start_ns and head.first_sample > 0):
+        span, _ = await _collect(js, subject, first[0], start_ns, end_ns, anchor, origin_ns)
+    return span
 
 
 async def _collect(js: JetStreamContext, subject: str, seq: int, start_ns: int, end_ns: int,
-                   anchor_ns: int) -> AudioSpan | None:
-    """Read forward from ``seq``: the chunks of the session holding ``anchor_ns`` that
-    overlap [start_ns, end_ns)."""
+                   anchor_ns: int, origin_ns: int | None
+                   ) -> tuple[AudioSpan | None, AudioChunk | None]:
+    """Read forward from ``seq``: the chunks of one session (``origin_ns``, or the
+    first holding ``anchor_ns``) overlapping [start_ns, end_ns); and the first chunk of
+    that session read (to tell whether its wanted start was passed)."""
     chunks: list[AudioChunk] = []
-    session: int | None = None
+    session = origin_ns
+    head: AudioChunk | None = None
     complete = False
     while True:
         found = await _chunk_from(js, subject, seq)
@@ -177,22 +188,28 @@ async def _collect(js: JetStreamContext, subject: str, seq: int, start_ns: int, 
         if session is None and chunk.start_ns <= anchor_ns < chunk.time_of(chunk.end_sample):
             session = chunk.origin_ns
             chunks = [c for c in chunks if c.origin_ns == session]
-        if session is not None and chunk.origin_ns != session:
-            if chunk.start_ns >= end_ns or chunk.origin_ns > session:
-                complete = True  # another session follows: ours ended
+            head = chunks[0] if chunks else chunk
+        if session is None:
+            if chunk.time_of(chunk.end_sample) > start_ns and chunk.n_samples:
+                chunks.append(chunk)
+            continue
+        if chunk.origin_ns != session:
+            if head is not None:
+                complete = True  # another session follows ours: ours ended
                 break
             continue
+        head = head or chunk
         if chunk.start_ns >= end_ns:
             complete = True
             break
         if chunk.time_of(chunk.end_sample) > start_ns and chunk.n_samples:
             chunks.append(chunk)
-        if chunk.final and session is not None:
+        if chunk.final:
             complete = True
             break
     chunks = [c for c in chunks if session is not None and c.origin_ns == session]
     if not chunks:
-        return None
+        return None, head
     rate = chunks[0].sample_rate
     audio = np.concatenate([np.asarray(c.pcm_samples(), dtype=np.int16) for c in chunks])
     first = chunks[0]
@@ -201,4 +218,4 @@ async def _collect(js: JetStreamContext, subject: str, seq: int, start_ns: int, 
     last = chunks[-1]
     complete = complete or last.time_of(last.end_sample) >= end_ns
     return AudioSpan(first.source, first.channel, first.time_of(first.first_sample + lo), rate,
-                     audio[lo:hi], complete)
+                     audio[lo:hi], complete), head

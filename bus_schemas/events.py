@@ -134,9 +134,13 @@ class Prediction(Event):
     ``labels`` and ``scores`` are parallel and complete (every class of the model, in
     model order, not a top-k), so anyone can re-threshold later without the audio.
     ``result`` is the decision: the chosen label(s), or ``("unknown",)``.
+    ``origin_ns`` names the audio session the window was cut from (its chunks'
+    ``origin_ns``), so its audio can be found again in the AUDIO stream even when
+    two sessions of a source overlap in time (v2; None in v1 events).
     """
 
     event_type: ClassVar[str] = "Prediction"
+    schema_version: ClassVar[int] = 2
 
     source: Token
     channel: Channel
@@ -147,6 +151,7 @@ class Prediction(Event):
     labels: tuple[str, ...]
     scores: tuple[float, ...]
     result: tuple[str, ...]
+    origin_ns: TimeNs | None = None
 
     @model_validator(mode="after")
     def _parallel(self) -> Prediction:

@@ -53,12 +53,18 @@ def _sample_extracted_v1(body: Body) -> Body:
     return out
 
 
+def _prediction_v1(body: Body) -> Body:
+    """v1 did not name the window's audio session."""
+    return {**body, "origin_ns": None}
+
+
 # (event_type, from_version) -> function producing from_version + 1.
 # v1 is the first schema; upcasters are added here when a model's version is bumped.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ChannelHealth", 1): _channel_health_v1,
     ("ExtractionRulesSet", 1): _extraction_rules_v1,
     ("SampleExtracted", 1): _sample_extracted_v1,
+    ("Prediction", 1): _prediction_v1,
 }
 
 

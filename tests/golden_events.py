@@ -37,7 +37,8 @@ EXAMPLES: list[Event] = [
                sample_rate=48_000, samples=bytes(range(16)), final=False),
     Prediction(source="herring", channel=3, window_start_ns=T0, window_end_ns=T0 + 500_000_000,
                model_id="selector", model_version="1.0.0", labels=("birds", "rain", "wind"),
-               scores=(0.75, 0.125, 0.125), result=("birds",)),
+               scores=(0.75, 0.125, 0.125), result=("birds",), origin_ns=T0 - 336_000 * 10**9
+               // 48_000),
     SampleExtracted(sample_id="s-1", source="herring", channel=3, start_ns=T0 - 500_000_000,
                     end_ns=T0 + 1_000_000_000, window_start_ns=T0,
                     window_end_ns=T0 + 500_000_000, label="birds", confidence=0.75,

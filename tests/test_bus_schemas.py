@@ -18,7 +18,7 @@ from bus_schemas import (
 )
 from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION, MSG_ID_HEADER
 from bus_schemas.subjects import dlq, subject_for
-from bus_schemas.upcasters import UpcastError, upcast
+from bus_schemas.upcasters import UPCASTERS, UpcastError, upcast
 from tests.golden_events import EXAMPLES, golden_path
 
 
@@ -102,10 +102,13 @@ def test_a_v0_body_is_read_through_an_upcaster() -> None:
     assert isinstance(pred, Prediction)
     old = pred.model_dump()
     old["probs"] = old.pop("scores")  # pretend v0 named the vector differently
-    registry = {("Prediction", 0): lambda b: {**{k: v for k, v in b.items() if k != "probs"},
+    del old["origin_ns"]  # and, like v1, did not name the session
+    registry = {**UPCASTERS,
+                ("Prediction", 0): lambda b: {**{k: v for k, v in b.items() if k != "probs"},
                                               "scores": b["probs"]}}
     headers = {HEADER_TYPE: "Prediction", HEADER_VERSION: "0"}
-    assert decode(headers, msgpack.packb(old), upcasters=registry) == pred
+    assert decode(headers, msgpack.packb(old), upcasters=registry) == pred.model_copy(
+        update={"origin_ns": None})
 
 
 def test_audio_chunk_samples_and_times() -> None:

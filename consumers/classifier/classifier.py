@@ -489,7 +489,8 @@ class Classifier:
                     window_start_ns=chunk.time_of(start),
                     window_end_ns=chunk.time_of(start + self.window),
                     model_id=scorer.model_id, model_version=scorer.version,
-                    labels=labels, scores=tuple(rows[row]), result=scorer.decide(scores[row])))
+                    labels=labels, scores=tuple(rows[row]), result=scorer.decide(scores[row]),
+                    origin_ns=chunk.origin_ns))
                 row += 1
         return out
 

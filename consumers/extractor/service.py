@@ -13,9 +13,10 @@ with its context back from the AUDIO stream (``bus.history.read_audio``), writes
 Nothing is extracted twice: the sample id is fixed by the window (source, channel,
 start, model), the coin by the window too (``policy.draw``), the files are written
 atomically and a sidecar already there means the sample exists (a redelivery
-re-publishes its event, stored once by its message id); the cooldown of a channel
-starts from its last ``SampleExtracted`` on the bus, so it survives a restart.
-Run one extractor per bus (the cooldown is decided in one place).
+re-publishes its event, stored once by its message id). The cooldown keeps any two
+samples of a channel ``cooldown_s`` apart, whatever order windows come in, from
+the samples on disk, so it survives a restart. Run one extractor per samples
+folder (the cooldown and the counts are decided in one place).
 
 The audio comes from the AUDIO stream, which keeps 24 hours (``streams.AUDIO``): a
 prediction read later than that (an extractor stopped for a day) has no audio left;
@@ -27,6 +28,7 @@ it is, or until the session ends.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
 import json
@@ -41,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.errors import NotFoundError
 from pydantic import Field, SecretStr
 
 from audio.encode import write_flac
@@ -52,15 +53,13 @@ from bus.publisher import Publisher
 from bus.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
 from bus.settings import TidzamSettings
 from bus_schemas import (
-    DecodeError,
     ExtractionRule,
     ExtractionRulesSet,
     Prediction,
     SampleExtracted,
-    decode,
 )
 from bus_schemas import subjects as subj
-from bus_schemas.streams import EVENTS, EXTRACTOR
+from bus_schemas.streams import EXTRACTOR
 from consumers.extractor import policy
 
 log = logging.getLogger(__name__)
@@ -88,13 +87,38 @@ def sample_id(prediction: Prediction) -> str:
     return f"{prediction.source}-{prediction.channel}-{stamp}-{prediction.model_id}"
 
 
-def count_samples(root: Path) -> Counter[tuple[str, str]]:
-    """Samples on disk per (destination, label), from their sidecars."""
-    counts: Counter[tuple[str, str]] = Counter()
-    if root.is_dir():
-        for sidecar in root.glob("*/*/*.json"):
-            counts[(sidecar.parent.parent.name, sidecar.parent.name)] += 1
-    return counts
+@dataclass
+class OnDisk:
+    """What the samples folder holds: counts per (destination, label) for ``auto``,
+    and each channel's sample windows (sorted starts) for the cooldown."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    windows: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def scan(cls, root: Path) -> OnDisk:
+        disk = cls()
+        for sidecar in root.glob("*/*/*.json") if root.is_dir() else ():
+            try:
+                meta = json.loads(sidecar.read_text())
+                disk.add(sidecar.parent.parent.name, sidecar.parent.name, meta["source"],
+                         int(meta["channel"]), int(meta["window_start_ns"]))
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("%s: unreadable sidecar (%s): not counted", sidecar, exc)
+        return disk
+
+    def add(self, destination: str, label: str, source: str, channel: int,
+            window_start_ns: int) -> None:
+        self.counts[(destination, label)] += 1
+        bisect.insort(self.windows.setdefault((source, channel), []), window_start_ns)
+
+    def nearest_gap_ns(self, source: str, channel: int, start_ns: int) -> int | None:
+        """Distance to the channel's closest sample window, before or after."""
+        starts = self.windows.get((source, channel))
+        if not starts:
+            return None
+        i = bisect.bisect_left(starts, start_ns)
+        return min(abs(starts[j] - start_ns) for j in (i - 1, i) if 0 <= j < len(starts))
 
 
 class Extractor:
@@ -105,8 +129,7 @@ class Extractor:
         self.root = root
         self.speech_score = speech_score
         self.rules = ExtractionRulesSet(rules=(), at_ns=0)
-        self.counts = count_samples(root)
-        self._last: dict[tuple[str, int], int | None] = {}  # channel → last window start
+        self.disk = OnDisk.scan(root)
         self.stats = ExtractorStats()
 
     async def load_rules(self) -> None:
@@ -130,7 +153,7 @@ class Extractor:
         if policy.is_private(pred, self.speech_score):
             self.stats.private += 1
             return Ack()
-        counts = {label: n for (dest, label), n in self.counts.items()
+        counts = {label: n for (dest, label), n in self.disk.counts.items()
                   if dest == rule.destination}
         choice = policy.choose(pred, rule, counts)
         if choice is None:
@@ -144,8 +167,8 @@ class Extractor:
             return Ack()
         if policy.draw(sid) >= choice.probability:
             return Ack()
-        last = await self._last_window(pred.source, pred.channel)
-        if last is not None and abs(pred.window_start_ns - last) < rule.cooldown_s * 1e9:
+        gap = self.disk.nearest_gap_ns(pred.source, pred.channel, pred.window_start_ns)
+        if gap is not None and gap < rule.cooldown_s * 1e9:  # in any order: no two that close
             self.stats.cooldown += 1
             return Ack()
         span = await self._audio(pred, rule, delivery)
@@ -160,8 +183,8 @@ class Extractor:
             return Ack()
         record = self._write(pred, rule, choice, sid, span, folder)
         await self._publish(record)
-        self.counts[(rule.destination, choice.label)] += 1
-        self._last[(pred.source, pred.channel)] = pred.window_start_ns
+        self.disk.add(rule.destination, choice.label, pred.source, pred.channel,
+                      pred.window_start_ns)
         self.stats.extracted += 1
         self.stats.reasons[choice.reason] += 1
         log.info("sample %s (%s, %s)", sid, choice.label, choice.reason)
@@ -179,23 +202,7 @@ class Extractor:
         return await read_audio(self._nc, pred.source, pred.channel,
                                 start - int(rule.before_s * 1e9),
                                 end + int(rule.after_s * 1e9), stored,
-                                anchor_ns=pred.window_start_ns)
-
-    async def _last_window(self, source: str, channel: int) -> int | None:
-        """The window start of the channel's last sample, from the bus (once)."""
-        key = (source, channel)
-        if key not in self._last:
-            self._last[key] = None
-            with contextlib.suppress(NotFoundError):
-                raw = await self._js.get_msg(EVENTS.name,
-                                             subject=subj.sample(source, channel))
-                try:
-                    event = decode(raw.headers, raw.data or b"")
-                except DecodeError:
-                    event = None
-                if isinstance(event, SampleExtracted):
-                    self._last[key] = event.window_start_ns
-        return self._last[key]
+                                origin_ns=pred.origin_ns, anchor_ns=pred.window_start_ns)
 
     def _write(self, pred: Prediction, rule: ExtractionRule, choice: policy.Choice, sid: str,
                span: AudioSpan, folder: Path) -> dict[str, Any]:
