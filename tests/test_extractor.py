@@ -15,7 +15,6 @@ from nats.aio.client import Client
 from audio.decode import decode_all
 from bus.history import read_audio
 from bus.publisher import Publisher
-from bus.runner import ConsumerRunner
 from bus_schemas import (
     ExtractionRule,
     ExtractionRulesSet,
@@ -25,7 +24,7 @@ from bus_schemas import (
     pcm,
 )
 from bus_schemas.streams import EXTRACTOR
-from consumers.extractor.service import Extractor, sample_id
+from consumers.extractor.service import CHECKPOINT, Extractor, sample_id
 from producers.replay import Replayer, ReplayItem
 from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, real_file
@@ -57,7 +56,7 @@ async def extract(nc: Client, root: Path, expected: int) -> Extractor:
     extractor = Extractor(nc, root)
     await extractor.load_rules()
     stop = asyncio.Event()
-    task = asyncio.create_task(ConsumerRunner(nc, EXTRACTOR, extractor.handle).run(stop))
+    task = asyncio.create_task(extractor.runner().run(stop))
     try:
         await wait_until(lambda: extractor.stats.seen >= expected, 60,
                          f"{expected} predictions seen")
@@ -126,8 +125,9 @@ async def test_samples_hold_the_published_audio_once(nc: Client, tmp_path: Path)
         expected = source[windows[i].channel, lo:hi]
         assert np.array_equal(pcm.to_int16(saved[0]), expected)  # FLAC: bit for bit
 
-    # everything again (a crash before the acks): nothing new, the same events stored once
-    await nc.jetstream().delete_consumer("EVENTS", EXTRACTOR.durable)
+    # everything again (a crash before the position was saved): nothing new, the same
+    # events stored once
+    (root / CHECKPOINT).unlink()
     again = await extract(nc, root, len(windows))
     assert (again.stats.extracted, again.stats.again) == (0, 3)
     assert len(await samples_on_bus(nc)) == 3

@@ -64,7 +64,7 @@ def test_patterns_and_fixed_rates() -> None:
 def test_the_coin_is_fixed_by_the_window_and_fair() -> None:
     assert draw("pond-1-x") == draw("pond-1-x")
     values = np.array([draw(f"w{i}") for i in range(4000)])
-    assert 0.0 <= values.min() and values.max() < 1.0
+    assert values.min() >= 0.0 and values.max() < 1.0
     assert abs(float(np.mean(values < 0.25)) - 0.25) < 0.03
 
 

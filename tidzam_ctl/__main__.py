@@ -15,6 +15,7 @@ from rich.markup import escape
 from bus_schemas.errors import TidzamError
 from tidzam_ctl.commands.dataset import add_dataset_parser
 from tidzam_ctl.commands.rules import add_rules_parser
+from tidzam_ctl.commands.samples import add_samples_parser
 from tidzam_ctl.commands.train import add_train_parser
 from tidzam_ctl.settings import CtlSettings
 
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_parser(sub)
     add_train_parser(sub)
     add_rules_parser(sub)
+    add_samples_parser(sub)
 
     p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
                        "that the model never saw, print the detections from SQL")
@@ -233,6 +235,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl.commands.query import query
     from tidzam_ctl.commands.replay import replay
     from tidzam_ctl.commands.rules import rules
+    from tidzam_ctl.commands.samples import samples
     from tidzam_ctl.commands.train import train
 
     return {
@@ -250,6 +253,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "dataset": dataset,
         "train": train,
         "rules": rules,
+        "samples": samples,
     }
 
 

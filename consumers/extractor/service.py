@@ -50,7 +50,7 @@ from bus.connect import connect, ensure_streams
 from bus.history import AudioSpan, read_audio, read_rule_sets
 from bus.process import run_process
 from bus.publisher import Publisher
-from bus.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
+from bus.runner import Ack, ConsumerRunner, Delivery, Outcome, TransientError
 from bus.settings import TidzamSettings
 from bus_schemas import (
     ExtractionRule,
@@ -59,13 +59,18 @@ from bus_schemas import (
     SampleExtracted,
 )
 from bus_schemas import subjects as subj
-from bus_schemas.streams import EXTRACTOR
+from bus_schemas.errors import TidzamError
+from bus_schemas.streams import EVENTS, EXTRACTOR
 from consumers.extractor import policy
 
 log = logging.getLogger(__name__)
 
-WAIT_FOR_CONTEXT_S = 2.0  # nak delay while the context after a window is not stored yet
-WAIT_TRIES = 8  # then the sample is cut where the audio ends
+
+class ExtractorError(TidzamError, RuntimeError):
+    """The extractor cannot start (its samples folder or checkpoint is unusable)."""
+
+WAIT_TRIES = 8  # retries while a window's context after it is not stored yet; then cut
+CHECKPOINT = ".extractor.json"  # in the samples folder: the last EVENTS sequence handled
 
 
 @dataclass
@@ -122,6 +127,12 @@ class OnDisk:
 
 
 class Extractor:
+    """Predictions in stream order (an ordered runner): a channel's cooldown and the
+    class counts of ``auto`` depend on which windows came first, so the same stream
+    gives the same samples, whatever crash or restart happened. The position handled
+    is kept beside the samples (``CHECKPOINT``), written after each batch; a crash
+    before it hands the batch over again, whose samples are then found on disk."""
+
     def __init__(self, nc: Client, root: Path, speech_score: float = 0.5) -> None:
         self._nc = nc
         self._js = nc.jetstream()
@@ -131,6 +142,32 @@ class Extractor:
         self.rules = ExtractionRulesSet(rules=(), at_ns=0)
         self.disk = OnDisk.scan(root)
         self.stats = ExtractorStats()
+        self.checkpoint = self._read_checkpoint()
+        self._waits: Counter[str] = Counter()
+
+    def runner(self) -> ConsumerRunner:
+        """The ordered runner, restarted after the last sequence handled."""
+        return ConsumerRunner(self._nc, EXTRACTOR, self.handle, ordered=True,
+                              start_after=self.checkpoint)
+
+    def _read_checkpoint(self) -> int:
+        try:
+            return int(json.loads((self.root / CHECKPOINT).read_text())["last_seq"])
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, KeyError) as exc:
+            raise ExtractorError(f"{self.root / CHECKPOINT} is unreadable ({exc}): remove "
+                                 "it to read every prediction again (no sample is written "
+                                 "twice)") from exc
+
+    def _commit(self, seq: int) -> None:
+        if seq <= self.checkpoint:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        part = self.root / f"{CHECKPOINT}.part"
+        part.write_text(json.dumps({"stream": EVENTS.name, "last_seq": seq}))
+        os.replace(part, self.root / CHECKPOINT)
+        self.checkpoint = seq
 
     async def load_rules(self) -> None:
         history, _ = await read_rule_sets(self._js)
@@ -140,47 +177,60 @@ class Extractor:
                      self.rules.by or "?")
 
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        return [await self._one(d) for d in deliveries]
+        """Handle a batch in stream order, then commit the position. A window whose
+        context is not stored yet stops the batch there (``TransientError``): what was
+        handled is committed, the runner retries the rest."""
+        done = self.checkpoint
+        try:
+            for delivery in sorted(deliveries, key=lambda d: d.stream_seq):
+                if delivery.stream_seq > self.checkpoint:
+                    await self._one(delivery)
+                    done = delivery.stream_seq
+        finally:
+            self._commit(done)
+        return [Ack() for _ in deliveries]
 
-    async def _one(self, delivery: Delivery) -> Outcome:
+    async def _one(self, delivery: Delivery) -> None:
         pred = delivery.event
         if not isinstance(pred, Prediction):
-            return Ack()
+            return
         self.stats.seen += 1
         rule = self.rules.rule_for(pred.source, pred.channel)
         if rule is None:
-            return Ack()
+            return
         if policy.is_private(pred, self.speech_score):
             self.stats.private += 1
-            return Ack()
+            return
         counts = {label: n for (dest, label), n in self.disk.counts.items()
                   if dest == rule.destination}
         choice = policy.choose(pred, rule, counts)
         if choice is None:
-            return Ack()
+            return
         sid = sample_id(pred)
         folder = self.root / rule.destination / choice.label
         sidecar = folder / f"{sid}.json"
         if sidecar.exists():  # written before a crash or a lost ack: the event again
             await self._publish(json.loads(sidecar.read_text()))
             self.stats.again += 1
-            return Ack()
+            return
         if policy.draw(sid) >= choice.probability:
-            return Ack()
+            return
         gap = self.disk.nearest_gap_ns(pred.source, pred.channel, pred.window_start_ns)
         if gap is not None and gap < rule.cooldown_s * 1e9:  # in any order: no two that close
             self.stats.cooldown += 1
-            return Ack()
+            return
         span = await self._audio(pred, rule, delivery)
         if span is None:
             self.stats.expired += 1
             log.warning("no audio left in the AUDIO stream for %s: not extracted", sid)
-            return Ack()
-        if not span.complete and delivery.num_delivered < WAIT_TRIES:
-            return Nak(WAIT_FOR_CONTEXT_S)
+            return
+        if not span.complete and self._waits[sid] < WAIT_TRIES:
+            self._waits[sid] += 1
+            raise TransientError(f"the context after {sid} is not in the AUDIO stream yet")
+        self._waits.pop(sid, None)
         if rule.centred and not policy.is_centred(_window_of(span, pred)):
             self.stats.not_centred += 1
-            return Ack()
+            return
         record = self._write(pred, rule, choice, sid, span, folder)
         await self._publish(record)
         self.disk.add(rule.destination, choice.label, pred.source, pred.channel,
@@ -188,7 +238,6 @@ class Extractor:
         self.stats.extracted += 1
         self.stats.reasons[choice.reason] += 1
         log.info("sample %s (%s, %s)", sid, choice.label, choice.reason)
-        return Ack()
 
     async def _audio(self, pred: Prediction, rule: ExtractionRule,
                      delivery: Delivery) -> AudioSpan | None:
@@ -285,7 +334,7 @@ async def run(settings: ExtractorSettings, stop: asyncio.Event) -> None:
     follower = asyncio.create_task(follow_rules())
     log.info("extracting samples into %s", root)
     started = time.monotonic()
-    stats = await ConsumerRunner(nc, EXTRACTOR, extractor.handle).run(stop)
+    stats = await extractor.runner().run(stop)
     follower.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await follower

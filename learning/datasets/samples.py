@@ -1,7 +1,9 @@
 """Audio files to add to a dataset, as found in folders, with their class and origin.
 
 ``folder_items``: a folder with one sub-folder per class (``birds/american_robin/x.wav``
-is of class ``birds-american_robin``). ``sample_items``: samples the extractor wrote.
+is of class ``birds-american_robin``). ``sample_items``: samples the original's
+extractor (or the dataset editor) wrote; ``extracted_items``: samples the Tidzam
+extractor wrote (FLAC + JSON sidecar), with the labels reviewers gave them.
 
 Extracted samples (``sample_items``) are named as the original extractor
 named them, ``['<label>'](<source>-<channel>)_<time>.wav``, with an optional
@@ -169,3 +171,52 @@ def _sample_item(path: Path, dirs: list[str], parsed: SampleName | None, classe:
         return AudioItem(path, label)
     return AudioItem(path, label, parsed.group(), parsed.source, parsed.channel,
                      parsed.time.isoformat() if parsed.time else "")
+
+
+SIDECAR = ".json"  # the extractor writes <sample_id>.flac and <sample_id>.json
+DISCARDED = "discarded"  # a reviewer's verdict on an extracted sample: no class at all
+
+
+def has_sidecars(folder: Path) -> bool:
+    """Whether ``folder`` holds samples of the Tidzam extractor (audio + JSON sidecar)."""
+    return folder.is_dir() and any(p.with_suffix(".flac").is_file()
+                                   for p in folder.rglob(f"*{SIDECAR}"))
+
+
+def extracted_items(folder: Path, reviewed: dict[str, str], classe: str | None = None,
+                    include_unchecked: bool = False) -> tuple[list[AudioItem], list[Skipped]]:
+    """Samples the Tidzam extractor wrote under ``folder`` (``<label>/<id>.flac`` with a
+    ``<id>.json`` sidecar), with the class a reviewer gave them (``reviewed``: sample
+    id → label, from ``SampleLabelled`` events). A sample nobody reviewed is skipped
+    unless ``include_unchecked`` (then the model's proposal is its class, ``unknown``
+    never). Provenance from the sidecar; group ``<source>-<channel>@<hour>``."""
+    import json
+
+    items: list[AudioItem] = []
+    skipped: list[Skipped] = []
+    for sidecar in sorted(folder.rglob(f"*{SIDECAR}")):
+        audio = sidecar.with_suffix(".flac")
+        if not audio.is_file() or sidecar.name.startswith("."):
+            continue
+        try:
+            meta = json.loads(sidecar.read_text())
+            sid, source, channel = str(meta["sample_id"]), str(meta["source"]), int(meta["channel"])
+            start = datetime.fromtimestamp(int(meta["window_start_ns"]) / 1e9, UTC)
+        except (OSError, ValueError, KeyError) as exc:
+            skipped.append(Skipped(str(sidecar), f"unreadable sidecar: {exc}"))
+            continue
+        label = classe or reviewed.get(sid)
+        if label is None and include_unchecked and meta.get("label") != "unknown":
+            label = str(meta.get("label", ""))
+        if not label:
+            skipped.append(Skipped(str(audio), "unchecked sample (no one reviewed its label)"))
+            continue
+        if label == DISCARDED:
+            skipped.append(Skipped(str(audio), "discarded by its reviewer"))
+            continue
+        if not CLASS_NAME.fullmatch(label):
+            skipped.append(Skipped(str(audio), f"{label!r} is not a class name"))
+            continue
+        name = SampleName((label,), source, channel, start)
+        items.append(AudioItem(audio, label, name.group(), source, channel, start.isoformat()))
+    return items, skipped

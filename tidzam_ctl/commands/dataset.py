@@ -268,7 +268,10 @@ def _add_build_actions(actions: Actions) -> None:
     _seed(a)
     a = actions.add_parser(
         "from-samples", help="build a dataset from extracted, labelled samples",
-        description="Add the samples under FOLDER to NAME (created if missing). Names as the "
+        description="Add the samples under FOLDER to NAME (created if missing). Samples of "
+        "the Tidzam extractor (FLAC + JSON sidecar, e.g. $TIDZAM_HOME/samples/samples): "
+        "the class a reviewer gave each (tidzam_ctl samples label; read from the running "
+        "stack), unreviewed ones skipped unless --include-unchecked. Otherwise names as the "
         "original extractor wrote them: ['<label>'](<source>-<channel>)_<time>.wav (a "
         "leading + allowed, time ISO 8601 or YYYY-MM-DD-HH-MM-SS). Class: --classe, else "
         "the sub-folder the sample was filed in, else the label in its name. Samples in "
@@ -286,6 +289,16 @@ def _add_build_actions(actions: Actions) -> None:
 
 
 # ------------------------------------------------------------------- entry point
+
+
+def _reviews(settings: CtlSettings) -> dict[str, str]:
+    """The reviewed labels of extracted samples, from the stack's ``samples`` table."""
+    import asyncio
+
+    from tidzam_ctl.commands.samples import reviewed_labels
+    from tidzam_ctl.stack.stack import Stack
+
+    return asyncio.run(reviewed_labels(Stack(settings)))
 
 
 def _dispatch(args: argparse.Namespace, settings: CtlSettings, report: Report) -> None:
@@ -306,7 +319,7 @@ def _dispatch(args: argparse.Namespace, settings: CtlSettings, report: Report) -
     elif args.action == "examples":
         examples(args, report)
     elif args.action == "from-samples":
-        from_samples(args, report)
+        from_samples(args, report, lambda: _reviews(settings))
     elif args.action:
         run_action(args, report)
     elif args.f_dataset:

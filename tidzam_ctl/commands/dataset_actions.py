@@ -43,7 +43,14 @@ from learning.datasets.operations import (
     split_off,
     with_corpus_provenance,
 )
-from learning.datasets.samples import AudioItem, Skipped, folder_items, sample_items
+from learning.datasets.samples import (
+    AudioItem,
+    Skipped,
+    extracted_items,
+    folder_items,
+    has_sidecars,
+    sample_items,
+)
 from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, CliError
 
 DELETED = "deleted"  # the editor's deleted samples (tidzam_ctl.editor.sample_folder.DELETED)
@@ -291,10 +298,18 @@ def examples(args: argparse.Namespace, report: Report) -> None:
                f"{len(ds.files)} recordings, classes {', '.join(ds.label_names)}")
 
 
-def from_samples(args: argparse.Namespace, report: Report) -> None:
+def from_samples(args: argparse.Namespace, report: Report,
+                 reviews: Callable[[], dict[str, str]] | None = None) -> None:
+    """Samples of a folder into a dataset: the Tidzam extractor's (FLAC + sidecar,
+    classes from ``reviews()``: sample id → reviewed label), or the original's."""
     path = dataset_path(args.out)
     classe = args.classe and check_class_name(args.classe)
-    found = _not_deleted(args.folder, sample_items(args.folder, classe, args.include_unchecked))
+    if has_sidecars(args.folder):
+        reviewed = reviews() if reviews is not None and not classe else {}
+        found = extracted_items(args.folder, reviewed, classe, args.include_unchecked)
+    else:
+        found = _not_deleted(args.folder,
+                             sample_items(args.folder, classe, args.include_unchecked))
     if path.exists():
         ds = load(path)
         if args.feature_params is not None:
