@@ -22,7 +22,7 @@ def _channel_health_v1(body: Body) -> Body:
     hum (not measured then: None) and names ``silent`` ``dead``."""
     out = {k: v for k, v in body.items() if k != "silent"}
     out["dead"] = bool(body.get("silent", False))
-    for name in ("noise_floor_dbfs", "dc_offset", "hum_db", "hum_hz"):
+    for name in ("noise_floor_dbfs", "dc_offset", "hum_db", "hum_hz", "origin_ns"):
         out.setdefault(name, None)
     return out
 

@@ -122,6 +122,7 @@ class Chunker:
                               rms_dbfs=h.rms_dbfs, peak_dbfs=h.peak_dbfs,
                               clip_ratio=h.clip_ratio, noise_floor_dbfs=h.noise_floor_dbfs,
                               dc_offset=h.dc_offset, hum_db=h.hum_db,
-                              hum_hz=50 if h.hum_hz == 50 else 60, dead=h.dead)
+                              hum_hz=50 if h.hum_hz == 50 else 60, dead=h.dead,
+                              origin_ns=self._origin_ns)
                 for ch, h in zip(self.channels, block_health(samples, self.sample_rate),
                                  strict=True)]

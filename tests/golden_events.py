@@ -47,7 +47,7 @@ EXAMPLES: list[Event] = [
                     sample_rate=48_000, path="samples/birds/s-1.flac"),
     ChannelHealth(source="herring", channel=3, start_ns=T0, end_ns=T0 + 10**9, rms_dbfs=-40.5,
                   peak_dbfs=-3.0, clip_ratio=0.0, noise_floor_dbfs=-52.25, dc_offset=0.001,
-                  hum_db=-31.5, hum_hz=60, dead=False),
+                  hum_db=-31.5, hum_hz=60, dead=False, origin_ns=T0 - 7 * 10**9),
     MixerCommand(command_id="c-1", source="herring", channel=3, action="gain", gain_db=-6.0,
                  reason="wind", origin="auto", at_ns=T0),
     MixerApplied(command_id="c-1", source="herring", channel=3, muted=False, gain_db=-6.0,

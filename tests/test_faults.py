@@ -17,7 +17,7 @@ from audio.decode import decode_file
 from bus.backlog import wait_idle
 from bus.connect import connect
 from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION
-from bus_schemas.streams import DLQ_REASON, pipeline_durables
+from bus_schemas.streams import DLQ_CONSUMER, DLQ_REASON, pipeline_durables
 from tests.audio_files import default_grid, expected_windows
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, real_file
 from tests.stack_helpers import REPO, ctl, running_stack, wait_for
@@ -112,14 +112,21 @@ def test_malformed_messages_land_in_the_dlq_and_nothing_stops(tmp_path: Path) ->
 
         async def dead_letters() -> list[str]:
             nc = await connect(stack.nats_url, "test")
+            total = (await nc.jetstream().stream_info("DLQ")).state.messages
             sub = await nc.jetstream().pull_subscribe("tidzam.dlq.>", stream="DLQ")
-            msgs = await sub.fetch(2, timeout=5)
+            msgs = await sub.fetch(total, timeout=5)
             await nc.drain()
-            return sorted(f"{m.subject}: {m.headers[DLQ_REASON]}" for m in msgs if m.headers)
+            return sorted(f"{m.headers[DLQ_CONSUMER]} {m.subject}: {m.headers[DLQ_REASON]}"
+                          for m in msgs if m.headers)
 
+        # each consumer that met a poison message dead-lettered it once, with why
         reasons = asyncio.run(dead_letters())
-        assert reasons[0].startswith("tidzam.dlq.audio.bad.0: body is not msgpack")
-        assert reasons[1].startswith("tidzam.dlq.pred.bad.0: invalid Prediction v1")
+        assert len(reasons) == 3, reasons
+        assert reasons[0].startswith("classifier-selector tidzam.dlq.audio.bad.0: body is not "
+                                     "msgpack")
+        assert reasons[1].startswith("extractor tidzam.dlq.pred.bad.0: invalid Prediction v1")
+        assert reasons[2].startswith("projection-main-events tidzam.dlq.pred.bad.0: invalid "
+                                     "Prediction v1")
         # 60 s stereo went through, every window of it
         assert _count(stack, "predictions") == 2 * expected_windows(
             decode_file(day)[0].shape[1], *default_grid())
