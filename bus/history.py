@@ -26,13 +26,14 @@ E = TypeVar("E", bound=Event)
 
 
 async def read_subject(js: JetStreamContext, stream: str, subject: str,
-                       kind: type[E]) -> tuple[list[tuple[int, E]], int]:
-    """Every event of type ``kind`` on ``subject`` (a filter) of ``stream``, in stream
-    order with its sequence, and the last sequence read (0: none). For subjects with
-    few events (deploys, rule sets): one direct get each, no consumer left behind;
-    an unreadable message is logged and skipped."""
+                       kind: type[E], after: int = 0) -> tuple[list[tuple[int, E]], int]:
+    """Every event of type ``kind`` on ``subject`` (a filter) of ``stream`` after
+    sequence ``after``, in stream order with its sequence, and the last sequence read
+    (``after``: none). For subjects with few events (deploys, rule sets, mixer
+    commands): one direct get each, no consumer left behind; an unreadable message is
+    logged and skipped."""
     found: list[tuple[int, E]] = []
-    seq = 0
+    seq = after
     while True:
         try:
             raw = await js.get_msg(stream, seq=seq + 1, subject=subject, next=True)

@@ -57,6 +57,7 @@ class AudioChunk(Event):
     """
 
     event_type: ClassVar[str] = "AudioChunk"
+    schema_version: ClassVar[int] = 2
 
     source: Token
     channel: Channel
@@ -67,6 +68,8 @@ class AudioChunk(Event):
     encoding: Literal["s16le", "f32le"] = "s16le"
     samples: bytes
     final: bool = False
+    gain_db: Annotated[float, Field(ge=pcm.GAIN_DB_MIN, le=pcm.GAIN_DB_MAX)] = 0.0
+    muted: bool = False
 
     @model_validator(mode="after")
     def _whole_samples(self) -> AudioChunk:
@@ -95,8 +98,14 @@ class AudioChunk(Event):
         return self.start_ns + offset * 1_000_000_000 // self.sample_rate
 
     def pcm_samples(self) -> pcm.Samples:
-        """Samples as they travel, without a copy: int16 (s16le) or float32 (f32le)."""
+        """Samples as they travel (raw, before the mixer), without a copy: int16 (s16le)
+        or float32 (f32le)."""
         return pcm.samples_of(self.samples, self.encoding)
+
+    def heard_samples(self) -> pcm.Samples:
+        """Samples as the mixer passes them (``gain_db``, ``muted``): what is analysed,
+        relayed and played; the same type as ``pcm_samples``."""
+        return pcm.with_gain(self.pcm_samples(), self.gain_db, self.muted)
 
     def to_float32(self) -> npt.NDArray[np.float32]:
         """Samples as float32 in [-1, 1], shape (n_samples,)."""
@@ -250,39 +259,64 @@ class ChannelHealth(Event):
 # -------------------------------------------------------------------------- mixer
 
 
+MixerGain = Annotated[float, Field(ge=pcm.GAIN_DB_MIN, le=pcm.GAIN_DB_MAX)]
+
+
 class MixerCommand(Event):
-    """A request to mute/unmute a channel or set its gain (automatic or manual)."""
+    """A request for a channel's mixer state (v2): ``gain`` (to ``gain_db``), ``mute``,
+    ``unmute``, or ``auto`` (a manual setting released: automatic control again).
+
+    ``origin`` ``manual`` (a person, ``by``) pins the channel until an ``auto`` command;
+    ``auto`` commands (the gain controller) apply only to channels not pinned.
+    ``at_ns`` is when it was decided: the wall clock for a person, the audio time of
+    the evidence for the controller (so a replay decides the same command, stored
+    once); the gain stage applies it from the next chunk (``MixerApplied.from_ns``)."""
 
     event_type: ClassVar[str] = "MixerCommand"
+    schema_version: ClassVar[int] = 2
 
     command_id: Annotated[str, Field(min_length=1, max_length=128)]
     source: Token
     channel: Channel
-    action: Literal["mute", "unmute", "gain"]
-    gain_db: float = 0.0
+    action: Literal["mute", "unmute", "gain", "auto"]
+    gain_db: MixerGain = 0.0
     reason: str = ""
     origin: Literal["auto", "manual"] = "manual"
+    by: str = ""
     at_ns: TimeNs
+
+    @model_validator(mode="after")
+    def _auto_is_a_release(self) -> MixerCommand:
+        if self.action == "auto" and self.origin != "manual":
+            raise ValueError("only a manual command releases a channel to auto")
+        return self
 
     def msg_id(self) -> str:
         return f"mixer.cmd.{self.command_id}"
 
 
 class MixerApplied(Event):
-    """A gain stage reports the state it applied after a command."""
+    """The gain stage applied a new state to a channel, from ``from_ns`` (audio time,
+    the first chunk stamped with it) on (v2). ``command_id``, ``origin``, ``reason``:
+    the command that decided it ("" for the default 0 dB)."""
 
     event_type: ClassVar[str] = "MixerApplied"
+    schema_version: ClassVar[int] = 2
 
-    command_id: Annotated[str, Field(min_length=1, max_length=128)]
+    command_id: Annotated[str, Field(max_length=128)]
     source: Token
     channel: Channel
     muted: bool
-    gain_db: float
+    gain_db: MixerGain
+    origin: Literal["auto", "manual", "default"] = "default"
+    reason: str = ""
+    by: str = ""
     stage: str
+    from_ns: TimeNs
     at_ns: TimeNs
 
     def msg_id(self) -> str:
-        return f"mixer.applied.{self.stage}.{self.command_id}"
+        return f"mixer.applied.{self.stage}.{self.source}.{self.channel}.{self.from_ns}"
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

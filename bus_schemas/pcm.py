@@ -65,3 +65,25 @@ def from_float32(samples: npt.ArrayLike, encoding: Encoding = "s16le") -> bytes:
     if encoding == "s16le":
         return to_int16(samples).astype("<i2").tobytes()
     return np.asarray(samples, dtype="<f4").tobytes()
+
+
+GAIN_DB_MIN, GAIN_DB_MAX = -60.0, 24.0  # what a mixer may set
+
+
+def with_gain(samples: Samples, gain_db: float, muted: bool = False) -> Samples:
+    """Samples as a mixer channel passes them: ``gain_db`` applied (rounded and clipped
+    to the samples' own type, so int16 stays int16), silence when ``muted``. 0 dB and
+    not muted: the samples themselves, no copy."""
+    if muted:
+        return np.zeros_like(samples)
+    if gain_db == 0.0:
+        return samples
+    scaled: F32 = samples.astype(np.float32)
+    scaled *= np.float32(10.0 ** (gain_db / 20.0))
+    if samples.dtype == np.int16:
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, PCM16_MIN, PCM16_MAX, out=scaled)
+        out: I16 = scaled.astype(np.int16)
+        return out
+    np.clip(scaled, -1.0, 1.0, out=scaled)
+    return scaled

@@ -108,7 +108,7 @@ def projection_consumer(name: str, stream: StreamSpec, filters: tuple[str, ...])
 # The projector's read models, and the streams and subjects they follow.
 PROJECTION = "main"
 PROJECTION_SUBSCRIPTIONS: tuple[tuple[StreamSpec, tuple[str, ...]], ...] = (
-    (EVENTS, (subjects.PRED_ALL, subjects.HEALTH_ALL, subjects.SAMPLE_ALL)),
+    (EVENTS, (subjects.PRED_ALL, subjects.HEALTH_ALL, subjects.SAMPLE_ALL, subjects.MIXER_ALL)),
     (CONTROL, (subjects.CTL_ALL,)),
 )
 
@@ -126,6 +126,11 @@ JACK_OUTPUT = ConsumerSpec(durable="jack-output", stream=AUDIO.name,
 EXTRACTOR = ConsumerSpec(durable="extractor", stream=EVENTS.name,
                          filter_subjects=(subjects.PRED_ALL,), ack_wait_s=60.0,
                          max_ack_pending=1024, batch=128, backoff_s=(2.0,))
+# Health and predictions → automatic mixer commands (small events, large batches).
+GAIN_CONTROLLER = ConsumerSpec(durable="gain-controller", stream=EVENTS.name,
+                               filter_subjects=(subjects.HEALTH_ALL, subjects.PRED_ALL),
+                               ack_wait_s=30.0, max_ack_pending=4096, batch=256,
+                               backoff_s=(1.0,))
 SOURCE_MANAGER = ConsumerSpec(durable="source-manager", stream=CONTROL.name,
                               filter_subjects=(subjects.SOURCE_ALL,), ack_wait_s=30.0,
                               max_ack_pending=1000, max_deliver=-1, backoff_s=(1.0, 5.0),

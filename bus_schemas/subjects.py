@@ -28,6 +28,8 @@ PRED_ALL = f"{PREFIX}.pred.>"
 SAMPLE_ALL = f"{PREFIX}.sample.>"
 MIXER_ALL = f"{PREFIX}.mixer.>"
 HEALTH_ALL = f"{PREFIX}.health.>"
+MIXER_CMD_ALL = f"{PREFIX}.mixer.cmd.>"
+MIXER_APPLIED_ALL = f"{PREFIX}.mixer.applied.>"
 CTL_ALL = f"{PREFIX}.ctl.>"
 SOURCE_ALL = f"{PREFIX}.ctl.source.>"
 RULES = f"{PREFIX}.ctl.rules"
@@ -49,6 +51,10 @@ def prediction(source: str, channel: int) -> str:
 
 def sample(source: str, channel: int) -> str:
     return f"{PREFIX}.sample.{source}.{channel}"
+
+
+def mixer_cmd(source: str, channel: int) -> str:
+    return f"{PREFIX}.mixer.cmd.{source}.{channel}"
 
 
 def model_deployed(model_id: str | None = None) -> str:
@@ -76,7 +82,7 @@ def subject_for(event: Event) -> str:
         case ChannelHealth():
             return f"{PREFIX}.health.{event.source}.{event.channel}"
         case MixerCommand():
-            return f"{PREFIX}.mixer.cmd.{event.source}.{event.channel}"
+            return mixer_cmd(event.source, event.channel)
         case MixerApplied():
             return f"{PREFIX}.mixer.applied.{event.source}.{event.channel}"
         case SourceAdded() | SourceRemoved() | SourceLoaded() | SourceUnloaded() | SourceFailed():

@@ -58,6 +58,21 @@ def _prediction_v1(body: Body) -> Body:
     return {**body, "origin_ns": None}
 
 
+def _audio_chunk_v1(body: Body) -> Body:
+    """v1 chunks passed the mixer untouched."""
+    return {**body, "gain_db": 0.0, "muted": False}
+
+
+def _mixer_command_v1(body: Body) -> Body:
+    return {**body, "by": ""}
+
+
+def _mixer_applied_v1(body: Body) -> Body:
+    """v1 said when the stage applied a state (``at_ns``), not from which audio on."""
+    return {**body, "origin": "default", "reason": "", "by": "",
+            "from_ns": body.get("at_ns", 0)}
+
+
 # (event_type, from_version) -> function producing from_version + 1.
 # v1 is the first schema; upcasters are added here when a model's version is bumped.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
@@ -65,6 +80,9 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ExtractionRulesSet", 1): _extraction_rules_v1,
     ("SampleExtracted", 1): _sample_extracted_v1,
     ("Prediction", 1): _prediction_v1,
+    ("AudioChunk", 1): _audio_chunk_v1,
+    ("MixerCommand", 1): _mixer_command_v1,
+    ("MixerApplied", 1): _mixer_applied_v1,
 }
 
 

@@ -17,6 +17,7 @@ import shutil
 import time
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import Field, SecretStr
 
 from audio.icecast import IcecastRefused, IcecastTarget
@@ -121,8 +122,9 @@ class IcecastRelay:
             stream.last_seen = time.monotonic()
             position = (chunk.origin_ns, chunk.seq)
             if position > stream.last:  # a redelivered or late chunk is not played twice
-                data = chunk.samples if chunk.encoding == "s16le" else \
-                    pcm.from_float32(chunk.to_float32())
+                heard = chunk.heard_samples()  # the mixer's gain and mute applied
+                data = heard.astype("<i2", copy=False).tobytes() if heard.dtype == np.int16 \
+                    else pcm.from_float32(heard)
                 await stream.write(data)
                 stream.last = position
             if chunk.final:

@@ -168,7 +168,7 @@ class JackOutput:
         if position <= out.last:  # redelivered or late: never played twice
             return
         out.last = position
-        samples = chunk.to_float32()
+        samples = pcm.as_float32(chunk.heard_samples())  # the mixer's gain and mute applied
         if out.resampler is not None:
             samples = out.resampler.push(pcm.to_int16(samples))
         out.fifo.push(samples.astype(np.float32, copy=False))

@@ -3,8 +3,9 @@ each with its ``ChannelHealth``: health is measured here, once, where audio ente
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -12,25 +13,31 @@ import numpy as np
 import numpy.typing as npt
 
 from audio.health import block_health
-from bus_schemas import AudioChunk, ChannelHealth, Event, pcm
+from bus_schemas import AudioChunk, ChannelHealth, Event, MixerApplied, pcm
+from bus_schemas.mixer import DEFAULT, ChannelState
 
 F32 = npt.NDArray[np.float32]
 I16 = npt.NDArray[np.int16]
 Block = F32 | I16  # (channels, n): float in [-1, 1], or int16 PCM as it will travel
 
 
+Mixer = Callable[[str, int, int], ChannelState]  # (source, channel, chunk start) → state
+
+
 @dataclass(frozen=True)
 class ChunkSet:
-    """One chunk per channel, same samples and times, and each channel's health over
-    them (none for an empty closing chunk)."""
+    """One chunk per channel, same samples and times, each stamped with its channel's
+    mixer state; each channel's health over them (raw, before the mixer; none for an
+    empty closing chunk); the mixer states that changed with these chunks."""
 
     chunks: list[AudioChunk]
     health: list[ChannelHealth]
+    applied: list[MixerApplied]
 
     @property
     def events(self) -> list[Event]:
-        """What to publish: the audio, then its health."""
-        return [*self.chunks, *self.health]
+        """What to publish: the audio, then its health and mixer changes."""
+        return [*self.chunks, *self.health, *self.applied]
 
 
 @dataclass
@@ -51,7 +58,8 @@ class Chunker:
     """
 
     def __init__(self, source: str, channels: Iterable[int], sample_rate: int,
-                 origin_ns: int, chunk_samples: int) -> None:
+                 origin_ns: int, chunk_samples: int, mixer: Mixer | None = None,
+                 stage: str = "producer") -> None:
         self.source = source
         self.channels = tuple(channels)
         self.sample_rate = sample_rate
@@ -61,6 +69,9 @@ class Chunker:
         self._buffered = 0
         self._emitted_samples = 0
         self._seq = 0
+        self._mixer = mixer
+        self._stage = stage
+        self._stamped: dict[int, ChannelState] = {}  # the state each channel was given
 
     def _time_offset_ns(self, samples: int) -> int:
         return samples * 1_000_000_000 // self.sample_rate
@@ -106,15 +117,33 @@ class Chunker:
         start_ns = self._origin_ns + self._time_offset_ns(self._emitted_samples)
         pcm16 = cast(I16, head) if head.dtype == np.int16 else pcm.to_int16(head)
         samples = pcm16.astype("<i2", copy=False)
+        states = [self._mixer(self.source, ch, start_ns) if self._mixer else DEFAULT
+                  for ch in self.channels]
         chunks = [
             AudioChunk(source=self.source, channel=ch, seq=self._seq,
                        first_sample=self._emitted_samples, start_ns=start_ns,
-                       sample_rate=self.sample_rate, samples=samples[i].tobytes(), final=final)
-            for i, ch in enumerate(self.channels)
+                       sample_rate=self.sample_rate, samples=samples[i].tobytes(), final=final,
+                       gain_db=state.gain_db, muted=state.muted)
+            for i, (ch, state) in enumerate(zip(self.channels, states, strict=True))
         ]
         self._seq += 1
         self._emitted_samples += n
-        return ChunkSet(chunks, self._health(samples, start_ns) if n else [])
+        return ChunkSet(chunks, self._health(samples, start_ns) if n else [],
+                        self._changes(states, start_ns))
+
+    def _changes(self, states: list[ChannelState], start_ns: int) -> list[MixerApplied]:
+        """A ``MixerApplied`` for each channel whose state differs from its last chunk's
+        (from the session's start: from 0 dB, not muted)."""
+        out = []
+        for ch, state in zip(self.channels, states, strict=True):
+            if not state.same_sound(self._stamped.get(ch, DEFAULT)):
+                out.append(MixerApplied(
+                    command_id=state.command_id, source=self.source, channel=ch,
+                    muted=state.muted, gain_db=state.gain_db, origin=state.origin,
+                    reason=state.reason, by=state.by, stage=self._stage, from_ns=start_ns,
+                    at_ns=time.time_ns()))
+            self._stamped[ch] = state
+        return out
 
     def _health(self, samples: I16, start_ns: int) -> list[ChannelHealth]:
         end_ns = start_ns + max(1, self._time_offset_ns(samples.shape[1]))

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from bus.publisher import Publisher
 from bus_schemas import SourceAdded, SourceFailed, SourceLoaded
-from producers.chunker import Chunker
+from producers.chunker import Chunker, Mixer
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ F32 = npt.NDArray[np.float32]
 
 
 async def capture(cfg: SourceAdded, publisher: Publisher, stop: asyncio.Event, *,
-                  sample_rate: int, chunk_s: float, attempt: int) -> str | None:
+                  sample_rate: int, chunk_s: float, attempt: int,
+                  mixer: Mixer | None = None) -> str | None:
     """Capture until ``stop``; returns an error text if the capture could not run."""
     import jack
 
@@ -67,7 +68,7 @@ async def capture(cfg: SourceAdded, publisher: Publisher, stop: asyncio.Event, *
             sample_rate=sample_rate, permanent=cfg.permanent, at_ns=time.time_ns(),
             attempt=attempt))
         chunker = Chunker(cfg.source, channels, sample_rate, time.time_ns(),
-                          round(chunk_s * sample_rate))
+                          round(chunk_s * sample_rate), mixer=mixer)
         while not stop.is_set():
             try:
                 block = await asyncio.to_thread(periods.get, True, 0.2)

@@ -25,7 +25,7 @@ from audio.resample import PcmResampler
 from bus.publisher import Publisher
 from bus_schemas import LiveStreamClosed, LiveStreamOpened, pcm
 from bus_schemas.errors import TidzamError
-from producers.chunker import Chunker
+from producers.chunker import Chunker, Mixer
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,11 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """The ``audio`` and ``sys`` events of live clients."""
 
     def __init__(self, publisher: Publisher, *, sample_rate: int = 48_000,
-                 chunk_s: float = 1.0, max_streams: int = 10, namespace: str = "/") -> None:
+                 chunk_s: float = 1.0, max_streams: int = 10, namespace: str = "/",
+                 mixer: Mixer | None = None) -> None:
         super().__init__(namespace)
         self._pub = publisher
+        self._mixer = mixer
         self.sample_rate = sample_rate
         self.chunk_samples = round(chunk_s * sample_rate)
         self.max_streams = max_streams
@@ -138,7 +140,7 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             session = LiveSession(
                 source=name, client=sid, rate=rate,
                 chunker=Chunker(name, (0,), self.sample_rate, time.time_ns(),
-                                self.chunk_samples),
+                                self.chunk_samples, mixer=self._mixer),
                 resampler=PcmResampler(rate, self.sample_rate))
             self.sessions[sid] = session
             await self._pub.publish_now(LiveStreamOpened(source=name, client=sid,

@@ -13,6 +13,7 @@ from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.settings import TidzamSettings
+from producers.gain import GainStage
 from producers.live import LiveNamespace
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,11 @@ async def run(settings: LiveSettings, stop: asyncio.Event) -> None:
     await ensure_streams(nc.jetstream())
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*",
                                max_http_buffer_size=4 * 1024 * 1024)
+    gain = GainStage()
+    await gain.follow(nc)
     namespace = LiveNamespace(Publisher(nc.jetstream()), sample_rate=settings.sample_rate,
-                              chunk_s=settings.chunk_s, max_streams=settings.live_max_streams)
+                              chunk_s=settings.chunk_s, max_streams=settings.live_max_streams,
+                              mixer=gain.state)
     sio.register_namespace(namespace)
     app = web.Application()
     sio.attach(app)
@@ -45,6 +49,7 @@ async def run(settings: LiveSettings, stop: asyncio.Event) -> None:
     await stop.wait()
     await namespace.close_all()
     await runner.cleanup()
+    await gain.close()
     await nc.drain()
     log.info("live server drained: exiting")
 

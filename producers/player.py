@@ -23,7 +23,7 @@ from typing import Literal
 from audio.decode import AudioDecodeError, AudioStream
 from bus.publisher import Publisher, PublishError
 from bus_schemas import AudioChunk, SourceFailed, SourceLoaded, SourceUnloaded
-from producers.chunker import Chunker, ChunkSet
+from producers.chunker import Chunker, ChunkSet, Mixer
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class Player:
     progress: Progress | None = None
     queue_sets: int = 8
     open_timeout_s: float = 15.0  # connecting to / reading from a URL
+    mixer: Mixer | None = None  # the gain stage's state of a channel (GainStage.state)
     _never: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def play(self, session: Session, stop: asyncio.Event | None = None, *,
@@ -219,7 +220,8 @@ class Player:
                 if not put(_Opened(stream.info.channels)):
                     return
                 chunker = Chunker(session.source, chosen, self.sample_rate,
-                                  session.origin_ns, round(self.chunk_s * self.sample_rate))
+                                  session.origin_ns, round(self.chunk_s * self.sample_rate),
+                                  mixer=self.mixer)
                 every = tuple(range(stream.info.channels))
                 for block in stream.pcm16_blocks():
                     picked = block if chosen == every else block[list(chosen)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from audio.archive import parse_archive_name
 from audio.suffixes import is_audio
 from bus.publisher import Publisher
+from producers.chunker import Mixer
 from producers.player import Player, Progress, Session
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ class Replayer:
 
     def __init__(self, publisher: Publisher, *, sample_rate: int = 48_000,
                  chunk_s: float = 1.0, speed: float | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, mixer: Mixer | None = None) -> None:
         self.player = Player(publisher, sample_rate=sample_rate, chunk_s=chunk_s, speed=speed,
-                             progress=progress)
+                             progress=progress, mixer=mixer)
 
     async def replay(self, items: list[ReplayItem]) -> list[SourceReport]:
         reports: dict[str, SourceReport] = {}

@@ -25,6 +25,7 @@ from audio.icecast import IcecastRefused, IcecastTarget
 from bus.publisher import Publisher
 from bus.runner import Ack, Delivery, Outcome
 from bus_schemas import SourceAdded, SourceFailed, SourceLoaded, SourceRemoved, SourceUnloaded
+from producers.chunker import Mixer
 from producers.jack_source import capture
 from producers.player import Player, Session
 
@@ -45,9 +46,9 @@ class SourceManager:
     def __init__(self, publisher: Publisher, *, sample_rate: int = 48_000,
                  chunk_s: float = 1.0, max_channels: int = 64,
                  backoff: Backoff | None = None, open_timeout_s: float = 15.0,
-                 icecast: IcecastTarget | None = None) -> None:
+                 icecast: IcecastTarget | None = None, mixer: Mixer | None = None) -> None:
         self.player = Player(publisher, sample_rate=sample_rate, chunk_s=chunk_s, speed=1.0,
-                             open_timeout_s=open_timeout_s)
+                             open_timeout_s=open_timeout_s, mixer=mixer)
         self._pub = publisher
         self.icecast = icecast  # where `format: copy` sources go
         self.max_channels = max_channels
@@ -142,7 +143,7 @@ class SourceManager:
             if cfg.kind == "jack":
                 return await capture(cfg, self._pub, stop, attempt=attempt,
                                      sample_rate=self.player.sample_rate,
-                                     chunk_s=self.player.chunk_s)
+                                     chunk_s=self.player.chunk_s, mixer=self.player.mixer)
             if cfg.format == "copy":
                 return await self._copy_once(cfg, stop, attempt)
             return await self._play_once(cfg, stop, attempt)

@@ -21,6 +21,7 @@ from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
 from bus.settings import TidzamSettings
 from bus_schemas.streams import SOURCE_MANAGER
+from producers.gain import GainStage
 from producers.source_manager import SourceManager
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,12 @@ async def run(settings: SourcesSettings, stop: asyncio.Event) -> None:
     await ensure_streams(js)
     with contextlib.suppress(NotFoundError):  # read the history from its start again
         await js.delete_consumer(SPEC.stream, SPEC.durable)
+    gain = GainStage()
+    await gain.follow(nc)
     manager = SourceManager(Publisher(js), sample_rate=settings.sample_rate,
                             chunk_s=settings.chunk_s, max_channels=settings.max_channels,
                             open_timeout_s=settings.open_timeout_s,
-                            icecast=_icecast(settings))
+                            icecast=_icecast(settings), mixer=gain.state)
     runner = ConsumerRunner(nc, SPEC, manager.handle)
     await runner.ensure_consumer()
     info = await js.consumer_info(SPEC.stream, SPEC.durable)
@@ -57,6 +60,7 @@ async def run(settings: SourcesSettings, stop: asyncio.Event) -> None:
     log.info("source manager running")
     await runner.run(stop)
     await manager.close()
+    await gain.close()
     await nc.drain()
     log.info("source manager drained: exiting")
 

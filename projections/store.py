@@ -36,6 +36,8 @@ from bus_schemas.events import (
     Event,
     LiveStreamClosed,
     LiveStreamOpened,
+    MixerApplied,
+    MixerCommand,
     ModelDeployed,
     Prediction,
     SampleExtracted,
@@ -51,7 +53,7 @@ from projections import events as detection_events
 log = logging.getLogger(__name__)
 
 PROJECTED_TABLES = ("detections", "detection_events", "predictions", "sources", "models",
-                    "channel_health", "samples")
+                    "channel_health", "samples", "mixer_log")
 # tables built from another's rows: truncated with it, or a replay would merge twice
 _DERIVED = {"detections": ("detection_events",)}
 UNKNOWN = "unknown"
@@ -307,8 +309,28 @@ ON CONFLICT (sample_id) DO UPDATE SET
 """
 
 
+_MIXER_LOG = """
+INSERT INTO mixer_log (id, kind, at, from_time, source, channel, action, gain_db, muted, origin,
+                       reason, by, stage, command_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO NOTHING
+"""
+
+
 def _control_statement(event: Event) -> tuple[str, str, tuple[Any, ...]] | None:
-    """(table, SQL, parameters) for a control event (or a sample), None if not projected."""
+    """(table, SQL, parameters) for an event projected one by one (control events,
+    samples, the mixer's), None if not projected."""
+    if isinstance(event, MixerCommand):
+        return "mixer_log", _MIXER_LOG, (
+            event.msg_id(), "command", to_datetime(event.at_ns), None, event.source,
+            event.channel, event.action, event.gain_db if event.action == "gain" else None,
+            {"mute": True, "unmute": False}.get(event.action), event.origin,
+            event.reason, event.by, None, event.command_id)
+    if isinstance(event, MixerApplied):
+        return "mixer_log", _MIXER_LOG, (
+            event.msg_id(), "applied", to_datetime(event.at_ns), to_datetime(event.from_ns),
+            event.source, event.channel, None, event.gain_db, event.muted, event.origin,
+            event.reason, event.by, event.stage, event.command_id)
     if isinstance(event, SampleExtracted):
         return "samples", _SAMPLE_EXTRACTED, (
             event.sample_id, to_datetime(event.start_ns), to_datetime(event.end_ns),

@@ -34,7 +34,8 @@ T0 = 1_700_000_000_000_000_000
 
 EXAMPLES: list[Event] = [
     AudioChunk(source="herring", channel=3, seq=7, first_sample=336_000, start_ns=T0,
-               sample_rate=48_000, samples=bytes(range(16)), final=False),
+               sample_rate=48_000, samples=bytes(range(16)), final=False, gain_db=-6.0,
+               muted=False),
     Prediction(source="herring", channel=3, window_start_ns=T0, window_end_ns=T0 + 500_000_000,
                model_id="selector", model_version="1.0.0", labels=("birds", "rain", "wind"),
                scores=(0.75, 0.125, 0.125), result=("birds",), origin_ns=T0 - 336_000 * 10**9
@@ -49,9 +50,10 @@ EXAMPLES: list[Event] = [
                   peak_dbfs=-3.0, clip_ratio=0.0, noise_floor_dbfs=-52.25, dc_offset=0.001,
                   hum_db=-31.5, hum_hz=60, dead=False, origin_ns=T0 - 7 * 10**9),
     MixerCommand(command_id="c-1", source="herring", channel=3, action="gain", gain_db=-6.0,
-                 reason="wind", origin="auto", at_ns=T0),
+                 reason="wind", origin="auto", by="gain-controller", at_ns=T0),
     MixerApplied(command_id="c-1", source="herring", channel=3, muted=False, gain_db=-6.0,
-                 stage="producer", at_ns=T0),
+                 origin="auto", reason="wind", by="gain-controller", stage="producer",
+                 from_ns=T0 - 10**9, at_ns=T0),
     SourceAdded(source="herring", kind="archive", location="http://127.0.0.1:8000/h.ogg",
                 channels=(0, 2), permanent=True, database="/data/herring", date_ns=T0,
                 format="ogg", at_ns=T0),

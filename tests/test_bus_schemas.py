@@ -81,10 +81,10 @@ def test_decode_errors_say_why() -> None:
         decode(headers, b"\xc1")
     with pytest.raises(DecodeError, match="not a map"):
         decode(headers, msgpack.packb([1, 2]))
-    with pytest.raises(DecodeError, match="invalid AudioChunk v1: source"):
+    with pytest.raises(DecodeError, match="invalid AudioChunk v2: source"):
         decode(headers, msgpack.packb({**chunk.model_dump(), "source": "a.b"}))
     with pytest.raises(DecodeError, match="newer than this code"):
-        decode({**headers, HEADER_VERSION: "2"}, body)
+        decode({**headers, HEADER_VERSION: "3"}, body)
 
 
 def test_upcasters_chain_to_the_current_version() -> None:

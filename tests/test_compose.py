@@ -22,6 +22,7 @@ from bus.connect import connect, ensure_streams, stream_replicas
 from consumers.archiver import ArchiverSettings
 from consumers.classifier.service import ClassifierSettings
 from consumers.extractor.service import ExtractorSettings
+from consumers.gain_controller import GainControllerSettings
 from producers.live_service import LiveSettings
 from producers.source_service import SourcesSettings
 from projections.service import ProjectorSettings
@@ -29,8 +30,8 @@ from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.nats import NatsServer
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = (ArchiverSettings, ClassifierSettings, ExtractorSettings, LiveSettings,
-            SourcesSettings, ProjectorSettings, CtlSettings)
+SETTINGS = (ArchiverSettings, ClassifierSettings, ExtractorSettings, GainControllerSettings,
+            LiveSettings, SourcesSettings, ProjectorSettings, CtlSettings)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_every_service_runs_a_real_module_with_known_settings(compose: dict[str,
     tidzam = {name: s for name, s in compose["services"].items()
               if s.get("image") == "tidzam:local"}
     assert {"projector", "classifier", "sources", "live", "archiver", "extractor",
-            "ctl"} <= set(tidzam)
+            "gain-control", "ctl"} <= set(tidzam)
     known = _known_settings()
     for name, service in tidzam.items():
         argv = service.get("entrypoint") or service["command"]

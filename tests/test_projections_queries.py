@@ -90,7 +90,7 @@ async def test_exact_counts(filled: Pool) -> None:
         tallies = await queries.counts(conn)
     assert tallies == {"detections": 12, "detection_events": 12, "predictions": 12,
                        "sources": 1, "models": 1, "projection_checkpoints": 2,
-                       "channel_health": 0, "samples": 0}
+                       "channel_health": 0, "samples": 0, "mixer_log": 0}
 
 
 async def test_estimated_counts(filled: Pool) -> None:

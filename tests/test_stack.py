@@ -27,7 +27,7 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
             assert states == {"nats": "running", "postgres": "running",
                               "classifier-0": "running", "projector": "running",
                               "sources": "running", "live": "running",
-                              "extractor": "running"}
+                              "extractor": "running", "gain-control": "running"}
             assert all(p["pid"] for p in st["processes"])
             assert "@" not in json.dumps(st["services"])  # no credentials in status
         assert sa["services"]["nats"] != sb["services"]["nats"]
@@ -63,7 +63,8 @@ def test_status_without_a_stack_says_stopped(tmp_path: Path) -> None:
 def test_external_servers_are_used_when_configured(tmp_path: Path) -> None:
     with running_stack(tmp_path / "servers") as servers:
         external = {"nats_url": servers.nats_url, "database_url": servers.database_url,
-                    "projector": False, "sources": False, "live": False, "extractor": False}
+                    "projector": False, "sources": False, "live": False, "extractor": False,
+                    "gain_control": False}
         with running_stack(tmp_path / "workers", **external) as workers:
             names = [p["name"] for p in workers.status()["processes"]]
             assert names == ["classifier-0"]  # an extra classifier: no servers of its own

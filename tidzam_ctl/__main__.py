@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from bus_schemas.errors import TidzamError
 from tidzam_ctl.commands.dataset import add_dataset_parser
+from tidzam_ctl.commands.mixer import add_mixer_parser
 from tidzam_ctl.commands.rules import add_rules_parser
 from tidzam_ctl.commands.samples import add_samples_parser
 from tidzam_ctl.commands.train import add_train_parser
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_rules_parser(sub)
     add_samples_parser(sub)
+    add_mixer_parser(sub)
 
     p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
                        "that the model never saw, print the detections from SQL")
@@ -231,6 +233,7 @@ def _add_query_arguments(parser: argparse.ArgumentParser, *, events: bool) -> No
 def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl.commands import stack as commands
     from tidzam_ctl.commands.dataset import dataset
+    from tidzam_ctl.commands.mixer import mixer
     from tidzam_ctl.commands.model import model
     from tidzam_ctl.commands.query import query
     from tidzam_ctl.commands.replay import replay
@@ -254,6 +257,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "train": train,
         "rules": rules,
         "samples": samples,
+        "mixer": mixer,
     }
 
 

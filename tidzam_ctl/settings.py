@@ -46,6 +46,7 @@ class CtlSettings(TidzamSettings):
     jack_timeout_ms: int = Field(50_000, ge=100)
     archive_dir: Path | None = None  # set: the archiver writes live audio into hour files
     extractor: bool = True  # the sample extractor (extracts nothing until a rule says so)
+    gain_control: bool = True  # the gain controller: noisy, clipping, dead channels
     samples_dir: Path | None = None  # extracted samples; default <home>/samples
     icecast_host: str = "127.0.0.1"
     live_host: str = "127.0.0.1"

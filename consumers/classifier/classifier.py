@@ -187,7 +187,7 @@ class Classifier:
         lane = self._lane(session_key(event))
         if event.seq in lane.acked:
             return Ack(), None  # scored and acked before: our ack was lost
-        piece = Piece(event, event.pcm_samples(), stored, delivery.stream_seq, delivery)
+        piece = Piece(event, event.heard_samples(), stored, delivery.stream_seq, delivery)
         reason = lane.add(piece)
         if reason is not None:
             self.stats.inconsistent += 1

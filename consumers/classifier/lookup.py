@@ -147,4 +147,4 @@ def _piece(raw: RawStreamMsg) -> Piece | None:
         return None
     if not isinstance(event, AudioChunk):
         return None
-    return Piece(event, event.pcm_samples(), stored_ns(raw.time), raw.seq or 0)
+    return Piece(event, event.heard_samples(), stored_ns(raw.time), raw.seq or 0)

@@ -59,6 +59,7 @@ async def run_replay(stack: Stack, items: list[Any], speed: float | None, wait: 
     from bus.connect import connect, ensure_streams
     from bus.publisher import Publisher
     from bus_schemas.streams import pipeline_durables
+    from producers.gain import GainStage
     from producers.replay import Replayer
 
     total = 0.0
@@ -71,14 +72,18 @@ async def run_replay(stack: Stack, items: list[Any], speed: float | None, wait: 
     nc = await connect(stack.nats_url, "tidzam_ctl-replay")
     try:
         await ensure_streams(nc.jetstream())
+        gain = GainStage()  # archived audio is heard as the mixer had it then
+        await gain.follow(nc)
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed:.0f} s of audio"),
                       TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("replaying", total=total or None)
             replayer = Replayer(Publisher(nc.jetstream()), sample_rate=stack.settings.sample_rate,
                                 chunk_s=stack.settings.chunk_s, speed=speed,
-                                progress=lambda src, sec: bar.advance(task, sec))
+                                progress=lambda src, sec: bar.advance(task, sec),
+                                mixer=gain.state)
             reports = await replayer.replay(items)
+        await gain.close()
         if wait:
             with console.status("waiting for the classifier and the projections…"):
                 model_id = model_id_of(stack.settings.model_dir)

@@ -115,6 +115,8 @@ class Stack:
             procs.append(ProcSpec("archiver", [py, "-m", "consumers.archiver"]))
         if self.settings.extractor:
             procs.append(ProcSpec("extractor", [py, "-m", "consumers.extractor.service"]))
+        if self.settings.gain_control:
+            procs.append(ProcSpec("gain-control", [py, "-m", "consumers.gain_controller"]))
         return procs
 
     # The only processes that talk to Icecast as a source: nobody else gets its password.
