@@ -44,8 +44,13 @@ from bus.connect import connect, ensure_streams
 from bus.process import stop_event_on_signals
 from bus.publisher import Publisher
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
-from bus_schemas import AudioChunk, pcm
-from bus_schemas.streams import classifier_consumer, pipeline_durables
+from bus_schemas import AudioChunk, ExtractionRule, ExtractionRulesSet, pcm
+from bus_schemas.streams import (
+    EXTRACTOR,
+    GAIN_CONTROLLER,
+    classifier_consumer,
+    pipeline_durables,
+)
 from inference.modelfolder import ModelFolder
 from inference.registry import DEFAULT_SELECTOR
 from learning.corpus.fetch import default_cache_dir, fetch_package
@@ -140,9 +145,18 @@ class Sampler(threading.Thread):
 
 async def replay_and_wait(stack: Stack, wavs: list[Path], speed: float | None,
                           published: dict[tuple[str, int], float]) -> tuple[float, float]:
-    """Replay every recording as its own source, all at once; wait for every row."""
+    """Replay every recording as its own source, all at once; wait for every row (and,
+    when they run, for the extractor and the gain controller to have read everything)."""
     nc = await connect(stack.nats_url, "benchmark")
     await ensure_streams(nc.jetstream())
+    durables = pipeline_durables("selector")
+    if stack.settings.extractor:  # a rule that makes it work: samples of every class
+        await Publisher(nc.jetstream()).publish_now(ExtractionRulesSet(
+            rules=(ExtractionRule(classes=("*",), rate="auto", cooldown_s=5.0),),
+            at_ns=time.time_ns(), by="benchmark"))
+        durables.append((EXTRACTOR.stream, EXTRACTOR.durable))
+    if stack.settings.gain_control:
+        durables.append((GAIN_CONTROLLER.stream, GAIN_CONTROLLER.durable))
     seqs: dict[str, int] = {}
 
     def on_chunk(source: str, _seconds: float) -> None:
@@ -161,8 +175,7 @@ async def replay_and_wait(stack: Stack, wavs: list[Path], speed: float | None,
     t0 = time.time()
     await asyncio.gather(*(one(i, wav) for i, wav in enumerate(wavs)))
     t_pub = time.time()
-    model_id = "selector"
-    ok = await wait_idle(nc, pipeline_durables(model_id), timeout_s=3600, settle_s=0.5)
+    ok = await wait_idle(nc, durables, timeout_s=3600, settle_s=0.5)
     await nc.drain()
     if not ok:
         raise SystemExit("the pipeline did not catch up within an hour")
@@ -274,6 +287,10 @@ def main() -> None:
                          "first log-mel selector)")
     ap.add_argument("--per-source", type=int, default=32,
                     help="channels per source (one stream each; at most 64)")
+    ap.add_argument("--without-loops", action="store_true",
+                    help="run neither the sample extractor nor the gain controller (by "
+                    "default both run, the extractor with a rule saving samples of every "
+                    "class at rate auto, 5 s cooldown)")
     args = ap.parse_args()
     speed = None if args.speed == "max" else float(args.speed)
     with tempfile.TemporaryDirectory(prefix="tidzam-bench-") as tmp:
@@ -284,8 +301,10 @@ def main() -> None:
             wavs.append(build_recording(n, args.seconds, Path(tmp) / f"bench{i}.wav",
                                         default_cache_dir(), offset=first))
         bus_wall, bus_replay_cpu, bus_consumer_cpu = bus_alone(wavs, Path(tmp), 1.0)
+        loops = not args.without_loops
         stack = Stack(CtlSettings(home=home, classifiers=args.classifiers,
-                                  overlap=args.overlap, model_dir=args.model))
+                                  overlap=args.overlap, model_dir=args.model,
+                                  extractor=loops, gain_control=loops))
         try:
             stack.up()
             names = ["nats", "postgres", *[p.name for p in stack.processes()]]
@@ -312,6 +331,7 @@ def main() -> None:
     print(f"model {meta.model_id}@{meta.version} ({args.model})")
     print(f"channels={args.channels} in {len(wavs)} source(s) seconds={args.seconds} "
           f"classifiers={args.classifiers} "
+          f"extractor+gain controller={'on' if not args.without_loops else 'off'} "
           f"overlap={args.overlap} speed={args.speed} cores={psutil.cpu_count()}")
     print(f"audio: {audio_s:.0f} channel-seconds; published in {t_pub - t0:.2f} s; "
           f"all rows committed after {wall:.2f} s")

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,6 +182,8 @@ class Stack:
         self._start_icecast()
         self._start_jack()
         self._ensure_streams()
+        if self.settings.projector:
+            self._migrate()  # `query` and the tests work the moment `up` returns
         started = []
         for spec in self.processes():
             if self._state_of(spec.name).state != "running":
@@ -190,6 +193,37 @@ class Stack:
                                             "icecast": self.settings.icecast,
                                             "jack": self.settings.jack}))
         self._verify_alive(started)
+        if "live" in started:
+            self._wait_serving("live", self.settings.live_host, self.live_port)
+
+    def _migrate(self) -> None:
+        import asyncio
+
+        import psycopg
+
+        from projections.migrate import migrate
+
+        async def go() -> None:
+            async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+                await migrate(conn)
+
+        asyncio.run(go())
+
+    def _wait_serving(self, name: str, host: str, port: int, timeout_s: float = 60.0) -> None:
+        """A serving process is up once its port answers (several processes starting
+        at once on two cores take seconds to import their libraries)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return
+            except OSError:
+                if self._state_of(name).state != "running":
+                    break
+                time.sleep(0.1)
+        tail = (self.log_dir / f"{name}.log").read_text(errors="replace")
+        raise StackError(f"{name} does not answer on {host}:{port}; the end of its log:\n"
+                         + "\n".join(tail.splitlines()[-15:]))
 
     def _recorded(self) -> dict[str, Any]:
         if not self.desired.exists():
