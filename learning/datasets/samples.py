@@ -40,6 +40,7 @@ class AudioItem:
 class Skipped:
     path: str
     reason: str
+    intended: bool = False  # left out by a person's choice (discarded, not reviewed)
 
 
 def _listing(folder: Path) -> list[Path]:
@@ -209,10 +210,10 @@ def extracted_items(folder: Path, reviewed: dict[str, str], classe: str | None =
         if label is None and include_unchecked and meta.get("label") != "unknown":
             label = str(meta.get("label", ""))
         if not label:
-            skipped.append(Skipped(str(audio), "unchecked sample (no one reviewed its label)"))
+            skipped.append(Skipped(str(audio), "not reviewed", intended=True))
             continue
         if label == DISCARDED:
-            skipped.append(Skipped(str(audio), "discarded by its reviewer"))
+            skipped.append(Skipped(str(audio), "discarded by its reviewer", intended=True))
             continue
         if not CLASS_NAME.fullmatch(label):
             skipped.append(Skipped(str(audio), f"{label!r} is not a class name"))

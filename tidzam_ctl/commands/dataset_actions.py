@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,9 +80,15 @@ class Report:
         console.print(f"[yellow]warning:[/yellow] {escape(text)}")
 
     def skipped(self, items: Sequence[Skipped]) -> None:
-        for item in items:
+        """A warning per file that could not be used (exit 3); one line for the files
+        left out on purpose (samples discarded or not reviewed)."""
+        problems = [item for item in items if not item.intended]
+        for item in problems:
             self.warn(f"skipped {item.path}: {item.reason}")
-        self.partial = self.partial or bool(items)
+        left = Counter(item.reason for item in items if item.intended)
+        if left:
+            self.say("left out: " + ", ".join(f"{n} {why}" for why, n in sorted(left.items())))
+        self.partial = self.partial or bool(problems)
 
     def code(self) -> int:
         return EXIT_PARTIAL if self.partial else EXIT_OK
