@@ -9,12 +9,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from bus_schemas.streams import EXTRACTOR, GAIN_CONTROLLER, pipeline_durables
 from tests.waiting import wait_for
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
 # wait_for lives in tests.waiting; stack tests import it from here with the stack
-__all__ = ["REPO", "ctl", "running_stack", "wait_for"]
+__all__ = ["REPO", "ctl", "running_stack", "wait_all_read", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,3 +36,24 @@ def ctl(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
     env["TIDZAM_HOME"] = str(home)
     return subprocess.run([sys.executable, "-m", "tidzam_ctl", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def wait_all_read(stack: Stack) -> None:
+    """The classifier and the projections, the extractor and the gain controller have
+    read everything; then the projection of what those two published, too."""
+    import asyncio
+
+    from bus.backlog import wait_idle
+    from bus.connect import connect
+
+    async def go() -> bool:
+        nc = await connect(stack.nats_url, "test")
+        try:
+            durables = [*pipeline_durables("selector"), ("EVENTS", EXTRACTOR.durable),
+                        ("EVENTS", GAIN_CONTROLLER.durable)]
+            return (await wait_idle(nc, durables, timeout_s=240)
+                    and await wait_idle(nc, pipeline_durables("selector"), timeout_s=60))
+        finally:
+            await nc.drain()
+
+    assert asyncio.run(go()), "the pipeline did not catch up"

@@ -25,8 +25,7 @@ import pytest
 from audio.decode import decode_all
 from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, real_file
-from tests.stack_helpers import ctl, running_stack
-from tests.test_samples_stack import _idle
+from tests.stack_helpers import ctl, running_stack, wait_all_read
 
 RATE = 48_000
 TILES = "usr/share/games/megaglest/tilesets/"
@@ -125,7 +124,7 @@ def test_samples_teach_the_model_a_class_it_never_had(tmp_path: Path) -> None:
              "--before", "0.25", "--after", "0.25", home=home)
         _run("replay", stream, "--source", "mics", "--start", START.isoformat(), "--wait",
              home=home)
-        _idle(stack)
+        wait_all_read(stack)
         _run("rules", "rm", "*", home=home)  # nothing from the held-out recordings
         before = {label: _heard_file(stack, home, held, label, "3.0.0")
                   for label in HELD_OUT}
@@ -145,7 +144,7 @@ def test_samples_teach_the_model_a_class_it_never_had(tmp_path: Path) -> None:
         reviewed = {label: len(ids) for label, ids in verdicts.items()}
         print(f"\nA proposed {dict(proposed)} for the samples; reviewed {reviewed}")
         assert reviewed.get("rain", 0) >= 30, reviewed
-        _idle(stack)
+        wait_all_read(stack)
         # the second version: the first's data and the reviewed samples
         samples_dir = stack.settings.samples_root / "samples"
         # exit 3: a sample too quiet for one window past the energy gate is skipped

@@ -5,8 +5,11 @@ the classifier hears is the mixed channel; all read back from the projections.""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,12 +20,9 @@ import psycopg
 import pytest
 
 from audio.decode import decode_all
-from bus.backlog import wait_idle
-from bus.connect import connect
-from bus_schemas.streams import GAIN_CONTROLLER, pipeline_durables
 from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, real_file
-from tests.stack_helpers import ctl, running_stack
+from tests.stack_helpers import REPO, ctl, running_stack, wait_all_read, wait_for
 from tidzam_ctl.stack.stack import Stack
 
 RATE = 48_000
@@ -49,19 +49,6 @@ def _replay(home: Path, path: Path, source: str, start: datetime, speed: str = "
     assert done.returncode == 0, done.stderr
 
 
-def _idle(stack: Stack) -> None:
-    async def go() -> bool:
-        nc = await connect(stack.nats_url, "test")
-        try:
-            durables = [*pipeline_durables("selector"), ("EVENTS", GAIN_CONTROLLER.durable)]
-            return (await wait_idle(nc, durables, timeout_s=240)
-                    and await wait_idle(nc, pipeline_durables("selector"), timeout_s=60))
-        finally:
-            await nc.drain()
-
-    assert asyncio.run(go()), "the pipeline did not catch up"
-
-
 def _log(stack: Stack, kind: str, source: str) -> list[dict[str, Any]]:
     from psycopg.rows import dict_row
     with psycopg.connect(stack.database_url, row_factory=dict_row) as conn:
@@ -86,7 +73,7 @@ def test_the_controller_turns_down_mutes_and_leaves_healthy_channels(
             "gain-control"] == "running"
         _replay(home, recordings["trouble"], "trouble", START)
         _replay(home, recordings["calm"], "calm", START, speed="max")  # 10 min, 2 channels
-        _idle(stack)
+        wait_all_read(stack)
         commands = _log(stack, "command", "trouble")
         by_channel = {c["channel"]: c for c in commands}
         assert set(by_channel) == {0, 1}, commands  # channel 2 is healthy: untouched
@@ -116,7 +103,7 @@ def test_a_manual_mute_wins_and_survives_a_restart_of_everything(
     hours = [START + timedelta(hours=h) for h in range(4)]
     with running_stack(home) as stack:
         _replay(home, recordings["trouble"], "trouble", hours[0])
-        _idle(stack)
+        wait_all_read(stack)
         assert sum(_heard(stack, "trouble", 0, hours[0]).values()) > 20
         assert _heard(stack, "trouble", 0, hours[0])["quiet"] == 0
         # bad settings: a clear error, nothing published
@@ -128,12 +115,12 @@ def test_a_manual_mute_wins_and_survives_a_restart_of_everything(
         done = ctl(home, "mixer", "set", "trouble", "0", "--mute", "--reason", "maintenance")
         assert done.returncode == 0, done.stderr
         _replay(home, recordings["trouble"], "trouble", hours[1])  # still clipping
-        _idle(stack)
+        wait_all_read(stack)
         heard = _heard(stack, "trouble", 0, hours[1])
         assert set(heard) == {"quiet"}, heard  # the classifier hears the muted channel
     with running_stack(home) as stack:  # every process and server restarted
         _replay(home, recordings["trouble"], "trouble", hours[2])
-        _idle(stack)
+        wait_all_read(stack)
         assert set(_heard(stack, "trouble", 0, hours[2])) == {"quiet"}
         state = {(r["source"], r["channel"]): r
                  for r in json.loads(ctl(home, "mixer", "ls", "--json").stdout)}
@@ -141,7 +128,7 @@ def test_a_manual_mute_wins_and_survives_a_restart_of_everything(
         assert state[("trouble", 0)]["reason"] == "maintenance"
         assert ctl(home, "mixer", "set", "trouble", "0", "--auto").returncode == 0
         _replay(home, recordings["trouble"], "trouble", hours[3])
-        _idle(stack)
+        wait_all_read(stack)
         heard = _heard(stack, "trouble", 0, hours[3])
         assert heard["quiet"] < sum(heard.values()) / 2, heard  # heard again, turned down
         applied = [a for a in _log(stack, "applied", "trouble")
@@ -149,3 +136,31 @@ def test_a_manual_mute_wins_and_survives_a_restart_of_everything(
         assert [(a["gain_db"], a["muted"]) for a in applied] == [(-6.0, False)]
         log = json.loads(ctl(home, "mixer", "log", "--source", "trouble", "--json").stdout)
         assert any(r["action"] == "auto" and r["origin"] == "manual" for r in log)
+
+
+@pytest.mark.slow
+def test_kill_9_gain_controller_loses_and_doubles_no_command(
+        tmp_path: Path, recordings: dict[str, Path]) -> None:
+    """Killed while the trouble plays (its evidence half read), restarted by `check`:
+    still one turn-down of the clipping channel and one mute of the dead one."""
+    home = tmp_path / "home"
+    with running_stack(home) as stack:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDZAM_")}
+        env["TIDZAM_HOME"] = str(home)
+        replay = subprocess.Popen([sys.executable, "-m", "tidzam_ctl", "replay",
+                                   str(recordings["trouble"]), "--source", "trouble", "--start",
+                                   START.isoformat(), "--speed", "4"], env=env, cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: bool(_log(stack, "command", "trouble")), 60, "a first command")
+        pid = stack.pid_of("gain-control")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: any(p["name"] == "gain-control" and p["state"] == "dead"
+                             for p in stack.status()["processes"]), 30, "gain-control dead")
+        assert "gain-control" in stack.check()
+        _, err = replay.communicate(timeout=120)
+        assert replay.returncode == 0, err
+        wait_all_read(stack)
+        commands = sorted((c["channel"], c["action"], c["gain_db"])
+                          for c in _log(stack, "command", "trouble"))
+        assert commands == [(0, "gain", -6.0), (1, "mute", None)], commands

@@ -4,7 +4,6 @@ recordings replayed, the extractor process writing samples, the projection and t
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import itertools
@@ -18,29 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bus.backlog import wait_idle
-from bus.connect import connect
-from bus_schemas.streams import EXTRACTOR, pipeline_durables
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, RAIN, real_file
-from tests.stack_helpers import REPO, ctl, running_stack, wait_for
+from tests.stack_helpers import REPO, ctl, running_stack, wait_all_read, wait_for
 from tidzam_ctl.stack.stack import Stack
 
 START = "2025-06-15T04:00:00Z"
 COOLDOWN_S = 4.0
-
-
-def _idle(stack: Stack) -> None:
-    """Classifier, projections, extractor, then the projection of its samples: idle."""
-    async def go() -> bool:
-        nc = await connect(stack.nats_url, "test")
-        try:
-            durables = [*pipeline_durables("selector"), ("EVENTS", EXTRACTOR.durable)]
-            return (await wait_idle(nc, durables, timeout_s=240)
-                    and await wait_idle(nc, pipeline_durables("selector"), timeout_s=60))
-        finally:
-            await nc.drain()
-
-    assert asyncio.run(go()), "the pipeline did not catch up"
 
 
 def _samples(stack: Stack) -> list[tuple[str, str, int, int, str]]:
@@ -90,7 +72,7 @@ def test_rules_extract_samples_that_the_commands_read(tmp_path: Path) -> None:
                    str(real_file(MEGAGLEST, DAY)), "--source", "pond", "--start", START,
                    "--wait")
         assert done.returncode == 0, done.stderr
-        _idle(stack)
+        wait_all_read(stack)
         rows = _check_samples(stack, stack.settings.samples_root)
         # 76 s of stereo audio, one sample per channel every 4 s at most
         assert 20 <= len(rows) <= 2 * 76 / COOLDOWN_S + 2, len(rows)
@@ -148,7 +130,7 @@ def _run(home: Path, files: list[Path], disturb: bool) -> list[tuple[str, str, i
             assert "extractor" in stack.check()
         _, err = replay.communicate(timeout=300)
         assert replay.returncode == 0, err
-        _idle(stack)
+        wait_all_read(stack)
         return _check_samples(stack, stack.settings.samples_root)
 
 
