@@ -4,6 +4,7 @@ channel between two times, found in the AUDIO stream with a few direct gets."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from dataclasses import dataclass
@@ -87,18 +88,32 @@ class AudioSpan:
         return self.start_ns + len(self.samples) * 1_000_000_000 // self.sample_rate
 
 
-async def _seq_stored_at(nc: Client, stream: str, subject: str, when: datetime) -> int | None:
-    """The sequence of the first message on ``subject`` stored at or after ``when``."""
+async def _chunk_stored_at(nc: Client, subject: str, when: datetime
+                           ) -> tuple[int, AudioChunk] | None:
+    """The first audio chunk on ``subject`` stored at or after ``when`` (one request:
+    JetStream's message get by start time, which returns the message itself)."""
     request = {"start_time": when.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                "next_by_subj": subject}
-    reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", json.dumps(request).encode(),
-                             timeout=5.0)
+    reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{AUDIO.name}",
+                             json.dumps(request).encode(), timeout=5.0)
     data = json.loads(reply.data)
     if "error" in data:
         if data["error"].get("err_code") == _NO_MESSAGE:
             return None
-        raise BusError(f"{stream}: {data['error'].get('description', data['error'])}")
-    return int(data["message"]["seq"])
+        raise BusError(f"{AUDIO.name}: {data['error'].get('description', data['error'])}")
+    message = data["message"]
+    seq = int(message["seq"])
+    headers: dict[str, str] = {}
+    if message.get("hdrs"):
+        lines = base64.b64decode(message["hdrs"]).decode(errors="replace").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    try:
+        event = decode(headers, base64.b64decode(message.get("data") or ""))
+    except DecodeError:
+        event = None
+    if isinstance(event, AudioChunk):
+        return seq, event
+    return await _chunk_from(nc.jetstream(), subject, seq + 1)
 
 
 async def _chunk_from(js: JetStreamContext, subject: str, seq: int
@@ -119,6 +134,19 @@ async def _chunk_from(js: JetStreamContext, subject: str, seq: int
         seq = found + 1
 
 
+async def _last_chunk(js: JetStreamContext, subject: str) -> tuple[int, AudioChunk] | None:
+    """The newest message on ``subject``, if it is an audio chunk."""
+    try:
+        raw = await js.get_msg(AUDIO.name, subject=subject)
+    except NotFoundError:
+        return None
+    try:
+        event = decode(raw.headers, raw.data or b"")
+    except DecodeError:
+        return None
+    return (raw.seq or 0, event) if isinstance(event, AudioChunk) else None
+
+
 async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_ns: int,
                      stored_before: datetime, *, origin_ns: int | None = None,
                      anchor_ns: int | None = None,
@@ -132,38 +160,46 @@ async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_n
     session with a chunk holding ``anchor_ns`` (default ``start_ns``); context is cut
     where that session began or ended.
 
-    The start is found with few reads whatever the stream's size: a look-back by
-    store time (30 s, then 4× further) until a chunk starts at or before the wanted
-    time, then a bisection over stream sequences (audio time grows with the
-    sequence within a session), then the chunks are read forward. Should the
-    bisection land past the session's wanted start (two sessions of the source
-    overlap in time), the session is read from the look-back's start instead.
+    The start is found with few reads whatever the stream's size (each read is a
+    whole chunk): a look-back by store time (30 s, then 4× further) until a chunk
+    starts at or before the wanted time, then a search over stream sequences for
+    the last chunk starting at or before it (audio time grows with the sequence
+    within a session: each step guesses by interpolation, every other one halves,
+    so it is never slower than a bisection), then the chunks are read forward.
+    Should the search land past the session's wanted start (two sessions of the
+    source overlap in time), the session is read from the look-back's start instead.
     """
     js = nc.jetstream()
     subject = subj.audio(source, channel)
     anchor = start_ns if anchor_ns is None else anchor_ns
     lookback = 30.0
     while True:
-        lo = await _seq_stored_at(nc, AUDIO.name, subject,
-                                  stored_before - timedelta(seconds=lookback))
-        if lo is None:
-            return None
-        first = await _chunk_from(js, subject, lo)
+        first = await _chunk_stored_at(nc, subject, stored_before - timedelta(seconds=lookback))
         if first is None:
             return None
         if first[1].start_ns <= start_ns or lookback >= max_lookback_s:
             break
         lookback = min(lookback * 4, max_lookback_s)
-    hi = await _seq_stored_at(nc, AUDIO.name, subject, stored_before)
-    lo_seq, hi_seq = first[0], (hi if hi is not None else 2**62)
-    if first[1].start_ns <= start_ns:  # the last chunk starting at or before start_ns
-        while lo_seq < hi_seq:
-            mid = (lo_seq + hi_seq + 1) // 2
-            found = await _chunk_from(js, subject, mid)
-            if found is None or found[0] > hi_seq or found[1].start_ns > start_ns:
-                hi_seq = mid - 1
-            else:
-                lo_seq = found[0]
+    lo_seq, lo_t = first[0], first[1].start_ns
+    after = await _chunk_stored_at(nc, subject, stored_before)  # not ours: stored later
+    last = await _last_chunk(js, subject) if after is None else None
+    hi_seq, hi_t = ((after[0] - 1, after[1].start_ns) if after else
+                    (last[0], last[1].start_ns) if last else (first[0], None))
+    step = 0
+    while lo_t <= start_ns and lo_seq < hi_seq:  # invariant: the chunk at lo starts ≤ start
+        step += 1
+        if hi_t is not None and hi_t > lo_t and step % 2:
+            guess = lo_seq + int((start_ns - lo_t) / (hi_t - lo_t) * (hi_seq - lo_seq))
+            guess = min(max(guess, lo_seq + 1), hi_seq)
+        else:
+            guess = (lo_seq + hi_seq + 1) // 2
+        found = await _chunk_from(js, subject, guess)
+        if found is None or found[0] > hi_seq or found[1].start_ns > start_ns:
+            hi_seq = guess - 1  # ours in [guess, hi] all start after start_ns
+            if found is not None:
+                hi_t = found[1].start_ns  # about the time at hi: enough to interpolate
+        else:
+            lo_seq, lo_t = found[0], found[1].start_ns
     span, head = await _collect(js, subject, lo_seq, start_ns, end_ns, anchor, origin_ns)
     if (span is not None and head is not None and lo_seq != first[0]
             and head.start_ns > start_ns and head.first_sample > 0):
