@@ -241,8 +241,8 @@ async def _collect(js: JetStreamContext, subject: str, seq: int, start_ns: int, 
             break
         if chunk.time_of(chunk.end_sample) > start_ns and chunk.n_samples:
             chunks.append(chunk)
-        if chunk.final:
-            complete = True
+        if chunk.final or chunk.time_of(chunk.end_sample) >= end_ns:
+            complete = True  # the session ended, or the span is covered: no read more
             break
     chunks = [c for c in chunks if session is not None and c.origin_ns == session]
     if not chunks:
