@@ -13,6 +13,7 @@ Conventions:
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -42,5 +43,6 @@ class Event(BaseModel):
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
 
+    @abstractmethod
     def msg_id(self) -> str:
-        raise NotImplementedError(f"{type(self).__name__} must define its message id")
+        """The deterministic ``Nats-Msg-Id`` of this fact (every event type defines it)."""

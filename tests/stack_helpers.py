@@ -15,7 +15,8 @@ from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
 # wait_for lives in tests.waiting; stack tests import it from here with the stack
-__all__ = ["REPO", "ctl", "running_stack", "wait_all_read", "wait_for"]
+__all__ = ["REPO", "ctl", "kill_and_restart", "replay_in_background", "running_stack",
+           "wait_all_read", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,3 +58,23 @@ def wait_all_read(stack: Stack) -> None:
             await nc.drain()
 
     assert asyncio.run(go()), "the pipeline did not catch up"
+
+
+def replay_in_background(home: Path, *args: str) -> subprocess.Popen[str]:
+    """``tidzam_ctl replay ARGS`` in ``home``, running while the test disturbs the stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDZAM_")}
+    env["TIDZAM_HOME"] = str(home)
+    return subprocess.Popen([sys.executable, "-m", "tidzam_ctl", "replay", *args], env=env,
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_and_restart(stack: Stack, name: str) -> None:
+    """kill -9 one process of the stack, see it dead, and have ``check`` restart it."""
+    import signal
+
+    pid = stack.pid_of(name)
+    assert pid is not None, f"{name} is not running"
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: any(p["name"] == name and p["state"] == "dead"
+                         for p in stack.status()["processes"]), 30, f"{name} dead")
+    assert name in stack.check()

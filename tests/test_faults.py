@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import msgpack
@@ -20,7 +17,13 @@ from bus_schemas.codec import HEADER_TYPE, HEADER_VERSION
 from bus_schemas.streams import DLQ_CONSUMER, DLQ_REASON, pipeline_durables
 from tests.audio_files import default_grid, expected_windows
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, real_file
-from tests.stack_helpers import REPO, ctl, running_stack, wait_for
+from tests.stack_helpers import (
+    ctl,
+    kill_and_restart,
+    replay_in_background,
+    running_stack,
+    wait_for,
+)
 from tidzam_ctl.stack.stack import Stack
 
 START = "2024-05-01T04:00:00Z"
@@ -50,29 +53,15 @@ def _wait_idle(stack: Stack) -> None:
     assert asyncio.run(go()), "the pipeline did not catch up"
 
 
-def _replay_in_background(home: Path, *files: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDZAM_")}
-    env["TIDZAM_HOME"] = str(home)
-    return subprocess.Popen([sys.executable, "-m", "tidzam_ctl", "replay", *map(str, files),
-                             "--start", START, "--speed", "25"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _run(home: Path, files: list[Path], disturb: bool) -> tuple[list[tuple[object, ...]], int]:
     with running_stack(home) as stack:
-        replay = _replay_in_background(home, *files)
+        replay = replay_in_background(home, *map(str, files), "--start", START, "--speed", "25")
         if disturb:
             for name in ("classifier-0", "projector"):
                 before = _count(stack, "predictions")
                 wait_for(lambda b=before: _count(stack, "predictions") > b + 50, 120,  # type: ignore[misc]
                          "progress before the kill")
-                pid = stack.pid_of(name)
-                assert pid is not None
-                os.kill(pid, signal.SIGKILL)
-                wait_for(lambda n=name: stack.status()["processes"] and  # type: ignore[misc]
-                         any(p["name"] == n and p["state"] == "dead"
-                             for p in stack.status()["processes"]), 30, f"{name} dead")
-                assert name in stack.check()
+                kill_and_restart(stack, name)
         _, err = replay.communicate(timeout=240)
         assert replay.returncode == 0, err
         _wait_idle(stack)

@@ -6,10 +6,6 @@ the classifier hears is the mixed channel; all read back from the projections.""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +18,14 @@ import pytest
 from audio.decode import decode_all
 from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, real_file
-from tests.stack_helpers import REPO, ctl, running_stack, wait_all_read, wait_for
+from tests.stack_helpers import (
+    ctl,
+    kill_and_restart,
+    replay_in_background,
+    running_stack,
+    wait_all_read,
+    wait_for,
+)
 from tidzam_ctl.stack.stack import Stack
 
 RATE = 48_000
@@ -145,19 +148,10 @@ def test_kill_9_gain_controller_loses_and_doubles_no_command(
     still one turn-down of the clipping channel and one mute of the dead one."""
     home = tmp_path / "home"
     with running_stack(home) as stack:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDZAM_")}
-        env["TIDZAM_HOME"] = str(home)
-        replay = subprocess.Popen([sys.executable, "-m", "tidzam_ctl", "replay",
-                                   str(recordings["trouble"]), "--source", "trouble", "--start",
-                                   START.isoformat(), "--speed", "4"], env=env, cwd=REPO,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        replay = replay_in_background(home, str(recordings["trouble"]), "--source", "trouble",
+                                      "--start", START.isoformat(), "--speed", "4")
         wait_for(lambda: bool(_log(stack, "command", "trouble")), 60, "a first command")
-        pid = stack.pid_of("gain-control")
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: any(p["name"] == "gain-control" and p["state"] == "dead"
-                             for p in stack.status()["processes"]), 30, "gain-control dead")
-        assert "gain-control" in stack.check()
+        kill_and_restart(stack, "gain-control")
         _, err = replay.communicate(timeout=120)
         assert replay.returncode == 0, err
         wait_all_read(stack)

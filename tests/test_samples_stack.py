@@ -8,17 +8,20 @@ import csv
 import io
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, RAIN, real_file
-from tests.stack_helpers import REPO, ctl, running_stack, wait_all_read, wait_for
+from tests.stack_helpers import (
+    ctl,
+    kill_and_restart,
+    replay_in_background,
+    running_stack,
+    wait_all_read,
+    wait_for,
+)
 from tidzam_ctl.stack.stack import Stack
 
 START = "2025-06-15T04:00:00Z"
@@ -114,20 +117,11 @@ def _run(home: Path, files: list[Path], disturb: bool) -> list[tuple[str, str, i
     with running_stack(home) as stack:
         assert ctl(home, "rules", "set", "*", "--classes", "*", "--rate", "1", "--cooldown",
                    str(COOLDOWN_S)).returncode == 0
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDZAM_")}
-        env["TIDZAM_HOME"] = str(home)
-        replay = subprocess.Popen([sys.executable, "-m", "tidzam_ctl", "replay",
-                                   *map(str, files), "--source", "wood", "--start", START,
-                                   "--speed", "25"], env=env, cwd=REPO,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        replay = replay_in_background(home, *map(str, files), "--source", "wood", "--start",
+                                      START, "--speed", "25")
         if disturb:
             wait_for(lambda: len(_samples(stack)) >= 5, 120, "a few samples before the kill")
-            pid = stack.pid_of("extractor")
-            assert pid is not None
-            os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: any(p["name"] == "extractor" and p["state"] == "dead"
-                                 for p in stack.status()["processes"]), 30, "extractor dead")
-            assert "extractor" in stack.check()
+            kill_and_restart(stack, "extractor")
         _, err = replay.communicate(timeout=300)
         assert replay.returncode == 0, err
         wait_all_read(stack)
