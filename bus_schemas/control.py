@@ -235,6 +235,10 @@ class ModelDeployed(Event):
 
 
 class SampleLabelled(Event):
+    """A reviewer's class for an extracted sample; the latest review wins. An empty
+    ``label`` withdraws the reviews (the undo of a first review): the sample is
+    unchecked again."""
+
     event_type: ClassVar[str] = "SampleLabelled"
 
     sample_id: str

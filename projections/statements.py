@@ -128,7 +128,7 @@ def statement_for(event: Event) -> tuple[str, str, tuple[Any, ...]] | None:
             event.destination, event.path, event.sample_rate)
     if isinstance(event, SampleLabelled):
         return "samples", _SAMPLE_LABELLED, (
-            event.sample_id, event.label, event.previous_label or None, event.by or None,
+            event.sample_id, event.label or None, event.previous_label or None, event.by or None,
             to_datetime(event.at_ns))
     if isinstance(event, SourceAdded):
         at = to_datetime(event.at_ns)

@@ -400,3 +400,11 @@ async def test_samples_and_their_reviews_in_any_order(pg_pool: Pool) -> None:
     info = await fetch(pg_pool, "SELECT label, samples, unchecked, reviewed FROM samples_info"
                                 " ORDER BY label")
     assert info == [("birds", 1, 1, 0), ("rain", 1, 0, 1), ("unknown", 2, 2, 0)]
+    # an undo of ann's review: an empty label makes the sample unchecked again
+    await store.apply("main", "CONTROL", [
+        (3, SampleLabelled(sample_id="mic-0-1", label="", previous_label="rain", by="ann",
+                           at_ns=T0 + 3_000))])
+    assert await fetch(pg_pool, "SELECT reviewed_label, previous_label FROM samples"
+                                " WHERE sample_id = 'mic-0-1'") == [(None, "rain")]
+    assert await fetch(pg_pool, "SELECT label, samples, unchecked FROM samples_info"
+                                " WHERE label = 'unknown'") == [("unknown", 3, 3)]
