@@ -1,9 +1,12 @@
-"""Waiting for the pipeline to catch up: consumers drained, projections committed."""
+"""Waiting for the pipeline to catch up: consumers drained, projections committed; where
+a durable consumer's backlog starts."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from datetime import datetime
 
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
@@ -33,3 +36,21 @@ async def wait_idle(nc: Client, durables: list[tuple[str, str]], timeout_s: floa
             quiet_since = None
         await asyncio.sleep(0.2)
     return False
+
+
+async def oldest_unacked_at(nc: Client, stream: str, durable: str, subject: str
+                            ) -> datetime | None:
+    """When the oldest message on ``subject`` that ``durable`` has not acked was stored
+    (the stream's oldest if the durable does not exist yet); None when there is none."""
+    js = nc.jetstream()
+    floor = 0
+    with contextlib.suppress(NotFoundError):
+        info = await js.consumer_info(stream, durable)
+        if not (info.num_pending or info.num_ack_pending):
+            return None
+        floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+    try:
+        raw = await js.get_msg(stream, seq=floor + 1, subject=subject, next=True)
+    except NotFoundError:
+        return None
+    return raw.time

@@ -28,6 +28,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -117,6 +118,7 @@ class ConsumerRunner:
         poison_after: int = 5,
         fetch_timeout_s: float = 0.2,
         start_after: int | None = None,
+        start_time: datetime | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -127,6 +129,7 @@ class ConsumerRunner:
         self._poison_after = poison_after
         self._fetch_timeout = fetch_timeout_s
         self._start_after = start_after
+        self._start_time = start_time
         self._stop = asyncio.Event()
         self.stats = RunnerStats()
 
@@ -146,12 +149,15 @@ class ConsumerRunner:
         if self._start_after is not None:
             config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = self._start_after + 1
+        elif self._start_time is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_TIME
+            config.opt_start_time = self._start_time
         return config
 
     async def ensure_consumer(self) -> None:
         """Create the durable, or update it to the spec; ordered runners re-create it
         at their committed position."""
-        if self._start_after is not None:
+        if self._start_after is not None or self._start_time is not None:
             with contextlib.suppress(NotFoundError):
                 await self._js.delete_consumer(self.spec.stream, self.spec.durable)
         await self._js.add_consumer(self.spec.stream, self.consumer_config())

@@ -32,6 +32,7 @@ from bus_schemas.events import (
     SourceLoaded,
     SourceRemoved,
     SourceUnloaded,
+    SpeechMasked,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "SourceLoaded",
     "SourceRemoved",
     "SourceUnloaded",
+    "SpeechMasked",
     "decode",
     "encode",
 ]

@@ -37,7 +37,7 @@ __all__ = [
     "ExtractionRule", "ExtractionRulesSet", "LiveStreamClosed", "LiveStreamOpened",
     "MixerApplied", "MixerCommand", "ModelDeployed", "Prediction", "SampleExtracted",
     "SampleLabelled", "SourceAdded", "SourceFailed", "SourceLoaded", "SourcePattern",
-    "SourceRemoved", "SourceUnloaded", "TimeNs", "Token",
+    "SourceRemoved", "SourceUnloaded", "SpeechMasked", "TimeNs", "Token",
 ]
 
 # --------------------------------------------------------------------------- audio
@@ -319,6 +319,29 @@ class MixerApplied(Event):
         return f"mixer.applied.{self.stage}.{self.source}.{self.channel}.{self.from_ns}"
 
 
+class SpeechMasked(Event):
+    """A window that privacy (``TIDZAM_PRIVACY=mask``) silences in what is heard (the
+    Icecast relay, JACK) and, as the site chooses, in the archive: decided as speech,
+    or a speech class scoring at least the threshold (``score``: its best speech
+    score). Published once per window by the gain controller; ``mixer ls`` counts them."""
+
+    event_type: ClassVar[str] = "SpeechMasked"
+
+    source: Token
+    channel: Channel
+    window_start_ns: TimeNs
+    window_end_ns: TimeNs
+    score: float
+    model_id: Token
+    origin_ns: TimeNs | None = None
+    by: str = ""
+    at_ns: TimeNs
+
+    def msg_id(self) -> str:
+        # one per window, whichever model (or replay) saw it first
+        return f"mixer.masked.{self.source}.{self.channel}.{self.window_start_ns}"
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (
@@ -328,6 +351,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ChannelHealth,
         MixerCommand,
         MixerApplied,
+        SpeechMasked,
         SourceAdded,
         SourceRemoved,
         SourceLoaded,

@@ -131,6 +131,16 @@ GAIN_CONTROLLER = ConsumerSpec(durable="gain-controller", stream=EVENTS.name,
                                filter_subjects=(subjects.HEALTH_ALL, subjects.PRED_ALL),
                                ack_wait_s=30.0, max_ack_pending=4096, batch=256,
                                backoff_s=(1.0,))
+
+
+def privacy_predictions(of: str) -> ConsumerSpec:
+    """Predictions → a privacy gate (``consumers.privacy``) of consumer ``of``: which
+    windows of its audio are speech. Re-created at each start, acked at once."""
+    return ConsumerSpec(durable=f"{of}-privacy", stream=EVENTS.name,
+                        filter_subjects=(subjects.PRED_ALL,), ack_wait_s=30.0,
+                        max_ack_pending=4096, batch=256, backoff_s=(1.0,))
+
+
 SOURCE_MANAGER = ConsumerSpec(durable="source-manager", stream=CONTROL.name,
                               filter_subjects=(subjects.SOURCE_ALL,), ack_wait_s=30.0,
                               max_ack_pending=1000, max_deliver=-1, backoff_s=(1.0, 5.0),

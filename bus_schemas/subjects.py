@@ -20,6 +20,7 @@ from bus_schemas.events import (
     SourceLoaded,
     SourceRemoved,
     SourceUnloaded,
+    SpeechMasked,
 )
 
 PREFIX = "tidzam"
@@ -85,6 +86,8 @@ def subject_for(event: Event) -> str:
             return mixer_cmd(event.source, event.channel)
         case MixerApplied():
             return f"{PREFIX}.mixer.applied.{event.source}.{event.channel}"
+        case SpeechMasked():
+            return f"{PREFIX}.mixer.masked.{event.source}.{event.channel}"
         case SourceAdded() | SourceRemoved() | SourceLoaded() | SourceUnloaded() | SourceFailed():
             return f"{PREFIX}.ctl.source.{event.source}"
         case LiveStreamOpened() | LiveStreamClosed():

@@ -8,6 +8,11 @@ These are the archive folders ``source add --database`` plays from a date. A ses
 whose first chunk falls inside a file already in the source's folder is audio this
 archive holds (the archive itself played back): it is not written again.
 
+With ``TIDZAM_PRIVACY=mask`` and ``TIDZAM_PRIVACY_ARCHIVE`` ``masked`` (its default) or
+``none``, a set also waits for the predictions of its windows: speech is written as
+silence, or not at all (the file ends before the set, the next starts after it);
+``raw`` archives speech as it came (``consumers.privacy``).
+
 A set (one chunk per channel, same seq) is written once complete; the chunks of a set
 still incomplete at the end of a batch are nak'd and kept in memory, so a crash never
 loses them; what was already written is recorded per session and never written twice.
@@ -26,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,12 +39,14 @@ from pydantic import Field, SecretStr
 
 from audio import archive
 from audio.encode import AudioWriter
+from bus.backlog import oldest_unacked_at
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome
-from bus.settings import TidzamSettings
 from bus_schemas import AudioChunk, pcm
+from bus_schemas import subjects as subj
 from bus_schemas.streams import ARCHIVER
+from consumers.privacy import PrivacyGate, PrivacySettings, follow_predictions
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,7 @@ class Session:
     rate: int
     channels: tuple[int, ...] = ()  # learnt from the first complete set
     sets: dict[int, dict[int, AudioChunk]] = field(default_factory=dict)
+    seen_at: dict[int, float] = field(default_factory=dict)  # seq -> first chunk (monotonic)
     next_seq: int = 0
     file: AudioWriter | None = None
     file_hour: int = -1
@@ -64,8 +72,13 @@ class Session:
 
 
 class Archiver:
-    def __init__(self, root: Path, pattern: str = "*", idle_s: float = 30.0) -> None:
+    def __init__(self, root: Path, pattern: str = "*", idle_s: float = 30.0,
+                 gate: PrivacyGate | None = None,
+                 speech: Literal["masked", "none"] = "masked") -> None:
         self.root = root
+        self.gate = gate  # privacy: sets wait for their predictions, speech as ``speech``
+        self.speech = speech
+        self.dropped_sets = 0  # speech not archived (``none``)
         self.pattern = pattern
         self.idle_s = idle_s
         self._busy = asyncio.Lock()  # batches and idle checks take turns
@@ -119,6 +132,7 @@ class Archiver:
                     self.sessions.pop((chunk.source, chunk.origin_ns), None)
                 continue
             session.sets.setdefault(chunk.seq, {})[chunk.channel] = chunk
+            session.seen_at.setdefault(chunk.seq, time.monotonic())
             session.last_seen = time.monotonic()
             held.append((i, session, chunk.seq))
         await asyncio.to_thread(self._write_ready)
@@ -172,8 +186,16 @@ class Archiver:
                     session.channels = tuple(sorted(chunks))
                 if len(chunks) < len(session.channels):
                     break
-                self._write(session, [chunks[ch] for ch in session.channels])
+                in_order = [chunks[ch] for ch in session.channels]
+                expired = False
+                if self.gate is not None:
+                    waited = time.monotonic() - session.seen_at[session.next_seq]
+                    expired = waited >= self.gate.wait_s
+                    if not expired and not all(map(self.gate.decided, in_order)):
+                        break  # its windows are not all known yet
+                self._write(session, in_order, expired)
                 del session.sets[session.next_seq]
+                del session.seen_at[session.next_seq]
                 session.next_seq += 1
                 self._written.setdefault(f"{session.source}@{session.origin_ns}", {}).update(
                     next=session.next_seq, channels=list(session.channels), at=time.time())
@@ -191,13 +213,22 @@ class Archiver:
                 self._close(session)
                 del self.sessions[key]
 
-    def _write(self, session: Session, chunks: list[AudioChunk]) -> None:
+    def _write(self, session: Session, chunks: list[AudioChunk], expired: bool = False) -> None:
         n = min(c.n_samples for c in chunks)
         if n == 0:
             return
-        block = np.stack([np.frombuffer(c.samples, dtype="<i2")[:n] if c.encoding == "s16le"
-                          else pcm.to_int16(c.to_float32()[:n]) for c in chunks],
-                         axis=1)
+        columns: list[I16] = [np.frombuffer(c.samples, dtype="<i2")[:n]
+                              if c.encoding == "s16le" else pcm.to_int16(c.to_float32()[:n])
+                              for c in chunks]
+        if self.gate is not None:
+            masked = [self.gate.mask(c, x, expired and not self.gate.decided(c))
+                      for c, x in zip(chunks, columns, strict=True)]
+            if self.speech == "none" and any(count for _, count in masked):
+                self._close(session)  # no audio for speech: the next file starts after it
+                self.dropped_sets += 1
+                return
+            columns = [x.astype(np.int16, copy=False) for x, _ in masked]
+        block = np.stack(columns, axis=1)
         start_ns = chunks[0].start_ns
         while block.shape[0]:
             hour = start_ns // HOUR_NS
@@ -234,7 +265,7 @@ class Archiver:
         self._save_state()
 
 
-class ArchiverSettings(TidzamSettings):
+class ArchiverSettings(PrivacySettings):
     nats_url: SecretStr
     archive_dir: Path
     archive_sources: str = Field("*", min_length=1)
@@ -244,8 +275,19 @@ async def run(settings: ArchiverSettings, stop: asyncio.Event) -> None:
     settings.archive_dir.mkdir(parents=True, exist_ok=True)
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-archiver")
     await ensure_streams(nc.jetstream())
-    archiver = Archiver(settings.archive_dir, settings.archive_sources)
-    log.info("archiving %s into %s", settings.archive_sources, settings.archive_dir)
+    speech = settings.privacy_archive
+    gate = None
+    tasks = []
+    if settings.masking and speech != "raw":
+        gate = PrivacyGate(settings.privacy_speech_score, 10 * settings.privacy_wait_s)
+        # the predictions of the audio not yet archived: from when its oldest was stored
+        since = await oldest_unacked_at(nc, SPEC.stream, SPEC.durable, subj.AUDIO_ALL)
+        tasks.append(asyncio.create_task(follow_predictions(nc, gate, SPEC.durable, stop,
+                                                            since)))
+    archiver = Archiver(settings.archive_dir, settings.archive_sources, gate=gate,
+                        speech="none" if speech == "none" else "masked")
+    log.info("archiving %s into %s%s", settings.archive_sources, settings.archive_dir,
+             f", speech {speech}" if gate else "")
 
     async def idle_checks() -> None:
         while not stop.is_set():
@@ -253,9 +295,10 @@ async def run(settings: ArchiverSettings, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), archiver.idle_s / 2)
             await archiver.tick()
 
-    checks = asyncio.create_task(idle_checks())
+    tasks.append(asyncio.create_task(idle_checks()))
     await ConsumerRunner(nc, SPEC, archiver.handle).run(stop)
-    await checks
+    for task in tasks:
+        await task
     archiver.close()
     await nc.drain()
     log.info("archiver drained: exiting")

@@ -14,7 +14,10 @@ and its end must last to undo) and a minimum hold between two changes:
 - constant wind or rain (≥ 90 % of the last 60 s of windows decided so): turned down
   6 dB, its weight lowered; back when under half for a minute.
 
-A healthy channel never meets a condition and is never touched. Commands are
+A healthy channel never meets a condition and is never touched. With privacy on
+(``TIDZAM_PRIVACY=mask``), every private window (``consumers.privacy.is_private``) is
+also published as a ``SpeechMasked`` event, the count ``mixer ls`` shows: the relay,
+JACK and the archiver silence the same windows by the same rule. Commands are
 ``MixerCommand`` with ``origin`` auto: the gain stage applies them unless a person
 pinned the channel (``tidzam_ctl mixer set``), which wins until released. Each
 command is published before the event that caused it is acked, with an id fixed by
@@ -39,11 +42,11 @@ from bus.history import read_subject
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
-from bus.settings import TidzamSettings
-from bus_schemas import ChannelHealth, MixerCommand, Prediction
+from bus_schemas import ChannelHealth, MixerCommand, Prediction, SpeechMasked
 from bus_schemas import subjects as subj
 from bus_schemas.mixer import Board
 from bus_schemas.streams import EVENTS, GAIN_CONTROLLER
+from consumers.privacy import PrivacySettings, is_private
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +140,10 @@ def decide(watch: Watch, gain_db: float, muted: bool, t_ns: int) -> list[Decisio
 
 
 class GainController:
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, speech_score: float | None = None) -> None:
         self._nc = nc
+        self.speech_score = speech_score  # privacy on: speech windows are counted masked
+        self.masked = 0
         self._pub = Publisher(nc.jetstream())
         self.board = Board()  # the automatic states, from every command so far
         self.watches: dict[tuple[str, int], Watch] = {}
@@ -160,7 +165,19 @@ class GainController:
             elif isinstance(event, Prediction):
                 key = (event.source, event.channel)
                 self.watches.setdefault(key, Watch()).prediction(event)
+                await self._mask(event)
         return [Ack() for _ in deliveries]
+
+    async def _mask(self, p: Prediction) -> None:
+        if self.speech_score is None or not is_private(p, self.speech_score):
+            return
+        speech = [s for label, s in zip(p.labels, p.scores, strict=True)
+                  if label.startswith("speech")]
+        await self._pub.publish_now(SpeechMasked(  # before the ack of the prediction
+            source=p.source, channel=p.channel, window_start_ns=p.window_start_ns,
+            window_end_ns=p.window_end_ns, score=max(speech, default=1.0),
+            model_id=p.model_id, origin_ns=p.origin_ns, by=BY, at_ns=p.window_end_ns))
+        self.masked += 1
 
     async def _act(self, source: str, channel: int, watch: Watch, t_ns: int) -> None:
         state = self.board.auto.get((source, channel))
@@ -183,19 +200,22 @@ class GainController:
                      decision.reason)
 
 
-class GainControllerSettings(TidzamSettings):
+class GainControllerSettings(PrivacySettings):
     nats_url: SecretStr
 
 
 async def run(settings: GainControllerSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-gain-controller")
     await ensure_streams(nc.jetstream())
-    controller = GainController(nc)
+    controller = GainController(
+        nc, settings.privacy_speech_score if settings.masking else None)
     await controller.load()
-    log.info("gain controller running (%d automatic states known)", len(controller.board.auto))
+    log.info("gain controller running (%d automatic states known%s)",
+             len(controller.board.auto), ", speech masked" if settings.masking else "")
     await ConsumerRunner(nc, GAIN_CONTROLLER, controller.handle).run(stop)
     await nc.drain()
-    log.info("gain controller drained: %d command(s) issued", controller.issued)
+    log.info("gain controller drained: %d command(s) issued, %d window(s) masked",
+             controller.issued, controller.masked)
 
 
 def main() -> None:

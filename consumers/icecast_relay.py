@@ -6,6 +6,8 @@ encoder (PCM s16le → Ogg Vorbis) whose output it sends to Icecast at mount
 ``/<source>-out_<channel>.ogg`` (the original's names) with an HTTP PUT. The source
 password travels in that request's header, never in a command line. The relay is
 best effort: a slow or failed encoder or Icecast never holds up the pipeline.
+With ``TIDZAM_PRIVACY=mask`` each channel's audio waits for its predictions and its
+speech is relayed as silence (``consumers.privacy``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from audio.icecast import IcecastRefused, IcecastTarget
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
-from bus.settings import TidzamSettings
 from bus_schemas import AudioChunk, pcm
 from bus_schemas.errors import TidzamError
 from bus_schemas.streams import AUDIO, ICECAST_RELAY
+from consumers.privacy import PrivacyGate, PrivacySettings, follow_predictions
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,11 @@ class ChannelStream:
 
 
 class IcecastRelay:
-    def __init__(self, target: IcecastTarget, idle_s: float = 30.0) -> None:
+    def __init__(self, target: IcecastTarget, idle_s: float = 30.0,
+                 gate: PrivacyGate | None = None) -> None:
         self.target = target
+        self.gate = gate  # privacy on: chunks wait for their predictions
+        self._releasing = asyncio.Lock()  # batches and the timer release in order
         self.idle_s = idle_s  # a channel without audio this long is closed
         self.streams: dict[tuple[str, int], ChannelStream] = {}
         self.failures = 0
@@ -106,11 +111,24 @@ class IcecastRelay:
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         for delivery in deliveries:
             chunk = delivery.event
-            if isinstance(chunk, AudioChunk):
+            if not isinstance(chunk, AudioChunk):
+                continue
+            if self.gate is None:
                 await self.relay(chunk)
+            else:
+                self.gate.hold(chunk)
+        await self.release()
         return [Ack()] * len(deliveries)
 
-    async def relay(self, chunk: AudioChunk) -> None:
+    async def release(self) -> None:
+        """Relay the chunks the privacy gate lets out (none without one)."""
+        if self.gate is not None:
+            async with self._releasing:
+                for out in self.gate.release():
+                    await self.relay(out.chunk, out.samples)
+
+    async def relay(self, chunk: AudioChunk, heard: pcm.Samples | None = None) -> None:
+        """Send one chunk (as heard: gain and mute applied, or ``heard``)."""
         key = (chunk.source, chunk.channel)
         stream = self.streams.get(key)
         try:
@@ -122,7 +140,8 @@ class IcecastRelay:
             stream.last_seen = time.monotonic()
             position = (chunk.origin_ns, chunk.seq)
             if position > stream.last:  # a redelivered or late chunk is not played twice
-                heard = chunk.heard_samples()  # the mixer's gain and mute applied
+                if heard is None:
+                    heard = chunk.heard_samples()  # the mixer's gain and mute applied
                 data = heard.astype("<i2", copy=False).tobytes() if heard.dtype == np.int16 \
                     else pcm.from_float32(heard)
                 await stream.write(data)
@@ -153,7 +172,7 @@ class IcecastRelay:
             await self.drop(key)
 
 
-class RelaySettings(TidzamSettings):
+class RelaySettings(PrivacySettings):
     nats_url: SecretStr
     icecast_host: str = "127.0.0.1"
     icecast_port: int = Field(8000, ge=1, le=65535)
@@ -165,27 +184,36 @@ async def run(settings: RelaySettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-icecast-relay")
     js = nc.jetstream()
     await ensure_streams(js)
+    gate = PrivacyGate(settings.privacy_speech_score, settings.privacy_wait_s) \
+        if settings.masking else None
     relay = IcecastRelay(IcecastTarget(settings.icecast_host, settings.icecast_port,
                                        settings.icecast_source_password.get_secret_value()),
-                         idle_s=settings.relay_idle_s)
+                         idle_s=settings.relay_idle_s, gate=gate)
+    tasks = []
+    if gate is not None:  # predictions from now on: the audio is taken from the live edge
+        tasks.append(asyncio.create_task(follow_predictions(nc, gate, SPEC.durable, stop)))
     live_edge = (await js.stream_info(AUDIO.name)).state.last_seq
     runner = ConsumerRunner(nc, SPEC, relay.handle, start_after=live_edge)
-    log.info("relaying to Icecast on %s:%d", settings.icecast_host, settings.icecast_port)
+    log.info("relaying to Icecast on %s:%d%s", settings.icecast_host, settings.icecast_port,
+             ", speech masked" if gate else "")
 
     async def idle_checks() -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(5.0, relay.idle_s / 2))
+                await asyncio.wait_for(stop.wait(), 0.5 if gate else min(5.0, relay.idle_s / 2))
+            await relay.release()  # what waited too long for its predictions, silenced
             for mount in await relay.close_idle():
                 log.info("%s closed: no audio for %.0f s", mount, relay.idle_s)
 
-    checks = asyncio.create_task(idle_checks())
+    tasks.append(asyncio.create_task(idle_checks()))
     try:
         await runner.run(stop)
     finally:
-        checks.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await checks
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await relay.close()
     await nc.drain()
     log.info("relay drained: exiting")

@@ -13,7 +13,9 @@ length, so this absorbs their jitter); an empty FIFO plays silence and waits for
 prefill again (an underrun, counted). The FIFO holds at most ``buffer_s``: audio that
 arrives faster than real time (``replay --speed max``) drops its oldest samples,
 counted, instead of growing without bound. Audio at another rate than JACK's is
-resampled. The tap is best effort: it never holds up the pipeline.
+resampled. The tap is best effort: it never holds up the pipeline. With
+``TIDZAM_PRIVACY=mask`` each channel's audio waits for its predictions and its speech
+plays as silence (``consumers.privacy``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from audio.resample import PcmResampler
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
-from bus.settings import TidzamSettings
 from bus_schemas import AudioChunk, pcm
 from bus_schemas.streams import AUDIO, JACK_OUTPUT
+from consumers.privacy import PrivacyGate, PrivacySettings, follow_predictions
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +134,9 @@ class JackOutput:
     """Registers, feeds and retires the output ports of one JACK client."""
 
     def __init__(self, client: Any, *, buffer_s: float = 4.0, prefill_s: float = 1.3,
-                 idle_s: float = 10.0) -> None:
+                 idle_s: float = 10.0, gate: PrivacyGate | None = None) -> None:
         self.client = client
+        self.gate = gate  # privacy on: chunks wait for their predictions
         self.rate = int(client.samplerate)
         self.buffer_s, self.prefill_s, self.idle_s = buffer_s, prefill_s, idle_s
         self.ports: dict[tuple[str, int], OutPort] = {}
@@ -152,11 +155,23 @@ class JackOutput:
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         for delivery in deliveries:
             chunk = delivery.event
-            if isinstance(chunk, AudioChunk):
+            if not isinstance(chunk, AudioChunk):
+                continue
+            if self.gate is None:
                 self.feed(chunk)
+            else:
+                self.gate.hold(chunk)
+        self.release()
         return [Ack()] * len(deliveries)
 
-    def feed(self, chunk: AudioChunk) -> None:
+    def release(self) -> None:
+        """Play the chunks the privacy gate lets out (none without one)."""
+        if self.gate is not None:
+            for out in self.gate.release():
+                self.feed(out.chunk, out.samples)
+
+    def feed(self, chunk: AudioChunk, heard: pcm.Samples | None = None) -> None:
+        """Queue one chunk (as heard: gain and mute applied, or ``heard``)."""
         key = (chunk.source, chunk.channel)
         out = self.ports.get(key)
         if out is None:
@@ -168,7 +183,8 @@ class JackOutput:
         if position <= out.last:  # redelivered or late: never played twice
             return
         out.last = position
-        samples = pcm.as_float32(chunk.heard_samples())  # the mixer's gain and mute applied
+        # the mixer's gain and mute applied (and the speech masked, with a privacy gate)
+        samples = pcm.as_float32(chunk.heard_samples() if heard is None else heard)
         if out.resampler is not None:
             samples = out.resampler.push(pcm.to_int16(samples))
         out.fifo.push(samples.astype(np.float32, copy=False))
@@ -223,7 +239,7 @@ class JackOutput:
         self.ports.clear()
 
 
-class JackOutputSettings(TidzamSettings):
+class JackOutputSettings(PrivacySettings):
     nats_url: SecretStr
     jack_out_buffer_s: float = Field(4.0, gt=0.5, le=120)
     jack_out_prefill_s: float = Field(1.3, ge=0.0, le=60)
@@ -234,8 +250,11 @@ async def run(settings: JackOutputSettings, stop: asyncio.Event) -> None:
     import jack
 
     client = jack.Client(CLIENT_NAME, no_start_server=True)
+    gate = PrivacyGate(settings.privacy_speech_score, settings.privacy_wait_s) \
+        if settings.masking else None
     output = JackOutput(client, buffer_s=settings.jack_out_buffer_s,
-                        prefill_s=settings.jack_out_prefill_s, idle_s=settings.jack_out_idle_s)
+                        prefill_s=settings.jack_out_prefill_s, idle_s=settings.jack_out_idle_s,
+                        gate=gate)
     loop = asyncio.get_running_loop()
     server_gone = threading.Event()
 
@@ -248,24 +267,31 @@ async def run(settings: JackOutputSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-jack-output")
     js = nc.jetstream()
     await ensure_streams(js)
+    tasks = []
+    if gate is not None:  # predictions from now on: the audio is taken from the live edge
+        tasks.append(asyncio.create_task(follow_predictions(nc, gate, SPEC.durable, stop)))
     live_edge = (await js.stream_info(AUDIO.name)).state.last_seq
     runner = ConsumerRunner(nc, SPEC, output.handle, start_after=live_edge)
 
     async def retire() -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(stop.wait(), 0.5 if gate else 1.0)
+            output.release()  # what waited too long for its predictions, silenced
             for name in await output.retire_due():
                 log.info("JACK port %s:%s closed", CLIENT_NAME, name)
 
-    retiring = asyncio.create_task(retire())
-    log.info("JACK output ports on client %s at %d Hz", CLIENT_NAME, output.rate)
+    tasks.append(asyncio.create_task(retire()))
+    log.info("JACK output ports on client %s at %d Hz%s", CLIENT_NAME, output.rate,
+             ", speech masked" if gate else "")
     try:
         await runner.run(stop)
     finally:
-        retiring.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retiring
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         output.close()
         if not server_gone.is_set():
             client.deactivate()

@@ -23,6 +23,7 @@ from bus_schemas.events import (
     SourceLoaded,
     SourceRemoved,
     SourceUnloaded,
+    SpeechMasked,
 )
 from projections.times import to_datetime
 
@@ -119,6 +120,11 @@ def statement_for(event: Event) -> tuple[str, str, tuple[Any, ...]] | None:
             event.msg_id(), "applied", to_datetime(event.at_ns), to_datetime(event.from_ns),
             event.source, event.channel, None, event.gain_db, event.muted, event.origin,
             event.reason, event.by, event.stage, event.command_id)
+    if isinstance(event, SpeechMasked):
+        return "mixer_log", _MIXER_LOG, (
+            event.msg_id(), "masked", to_datetime(event.at_ns),
+            to_datetime(event.window_start_ns), event.source, event.channel, None, None, None,
+            None, f"speech {event.score:.2f} ({event.model_id})", event.by, None, None)
     if isinstance(event, SampleExtracted):
         return "samples", _SAMPLE_EXTRACTED, (
             event.sample_id, to_datetime(event.start_ns), to_datetime(event.end_ns),

@@ -26,6 +26,7 @@ from bus_schemas import (
     SourceLoaded,
     SourceRemoved,
     SourceUnloaded,
+    SpeechMasked,
 )
 from bus_schemas.codec import encode_body
 
@@ -54,6 +55,9 @@ EXAMPLES: list[Event] = [
     MixerApplied(command_id="c-1", source="herring", channel=3, muted=False, gain_db=-6.0,
                  origin="auto", reason="wind", by="gain-controller", stage="producer",
                  from_ns=T0 - 10**9, at_ns=T0),
+    SpeechMasked(source="herring", channel=3, window_start_ns=T0, window_end_ns=T0 + 975 * 10**6,
+                 score=0.875, model_id="selector", origin_ns=T0 - 7 * 10**9,
+                 by="gain-controller", at_ns=T0 + 2 * 10**9),
     SourceAdded(source="herring", kind="archive", location="http://127.0.0.1:8000/h.ogg",
                 channels=(0, 2), permanent=True, database="/data/herring", date_ns=T0,
                 format="ogg", at_ns=T0),

@@ -12,8 +12,8 @@ from consumers.extractor.policy import (
     draw,
     hesitation,
     is_centred,
-    is_private,
 )
+from consumers.privacy import is_private
 
 LABELS = ("birds", "birds-crow", "birds-robin", "birds-owl", "rain", "speech")
 

@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--icecast", action="store_true",
                    help="also run Icecast with every channel as a mono stream "
                    "(/<source>-out_<k>.ogg); same as TIDZAM_ICECAST=1")
+    p.add_argument("--privacy", choices=("off", "mask"),
+                   help="mask: speech is silenced in what is relayed (Icecast, JACK) and, "
+                   "as --privacy-archive says, archived; counted by `mixer ls` (default off; "
+                   "same as TIDZAM_PRIVACY; kept for later commands)")
+    p.add_argument("--privacy-archive", choices=("raw", "masked", "none"),
+                   help="with --privacy mask, the archive keeps speech raw, as silence "
+                   "(masked, the default) or not at all (none)")
     p.add_argument("--sources", type=Path, metavar="FILE.json",
                    help='load permanent sources from a JSON file: {"sources": [{"name", '
                    '"url", "path_database", "nb_channels"}]} (the original format)')

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from bus.settings import TidzamSettings
+from consumers.privacy import PrivacySettings
 from inference.registry import DEFAULT_SELECTOR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -19,11 +19,13 @@ def default_home() -> Path:
     return Path(base) / "tidzam"
 
 
-class CtlSettings(TidzamSettings):
+class CtlSettings(PrivacySettings):
     """Where the stack lives and which servers it talks to.
 
     ``nats_url``/``database_url`` left unset: ``up`` starts embedded servers in
-    ``home``. Set them to use external servers instead.
+    ``home``. Set them to use external servers instead. The privacy fields
+    (``TIDZAM_PRIVACY``...) are handed to every process of the stack and kept by ``up``
+    for later commands (``check`` restarts a process with them).
     """
 
     home: Path = Field(default_factory=default_home)

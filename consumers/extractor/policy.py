@@ -6,7 +6,6 @@
   distribution (``auto_probability``);
 - ``draw``: the deterministic coin: the same window always gets the same draw, so a
   redelivered prediction is decided as the first time;
-- ``is_private``: speech is never extracted;
 - ``is_centred``: the object filter (little energy at the window's edges).
 """
 
@@ -99,15 +98,6 @@ def draw(*key: object) -> float:
     """A number in [0, 1) fixed by ``key``: the same window, the same coin."""
     digest = hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def is_private(prediction: Prediction, speech_score: float) -> bool:
-    """Speech is never extracted: decided as speech, or a speech class scoring at
-    least ``speech_score``."""
-    if any(label.startswith("speech") for label in prediction.result):
-        return True
-    return any(label.startswith("speech") and score >= speech_score
-               for label, score in zip(prediction.labels, prediction.scores, strict=True))
 
 
 def is_centred(window: npt.NDArray[np.int16] | npt.NDArray[np.float32]) -> bool:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from audio.encode import write_flac
 from bus.connect import connect, ensure_streams
@@ -51,7 +51,6 @@ from bus.history import AudioSpan, read_audio, read_rule_sets
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome, TransientError
-from bus.settings import TidzamSettings
 from bus_schemas import (
     ExtractionRule,
     ExtractionRulesSet,
@@ -62,6 +61,7 @@ from bus_schemas import subjects as subj
 from bus_schemas.errors import TidzamError
 from bus_schemas.streams import EVENTS, EXTRACTOR
 from consumers.extractor import policy
+from consumers.privacy import PrivacySettings, is_private
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Extractor:
         rule = self.rules.rule_for(pred.source, pred.channel)
         if rule is None:
             return
-        if policy.is_private(pred, self.speech_score):
+        if is_private(pred, self.speech_score):
             self.stats.private += 1
             return
         counts = {label: n for (dest, label), n in self.disk.counts.items()
@@ -298,11 +298,10 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()
 
 
-class ExtractorSettings(TidzamSettings):
+class ExtractorSettings(PrivacySettings):
     nats_url: SecretStr
     home: Path = Path(".")
     samples_dir: Path | None = None  # default: <home>/samples
-    privacy_speech_score: float = Field(0.5, ge=0.0, le=1.0)
 
     @property
     def samples_root(self) -> Path:

@@ -47,9 +47,11 @@ def add_mixer_parser(sub: Any) -> None:
     what.add_argument("--auto", action="store_true",
                       help="release the channel to the gain controller")
     s.add_argument("--reason", default="", help="why (shown by mixer ls and log)")
-    ls = msub.add_parser("ls", help="every channel's gain and mute, who set it and why")
+    ls = msub.add_parser("ls", help="every channel's gain and mute, who set it and why, "
+                         "how many windows privacy silenced as speech")
     ls.add_argument("--json", action="store_true")
-    lg = msub.add_parser("log", help="the mixer's history: commands and applied states")
+    lg = msub.add_parser("log", help="the mixer's history: commands, applied states and "
+                         "windows masked as speech")
     lg.add_argument("--source")
     lg.add_argument("--limit", type=int, default=50, help="the newest N (default 50)")
     lg.add_argument("--json", action="store_true")
@@ -62,13 +64,15 @@ def mixer(settings: CtlSettings, args: argparse.Namespace) -> int:
     if args.action == "ls":
         rows = asyncio.run(_rows(stack, "SELECT source, channel, gain_db, muted, origin, reason,"
                                  " by, from_time, pinned, last_action, last_origin,"
-                                 " last_reason, last_by, last_at FROM mixer_state"
+                                 " last_reason, last_by, last_at, masked, last_masked"
+                                 " FROM mixer_state"
                                  " ORDER BY source, channel", ()))
         if args.json:
             out.print_json(json.dumps([{k: _plain(v) for k, v in r.items()} for r in rows]))
             return EXIT_OK
         table = Table(title=f"{len(rows)} channel(s) with a mixer history")
-        for col in ("source", "ch", "gain", "muted", "set by", "why", "pinned", "last command"):
+        for col in ("source", "ch", "gain", "muted", "set by", "why", "pinned", "last command",
+                    "speech masked"):
             table.add_column(col)
         for r in rows:
             table.add_row(r["source"], str(r["channel"]), f"{r['gain_db']:+.1f} dB",
@@ -76,7 +80,9 @@ def mixer(settings: CtlSettings, args: argparse.Namespace) -> int:
                           r["by"] or r["origin"] or "-", r["reason"] or "-",
                           "yes" if r["pinned"] else "no",
                           f"{r['last_action']} ({r['last_by'] or r['last_origin']})"
-                          if r["last_action"] else "-")
+                          if r["last_action"] else "-",
+                          f"{r['masked']} (last {r['last_masked']:%Y-%m-%d %H:%M:%S})"
+                          if r["masked"] else "0")
         out.print(table if rows else "no mixer command yet: every channel at 0 dB")
         return EXIT_OK
     if args.limit < 1:
@@ -94,6 +100,7 @@ def mixer(settings: CtlSettings, args: argparse.Namespace) -> int:
     for r in rows:
         what = (r["action"] + (f" {r['gain_db']:+.1f} dB" if r["action"] == "gain" else "")
                 if r["kind"] == "command" else
+                f"speech masked from {r['from_time']:%H:%M:%S}" if r["kind"] == "masked" else
                 f"applied {r['gain_db']:+.1f} dB{' muted' if r['muted'] else ''} from "
                 f"{r['from_time']:%H:%M:%S}")
         table.add_row(f"{r['at']:%Y-%m-%d %H:%M:%S}", r["source"], str(r["channel"]), what,

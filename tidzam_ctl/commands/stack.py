@@ -32,6 +32,10 @@ def up(settings: CtlSettings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"icecast": True})
     if getattr(args, "jack", False):
         settings = settings.model_copy(update={"jack": True})
+    privacy = {k: v for k in ("privacy", "privacy_archive")
+               if (v := getattr(args, k, None)) is not None}
+    if privacy:  # set here: the stack keeps it for later commands
+        settings = settings.model_copy(update=privacy)
     stack = Stack(settings)
     wanted = sources_file(args.sources) if getattr(args, "sources", None) else []
     with console.status("starting the stack…"):

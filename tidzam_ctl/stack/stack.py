@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from bus_schemas.errors import TidzamError
+from consumers.privacy import PRIVACY_FIELDS
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.icecast import IcecastServer
 from tidzam_ctl.stack.jack import JackServer
@@ -60,6 +61,11 @@ class Stack:
         for option in ("icecast", "jack"):
             if recorded.get(option):
                 settings = settings.model_copy(update={option: True})
+        # so does privacy, unless this command sets it again
+        kept = {k: v for k, v in recorded.get("privacy", {}).items()
+                if k in PRIVACY_FIELDS and k not in settings.model_fields_set}
+        if kept:
+            settings = settings.model_copy(update=kept)
         self.settings = settings
         self.embedded_nats = settings.nats_url is None
         self.nats = NatsServer.load(self.home) if self.embedded_nats else None
@@ -144,6 +150,7 @@ class Stack:
         if self.settings.archive_dir is not None:
             env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
         env["TIDZAM_SAMPLES_DIR"] = str(self.settings.samples_root)
+        env.update({f"TIDZAM_{k.upper()}": str(getattr(self.settings, k)) for k in PRIVACY_FIELDS})
         if self.icecast is not None:
             env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
                         "TIDZAM_ICECAST_PORT": str(self.icecast.port)})
@@ -189,9 +196,10 @@ class Stack:
             if self._state_of(spec.name).state != "running":
                 self._spawn(spec)
                 started.append(spec.name)
-        self.desired.write_text(json.dumps({"up": True, "since": time.time(),
-                                            "icecast": self.settings.icecast,
-                                            "jack": self.settings.jack}))
+        self.desired.write_text(json.dumps({
+            "up": True, "since": time.time(), "icecast": self.settings.icecast,
+            "jack": self.settings.jack,
+            "privacy": {k: getattr(self.settings, k) for k in PRIVACY_FIELDS}}))
         self._verify_alive(started)
         if "live" in started:
             self._wait_serving("live", self.settings.live_host, self.live_port)

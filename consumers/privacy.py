@@ -1,0 +1,204 @@
+"""Privacy: speech is never extracted, and, when the site asks, never heard or kept.
+
+One rule decides what is private (``is_private``): a window the classifier decided as
+speech, or whose speech class scores at least ``TIDZAM_PRIVACY_SPEECH_SCORE`` (0.5).
+The extractor never saves such a window, whatever the setting. With
+``TIDZAM_PRIVACY=mask`` (off by default) the outputs also silence it:
+
+- the Icecast relay and the JACK output hold each channel's audio until the
+  predictions covering it have arrived (a delay of about the classifier's lag), then
+  hand it out with the speech windows replaced by silence;
+- the archiver keeps, for those windows, the raw audio (``TIDZAM_PRIVACY_ARCHIVE=raw``),
+  silence (``masked``, the default when privacy is on) or nothing (``none``: the file
+  stops before the set and a new one starts after it, named by its first sample);
+- the gain controller publishes a ``SpeechMasked`` event per private window, which
+  ``tidzam_ctl mixer ls`` counts per channel.
+
+Audio no prediction covers within ``TIDZAM_PRIVACY_WAIT_S`` (the classifier is down
+or far behind; the end of a stream shorter than a window) is silenced entirely: with
+privacy on, undecided audio is private. The archiver waits ten times as long.
+
+``PrivacyGate`` is the one implementation of the holding and masking, pure and
+tested without a bus; ``follow_predictions`` feeds it from the EVENTS stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+from nats.aio.client import Client
+from pydantic import Field
+
+from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
+from bus.settings import TidzamSettings
+from bus_schemas import AudioChunk, Prediction, pcm
+from bus_schemas.streams import EVENTS, privacy_predictions
+
+log = logging.getLogger(__name__)
+
+SEC = 1_000_000_000
+Key = tuple[str, int]  # (source, channel)
+
+
+def is_private(prediction: Prediction, speech_score: float) -> bool:
+    """Decided as speech, or a speech class scoring at least ``speech_score``."""
+    if any(label.startswith("speech") for label in prediction.result):
+        return True
+    return any(label.startswith("speech") and score >= speech_score
+               for label, score in zip(prediction.labels, prediction.scores, strict=True))
+
+
+class PrivacySettings(TidzamSettings):
+    """The site's privacy choices (``TIDZAM_PRIVACY*``), read alike by every process."""
+
+    privacy: Literal["off", "mask"] = "off"
+    privacy_speech_score: float = Field(0.5, ge=0.0, le=1.0)
+    privacy_archive: Literal["raw", "masked", "none"] = "masked"
+    privacy_wait_s: float = Field(30.0, gt=0.0, le=3_600.0)
+
+    @property
+    def masking(self) -> bool:
+        return self.privacy == "mask"
+
+
+PRIVACY_FIELDS = tuple(PrivacySettings.model_fields)  # what `tidzam_ctl up` hands down
+
+
+@dataclass
+class _Channel:
+    spans: list[tuple[int, int]] = field(default_factory=list)  # private windows, by start
+    covered_ns: int = -1  # the latest window end any prediction reached
+    held: deque[tuple[float, AudioChunk]] = field(default_factory=deque)
+
+
+@dataclass(frozen=True)
+class Released:
+    """A chunk handed out: its audio as heard (gain, mute) with private spans silenced,
+    and how many of its samples were silenced."""
+
+    chunk: AudioChunk
+    samples: pcm.Samples
+    masked: int
+
+
+class PrivacyGate:
+    """Each channel's private windows, from the predictions, and the audio held until
+    they are known (in arrival order per channel; ``wait_s``: then silenced)."""
+
+    def __init__(self, speech_score: float = 0.5, wait_s: float = 30.0) -> None:
+        self.speech_score = speech_score
+        self.wait_s = wait_s
+        self.channels: dict[Key, _Channel] = {}
+        self.masked_samples = 0
+        self.expired_chunks = 0
+        self._lock = threading.Lock()  # the archiver masks in a worker thread
+
+    def _channel(self, source: str, channel: int) -> _Channel:
+        return self.channels.setdefault((source, channel), _Channel())
+
+    def prediction(self, p: Prediction) -> None:
+        private = is_private(p, self.speech_score)
+        with self._lock:
+            ch = self._channel(p.source, p.channel)
+            ch.covered_ns = max(ch.covered_ns, p.window_end_ns)
+            if private:
+                bisect.insort(ch.spans, (p.window_start_ns, p.window_end_ns))
+
+    def decided(self, chunk: AudioChunk) -> bool:
+        """Every window that overlaps the chunk is known."""
+        ch = self.channels.get((chunk.source, chunk.channel))
+        return ch is not None and ch.covered_ns >= chunk.time_of(chunk.end_sample)
+
+    def mask(self, chunk: AudioChunk, samples: pcm.Samples, expired: bool = False
+             ) -> tuple[pcm.Samples, int]:
+        """``samples`` (the chunk's, raw or heard) with the private spans silenced (all
+        of them if ``expired``), and the number of samples silenced; prunes the spans
+        that end before the chunk."""
+        n = len(samples)
+        if expired:
+            self.expired_chunks += 1
+            self.masked_samples += n
+            return np.zeros_like(samples), n
+        start, end = chunk.start_ns, chunk.start_ns + n * SEC // chunk.sample_rate
+        with self._lock:
+            ch = self.channels.get((chunk.source, chunk.channel))
+            if ch is None or not ch.spans:
+                return samples, 0
+            keep = bisect.bisect_left(ch.spans, (start - 60 * SEC, 0))
+            del ch.spans[:keep]  # windows are never a minute long: these are behind us
+            spans = list(ch.spans)
+        silent = np.zeros(n, dtype=bool)
+        for a, b in spans:
+            if a >= end:
+                break
+            if b <= start:
+                continue
+            i0 = max(0, -(-(a - start) * chunk.sample_rate // SEC))
+            i1 = min(n, -(-(b - start) * chunk.sample_rate // SEC))
+            silent[i0:i1] = True
+        count = int(silent.sum())
+        if count == 0:
+            return samples, 0
+        self.masked_samples += count
+        out = samples.copy()
+        out[silent] = 0
+        return out, count
+
+    # -- holding, for the live outputs
+
+    def hold(self, chunk: AudioChunk, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._channel(chunk.source, chunk.channel).held.append((now, chunk))
+
+    def release(self, now: float | None = None) -> list[Released]:
+        """The held chunks whose windows are known or whose wait ran out, in order per
+        channel, as heard and masked."""
+        now = time.monotonic() if now is None else now
+        out: list[Released] = []
+        for ch in self.channels.values():
+            while ch.held:
+                since, chunk = ch.held[0]
+                expired = now - since >= self.wait_s
+                if not (expired or self.decided(chunk)):
+                    break
+                ch.held.popleft()
+                if expired and not self.decided(chunk):
+                    log.warning("%s.%d: no prediction for %.0f s: silenced", chunk.source,
+                                chunk.channel, self.wait_s)
+                samples, n = self.mask(chunk, chunk.heard_samples(),
+                                       expired and not self.decided(chunk))
+                out.append(Released(chunk, samples, n))
+        return out
+
+    def held(self) -> int:
+        return sum(len(ch.held) for ch in self.channels.values())
+
+
+async def follow_predictions(nc: Client, gate: PrivacyGate, of: str, stop: asyncio.Event,
+                             since: datetime | None = None) -> None:
+    """Feed ``gate`` every prediction stored from ``since`` (None: from now on) until
+    ``stop``; ``of`` names the consumer (its durable is ``<of>-privacy``)."""
+
+    async def handle(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        for d in deliveries:
+            if isinstance(d.event, Prediction):
+                gate.prediction(d.event)
+        return [Ack()] * len(deliveries)
+
+    spec = privacy_predictions(of)
+    if since is None:
+        start = (await nc.jetstream().stream_info(EVENTS.name)).state.last_seq
+        runner = ConsumerRunner(nc, spec, handle, start_after=start)
+    else:
+        runner = ConsumerRunner(nc, spec, handle, start_time=since)
+    await runner.run(stop)

@@ -1,0 +1,180 @@
+"""Privacy, below the stack: which windows are private, how the gate holds and masks
+audio, what the relay and the JACK output hand out, and the archiver's choices for
+speech (raw, masked, none) written by a real archiver from a real NATS stream."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from nats.aio.client import Client
+
+from audio import archive
+from audio.decode import decode_all
+from bus.publisher import Publisher
+from bus.runner import ConsumerRunner
+from bus_schemas import AudioChunk, Prediction
+from consumers.archiver import SPEC, Archiver
+from consumers.icecast_relay import IcecastRelay
+from consumers.privacy import PrivacyGate, PrivacySettings, is_private
+from tests.waiting import wait_until
+
+RATE = 48_000
+SEC = 10**9
+T0 = int(datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC).timestamp()) * SEC
+LABELS = ("birds", "rain", "speech")
+
+
+def chunk(seq: int, channel: int = 0, source: str = "mic", value: int = 1000,
+          final: bool = False, gain_db: float = 0.0) -> AudioChunk:
+    """One second of a constant ``value`` (int16), chunk ``seq`` of the session."""
+    return AudioChunk(source=source, channel=channel, seq=seq, first_sample=seq * RATE,
+                      start_ns=T0 + seq * SEC, sample_rate=RATE, final=final, gain_db=gain_db,
+                      samples=np.full(RATE, value, dtype="<i2").tobytes())
+
+
+def pred(start_s: float, result: str, speech: float = 0.0, channel: int = 0,
+         length_s: float = 1.0, source: str = "mic") -> Prediction:
+    start = T0 + round(start_s * SEC)
+    birds = 1.0 - speech
+    return Prediction(source=source, channel=channel, window_start_ns=start,
+                      window_end_ns=start + round(length_s * SEC), model_id="selector",
+                      model_version="1.0.0", labels=LABELS, scores=(birds, 0.0, speech),
+                      result=(result,))
+
+
+def test_private_is_decided_speech_or_a_speech_score_over_the_threshold() -> None:
+    assert is_private(pred(0, "speech", 0.3), 0.5)
+    assert is_private(pred(0, "birds", 0.6), 0.5)
+    assert not is_private(pred(0, "birds", 0.4), 0.5)
+    assert is_private(pred(0, "birds", 0.4), 0.3)
+
+
+def test_settings_default_off_and_reject_a_bad_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not PrivacySettings().masking
+    monkeypatch.setenv("TIDZAM_PRIVACY", "mask")
+    monkeypatch.setenv("TIDZAM_PRIVACY_ARCHIVE", "none")
+    got = PrivacySettings()
+    assert got.masking and got.privacy_archive == "none"
+    monkeypatch.setenv("TIDZAM_PRIVACY", "maybe")
+    with pytest.raises(ValueError, match="privacy"):
+        PrivacySettings()
+
+
+def test_the_gate_silences_exactly_the_speech_windows() -> None:
+    gate = PrivacyGate(0.5, wait_s=30)
+    gate.prediction(pred(0.0, "birds"))
+    gate.prediction(pred(0.5, "speech", 0.9))  # 0.5 s - 1.5 s
+    gate.prediction(pred(1.0, "birds", 0.2))
+    first, second = chunk(0), chunk(1)
+    assert gate.decided(first) and gate.decided(second)  # windows up to 2.0 s
+    assert not gate.decided(chunk(2))
+    heard, n = gate.mask(first, first.heard_samples())
+    assert n == RATE // 2 and (heard[:RATE // 2] == 1000).all() and not heard[RATE // 2:].any()
+    heard, n = gate.mask(second, second.heard_samples())
+    assert n == RATE // 2 and (heard[:RATE // 2] == 0).all() and (heard[RATE // 2:] == 1000).all()
+    assert gate.masked_samples == RATE
+    # another channel is not touched by this one's speech
+    other = chunk(0, channel=1)
+    assert gate.mask(other, other.heard_samples())[1] == 0
+
+
+def test_the_gate_holds_each_channel_in_order_until_its_windows_are_known() -> None:
+    gate = PrivacyGate(0.5, wait_s=10)
+    for seq in range(3):
+        gate.hold(chunk(seq), now=0.0)
+        gate.hold(chunk(seq, channel=1, gain_db=-6.0), now=0.0)
+    assert gate.release(now=1.0) == [] and gate.held() == 6
+    gate.prediction(pred(0.0, "birds", length_s=2.0))  # channel 0 known up to 2 s
+    out = gate.release(now=1.0)
+    assert [(r.chunk.channel, r.chunk.seq, r.masked) for r in out] == [(0, 0, 0), (0, 1, 0)]
+    gate.prediction(pred(1.0, "speech", 0.8, channel=1, length_s=2.0))
+    out = gate.release(now=2.0)
+    # channel 1 is heard with its gain (-6 dB) and its speech (1 s - 3 s) silenced
+    assert [(r.chunk.channel, r.chunk.seq, r.masked) for r in out] == [
+        (1, 0, 0), (1, 1, RATE), (1, 2, RATE)]
+    assert abs(int(out[0].samples[0]) - 501) <= 1 and not out[1].samples.any()
+    # channel 0's last chunk: no prediction reaches its end; after the wait, silenced
+    assert gate.release(now=9.9) == []
+    late = gate.release(now=11.0)
+    assert [(r.chunk.seq, r.masked) for r in late] == [(2, RATE)] and not late[0].samples.any()
+    assert gate.expired_chunks == 1 and gate.held() == 0
+
+
+async def test_the_relay_sends_each_channel_masked_and_in_order() -> None:
+    """The relay's batches and its timer both release; what each channel's encoder is
+    given is the heard audio with the speech silenced, every chunk once, in order."""
+    sent: list[tuple[int, int, int]] = []
+
+    class Recorder(IcecastRelay):
+        async def relay(self, c: AudioChunk, heard: Any = None) -> None:
+            assert heard is not None
+            sent.append((c.channel, c.seq, int(np.count_nonzero(heard))))
+
+    gate = PrivacyGate(0.5, wait_s=30)
+    relay = Recorder(target=None, gate=gate)  # type: ignore[arg-type]
+
+    class D:
+        def __init__(self, event: AudioChunk) -> None:
+            self.event = event
+
+    await relay.handle([D(chunk(0)), D(chunk(1))])  # type: ignore[list-item]
+    assert sent == []  # no prediction yet: held
+    gate.prediction(pred(0.0, "birds"))
+    gate.prediction(pred(1.0, "speech", 0.7))
+    await asyncio.gather(relay.release(), relay.release())
+    assert sent == [(0, 0, RATE), (0, 1, 0)]
+
+
+async def _archive(nc: Client, root: Path, speech: str, masked_s: tuple[float, float],
+                   seconds: int = 4) -> list[np.ndarray[Any, Any]]:
+    """``seconds`` of two channels through a real archiver with a gate that knows
+    channel 0 speaks over ``masked_s``; the archived files, decoded, in order."""
+    gate = PrivacyGate(0.5, wait_s=30)
+    for ch in (0, 1):
+        gate.prediction(pred(0.0, "birds", channel=ch, length_s=seconds, source="yard"))
+    a, b = masked_s
+    gate.prediction(pred(a, "speech", 0.9, length_s=b - a, source="yard"))
+    await Publisher(nc.jetstream()).publish_all(
+        [chunk(s, ch, source="yard", value=800 + ch, final=s == seconds - 1)
+         for s in range(seconds) for ch in (0, 1)])
+    archiver = Archiver(root, gate=gate if speech != "raw" else None,
+                        speech="none" if speech == "none" else "masked")
+    stop = asyncio.Event()
+    runner = ConsumerRunner(nc, SPEC, archiver.handle)
+    await runner.ensure_consumer()
+    task = asyncio.create_task(runner.run(stop))
+
+    async def written() -> bool:
+        info = await nc.jetstream().consumer_info("AUDIO", SPEC.durable)
+        return not info.num_pending and not info.num_ack_pending and not archiver.sessions
+    try:
+        await wait_until(written, 20, "the session archived")
+    finally:
+        stop.set()
+        await task
+    archiver.close()
+    return [decode_all(f.path, RATE)[0] for f in archive.scan(root / "yard", "yard")]
+
+
+@pytest.mark.parametrize("speech", ["raw", "masked", "none"])
+async def test_the_archive_keeps_speech_raw_masked_or_not_at_all(
+        nc: Client, tmp_path: Path, speech: str) -> None:
+    files = await _archive(nc, tmp_path / "arch", speech, (1.0, 2.0))
+    level = [np.round(np.abs(f) * 32768).astype(int) for f in files]
+    if speech == "raw":
+        assert len(files) == 1 and (level[0][0] == 800).all()
+    elif speech == "masked":  # one file, channel 0 silent for second 1 only
+        assert len(files) == 1 and files[0].shape == (2, 4 * RATE)
+        assert (level[0][0, RATE:2 * RATE] == 0).all()
+        assert (level[0][0, :RATE] == 800).all() and (level[0][0, 2 * RATE:] == 800).all()
+        assert (level[0][1] == 801).all()  # the other channel kept whole
+    else:  # none: the set with speech is not archived; the file resumes after it
+        assert [f.shape[1] for f in files] == [RATE, 2 * RATE]
+        assert all((lv[0] == 800).all() and (lv[1] == 801).all() for lv in level)
+        names = [f.path.name for f in archive.scan(tmp_path / "arch" / "yard", "yard")]
+        assert names == ["yard-2025-06-01-12-00-00.flac", "yard-2025-06-01-12-00-02.flac"]
