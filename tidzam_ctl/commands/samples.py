@@ -1,31 +1,41 @@
-"""``tidzam_ctl samples info | ls | label | export``: the extracted samples.
+"""``tidzam_ctl samples info | ls | label | review | export``: the extracted samples.
 
 The extractor writes samples into the samples folder (``TIDZAM_SAMPLES_DIR``,
 default ``$TIDZAM_HOME/samples``) and publishes ``SampleExtracted``; a review is a
 ``SampleLabelled`` event on CONTROL. Both are projected into the ``samples`` table,
-which these commands read.
+which these commands read. ``review`` opens the editor's ``ReviewApp``
+(``tidzam_ctl/editor/review.py``) on rows read here, publishing with ``BusPublisher``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import getpass
 import io
 import json
+import logging
+import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from bus_schemas import SampleLabelled
+from bus_schemas.errors import TidzamError
 from learning.datasets.samples import DISCARDED
+from tidzam_ctl.editor.errors import EditorError
 from tidzam_ctl.errors import EXIT_OK, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
+
+if TYPE_CHECKING:
+    from tidzam_ctl.editor.review import ReviewRow
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -36,7 +46,7 @@ _COLUMNS = ("sample_id", "time", "end_time", "window_start", "window_end", "sour
 
 
 def add_samples_parser(sub: Any) -> None:
-    p = sub.add_parser("samples", help="extracted samples: counts, list, label, export",
+    p = sub.add_parser("samples", help="extracted samples: counts, list, label, review, export",
                        description="Samples the extractor saved (see `tidzam_ctl rules`), "
                        "their reviews and their export for review elsewhere.")
     ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -58,6 +68,20 @@ def add_samples_parser(sub: Any) -> None:
     what.add_argument("--accept", action="store_true", help="the model's proposed label")
     what.add_argument("--discard", action="store_true", help="not a usable sample")
     lab.add_argument("--by", default=getpass.getuser(), help="reviewer (default: you)")
+    rv = ssub.add_parser("review", help="review samples in a text UI: play, spectrogram, "
+                         "accept, relabel, discard, skip, undo",
+                         description="The samples nobody reviewed yet (--all: every one) in "
+                         "a keyboard-driven text UI: classes (proposed labels, then ✓ reviewed "
+                         "ones) | samples | the scored window's spectrogram and the scores. "
+                         "p plays the sample with its context, a accepts the proposed label, "
+                         "r relabels, d discards, n or space skips, u takes this session's "
+                         "last review back, / filters, q quits. Each review is a "
+                         "SampleLabelled event, published at once.")
+    rv.add_argument("--all", action="store_true", help="every sample, reviewed ones too")
+    rv.add_argument("--label", help="start at this class")
+    rv.add_argument("--by", default=getpass.getuser(), help="reviewer (default: you)")
+    rv.add_argument("--limit", type=int, default=10_000,
+                    help="at most this many samples, oldest first (default 10000)")
     ex = ssub.add_parser("export", help="for review in other tools: csv, Raven, Audacity",
                          description="csv: one row per sample. raven: a Raven Pro selection "
                          "table (one selection per sample: its window inside its file, with "
@@ -105,6 +129,8 @@ def samples(settings: CtlSettings, args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "label":
         return _label(stack, args)
+    if args.action == "review":
+        return _review(stack, settings, args)
     return _export(stack, settings, args)
 
 
@@ -129,6 +155,55 @@ def _label(stack: Stack, args: argparse.Namespace) -> int:
     asyncio.run(_publish(stack, events))
     console.print(f"{len(events)} sample(s) labelled")
     return EXIT_OK
+
+
+def _review(stack: Stack, settings: CtlSettings, args: argparse.Namespace) -> int:
+    from tidzam_ctl.editor.player import Player, find_player
+    from tidzam_ctl.editor.review import ReviewApp, ReviewBrowser
+
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1", EXIT_USAGE)
+    if not args.by.strip():
+        raise CliError("--by must name the reviewer", EXIT_USAGE)
+    publisher = BusPublisher(stack.nats_url)
+    try:
+        browser = ReviewBrowser(lambda: _review_rows(stack, args.all, args.limit), publisher,
+                                settings.samples_root, args.by.strip())
+        if not browser.rows:
+            console.print("no sample to review" + ("" if args.all else " (--all: the "
+                                                   "reviewed ones too)"))
+            return EXIT_OK
+        if len(browser.rows) == args.limit:
+            browser.title += f" (the oldest {args.limit}: --limit)"
+        start = browser.start_group(args.label) if args.label else None
+        publisher.open()
+        ReviewApp(browser, Player(find_player()), start).run()
+    except EditorError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        publisher.close()
+    console.print(f"{browser.published} review event(s) published as {browser.by}")
+    return EXIT_OK
+
+
+def _review_rows(stack: Stack, everything: bool, limit: int) -> list[ReviewRow]:
+    """The samples to review (unchecked only unless ``everything``), oldest first."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from tidzam_ctl.editor.review import COLUMNS, ReviewRow
+
+    where = "path IS NOT NULL" + ("" if everything else " AND reviewed_label IS NULL")
+    query = (f"SELECT {', '.join(COLUMNS)} FROM samples WHERE {where}"
+             " ORDER BY window_start, sample_id LIMIT %s")
+    try:
+        with psycopg.connect(stack.database_url, row_factory=dict_row,
+                             connect_timeout=10) as conn:
+            rows = conn.execute(query.encode(), (limit,)).fetchall()
+    except psycopg.OperationalError as exc:
+        raise CliError(f"cannot read the samples from PostgreSQL ({exc}): is the stack up? "
+                       "(tidzam_ctl status)") from None
+    return [ReviewRow.from_sql(r) for r in rows]
 
 
 def _export(stack: Stack, settings: CtlSettings, args: argparse.Namespace) -> int:
@@ -246,3 +321,87 @@ async def _publish(stack: Stack, events: list[Any]) -> None:
         await Publisher(nc.jetstream()).publish_all(events)
     finally:
         await nc.drain()
+
+
+_NATS_LOG = logging.getLogger("nats.aio.client")
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    """NATS's own error log is dropped while a review is open: it would be written over
+    the screen, and the status line says what failed."""
+    return False
+
+
+class BusPublisher:
+    """``Publish`` on NATS: one connection for the session, in a thread of its own.
+
+    Each call waits ``timeout_s`` at most (the UI waits with it): a review not stored
+    by then, or not sent because the connection is down, raises ``EditorError``."""
+
+    def __init__(self, url: str, timeout_s: float = 3.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="review-publisher")
+        self._thread.start()
+        self._nc: Any = None
+        self._publisher: Any = None
+        _NATS_LOG.addFilter(_quiet)
+
+    def open(self) -> None:
+        """Connect now: ``EditorError`` if NATS does not answer."""
+        self._wait(self._connect(), "cannot publish reviews")
+
+    def __call__(self, event: SampleLabelled) -> None:
+        self._wait(self._publish(event), f"the review of {event.sample_id} is not recorded")
+
+    def close(self) -> None:
+        with contextlib.suppress(EditorError):  # nothing is left to send: each review
+            self._wait(self._shutdown(), "closing")  # was waited for
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(self.timeout_s)
+        if not self._thread.is_alive():
+            self._loop.close()
+        _NATS_LOG.removeFilter(_quiet)
+
+    async def _connect(self) -> Any:
+        from bus.connect import connect, ensure_streams
+        from bus.publisher import Publisher
+
+        if self._publisher is None:
+            nc = await connect(self.url, "tidzam_ctl-review")
+            try:
+                await ensure_streams(nc.jetstream())
+            except BaseException:
+                await nc.close()
+                raise
+            self._nc, self._publisher = nc, Publisher(nc.jetstream(), retries=1, timeout_s=1.0)
+        return self._publisher
+
+    async def _shutdown(self) -> None:
+        """Close the connection; end what a timeout left running (a connect, a publish)."""
+        if self._nc is not None:
+            await self._nc.drain()
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+
+    async def _publish(self, event: SampleLabelled) -> None:
+        publisher = await self._connect()
+        if not self._nc.is_connected:  # a publish now would be sent later, unseen
+            raise EditorError("the connection to NATS is lost (reconnecting)")
+        await publisher.publish_now(event)
+
+    def _wait(self, work: Coroutine[Any, Any, object], failed: str) -> None:
+        from nats.errors import Error as NatsError
+
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            future.result(self.timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise EditorError(f"NATS did not answer within {self.timeout_s:g} s: {failed} "
+                              "(is the stack up? tidzam_ctl status)") from None
+        except (TidzamError, NatsError, OSError) as exc:
+            raise EditorError(f"{failed}: {exc}") from None

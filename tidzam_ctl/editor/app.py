@@ -191,7 +191,8 @@ class BrowserApp(_EditorApp):
         self.show_item(str(event.row_key.value))
 
     def on_resize(self) -> None:
-        self.call_after_refresh(self.show_item, self.key)
+        # the key when redrawn: the cursor may have moved meanwhile
+        self.call_after_refresh(lambda: self.show_item(self.key))
 
     # -- actions
 
