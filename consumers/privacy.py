@@ -77,7 +77,15 @@ PRIVACY_FIELDS = tuple(PrivacySettings.model_fields)  # what `tidzam_ctl up` han
 @dataclass
 class _Channel:
     spans: list[tuple[int, int]] = field(default_factory=list)  # private windows, by start
-    covered_ns: int = -1  # the latest window end any prediction reached
+    # The window grid as far as it is known without a gap: ``frontier`` is the start of
+    # the latest window whose predecessors all arrived (predictions may come out of
+    # order: several classifier processes), ``later`` the starts seen beyond a gap.
+    grid_start: int = -1  # the earliest window of that run
+    frontier: int = -1
+    frontier_end: int = -1
+    frontier_private: bool = False
+    later: dict[int, tuple[int, bool]] = field(default_factory=dict)  # start -> (end, private)
+    hop_ns: int = 0  # the smallest step between two window starts seen
     held: deque[tuple[float, AudioChunk]] = field(default_factory=deque)
 
 
@@ -110,14 +118,51 @@ class PrivacyGate:
         private = is_private(p, self.speech_score)
         with self._lock:
             ch = self._channel(p.source, p.channel)
-            ch.covered_ns = max(ch.covered_ns, p.window_end_ns)
+            self._advance(ch, p.window_start_ns, p.window_end_ns, private)
             if private:
                 bisect.insort(ch.spans, (p.window_start_ns, p.window_end_ns))
 
+    @staticmethod
+    def _advance(ch: _Channel, start: int, end: int, private: bool) -> None:
+        if ch.frontier < 0:  # the first window seen starts the grid
+            ch.grid_start = ch.frontier = start
+            ch.frontier_end, ch.frontier_private = end, private
+            return
+        if start < ch.grid_start:  # an earlier window, late: the run grows backwards
+            step = ch.grid_start - start
+            ch.hop_ns = step if ch.hop_ns == 0 else min(ch.hop_ns, step)
+            if 2 * step <= 3 * ch.hop_ns:
+                ch.grid_start = start
+            return
+        if start <= ch.frontier:
+            if start == ch.frontier:  # another model on the same window
+                ch.frontier_private |= private
+            return
+        step = start - ch.frontier
+        ch.hop_ns = step if ch.hop_ns == 0 else min(ch.hop_ns, step)
+        seen = ch.later.get(start)
+        ch.later[start] = (end, private or (seen is not None and seen[1]))
+        while ch.later:  # move on while the next window follows within 1.5 hops
+            nxt = min(ch.later)
+            if 2 * (nxt - ch.frontier) > 3 * ch.hop_ns:
+                break
+            ch.frontier_end, ch.frontier_private = ch.later.pop(nxt)
+            ch.frontier = nxt
+
     def decided(self, chunk: AudioChunk) -> bool:
-        """Every window that overlaps the chunk is known."""
+        """Every window that overlaps the chunk is known: the next window of the grid
+        starts at or after its end, or, for the last chunk of a session, no other
+        window fits before its end (its tail, shorter than a hop, is in no window: it
+        takes the last window's verdict)."""
         ch = self.channels.get((chunk.source, chunk.channel))
-        return ch is not None and ch.covered_ns >= chunk.time_of(chunk.end_sample)
+        if ch is None:
+            return False
+        if ch.hop_ns == 0 or ch.grid_start > chunk.start_ns:
+            return False  # the grid is not known yet, or not from the chunk's start
+        end = chunk.time_of(chunk.end_sample)
+        following = ch.frontier + ch.hop_ns  # where the next window starts
+        length = ch.frontier_end - ch.frontier
+        return following >= end or (chunk.final and following + length > end)
 
     def mask(self, chunk: AudioChunk, samples: pcm.Samples, expired: bool = False
              ) -> tuple[pcm.Samples, int]:
@@ -132,11 +177,13 @@ class PrivacyGate:
         start, end = chunk.start_ns, chunk.start_ns + n * SEC // chunk.sample_rate
         with self._lock:
             ch = self.channels.get((chunk.source, chunk.channel))
-            if ch is None or not ch.spans:
+            if ch is None:
                 return samples, 0
             keep = bisect.bisect_left(ch.spans, (start - 60 * SEC, 0))
             del ch.spans[:keep]  # windows are never a minute long: these are behind us
             spans = list(ch.spans)
+            if chunk.final and ch.frontier_private and ch.frontier_end < end:
+                spans.append((ch.frontier_end, end))  # the tail after the last window
         silent = np.zeros(n, dtype=bool)
         for a, b in spans:
             if a >= end:

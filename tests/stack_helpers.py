@@ -78,3 +78,18 @@ def kill_and_restart(stack: Stack, name: str) -> None:
     wait_for(lambda: any(p["name"] == name and p["state"] == "dead"
                          for p in stack.status()["processes"]), 30, f"{name} dead")
     assert name in stack.check()
+
+
+def icecast_mounts(url: str) -> set[str]:
+    """The mounts an Icecast server serves now (``<name>.ogg``)."""
+    import json
+    import urllib.request
+
+    try:
+        raw = urllib.request.urlopen(f"{url}/status-json.xsl", timeout=2).read()
+        sources = json.loads(raw)["icestats"].get("source", [])
+    except (OSError, ValueError, KeyError):
+        return set()  # Icecast's JSON is invalid while no source is mounted
+    if isinstance(sources, dict):
+        sources = [sources]
+    return {s["listenurl"].rsplit("/", 1)[1] for s in sources}

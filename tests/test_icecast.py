@@ -4,11 +4,9 @@ back to Icecast as its own mono stream. Real Icecast 2, real ffmpeg."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from bus.publisher import Publisher
 from producers.chunker import Chunker
 from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, STORM, real_file
-from tests.stack_helpers import ctl, running_stack, wait_for
+from tests.stack_helpers import ctl, icecast_mounts, running_stack, wait_for
 
 ASTERISK = "asterisk-core-sounds-en-wav"
 SPEECH = "usr/share/asterisk/sounds/en_US_f_Allison/demo-instruct.wav"
@@ -37,17 +35,6 @@ def _eight_channels(path: Path) -> Path:
     n = SECONDS * 48_000
     tracks = {"rain": np.resize(rain[0], n), "speech": np.resize(speech[0], n)}
     return write_pcm(path, np.stack([tracks[kind] for kind in PATTERN]))
-
-
-def _mounts(url: str) -> set[str]:
-    try:
-        raw = urllib.request.urlopen(f"{url}/status-json.xsl", timeout=2).read()
-        sources = json.loads(raw)["icestats"].get("source", [])
-    except (OSError, ValueError, KeyError):
-        return set()  # Icecast's JSON is invalid while no source is mounted
-    if isinstance(sources, dict):
-        sources = [sources]
-    return {s["listenurl"].rsplit("/", 1)[1] for s in sources}
 
 
 def test_each_channel_lands_under_its_number_and_is_relayed(tmp_path: Path) -> None:
@@ -66,12 +53,12 @@ def test_each_channel_lands_under_its_number_and_is_relayed(tmp_path: Path) -> N
              f"icecast://source:{icecast.source_password}@127.0.0.1:{icecast.port}/multi.opus"],
             stdin=subprocess.DEVNULL)
         try:
-            wait_for(lambda: "multi.opus" in _mounts(icecast.url), 20, "the Icecast source")
+            wait_for(lambda: "multi.opus" in icecast_mounts(icecast.url), 20, "the Icecast source")
             done = ctl(stack.home, "source", "add", "multi", "--url",
                        f"{icecast.url}/multi.opus")
             assert done.returncode == 0, done.stderr
             relayed = {f"multi-out_{k}.ogg" for k in range(8)}
-            wait_for(lambda: relayed <= _mounts(icecast.url), 30, "the 8 relay mounts")
+            wait_for(lambda: relayed <= icecast_mounts(icecast.url), 30, "the 8 relay mounts")
             with AudioStream(f"{icecast.url}/multi-out_3.ogg", 48_000) as mono:
                 assert mono.info.channels == 1 and mono.info.codec == "vorbis"
                 got = next(iter(mono.blocks())).samples
@@ -80,7 +67,7 @@ def test_each_channel_lands_under_its_number_and_is_relayed(tmp_path: Path) -> N
             done = ctl(stack.home, "source", "add", "raw", "--url",
                        f"{icecast.url}/multi.opus", "--format", "copy")
             assert done.returncode == 0, done.stderr
-            wait_for(lambda: "raw.opus" in _mounts(icecast.url), 30, "the copy mount")
+            wait_for(lambda: "raw.opus" in icecast_mounts(icecast.url), 30, "the copy mount")
             with AudioStream(f"{icecast.url}/raw.opus", 48_000) as copy:
                 assert (copy.info.channels, copy.info.codec) == (8, "opus")
             push.wait(timeout=60)
@@ -121,7 +108,7 @@ def test_a_channel_that_goes_quiet_without_an_end_is_unmounted(
             await nc.drain()
 
         asyncio.run(publish_without_end())
-        wait_for(lambda: "stray-out_0.ogg" in _mounts(icecast.url), 30, "the relay mount")
+        wait_for(lambda: "stray-out_0.ogg" in icecast_mounts(icecast.url), 30, "the relay mount")
         relay = psutil.Process(next(p["pid"] for p in stack.status()["processes"]
                                     if p["name"] == "relay"))
         assert [c.name() for c in relay.children()] == ["ffmpeg"]
@@ -133,5 +120,5 @@ def test_a_channel_that_goes_quiet_without_an_end_is_unmounted(
         # Icecast drops a silent mount itself (source-timeout); the relay's own encoder
         # must go too, or every stopped session leaks an ffmpeg.
         wait_for(lambda: not relay.children(), 20, "the idle channel's encoder to stop")
-        wait_for(lambda: "stray-out_0.ogg" not in _mounts(icecast.url), 20,
+        wait_for(lambda: "stray-out_0.ogg" not in icecast_mounts(icecast.url), 20,
                  "the idle relay to be unmounted")

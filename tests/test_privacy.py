@@ -30,11 +30,11 @@ LABELS = ("birds", "rain", "speech")
 
 
 def chunk(seq: int, channel: int = 0, source: str = "mic", value: int = 1000,
-          final: bool = False, gain_db: float = 0.0) -> AudioChunk:
-    """One second of a constant ``value`` (int16), chunk ``seq`` of the session."""
+          final: bool = False, gain_db: float = 0.0, seconds: float = 1.0) -> AudioChunk:
+    """A constant ``value`` (int16), chunk ``seq`` of the session (1 s chunks)."""
     return AudioChunk(source=source, channel=channel, seq=seq, first_sample=seq * RATE,
                       start_ns=T0 + seq * SEC, sample_rate=RATE, final=final, gain_db=gain_db,
-                      samples=np.full(RATE, value, dtype="<i2").tobytes())
+                      samples=np.full(round(seconds * RATE), value, dtype="<i2").tobytes())
 
 
 def pred(start_s: float, result: str, speech: float = 0.0, channel: int = 0,
@@ -69,10 +69,11 @@ def test_the_gate_silences_exactly_the_speech_windows() -> None:
     gate = PrivacyGate(0.5, wait_s=30)
     gate.prediction(pred(0.0, "birds"))
     gate.prediction(pred(0.5, "speech", 0.9))  # 0.5 s - 1.5 s
-    gate.prediction(pred(1.0, "birds", 0.2))
+    gate.prediction(pred(1.0, "birds", 0.2))  # the next starts at 1.5 s
     first, second = chunk(0), chunk(1)
-    assert gate.decided(first) and gate.decided(second)  # windows up to 2.0 s
-    assert not gate.decided(chunk(2))
+    assert gate.decided(first) and not gate.decided(second)
+    gate.prediction(pred(1.5, "birds"))
+    assert gate.decided(second) and not gate.decided(chunk(2))
     heard, n = gate.mask(first, first.heard_samples())
     assert n == RATE // 2 and (heard[:RATE // 2] == 1000).all() and not heard[RATE // 2:].any()
     heard, n = gate.mask(second, second.heard_samples())
@@ -89,20 +90,47 @@ def test_the_gate_holds_each_channel_in_order_until_its_windows_are_known() -> N
         gate.hold(chunk(seq), now=0.0)
         gate.hold(chunk(seq, channel=1, gain_db=-6.0), now=0.0)
     assert gate.release(now=1.0) == [] and gate.held() == 6
-    gate.prediction(pred(0.0, "birds", length_s=2.0))  # channel 0 known up to 2 s
+    gate.prediction(pred(1.0, "birds"))  # out of order: the window at 0 s is missing
+    gate.prediction(pred(2.0, "birds"))
+    assert gate.release(now=1.0) == []
+    gate.prediction(pred(0.0, "birds"))  # channel 0 known up to 2 s, the next at 3 s
     out = gate.release(now=1.0)
-    assert [(r.chunk.channel, r.chunk.seq, r.masked) for r in out] == [(0, 0, 0), (0, 1, 0)]
+    assert [(r.chunk.channel, r.chunk.seq, r.masked) for r in out] == [
+        (0, 0, 0), (0, 1, 0), (0, 2, 0)]
+    gate.hold(chunk(3), now=1.0)
+    gate.prediction(pred(0.0, "birds", channel=1, length_s=2.0))
     gate.prediction(pred(1.0, "speech", 0.8, channel=1, length_s=2.0))
+    gate.prediction(pred(2.0, "birds", 0.1, channel=1, length_s=2.0))
     out = gate.release(now=2.0)
     # channel 1 is heard with its gain (-6 dB) and its speech (1 s - 3 s) silenced
     assert [(r.chunk.channel, r.chunk.seq, r.masked) for r in out] == [
         (1, 0, 0), (1, 1, RATE), (1, 2, RATE)]
     assert abs(int(out[0].samples[0]) - 501) <= 1 and not out[1].samples.any()
-    # channel 0's last chunk: no prediction reaches its end; after the wait, silenced
-    assert gate.release(now=9.9) == []
+    # channel 0's chunk at 3 s: its window does not come (the classifier is down, say);
+    # after the wait, silenced
+    assert gate.release(now=10.9) == []
     late = gate.release(now=11.0)
-    assert [(r.chunk.seq, r.masked) for r in late] == [(2, RATE)] and not late[0].samples.any()
+    assert [(r.chunk.seq, r.masked) for r in late] == [(3, RATE)]
+    assert not late[0].samples.any()
     assert gate.expired_chunks == 1 and gate.held() == 0
+
+
+def test_the_end_of_a_session_is_decided_by_its_last_window() -> None:
+    """The last chunk's tail is in no window (shorter than a hop): once no other window
+    fits, the chunk is decided and its tail takes the last window's verdict."""
+    gate = PrivacyGate(0.5, wait_s=30)
+    end = chunk(2, final=True, seconds=0.8)  # 2.0 s - 2.8 s
+    for k in range(3):  # windows of 1 s every 0.5 s: 0-1, 0.5-1.5, 1-2
+        gate.prediction(pred(k / 2, "birds"))
+    assert not gate.decided(end)  # 1.5-2.5 fits before 2.8 s: still to come
+    gate.prediction(pred(1.5, "speech", 0.9))
+    assert gate.decided(end) and not gate.decided(chunk(2, seconds=0.8))  # not final: waits
+    heard, n = gate.mask(end, end.heard_samples())
+    assert n == len(heard) and not heard.any()  # 2.0-2.5 the window, 2.5-2.8 its tail
+    quiet = PrivacyGate(0.5, wait_s=30)
+    for k in range(4):
+        quiet.prediction(pred(k / 2, "birds"))
+    assert quiet.mask(end, end.heard_samples())[1] == 0
 
 
 async def test_the_relay_sends_each_channel_masked_and_in_order() -> None:
@@ -135,10 +163,12 @@ async def _archive(nc: Client, root: Path, speech: str, masked_s: tuple[float, f
     """``seconds`` of two channels through a real archiver with a gate that knows
     channel 0 speaks over ``masked_s``; the archived files, decoded, in order."""
     gate = PrivacyGate(0.5, wait_s=30)
-    for ch in (0, 1):
-        gate.prediction(pred(0.0, "birds", channel=ch, length_s=seconds, source="yard"))
     a, b = masked_s
-    gate.prediction(pred(a, "speech", 0.9, length_s=b - a, source="yard"))
+    for ch in (0, 1):  # windows of 1 s every second
+        for k in range(seconds):
+            speaks = ch == 0 and a <= k < b
+            gate.prediction(pred(k, "speech" if speaks else "birds", 0.9 if speaks else 0.0,
+                                 channel=ch, source="yard"))
     await Publisher(nc.jetstream()).publish_all(
         [chunk(s, ch, source="yard", value=800 + ch, final=s == seconds - 1)
          for s in range(seconds) for ch in (0, 1)])
