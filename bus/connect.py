@@ -71,6 +71,7 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         max_bytes=spec.max_bytes,
         duplicate_window=spec.duplicate_window_s,
         num_replicas=stream_replicas(),
+        allow_direct=True,  # reads of single messages answered raw, not as base64 JSON
     )
 
 

@@ -1,10 +1,11 @@
 """Reading a stream's history without a consumer: the few events of a subject
-(deploys, rule sets), one direct get each, in stream order; and the audio of a
-channel between two times, found in the AUDIO stream with a few direct gets."""
+(deploys, rule sets), one get each (answered by the leader), in stream order; and the audio of a
+channel between two times, found in the AUDIO stream with a few direct gets (the
+stream's ``allow_direct``: each chunk comes back raw, not as base64 JSON; any
+replica may answer, which is fine for audio stored seconds before it is asked for)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from dataclasses import dataclass
@@ -65,7 +66,6 @@ async def read_rule_sets(js: JetStreamContext
 
 # --------------------------------------------------------------- audio by time
 
-_NO_MESSAGE = 10037  # JetStream: no message found
 
 
 @dataclass(frozen=True)
@@ -88,27 +88,78 @@ class AudioSpan:
         return self.start_ns + len(self.samples) * 1_000_000_000 // self.sample_rate
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """A chunk read before: where it is in the stream, and the step to the next chunk
+    of its subject (other channels' chunks lie between them)."""
+
+    seq: int
+    origin_ns: int
+    start_ns: int
+    duration_ns: int
+    stride: int
+
+
+class AudioCursor:
+    """Where each channel's last read ended, so that the next read of the same session
+    (a consumer reads windows in time order) guesses its start's stream sequence
+    from there: usually one read instead of a search. Only a hint: a wrong guess
+    falls back to the search."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, _Seen] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def note(self, subject: str, seqs: list[int], chunks: list[AudioChunk]) -> None:
+        if len(seqs) >= 2 and chunks[-1].n_samples:
+            last = chunks[-1]
+            self._seen[subject] = _Seen(seqs[-1], last.origin_ns, last.start_ns,
+                                        last.n_samples * 1_000_000_000 // last.sample_rate,
+                                        max(1, seqs[-1] - seqs[-2]))
+
+    async def seek(self, js: JetStreamContext, subject: str, start_ns: int,
+                   origin_ns: int | None) -> tuple[int, AudioChunk] | None:
+        """The chunk holding ``start_ns`` and its stream sequence (None: no guess)."""
+        seen = self._seen.get(subject)
+        if seen is None or origin_ns != seen.origin_ns or start_ns < seen.start_ns:
+            return None
+        guess = seen.seq + (start_ns - seen.start_ns) // seen.duration_ns * seen.stride
+        for _ in range(3):
+            found = await _chunk_from(js, subject, guess)
+            if found is None or found[1].origin_ns != origin_ns:
+                break
+            seq, chunk = found
+            if chunk.start_ns > start_ns:  # too far: step back (not before the known one)
+                if guess <= seen.seq:
+                    break
+                guess = max(seen.seq, guess - seen.stride)
+            elif chunk.time_of(chunk.end_sample) <= start_ns:  # not far enough
+                guess = seq + max(1, (start_ns - chunk.start_ns) // seen.duration_ns) \
+                    * seen.stride
+            else:
+                self.hits += 1
+                return found
+        self.misses += 1
+        return None
+
+
 async def _chunk_stored_at(nc: Client, subject: str, when: datetime
                            ) -> tuple[int, AudioChunk] | None:
     """The first audio chunk on ``subject`` stored at or after ``when`` (one request:
     JetStream's message get by start time, which returns the message itself)."""
     request = {"start_time": when.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                "next_by_subj": subject}
-    reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{AUDIO.name}",
+    reply = await nc.request(f"$JS.API.DIRECT.GET.{AUDIO.name}",
                              json.dumps(request).encode(), timeout=5.0)
-    data = json.loads(reply.data)
-    if "error" in data:
-        if data["error"].get("err_code") == _NO_MESSAGE:
+    headers = dict(reply.headers or {})
+    if not reply.data and headers.get("Status"):
+        if headers["Status"] == "404":
             return None
-        raise BusError(f"{AUDIO.name}: {data['error'].get('description', data['error'])}")
-    message = data["message"]
-    seq = int(message["seq"])
-    headers: dict[str, str] = {}
-    if message.get("hdrs"):
-        lines = base64.b64decode(message["hdrs"]).decode(errors="replace").split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        raise BusError(f"{AUDIO.name}: {headers['Status']} {headers.get('Description', '')}")
+    seq = int(headers["Nats-Sequence"])
     try:
-        event = decode(headers, base64.b64decode(message.get("data") or ""))
+        event = decode(headers, reply.data)
     except DecodeError:
         event = None
     if isinstance(event, AudioChunk):
@@ -121,7 +172,8 @@ async def _chunk_from(js: JetStreamContext, subject: str, seq: int
     """The first audio chunk on ``subject`` at or after stream sequence ``seq``."""
     while True:
         try:
-            raw = await js.get_msg(AUDIO.name, seq=max(seq, 1), subject=subject, next=True)
+            raw = await js.get_msg(AUDIO.name, seq=max(seq, 1), subject=subject, next=True,
+                                   direct=True)
         except NotFoundError:
             return None
         found = raw.seq if raw.seq is not None else seq
@@ -137,7 +189,7 @@ async def _chunk_from(js: JetStreamContext, subject: str, seq: int
 async def _last_chunk(js: JetStreamContext, subject: str) -> tuple[int, AudioChunk] | None:
     """The newest message on ``subject``, if it is an audio chunk."""
     try:
-        raw = await js.get_msg(AUDIO.name, subject=subject)
+        raw = await js.get_msg(AUDIO.name, subject=subject, direct=True)
     except NotFoundError:
         return None
     try:
@@ -150,7 +202,8 @@ async def _last_chunk(js: JetStreamContext, subject: str) -> tuple[int, AudioChu
 async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_ns: int,
                      stored_before: datetime, *, origin_ns: int | None = None,
                      anchor_ns: int | None = None,
-                     max_lookback_s: float = AUDIO.max_age_s) -> AudioSpan | None:
+                     max_lookback_s: float = AUDIO.max_age_s,
+                     cursor: AudioCursor | None = None) -> AudioSpan | None:
     """The audio of ``source``/``channel`` from ``start_ns`` to ``end_ns`` (audio time),
     read back from the AUDIO stream; None when the stream no longer holds it.
 
@@ -168,10 +221,18 @@ async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_n
     so it is never slower than a bisection), then the chunks are read forward.
     Should the search land past the session's wanted start (two sessions of the
     source overlap in time), the session is read from the look-back's start instead.
+    With a ``cursor`` (and ``origin_ns``), a read that follows an earlier one of the
+    same session starts from the cursor's guess: no look-back, no search.
     """
     js = nc.jetstream()
     subject = subj.audio(source, channel)
     anchor = start_ns if anchor_ns is None else anchor_ns
+    if cursor is not None:
+        found = await cursor.seek(js, subject, start_ns, origin_ns)
+        if found is not None:
+            span, _ = await _collect(js, subject, found, start_ns, end_ns, anchor, origin_ns,
+                                     cursor)
+            return span
     lookback = 30.0
     while True:
         first = await _chunk_stored_at(nc, subject, stored_before - timedelta(seconds=lookback))
@@ -180,7 +241,7 @@ async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_n
         if first[1].start_ns <= start_ns or lookback >= max_lookback_s:
             break
         lookback = min(lookback * 4, max_lookback_s)
-    lo_seq, lo_t = first[0], first[1].start_ns
+    lo_seq, lo_t, lo_chunk = first[0], first[1].start_ns, first[1]
     after = await _chunk_stored_at(nc, subject, stored_before)  # not ours: stored later
     last = await _last_chunk(js, subject) if after is None else None
     hi_seq, hi_t = ((after[0] - 1, after[1].start_ns) if after else
@@ -199,29 +260,39 @@ async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_n
             if found is not None:
                 hi_t = found[1].start_ns  # about the time at hi: enough to interpolate
         else:
-            lo_seq, lo_t = found[0], found[1].start_ns
-    span, head = await _collect(js, subject, lo_seq, start_ns, end_ns, anchor, origin_ns)
+            lo_seq, lo_t, lo_chunk = found[0], found[1].start_ns, found[1]
+    span, head = await _collect(js, subject, (lo_seq, lo_chunk), start_ns, end_ns, anchor,
+                                origin_ns, cursor)
     if (span is not None and head is not None and lo_seq != first[0]
             and head.start_ns > start_ns and head.first_sample > 0):
-        span, _ = await _collect(js, subject, first[0], start_ns, end_ns, anchor, origin_ns)
+        span, _ = await _collect(js, subject, first, start_ns, end_ns, anchor, origin_ns,
+                                 cursor)
     return span
 
 
-async def _collect(js: JetStreamContext, subject: str, seq: int, start_ns: int, end_ns: int,
-                   anchor_ns: int, origin_ns: int | None
+async def _collect(js: JetStreamContext, subject: str, start: tuple[int, AudioChunk],
+                   start_ns: int, end_ns: int, anchor_ns: int, origin_ns: int | None,
+                   cursor: AudioCursor | None = None
                    ) -> tuple[AudioSpan | None, AudioChunk | None]:
-    """Read forward from ``seq``: the chunks of one session (``origin_ns``, or the
-    first holding ``anchor_ns``) overlapping [start_ns, end_ns); and the first chunk of
-    that session read (to tell whether its wanted start was passed)."""
+    """Read forward from ``start`` (a chunk already read, with its sequence): the chunks
+    of one session (``origin_ns``, or the first holding ``anchor_ns``) overlapping
+    [start_ns, end_ns); and the first chunk of that session read (to tell whether its
+    wanted start was passed). The last chunks read are noted in ``cursor``."""
     chunks: list[AudioChunk] = []
+    read: list[tuple[int, AudioChunk]] = []
+    seq = start[0]
     session = origin_ns
     head: AudioChunk | None = None
     complete = False
+    found: tuple[int, AudioChunk] | None = start
     while True:
-        found = await _chunk_from(js, subject, seq)
         if found is None:
-            break
+            found = await _chunk_from(js, subject, seq)
+            if found is None:
+                break
         seq, chunk = found[0] + 1, found[1]
+        read.append(found)
+        found = None
         if session is None and chunk.start_ns <= anchor_ns < chunk.time_of(chunk.end_sample):
             session = chunk.origin_ns
             chunks = [c for c in chunks if c.origin_ns == session]
@@ -245,6 +316,9 @@ async def _collect(js: JetStreamContext, subject: str, seq: int, start_ns: int, 
             complete = True  # the session ended, or the span is covered: no read more
             break
     chunks = [c for c in chunks if session is not None and c.origin_ns == session]
+    ours = [(n, c) for n, c in read if c.origin_ns == session]
+    if cursor is not None and ours:
+        cursor.note(subject, [n for n, _ in ours[-2:]], [c for _, c in ours[-2:]])
     if not chunks:
         return None, head
     rate = chunks[0].sample_rate

@@ -13,7 +13,7 @@ import numpy as np
 from nats.aio.client import Client
 
 from audio.decode import decode_all
-from bus.history import read_audio
+from bus.history import AudioCursor, read_audio
 from bus.publisher import Publisher
 from bus_schemas import (
     ExtractionRule,
@@ -162,3 +162,28 @@ async def test_a_windows_audio_comes_from_its_own_session(nc: Client, tmp_path: 
     assert np.array_equal(span.samples, published_pcm(rain)[1, 7 * RATE:12 * RATE])
     # audio the stream no longer holds (or never did): None
     assert await read_audio(nc, "lake", 0, T0_NS, T0_NS + SEC, after) is None
+
+
+async def test_the_cursor_reads_the_same_audio_with_fewer_reads(nc: Client, tmp_path: Path
+                                                                 ) -> None:
+    """Windows read in time order with a cursor: the same samples as a search gives,
+    found from where the last read ended; a wrong session or an earlier time is not
+    guessed."""
+    rain = real_file(MEGAGLEST, RAIN)  # 16 s, two channels, interleaved in the stream
+    await Replayer(Publisher(nc.jetstream()), chunk_s=1.0).replay([ReplayItem(rain, "pond", T0)])
+    after = datetime.now(UTC)
+    cursor = AudioCursor()
+    expected = published_pcm(rain)
+    for k, (a, b) in enumerate([(0.5, 2.5), (3.2, 5.7), (5.0, 7.0), (11.3, 14.9)]):
+        lo, hi = T0_NS + int(a * SEC), T0_NS + int(b * SEC)
+        searched = await read_audio(nc, "pond", 1, lo, hi, after, origin_ns=T0_NS)
+        guessed = await read_audio(nc, "pond", 1, lo, hi, after, origin_ns=T0_NS,
+                                   cursor=cursor)
+        assert searched is not None and guessed is not None
+        assert guessed.start_ns == searched.start_ns and guessed.complete
+        assert np.array_equal(guessed.samples, searched.samples)
+        assert np.array_equal(guessed.samples, expected[1, int(a * RATE):int(b * RATE)])
+        assert cursor.hits == k  # the first read searches; every later one is guessed
+    assert await cursor.seek(nc.jetstream(), "tidzam.audio.pond.1", T0_NS, T0_NS) is None
+    assert await cursor.seek(nc.jetstream(), "tidzam.audio.pond.1", T0_NS + 15 * SEC,
+                             T0_NS + 1) is None

@@ -47,7 +47,7 @@ from pydantic import SecretStr
 
 from audio.encode import write_flac
 from bus.connect import connect, ensure_streams
-from bus.history import AudioSpan, read_audio, read_rule_sets
+from bus.history import AudioCursor, AudioSpan, read_audio, read_rule_sets
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome, TransientError
@@ -144,6 +144,7 @@ class Extractor:
         self.stats = ExtractorStats()
         self.checkpoint = self._read_checkpoint()
         self._waits: Counter[str] = Counter()
+        self.cursor = AudioCursor()  # where each channel's last read ended
 
     def runner(self) -> ConsumerRunner:
         """The ordered runner, restarted after the last sequence handled."""
@@ -251,7 +252,8 @@ class Extractor:
         return await read_audio(self._nc, pred.source, pred.channel,
                                 start - int(rule.before_s * 1e9),
                                 end + int(rule.after_s * 1e9), stored,
-                                origin_ns=pred.origin_ns, anchor_ns=pred.window_start_ns)
+                                origin_ns=pred.origin_ns, anchor_ns=pred.window_start_ns,
+                                cursor=self.cursor)
 
     def _write(self, pred: Prediction, rule: ExtractionRule, choice: policy.Choice, sid: str,
                span: AudioSpan, folder: Path) -> dict[str, Any]:
@@ -339,8 +341,9 @@ async def run(settings: ExtractorSettings, stop: asyncio.Event) -> None:
         await follower
     await sub.unsubscribe()
     await nc.drain()
-    log.info("extractor drained after %.0f s: %s; %d acked", time.monotonic() - started,
-             extractor.stats, stats.acked)
+    log.info("extractor drained after %.0f s: %s; %d acked; audio found from the "
+             "cursor %d time(s), its guess wrong %d time(s)", time.monotonic() - started, extractor.stats, stats.acked,
+             extractor.cursor.hits, extractor.cursor.misses)
 
 
 def main() -> None:
