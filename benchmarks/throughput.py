@@ -143,8 +143,42 @@ class Sampler(threading.Thread):
         self.sample(final=True)
 
 
+def wait_started(pids: dict[str, int], timeout_s: float = 60.0) -> float:
+    """Wait until the stack's processes are done starting (imports, model loads,
+    consumers created): their CPU over a second below a tenth of a core. Steady state
+    is what is measured, not start-up. Returns the seconds waited."""
+    procs = []
+    for pid in pids.values():
+        try:
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+
+    def busy() -> float:
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    started = time.monotonic()
+    before = busy()
+    while time.monotonic() - started < timeout_s:
+        time.sleep(1.0)
+        now = busy()
+        if now - before < 0.1:
+            break
+        before = now
+    return time.monotonic() - started
+
+
 async def replay_and_wait(stack: Stack, wavs: list[Path], speed: float | None,
-                          published: dict[tuple[str, int], float]) -> tuple[float, float]:
+                          published: dict[tuple[str, int], float], classes: tuple[str, ...]
+                          ) -> tuple[float, float]:
     """Replay every recording as its own source, all at once; wait for every row (and,
     when they run, for the extractor and the gain controller to have read everything)."""
     nc = await connect(stack.nats_url, "benchmark")
@@ -152,7 +186,7 @@ async def replay_and_wait(stack: Stack, wavs: list[Path], speed: float | None,
     durables = pipeline_durables("selector")
     if stack.settings.extractor:  # a rule that makes it work: samples of every class
         await Publisher(nc.jetstream()).publish_now(ExtractionRulesSet(
-            rules=(ExtractionRule(classes=("*",), rate="auto", cooldown_s=5.0),),
+            rules=(ExtractionRule(classes=classes, rate="auto", cooldown_s=5.0),),
             at_ns=time.time_ns(), by="benchmark"))
         durables.append((EXTRACTOR.stream, EXTRACTOR.durable))
     if stack.settings.gain_control:
@@ -291,6 +325,10 @@ def main() -> None:
                     help="run neither the sample extractor nor the gain controller (by "
                     "default both run, the extractor with a rule saving samples of every "
                     "class at rate auto, 5 s cooldown)")
+    ap.add_argument("--extract-classes", default="*", metavar="PATTERNS",
+                    help="the extraction rule's classes, comma-separated (default '*': "
+                    "every window a candidate, the heaviest load; 'unknown' is the "
+                    "README's example rule)")
     args = ap.parse_args()
     speed = None if args.speed == "max" else float(args.speed)
     with tempfile.TemporaryDirectory(prefix="tidzam-bench-") as tmp:
@@ -312,12 +350,15 @@ def main() -> None:
             pg = stack.pg.status().pid if stack.pg else None
             if pg:
                 pids["postgres"] = pg
+            waited = wait_started({n: p for n, p in pids.items() if p})
+            print(f"processes started and idle after {waited:.1f} s", file=sys.stderr)
             sampler = Sampler({n: p for n, p in pids.items() if p})
             sampler.start()
             published: dict[tuple[str, int], float] = {}
             me = psutil.Process()
             cpu0 = sum(me.cpu_times()[:2])
-            t0, t_pub = asyncio.run(replay_and_wait(stack, wavs, speed, published))
+            t0, t_pub = asyncio.run(replay_and_wait(
+                stack, wavs, speed, published, tuple(args.extract_classes.split(","))))
             sampler.stop.set()
             sampler.join()
             replay_cpu = sum(me.cpu_times()[:2]) - cpu0
@@ -331,7 +372,8 @@ def main() -> None:
     print(f"model {meta.model_id}@{meta.version} ({args.model})")
     print(f"channels={args.channels} in {len(wavs)} source(s) seconds={args.seconds} "
           f"classifiers={args.classifiers} "
-          f"extractor+gain controller={'on' if not args.without_loops else 'off'} "
+          f"extractor+gain controller="
+          f"{f'on (classes {args.extract_classes})' if not args.without_loops else 'off'} "
           f"overlap={args.overlap} speed={args.speed} cores={psutil.cpu_count()}")
     print(f"audio: {audio_s:.0f} channel-seconds; published in {t_pub - t0:.2f} s; "
           f"all rows committed after {wall:.2f} s")

@@ -16,7 +16,8 @@ delay. Ordered runners (projections) never ``nak``: a failed batch is retried in
 this process, with backoff and heartbeats, so nothing after it is fetched before
 it is committed. Their durable is re-created at start from the position the
 caller committed (``start_after``), so messages that a killed process left
-unacked can never be overtaken by newer ones. The server never gives up on a
+unacked can never be overtaken by newer ones; they ack a committed batch with one
+ack, its last message's (``AckPolicy.ALL``). The server never gives up on a
 message (``max_deliver`` -1 by default): the runner decides what is poison.
 SIGTERM/SIGINT set the stop event: the current batch finishes, then we drain.
 """
@@ -140,7 +141,8 @@ class ConsumerRunner:
         config = ConsumerConfig(
             durable_name=spec.durable,
             deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
+            # an ordered runner commits whole batches in order: one ack, the last, acks all
+            ack_policy=AckPolicy.ALL if self._ordered else AckPolicy.EXPLICIT,
             ack_wait=spec.ack_wait_s,
             max_deliver=spec.max_deliver,
             max_ack_pending=spec.max_ack_pending,
@@ -299,6 +301,10 @@ class ConsumerRunner:
                       outcomes: Sequence[Outcome]) -> None:
         if len(outcomes) != len(deliveries):
             raise RuntimeError("handler must return one outcome per delivery")
+        if self._ordered and all(isinstance(o, Ack) for o in outcomes):
+            await deliveries[-1].msg.ack()  # AckPolicy.ALL: every one before it too
+            self.stats.acked += len(deliveries)
+            return
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             match outcome:
                 case Ack():

@@ -208,3 +208,40 @@ async def test_the_archive_keeps_speech_raw_masked_or_not_at_all(
         assert all((lv[0] == 800).all() and (lv[1] == 801).all() for lv in level)
         names = [f.path.name for f in archive.scan(tmp_path / "arch" / "yard", "yard")]
         assert names == ["yard-2025-06-01-12-00-00.flac", "yard-2025-06-01-12-00-02.flac"]
+
+
+async def test_the_jack_output_plays_speech_as_silence() -> None:
+    """The JACK output behind a gate: each port's FIFO gets the heard audio with the
+    speech second silenced (a stand-in client: the real one is tests/test_jack.py's)."""
+    from consumers.jack_output import JackOutput
+
+    class Port:
+        def __init__(self, name: str) -> None:
+            self.shortname = name
+
+    class Ports:
+        def register(self, name: str) -> Port:
+            return Port(name)
+
+    class Client:
+        samplerate, name, blocksize, outports = RATE, "tidzam-out", 1024, Ports()
+
+        def set_process_callback(self, callback: Any) -> None:
+            self.callback = callback
+
+    class D:
+        def __init__(self, event: AudioChunk) -> None:
+            self.event = event
+
+    gate = PrivacyGate(0.5, wait_s=30)
+    jack = JackOutput(Client(), buffer_s=10.0, prefill_s=0.0, gate=gate)
+    await jack.handle([D(chunk(s)) for s in range(3)])  # type: ignore[misc]
+    assert not jack.ports  # nothing played before its windows are known
+    for k, label in enumerate(("birds", "speech", "birds", "birds")):
+        gate.prediction(pred(k, label, 0.9 if label == "speech" else 0.0))
+    jack.release()
+    played = np.zeros(3 * RATE, np.float32)
+    jack.ports[("mic", 0)].fifo.pull(played)
+    expected = np.full(3 * RATE, 1000 / 32768, np.float32)
+    expected[RATE:2 * RATE] = 0.0
+    assert np.allclose(played, expected, atol=1e-4)

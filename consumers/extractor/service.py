@@ -341,9 +341,9 @@ async def run(settings: ExtractorSettings, stop: asyncio.Event) -> None:
         await follower
     await sub.unsubscribe()
     await nc.drain()
-    log.info("extractor drained after %.0f s: %s; %d acked; audio found from the "
-             "cursor %d time(s), its guess wrong %d time(s)", time.monotonic() - started, extractor.stats, stats.acked,
-             extractor.cursor.hits, extractor.cursor.misses)
+    log.info("extractor drained after %.0f s: %s; %d acked; audio found from the cursor "
+             "%d time(s), its guess wrong %d time(s)", time.monotonic() - started,
+             extractor.stats, stats.acked, extractor.cursor.hits, extractor.cursor.misses)
 
 
 def main() -> None:
