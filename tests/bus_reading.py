@@ -1,11 +1,15 @@
-"""Reading what the classifier published, for the tests: every Prediction in EVENTS."""
+"""Reading the bus for the tests: every Prediction in EVENTS; an archiver run until it
+has written everything the AUDIO stream holds."""
 
 from __future__ import annotations
+
+import asyncio
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from bus_schemas import Prediction, decode
+from consumers.archiver import Archiver
 
 
 async def count_predictions(js: JetStreamContext) -> int:
@@ -34,3 +38,27 @@ async def read_predictions(nc: Client, source: str | None = None) -> list[Predic
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def archive_everything(nc: Client, archiver: Archiver) -> Archiver:
+    """Run ``archiver`` on the AUDIO stream until every chunk is written and every
+    session closed; then close it."""
+    from bus.runner import ConsumerRunner
+    from consumers.archiver import SPEC
+    from tests.waiting import wait_until
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(nc, SPEC, archiver.handle)
+    await runner.ensure_consumer()
+    task = asyncio.create_task(runner.run(stop))
+
+    async def written() -> bool:
+        info = await nc.jetstream().consumer_info("AUDIO", SPEC.durable)
+        return not info.num_pending and not info.num_ack_pending and not archiver.sessions
+    try:
+        await wait_until(written, 30, "every chunk archived and every session closed")
+    finally:
+        stop.set()
+        await task
+    archiver.close()
+    return archiver

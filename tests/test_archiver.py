@@ -17,6 +17,7 @@ from bus.runner import ConsumerRunner
 from consumers.archiver import SPEC, Archiver
 from producers.replay import Replayer, ReplayItem
 from tests.audio_files import default_grid, expected_windows, write_pcm, write_wav
+from tests.bus_reading import archive_everything
 from tests.real_audio import DAY, MEGAGLEST, real_file
 from tests.stack_helpers import ctl, running_stack
 from tests.waiting import wait_for, wait_until
@@ -26,22 +27,7 @@ T0 = datetime(2025, 6, 1, 9, 59, 57, tzinfo=UTC)  # 3 s before an hour boundary
 
 async def _archive(nc: Client, root: Path, *items: ReplayItem) -> Archiver:
     await Replayer(Publisher(nc.jetstream()), chunk_s=1.0).replay(list(items))
-    archiver = Archiver(root)
-    stop = asyncio.Event()
-    runner = ConsumerRunner(nc, SPEC, archiver.handle)
-    await runner.ensure_consumer()
-    task = asyncio.create_task(runner.run(stop))
-
-    async def written() -> bool:
-        info = await nc.jetstream().consumer_info("AUDIO", SPEC.durable)
-        return not info.num_pending and not archiver.sessions
-    try:
-        await wait_until(written, 30, "every chunk archived and every session closed")
-    finally:
-        stop.set()
-        await task
-    archiver.close()
-    return archiver
+    return await archive_everything(nc, Archiver(root))
 
 
 async def test_hour_files_are_split_at_the_hour_and_lossless(nc: Client, tmp_path: Path) -> None:

@@ -16,12 +16,11 @@ from nats.aio.client import Client
 from audio import archive
 from audio.decode import decode_all
 from bus.publisher import Publisher
-from bus.runner import ConsumerRunner
 from bus_schemas import AudioChunk, Prediction
-from consumers.archiver import SPEC, Archiver
+from consumers.archiver import Archiver
 from consumers.icecast_relay import IcecastRelay
 from consumers.privacy import PrivacyGate, PrivacySettings, is_private
-from tests.waiting import wait_until
+from tests.bus_reading import archive_everything
 
 RATE = 48_000
 SEC = 10**9
@@ -172,22 +171,8 @@ async def _archive(nc: Client, root: Path, speech: str, masked_s: tuple[float, f
     await Publisher(nc.jetstream()).publish_all(
         [chunk(s, ch, source="yard", value=800 + ch, final=s == seconds - 1)
          for s in range(seconds) for ch in (0, 1)])
-    archiver = Archiver(root, gate=gate if speech != "raw" else None,
-                        speech="none" if speech == "none" else "masked")
-    stop = asyncio.Event()
-    runner = ConsumerRunner(nc, SPEC, archiver.handle)
-    await runner.ensure_consumer()
-    task = asyncio.create_task(runner.run(stop))
-
-    async def written() -> bool:
-        info = await nc.jetstream().consumer_info("AUDIO", SPEC.durable)
-        return not info.num_pending and not info.num_ack_pending and not archiver.sessions
-    try:
-        await wait_until(written, 20, "the session archived")
-    finally:
-        stop.set()
-        await task
-    archiver.close()
+    await archive_everything(nc, Archiver(root, gate=gate if speech != "raw" else None,
+                                          speech="none" if speech == "none" else "masked"))
     return [decode_all(f.path, RATE)[0] for f in archive.scan(root / "yard", "yard")]
 
 
