@@ -75,17 +75,56 @@ PRIVACY_FIELDS = tuple(PrivacySettings.model_fields)  # what `tidzam_ctl up` han
 
 
 @dataclass
+class _Grid:
+    """One session's window grid as far as it is known without a gap: ``frontier`` is
+    the start of the latest window whose predecessors all arrived (predictions may
+    come out of order: several classifier processes), ``later`` the windows seen
+    beyond a gap (start -> end, private)."""
+
+    grid_start: int
+    frontier: int
+    frontier_end: int
+    frontier_private: bool
+    later: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    hop_ns: int = 0  # the smallest step between two window starts seen
+
+    def add(self, start: int, end: int, private: bool) -> None:
+        if start < self.grid_start:  # an earlier window, late: the run grows backwards
+            step = self.grid_start - start
+            self.hop_ns = step if self.hop_ns == 0 else min(self.hop_ns, step)
+            if 2 * step <= 3 * self.hop_ns:
+                self.grid_start = start
+            return
+        if start <= self.frontier:
+            if start == self.frontier:  # another model on the same window
+                self.frontier_private |= private
+            return
+        step = start - self.frontier
+        self.hop_ns = step if self.hop_ns == 0 else min(self.hop_ns, step)
+        seen = self.later.get(start)
+        self.later[start] = (end, private or (seen is not None and seen[1]))
+        self._advance()
+
+    def _advance(self) -> None:
+        while self.later:  # move on while the next window follows within 1.5 hops
+            nxt = min(self.later)
+            if 2 * (nxt - self.frontier) > 3 * self.hop_ns:
+                break
+            self.frontier_end, self.frontier_private = self.later.pop(nxt)
+            self.frontier = nxt
+
+    def skip_gap(self) -> None:
+        """Windows that never came (their audio dead-lettered, say): go on after them."""
+        if self.later:
+            self.frontier = min(self.later)
+            self.frontier_end, self.frontier_private = self.later.pop(self.frontier)
+            self._advance()
+
+
+@dataclass
 class _Channel:
     spans: list[tuple[int, int]] = field(default_factory=list)  # private windows, by start
-    # The window grid as far as it is known without a gap: ``frontier`` is the start of
-    # the latest window whose predecessors all arrived (predictions may come out of
-    # order: several classifier processes), ``later`` the starts seen beyond a gap.
-    grid_start: int = -1  # the earliest window of that run
-    frontier: int = -1
-    frontier_end: int = -1
-    frontier_private: bool = False
-    later: dict[int, tuple[int, bool]] = field(default_factory=dict)  # start -> (end, private)
-    hop_ns: int = 0  # the smallest step between two window starts seen
+    grids: dict[int | None, _Grid] = field(default_factory=dict)  # by session (origin_ns)
     held: deque[tuple[float, AudioChunk]] = field(default_factory=deque)
 
 
@@ -118,61 +157,51 @@ class PrivacyGate:
         private = is_private(p, self.speech_score)
         with self._lock:
             ch = self._channel(p.source, p.channel)
-            self._advance(ch, p.window_start_ns, p.window_end_ns, private)
+            grid = ch.grids.get(p.origin_ns)
+            if grid is None:  # the first window seen of a session starts its grid
+                if len(ch.grids) >= 8:  # sessions long gone
+                    del ch.grids[next(iter(ch.grids))]
+                ch.grids[p.origin_ns] = _Grid(p.window_start_ns, p.window_start_ns,
+                                              p.window_end_ns, private)
+            else:
+                grid.add(p.window_start_ns, p.window_end_ns, private)
             if private:
                 bisect.insort(ch.spans, (p.window_start_ns, p.window_end_ns))
 
-    @staticmethod
-    def _advance(ch: _Channel, start: int, end: int, private: bool) -> None:
-        if ch.frontier < 0:  # the first window seen starts the grid
-            ch.grid_start = ch.frontier = start
-            ch.frontier_end, ch.frontier_private = end, private
-            return
-        if start < ch.grid_start:  # an earlier window, late: the run grows backwards
-            step = ch.grid_start - start
-            ch.hop_ns = step if ch.hop_ns == 0 else min(ch.hop_ns, step)
-            if 2 * step <= 3 * ch.hop_ns:
-                ch.grid_start = start
-            return
-        if start <= ch.frontier:
-            if start == ch.frontier:  # another model on the same window
-                ch.frontier_private |= private
-            return
-        step = start - ch.frontier
-        ch.hop_ns = step if ch.hop_ns == 0 else min(ch.hop_ns, step)
-        seen = ch.later.get(start)
-        ch.later[start] = (end, private or (seen is not None and seen[1]))
-        while ch.later:  # move on while the next window follows within 1.5 hops
-            nxt = min(ch.later)
-            if 2 * (nxt - ch.frontier) > 3 * ch.hop_ns:
-                break
-            ch.frontier_end, ch.frontier_private = ch.later.pop(nxt)
-            ch.frontier = nxt
+    def _grid(self, chunk: AudioChunk) -> _Grid | None:
+        ch = self.channels.get((chunk.source, chunk.channel))
+        if ch is None:
+            return None
+        # predictions without a session (v1 events) share one grid
+        return ch.grids.get(chunk.origin_ns) or ch.grids.get(None)
 
     def decided(self, chunk: AudioChunk) -> bool:
         """Every window that overlaps the chunk is known: the next window of the grid
         starts at or after its end, or, for the last chunk of a session, no other
         window fits before its end (its tail, shorter than a hop, is in no window: it
         takes the last window's verdict)."""
-        ch = self.channels.get((chunk.source, chunk.channel))
-        if ch is None:
-            return False
-        if ch.hop_ns == 0 or ch.grid_start > chunk.start_ns:
+        grid = self._grid(chunk)
+        if grid is None or grid.hop_ns == 0 or grid.grid_start > chunk.start_ns:
             return False  # the grid is not known yet, or not from the chunk's start
         end = chunk.time_of(chunk.end_sample)
-        following = ch.frontier + ch.hop_ns  # where the next window starts
-        length = ch.frontier_end - ch.frontier
+        following = grid.frontier + grid.hop_ns  # where the next window starts
+        length = grid.frontier_end - grid.frontier
         return following >= end or (chunk.final and following + length > end)
 
     def mask(self, chunk: AudioChunk, samples: pcm.Samples, expired: bool = False
              ) -> tuple[pcm.Samples, int]:
-        """``samples`` (the chunk's, raw or heard) with the private spans silenced (all
-        of them if ``expired``), and the number of samples silenced; prunes the spans
-        that end before the chunk."""
+        """``samples`` (the chunk's, raw or heard) with the private spans silenced, and
+        the number of samples silenced; prunes the spans that end before the chunk.
+        ``expired`` (the chunk waited too long for its windows): all of it silenced, and
+        its session's grid goes on after the windows that never came."""
         n = len(samples)
         if expired:
             self.expired_chunks += 1
             self.masked_samples += n
+            with self._lock:
+                grid = self._grid(chunk)
+                if grid is not None:
+                    grid.skip_gap()
             return np.zeros_like(samples), n
         start, end = chunk.start_ns, chunk.start_ns + n * SEC // chunk.sample_rate
         with self._lock:
@@ -182,8 +211,10 @@ class PrivacyGate:
             keep = bisect.bisect_left(ch.spans, (start - 60 * SEC, 0))
             del ch.spans[:keep]  # windows are never a minute long: these are behind us
             spans = list(ch.spans)
-            if chunk.final and ch.frontier_private and ch.frontier_end < end:
-                spans.append((ch.frontier_end, end))  # the tail after the last window
+            grid = self._grid(chunk)
+            if chunk.final and grid is not None and grid.frontier_private \
+                    and grid.frontier_end < end:
+                spans.append((grid.frontier_end, end))  # the tail after the last window
         silent = np.zeros(n, dtype=bool)
         for a, b in spans:
             if a >= end:
@@ -219,11 +250,11 @@ class PrivacyGate:
                 if not (expired or self.decided(chunk)):
                     break
                 ch.held.popleft()
-                if expired and not self.decided(chunk):
+                undecided = not self.decided(chunk)
+                if undecided:
                     log.warning("%s.%d: no prediction for %.0f s: silenced", chunk.source,
                                 chunk.channel, self.wait_s)
-                samples, n = self.mask(chunk, chunk.heard_samples(),
-                                       expired and not self.decided(chunk))
+                samples, n = self.mask(chunk, chunk.heard_samples(), undecided)
                 out.append(Released(chunk, samples, n))
         return out
 

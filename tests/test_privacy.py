@@ -29,21 +29,25 @@ LABELS = ("birds", "rain", "speech")
 
 
 def chunk(seq: int, channel: int = 0, source: str = "mic", value: int = 1000,
-          final: bool = False, gain_db: float = 0.0, seconds: float = 1.0) -> AudioChunk:
-    """A constant ``value`` (int16), chunk ``seq`` of the session (1 s chunks)."""
+          final: bool = False, gain_db: float = 0.0, seconds: float = 1.0,
+          origin: int = T0) -> AudioChunk:
+    """A constant ``value`` (int16), chunk ``seq`` of the session begun at ``origin``
+    (1 s chunks)."""
     return AudioChunk(source=source, channel=channel, seq=seq, first_sample=seq * RATE,
-                      start_ns=T0 + seq * SEC, sample_rate=RATE, final=final, gain_db=gain_db,
+                      start_ns=origin + seq * SEC, sample_rate=RATE, final=final, gain_db=gain_db,
                       samples=np.full(round(seconds * RATE), value, dtype="<i2").tobytes())
 
 
 def pred(start_s: float, result: str, speech: float = 0.0, channel: int = 0,
-         length_s: float = 1.0, source: str = "mic") -> Prediction:
+         length_s: float = 1.0, source: str = "mic", origin: int | None = None
+         ) -> Prediction:
+    """A window ``start_s`` after T0 (of the session begun at ``origin``, if given)."""
     start = T0 + round(start_s * SEC)
     birds = 1.0 - speech
     return Prediction(source=source, channel=channel, window_start_ns=start,
                       window_end_ns=start + round(length_s * SEC), model_id="selector",
                       model_version="1.0.0", labels=LABELS, scores=(birds, 0.0, speech),
-                      result=(result,))
+                      result=(result,), origin_ns=origin)
 
 
 def test_private_is_decided_speech_or_a_speech_score_over_the_threshold() -> None:
@@ -130,6 +134,34 @@ def test_the_end_of_a_session_is_decided_by_its_last_window() -> None:
     for k in range(4):
         quiet.prediction(pred(k / 2, "birds"))
     assert quiet.mask(end, end.heard_samples())[1] == 0
+
+
+def test_a_new_session_and_a_missing_window_do_not_stop_the_gate() -> None:
+    """A source that reconnects after a gap starts a new window grid; a window that
+    never comes (its audio dead-lettered) silences its chunk once, not the rest."""
+    gate = PrivacyGate(0.5, wait_s=10)
+    later = T0 + 100 * SEC  # the second session begins 100 s later
+    for k in (0, 1, 3, 4):  # the window at 2 s never comes
+        gate.prediction(pred(k, "birds", origin=T0))
+    for k in range(3):
+        gate.prediction(pred(100 + k, "speech" if k == 1 else "birds", 0.9 if k == 1 else 0,
+                             origin=later))
+    for seq in range(4):
+        gate.hold(chunk(seq), now=0.0)
+    for seq in range(2):
+        gate.hold(chunk(seq, origin=later), now=0.0)
+    out = gate.release(now=1.0)  # the old session stops at its gap; the channel in order
+    assert [(r.chunk.origin_ns, r.chunk.seq, r.masked) for r in out] == [(T0, 0, 0),
+                                                                         (T0, 1, 0)]
+    assert gate.decided(chunk(0, origin=later)) and gate.decided(chunk(1, origin=later))
+    out = gate.release(now=10.0)  # chunk 2 gives up: silenced, and its grid goes on
+    assert [(r.chunk.origin_ns, r.chunk.seq, r.masked) for r in out] == [
+        (T0, 2, RATE), (T0, 3, 0), (later, 0, 0), (later, 1, RATE)]
+    gate.hold(chunk(4), now=10.0)  # the old grid goes on past the gap: window 4 known
+    gate.hold(chunk(5), now=10.0)
+    assert [r.chunk.seq for r in gate.release(now=10.0)] == [4] and gate.held() == 1
+    gate.prediction(pred(5, "birds", origin=T0))
+    assert [r.chunk.seq for r in gate.release(now=10.0)] == [5]
 
 
 async def test_the_relay_sends_each_channel_masked_and_in_order() -> None:
