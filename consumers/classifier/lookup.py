@@ -86,7 +86,9 @@ class StreamLookup:
                 foreign += 1  # a chunk claiming this session's seq with other samples
                 continue
             if piece.seq == wanted:
-                lane.scan_cursor = cursor
+                # nothing to resume: a later scan for the same chunk (it was borrowed,
+                # then pruned, and a redelivery waits on it again) starts before it
+                lane.scan_for, lane.scan_cursor = -1, cursor
                 return True, False, foreign
         lane.scan_cursor = cursor
         return False, False, foreign
