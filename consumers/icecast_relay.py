@@ -29,7 +29,7 @@ from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
 from bus_schemas import AudioChunk, pcm
 from bus_schemas.errors import TidzamError
 from bus_schemas.streams import AUDIO, ICECAST_RELAY
-from consumers.privacy import PrivacyGate, PrivacySettings, follow_predictions
+from consumers.privacy import PrivacyGate, PrivacySettings, events_edge, follow_predictions
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +190,12 @@ async def run(settings: RelaySettings, stop: asyncio.Event) -> None:
                                        settings.icecast_source_password.get_secret_value()),
                          idle_s=settings.relay_idle_s, gate=gate)
     tasks = []
-    if gate is not None:  # predictions from now on: the audio is taken from the live edge
-        tasks.append(asyncio.create_task(follow_predictions(nc, gate, SPEC.durable, stop)))
+    # read before the audio's live edge: no prediction of the audio handed out is older
+    predicted = await events_edge(nc) if gate is not None else 0
     live_edge = (await js.stream_info(AUDIO.name)).state.last_seq
+    if gate is not None:
+        tasks.append(asyncio.create_task(follow_predictions(nc, gate, SPEC.durable, stop,
+                                                            after=predicted)))
     runner = ConsumerRunner(nc, SPEC, relay.handle, start_after=live_edge)
     log.info("relaying to Icecast on %s:%d%s", settings.icecast_host, settings.icecast_port,
              ", speech masked" if gate else "")

@@ -40,7 +40,7 @@ from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
 from bus_schemas import AudioChunk, pcm
 from bus_schemas.streams import AUDIO, JACK_OUTPUT
-from consumers.privacy import PrivacyGate, PrivacySettings, follow_predictions
+from consumers.privacy import PrivacyGate, PrivacySettings, events_edge, follow_predictions
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +268,12 @@ async def run(settings: JackOutputSettings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     await ensure_streams(js)
     tasks = []
-    if gate is not None:  # predictions from now on: the audio is taken from the live edge
-        tasks.append(asyncio.create_task(follow_predictions(nc, gate, SPEC.durable, stop)))
+    # read before the audio's live edge: no prediction of the audio handed out is older
+    predicted = await events_edge(nc) if gate is not None else 0
     live_edge = (await js.stream_info(AUDIO.name)).state.last_seq
+    if gate is not None:
+        tasks.append(asyncio.create_task(follow_predictions(nc, gate, SPEC.durable, stop,
+                                                            after=predicted)))
     runner = ConsumerRunner(nc, SPEC, output.handle, start_after=live_edge)
 
     async def retire() -> None:

@@ -262,10 +262,17 @@ class PrivacyGate:
         return sum(len(ch.held) for ch in self.channels.values())
 
 
+async def events_edge(nc: Client) -> int:
+    """The EVENTS stream's last sequence. A live output reads it before the AUDIO
+    stream's live edge: the predictions of every chunk after that edge come after it."""
+    return int((await nc.jetstream().stream_info(EVENTS.name)).state.last_seq)
+
+
 async def follow_predictions(nc: Client, gate: PrivacyGate, of: str, stop: asyncio.Event,
-                             since: datetime | None = None) -> None:
-    """Feed ``gate`` every prediction stored from ``since`` (None: from now on) until
-    ``stop``; ``of`` names the consumer (its durable is ``<of>-privacy``)."""
+                             since: datetime | None = None, after: int | None = None) -> None:
+    """Feed ``gate`` every prediction stored from ``since``, or after EVENTS sequence
+    ``after`` (neither: from now on), until ``stop``; ``of`` names the consumer (its
+    durable is ``<of>-privacy``)."""
 
     async def handle(deliveries: Sequence[Delivery]) -> list[Outcome]:
         for d in deliveries:
@@ -274,9 +281,10 @@ async def follow_predictions(nc: Client, gate: PrivacyGate, of: str, stop: async
         return [Ack()] * len(deliveries)
 
     spec = privacy_predictions(of)
-    if since is None:
-        start = (await nc.jetstream().stream_info(EVENTS.name)).state.last_seq
-        runner = ConsumerRunner(nc, spec, handle, start_after=start)
-    else:
+    if since is not None:
         runner = ConsumerRunner(nc, spec, handle, start_time=since)
+    else:
+        if after is None:
+            after = await events_edge(nc)
+        runner = ConsumerRunner(nc, spec, handle, start_after=after)
     await runner.run(stop)
