@@ -1,7 +1,7 @@
 """Reading a stream's history without a consumer: the few events of a subject
-(deploys, rule sets), one get each (answered by the leader), in stream order; and the audio of a
-channel between two times, found in the AUDIO stream with a few direct gets (the
-stream's ``allow_direct``: each chunk comes back raw, not as base64 JSON; any
+(deploys, rule sets), one get each (answered by the leader), in stream order; and the
+audio of a channel between two times, found in the AUDIO stream with a few direct gets
+(the stream's ``allow_direct``: each chunk comes back raw, not as base64 JSON; any
 replica may answer, which is fine for audio stored seconds before it is asked for)."""
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ async def read_rule_sets(js: JetStreamContext
 # --------------------------------------------------------------- audio by time
 
 
-
 @dataclass(frozen=True)
 class AudioSpan:
     """The audio of one channel between two times of one session (int16 samples).
@@ -111,12 +110,13 @@ class AudioCursor:
         self.hits = 0
         self.misses = 0
 
-    def note(self, subject: str, seqs: list[int], chunks: list[AudioChunk]) -> None:
-        if len(seqs) >= 2 and chunks[-1].n_samples:
-            last = chunks[-1]
-            self._seen[subject] = _Seen(seqs[-1], last.origin_ns, last.start_ns,
+    def note(self, subject: str, read: list[tuple[int, AudioChunk]]) -> None:
+        """The chunks a read went through, of one session, with their sequences."""
+        if len(read) >= 2 and read[-1][1].n_samples:
+            (before, _), (seq, last) = read[-2:]
+            self._seen[subject] = _Seen(seq, last.origin_ns, last.start_ns,
                                         last.n_samples * 1_000_000_000 // last.sample_rate,
-                                        max(1, seqs[-1] - seqs[-2]))
+                                        max(1, seq - before))
 
     async def seek(self, js: JetStreamContext, subject: str, start_ns: int,
                    origin_ns: int | None) -> tuple[int, AudioChunk] | None:
@@ -316,9 +316,8 @@ async def _collect(js: JetStreamContext, subject: str, start: tuple[int, AudioCh
             complete = True  # the session ended, or the span is covered: no read more
             break
     chunks = [c for c in chunks if session is not None and c.origin_ns == session]
-    ours = [(n, c) for n, c in read if c.origin_ns == session]
-    if cursor is not None and ours:
-        cursor.note(subject, [n for n, _ in ours[-2:]], [c for _, c in ours[-2:]])
+    if cursor is not None:
+        cursor.note(subject, [(n, c) for n, c in read if c.origin_ns == session])
     if not chunks:
         return None, head
     rate = chunks[0].sample_rate

@@ -262,3 +262,27 @@ async def test_the_jack_output_plays_speech_as_silence() -> None:
     expected = np.full(3 * RATE, 1000 / 32768, np.float32)
     expected[RATE:2 * RATE] = 0.0
     assert np.allclose(played, expected, atol=1e-4)
+
+
+def test_up_keeps_the_privacy_setting_for_later_commands(tmp_path: Path) -> None:
+    """What `up --privacy mask` chose holds for `check` (which restarts processes with
+    the stack's settings) until a command sets it again."""
+    import json
+
+    from tidzam_ctl.settings import CtlSettings
+    from tidzam_ctl.stack.stack import Stack
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stack.json").write_text(json.dumps({"up": True, "privacy": {
+        "privacy": "mask", "privacy_archive": "none", "privacy_speech_score": 0.3,
+        "privacy_wait_s": 30.0}}))
+    later = Stack(CtlSettings(home=home, nats_url="nats://127.0.0.1:1",
+                              database_url="postgresql://127.0.0.1:1/x"))
+    assert (later.settings.privacy, later.settings.privacy_archive) == ("mask", "none")
+    env = later.child_env("relay")
+    assert (env["TIDZAM_PRIVACY"], env["TIDZAM_PRIVACY_ARCHIVE"],
+            env["TIDZAM_PRIVACY_SPEECH_SCORE"]) == ("mask", "none", "0.3")
+    again = Stack(CtlSettings(home=home, privacy="off", nats_url="nats://127.0.0.1:1",
+                              database_url="postgresql://127.0.0.1:1/x"))
+    assert again.settings.privacy == "off" and again.settings.privacy_archive == "none"
