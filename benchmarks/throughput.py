@@ -178,9 +178,10 @@ def wait_started(pids: dict[str, int], timeout_s: float = 60.0) -> float:
 
 async def replay_and_wait(stack: Stack, wavs: list[Path], speed: float | None,
                           published: dict[tuple[str, int], float], classes: tuple[str, ...]
-                          ) -> tuple[float, float]:
+                          ) -> tuple[float, float, float]:
     """Replay every recording as its own source, all at once; wait for every row (and,
-    when they run, for the extractor and the gain controller to have read everything)."""
+    when they run, for the extractor and the gain controller to have read everything).
+    Returns when the replay started, ended, and when every consumer had caught up."""
     nc = await connect(stack.nats_url, "benchmark")
     await ensure_streams(nc.jetstream())
     durables = pipeline_durables("selector")
@@ -210,16 +211,17 @@ async def replay_and_wait(stack: Stack, wavs: list[Path], speed: float | None,
     await asyncio.gather(*(one(i, wav) for i, wav in enumerate(wavs)))
     t_pub = time.time()
     ok = await wait_idle(nc, durables, timeout_s=3600, settle_s=0.5)
+    t_idle = time.time() - 0.5  # wait_idle saw every durable empty this long
     await nc.drain()
     if not ok:
         raise SystemExit("the pipeline did not catch up within an hour")
-    return t0, t_pub
+    return t0, t_pub, t_idle
 
 
 async def latencies(stack: Stack, published: dict[tuple[str, int], float],
-                    chunk_s: float) -> tuple[list[float], float]:
+                    chunk_s: float) -> tuple[list[float], float, str]:
     """Per window: its committed row's time minus the publish time of the chunk holding
-    the window's end; and the time the last row was committed."""
+    the window's end; the time the last row was committed; what the loops did."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
@@ -228,6 +230,15 @@ async def latencies(stack: Stack, published: dict[tuple[str, int], float],
             "extract(epoch FROM projected_at) FROM predictions WHERE source LIKE 'bench%%'",
             (START,))
         rows = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT count(*), coalesce(sum(extract(epoch FROM end_time - time)), 0) "
+            "FROM samples")
+        n_samples, sample_s = await cur.fetchone() or (0, 0)
+        cur = await conn.execute("SELECT kind, count(*) FROM mixer_log WHERE origin = 'auto' "
+                                 "GROUP BY kind ORDER BY kind")
+        mixer = ", ".join(f"{n} {kind}" for kind, n in await cur.fetchall()) or "none"
+    loops = (f"samples extracted: {n_samples} ({float(sample_s):.0f} audio-s); "
+             f"automatic mixer events: {mixer}")
     last_seq = {s: max(q for (src, q) in published if src == s) for s, _ in published}
     out = []
     last = 0.0
@@ -235,7 +246,7 @@ async def latencies(stack: Stack, published: dict[tuple[str, int], float],
         chunk = min(int(float(end_offset) / chunk_s - 1e-9), last_seq[source])
         out.append(float(projected) - published[(source, chunk)])
         last = max(last, float(projected))
-    return out, last
+    return out, last, loops
 
 
 async def consume_only(url: str) -> None:
@@ -357,14 +368,20 @@ def main() -> None:
             published: dict[tuple[str, int], float] = {}
             me = psutil.Process()
             cpu0 = sum(me.cpu_times()[:2])
-            t0, t_pub = asyncio.run(replay_and_wait(
+            t0, t_pub, t_idle = asyncio.run(replay_and_wait(
                 stack, wavs, speed, published, tuple(args.extract_classes.split(","))))
             sampler.stop.set()
             sampler.join()
             replay_cpu = sum(me.cpu_times()[:2]) - cpu0
-            lat, t_end = asyncio.run(latencies(stack, published, stack.settings.chunk_s))
+            lat, t_end, loops_done = asyncio.run(
+                latencies(stack, published, stack.settings.chunk_s))
         finally:
             stack.down()
+            log = stack.log_dir / "extractor.log"
+            drained = [ln for ln in log.read_text().splitlines() if "drained" in ln] \
+                if log.exists() else []
+    if drained:
+        print(drained[-1].split("] ", 1)[-1], file=sys.stderr)
     wall = t_end - t0
     audio_s = args.channels * args.seconds
     lat.sort()
@@ -383,6 +400,9 @@ def main() -> None:
     print(f"real-time factor: {audio_s / wall:.1f} audio-s per wall-s "
           f"(pipeline/bus ratio {bus_wall / wall:.2f})")
     print(f"windows: {len(lat)} -> {len(lat) / wall:.0f} windows/s")
+    if loops:
+        print(f"{loops_done}; every consumer caught up after {t_idle - t0:.2f} s (the "
+              "extractor gives way while the classifiers have a backlog)")
     if lat:
         p50 = statistics.median(lat)
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]

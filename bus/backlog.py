@@ -11,6 +11,8 @@ from datetime import datetime
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from bus_schemas.streams import AUDIO, CLASSIFIER_DURABLE_PREFIX
+
 
 async def consumer_backlog(nc: Client, stream: str, durable: str) -> int | None:
     """Messages not yet acked by a durable consumer (None if it does not exist)."""
@@ -19,6 +21,14 @@ async def consumer_backlog(nc: Client, stream: str, durable: str) -> int | None:
     except NotFoundError:
         return None
     return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+
+async def classifiers_waiting(nc: Client) -> int:
+    """Audio chunks not yet handed to any classifier (summed over the classifier
+    durables of the AUDIO stream): the live pipeline's backlog."""
+    infos = await nc.jetstream().consumers_info(AUDIO.name)
+    return sum(int(info.num_pending or 0) for info in infos
+               if (info.name or "").startswith(CLASSIFIER_DURABLE_PREFIX))
 
 
 async def wait_idle(nc: Client, durables: list[tuple[str, str]], timeout_s: float,

@@ -118,6 +118,11 @@ class AudioCursor:
                                         last.n_samples * 1_000_000_000 // last.sample_rate,
                                         max(1, seq - before))
 
+    def stride(self, subject: str) -> int | None:
+        """The last step seen between two of ``subject``'s chunks in the stream."""
+        seen = self._seen.get(subject)
+        return seen.stride if seen is not None else None
+
     async def seek(self, js: JetStreamContext, subject: str, start_ns: int,
                    origin_ns: int | None) -> tuple[int, AudioChunk] | None:
         """The chunk holding ``start_ns`` and its stream sequence (None: no guess)."""
@@ -186,6 +191,29 @@ async def _chunk_from(js: JetStreamContext, subject: str, seq: int
         seq = found + 1
 
 
+async def _next_chunk(js: JetStreamContext, subject: str, seq: int, chunk: AudioChunk,
+                      stride: int | None) -> tuple[int, AudioChunk] | None:
+    """The first audio chunk on ``subject`` after stream sequence ``seq`` (which holds
+    ``chunk``). With a ``stride`` (the step between this subject's chunks seen so
+    far), the message ``seq + stride`` is asked for first: when it is the next chunk
+    of the session, the server fetched one message instead of scanning the other
+    channels' ones for the subject. Anything else falls back to the scan."""
+    if stride is not None and stride > 1:
+        try:
+            raw = await js.get_msg(AUDIO.name, seq=seq + stride, direct=True)
+        except NotFoundError:
+            raw = None
+        if raw is not None and raw.subject == subject:
+            try:
+                event = decode(raw.headers, raw.data or b"")
+            except DecodeError:
+                event = None
+            if (isinstance(event, AudioChunk) and event.origin_ns == chunk.origin_ns
+                    and event.seq == chunk.seq + 1):
+                return seq + stride, event  # nothing of the subject can lie between
+    return await _chunk_from(js, subject, seq + 1)
+
+
 async def _last_chunk(js: JetStreamContext, subject: str) -> tuple[int, AudioChunk] | None:
     """The newest message on ``subject``, if it is an audio chunk."""
     try:
@@ -234,12 +262,15 @@ async def read_audio(nc: Client, source: str, channel: int, start_ns: int, end_n
                                      cursor)
             return span
     lookback = 30.0
+    earlier: int | None = None
     while True:
         first = await _chunk_stored_at(nc, subject, stored_before - timedelta(seconds=lookback))
         if first is None:
             return None
-        if first[1].start_ns <= start_ns or lookback >= max_lookback_s:
+        if (first[1].start_ns <= start_ns or lookback >= max_lookback_s
+                or first[0] == earlier):  # no further back: the subject's oldest chunk
             break
+        earlier = first[0]
         lookback = min(lookback * 4, max_lookback_s)
     lo_seq, lo_t, lo_chunk = first[0], first[1].start_ns, first[1]
     after = await _chunk_stored_at(nc, subject, stored_before)  # not ours: stored later
@@ -280,17 +311,19 @@ async def _collect(js: JetStreamContext, subject: str, start: tuple[int, AudioCh
     wanted start was passed). The last chunks read are noted in ``cursor``."""
     chunks: list[AudioChunk] = []
     read: list[tuple[int, AudioChunk]] = []
-    seq = start[0]
     session = origin_ns
     head: AudioChunk | None = None
     complete = False
+    stride = cursor.stride(subject) if cursor is not None else None
     found: tuple[int, AudioChunk] | None = start
     while True:
         if found is None:
-            found = await _chunk_from(js, subject, seq)
+            (seq, chunk), before = read[-1], (read[-2][0] if len(read) > 1 else None)
+            found = await _next_chunk(js, subject, seq, chunk,
+                                      seq - before if before is not None else stride)
             if found is None:
                 break
-        seq, chunk = found[0] + 1, found[1]
+        chunk = found[1]
         read.append(found)
         found = None
         if session is None and chunk.start_ns <= anchor_ns < chunk.time_of(chunk.end_sample):

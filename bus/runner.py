@@ -120,6 +120,7 @@ class ConsumerRunner:
         fetch_timeout_s: float = 0.2,
         start_after: int | None = None,
         start_time: datetime | None = None,
+        before_fetch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -131,6 +132,7 @@ class ConsumerRunner:
         self._fetch_timeout = fetch_timeout_s
         self._start_after = start_after
         self._start_time = start_time
+        self._before_fetch = before_fetch  # e.g. a background consumer giving way
         self._stop = asyncio.Event()
         self.stats = RunnerStats()
 
@@ -171,6 +173,10 @@ class ConsumerRunner:
         sub = await self._js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
         try:
             while not stop.is_set():
+                if self._before_fetch is not None:
+                    await self._before_fetch()
+                    if stop.is_set():
+                        break
                 try:
                     msgs = await sub.fetch(self.spec.batch, timeout=self._fetch_timeout)
                 except (TimeoutError, NatsTimeoutError):

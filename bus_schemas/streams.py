@@ -75,10 +75,13 @@ DLQ_STREAM_SEQ = "Tidzam-Dlq-Stream-Seq"
 DLQ_CONSUMER = "Tidzam-Dlq-Consumer"
 
 
+CLASSIFIER_DURABLE_PREFIX = "classifier-"
+
+
 def classifier_consumer(model_id: str) -> ConsumerSpec:
     """One durable per model: instances of the same model share the work."""
     return ConsumerSpec(
-        durable=f"classifier-{model_id}",
+        durable=f"{CLASSIFIER_DURABLE_PREFIX}{model_id}",
         stream=AUDIO.name,
         filter_subjects=(subjects.AUDIO_ALL,),
         ack_wait_s=30.0,

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from audio.decode import decode_all
 from bus.history import AudioCursor, read_audio
@@ -23,8 +25,8 @@ from bus_schemas import (
     decode,
     pcm,
 )
-from bus_schemas.streams import EXTRACTOR
-from consumers.extractor.service import CHECKPOINT, Extractor, sample_id
+from bus_schemas.streams import AUDIO, EXTRACTOR, classifier_consumer
+from consumers.extractor.service import CHECKPOINT, Extractor, GiveWay, sample_id
 from producers.replay import Replayer, ReplayItem
 from tests.audio_files import write_pcm
 from tests.real_audio import MEGAGLEST, RAIN, real_file
@@ -187,3 +189,42 @@ async def test_the_cursor_reads_the_same_audio_with_fewer_reads(nc: Client, tmp_
     assert await cursor.seek(nc.jetstream(), "tidzam.audio.pond.1", T0_NS, T0_NS) is None
     assert await cursor.seek(nc.jetstream(), "tidzam.audio.pond.1", T0_NS + 15 * SEC,
                              T0_NS + 1) is None
+
+
+async def test_the_extractor_gives_way_while_the_classifiers_have_a_backlog(
+        nc: Client, tmp_path: Path) -> None:
+    """While a classifier durable has more audio waiting than the threshold, the
+    extractor fetches nothing; it extracts once the classifier caught up; and a
+    backlog that never ends holds it back at most ``max_s`` at a stretch."""
+    js = nc.jetstream()
+    await Replayer(Publisher(js), chunk_s=1.0).replay(
+        [ReplayItem(real_file(MEGAGLEST, RAIN), "pond", T0)])  # 2 × 16 chunks
+    durable = classifier_consumer("slow").durable
+    await js.add_consumer(AUDIO.name, ConsumerConfig(durable_name=durable,
+                                                     ack_policy=AckPolicy.EXPLICIT))
+    pub = Publisher(js)
+    await pub.publish_now(ExtractionRulesSet(at_ns=1, rules=(
+        ExtractionRule(source="pond", classes=("rain",), rate=1.0),)))
+    await pub.publish_all([window(2.0, ("rain",), (0.1, 0.8, 0.1)),
+                           window(9.0, ("rain",), (0.1, 0.8, 0.1))])
+    extractor = Extractor(nc, tmp_path / "samples")
+    await extractor.load_rules()
+    stop = asyncio.Event()
+    give_way = GiveWay(nc, pending=10, stop=stop, poll_s=0.1)
+    task = asyncio.create_task(extractor.runner(give_way).run(stop))
+    try:
+        await asyncio.sleep(1.5)
+        assert extractor.stats.seen == 0  # 32 chunks wait for the classifier
+        sub = await js.pull_subscribe_bind(durable, stream=AUDIO.name)
+        for msg in await sub.fetch(25, timeout=5):  # it catches up to 7 waiting
+            await msg.ack()
+        await wait_until(lambda: extractor.stats.extracted == 2, 30, "both samples")
+        assert give_way.waited_s >= 1.0
+    finally:
+        stop.set()
+        await task
+    # 7 waiting, over a threshold of 1, for good: it waits max_s, then lets one batch go
+    stubborn = GiveWay(nc, pending=1, stop=asyncio.Event(), max_s=0.5, poll_s=0.1)
+    started = time.monotonic()
+    await stubborn.wait()
+    assert 0.5 <= time.monotonic() - started < 2.0

@@ -18,6 +18,10 @@ samples of a channel ``cooldown_s`` apart, whatever order windows come in, from
 the samples on disk, so it survives a restart. Run one extractor per samples
 folder (the cooldown and the counts are decided in one place).
 
+It is background work (``GiveWay``): while the classifiers have a backlog of audio
+(``TIDZAM_EXTRACTOR_GIVE_WAY`` chunks, 64), it fetches no prediction and leaves the
+cores to detection, then catches up.
+
 The audio comes from the AUDIO stream, which keeps 24 hours (``streams.AUDIO``): a
 prediction read later than that (an extractor stopped for a day) has no audio left;
 it is counted as ``expired`` and logged, never retried. A window whose context
@@ -43,9 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from audio.encode import write_flac
+from bus.backlog import classifiers_waiting
 from bus.connect import connect, ensure_streams
 from bus.history import AudioCursor, AudioSpan, read_audio, read_rule_sets
 from bus.process import run_process
@@ -146,10 +151,11 @@ class Extractor:
         self._waits: Counter[str] = Counter()
         self.cursor = AudioCursor()  # where each channel's last read ended
 
-    def runner(self) -> ConsumerRunner:
+    def runner(self, give_way: GiveWay | None = None) -> ConsumerRunner:
         """The ordered runner, restarted after the last sequence handled."""
         return ConsumerRunner(self._nc, EXTRACTOR, self.handle, ordered=True,
-                              start_after=self.checkpoint)
+                              start_after=self.checkpoint,
+                              before_fetch=give_way.wait if give_way else None)
 
     def _read_checkpoint(self) -> int:
         try:
@@ -290,6 +296,44 @@ class Extractor:
             sample_rate=record["sample_rate"], path=record["path"]))
 
 
+class GiveWay:
+    """The extractor is background work: while the classifiers have a backlog (more than
+    ``pending`` audio chunks not yet handed to them: a restart, a replay at full speed),
+    it fetches no prediction, so that every core goes to detection; it catches up
+    once the classifiers have (the audio stays in the AUDIO stream for a day). It
+    waits at most ``max_s`` at a stretch, then handles one batch: a pipeline that
+    never catches up still gets its samples. ``pending`` 0: never waits."""
+
+    def __init__(self, nc: Client, pending: int, stop: asyncio.Event, max_s: float = 60.0,
+                 poll_s: float = 1.0) -> None:
+        self._nc = nc
+        self.pending = pending
+        self._stop = stop
+        self.max_s = max_s
+        self.poll_s = poll_s
+        self.waited_s = 0.0
+        self._checked = -poll_s  # monotonic time of the last check that found no backlog
+
+    async def wait(self) -> None:
+        if self.pending <= 0 or time.monotonic() - self._checked < self.poll_s:
+            return
+        started = time.monotonic()
+        announced = False
+        while not self._stop.is_set() and time.monotonic() - started < self.max_s:
+            waiting = await classifiers_waiting(self._nc)
+            if waiting <= self.pending:
+                self._checked = time.monotonic()
+                break
+            if not announced:
+                log.info("the classifiers have %d chunks waiting: extraction waits", waiting)
+                announced = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.poll_s)
+        if announced:
+            self.waited_s += time.monotonic() - started
+            log.info("extraction resumes after %.0f s", time.monotonic() - started)
+
+
 def _window_of(span: AudioSpan, pred: Prediction) -> Any:
     lo = max(0, (pred.window_start_ns - span.start_ns) * span.sample_rate // 1_000_000_000)
     hi = max(lo, (pred.window_end_ns - span.start_ns) * span.sample_rate // 1_000_000_000)
@@ -304,6 +348,8 @@ class ExtractorSettings(PrivacySettings):
     nats_url: SecretStr
     home: Path = Path(".")
     samples_dir: Path | None = None  # default: <home>/samples
+    # wait while the classifiers have more audio chunks than this waiting (0: never)
+    extractor_give_way: int = Field(64, ge=0)
 
     @property
     def samples_root(self) -> Path:
@@ -335,15 +381,17 @@ async def run(settings: ExtractorSettings, stop: asyncio.Event) -> None:
     follower = asyncio.create_task(follow_rules())
     log.info("extracting samples into %s", root)
     started = time.monotonic()
-    stats = await extractor.runner().run(stop)
+    give_way = GiveWay(nc, settings.extractor_give_way, stop)
+    stats = await extractor.runner(give_way).run(stop)
     follower.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await follower
     await sub.unsubscribe()
     await nc.drain()
-    log.info("extractor drained after %.0f s: %s; %d acked; audio found from the cursor "
-             "%d time(s), its guess wrong %d time(s)", time.monotonic() - started,
-             extractor.stats, stats.acked, extractor.cursor.hits, extractor.cursor.misses)
+    log.info("extractor drained after %.0f s (%.0f s of it giving way to the classifiers): "
+             "%s; %d acked; audio found from the cursor %d time(s), its guess wrong %d "
+             "time(s)", time.monotonic() - started, give_way.waited_s, extractor.stats,
+             stats.acked, extractor.cursor.hits, extractor.cursor.misses)
 
 
 def main() -> None:
