@@ -116,3 +116,14 @@ def locate(files: list[ArchiveFile], at: datetime) -> tuple[int, float] | None:
         if at < f.end:
             return i, (at - f.start).total_seconds()
     return None
+
+
+def channel_count(files: list[ArchiveFile]) -> int:
+    """The channels of an archive: those of its first readable file (0: none is)."""
+    for f in files:
+        try:
+            with AudioStream(f.path, 48_000) as stream:
+                return stream.info.channels
+        except AudioDecodeError:
+            continue
+    return 0

@@ -26,7 +26,7 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
             states = {p["name"]: p["state"] for p in st["processes"]}
             assert states == {"nats": "running", "postgres": "running",
                               "classifier-0": "running", "projector": "running",
-                              "sources": "running", "live": "running",
+                              "sources": "running", "live": "running", "gateway": "running",
                               "extractor": "running", "gain-control": "running"}
             assert all(p["pid"] for p in st["processes"])
             assert "@" not in json.dumps(st["services"])  # no credentials in status

@@ -17,6 +17,7 @@ from tidzam_ctl.commands.dataset import add_dataset_parser
 from tidzam_ctl.commands.mixer import add_mixer_parser
 from tidzam_ctl.commands.rules import add_rules_parser
 from tidzam_ctl.commands.samples import add_samples_parser
+from tidzam_ctl.commands.token import add_token_parser
 from tidzam_ctl.commands.train import add_train_parser
 from tidzam_ctl.settings import CtlSettings
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rules_parser(sub)
     add_samples_parser(sub)
     add_mixer_parser(sub)
+    add_token_parser(sub)
 
     p = sub.add_parser("demo", help="the main job: start the stack, replay real recordings "
                        "that the model never saw, print the detections from SQL")
@@ -246,6 +248,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl.commands.replay import replay
     from tidzam_ctl.commands.rules import rules
     from tidzam_ctl.commands.samples import samples
+    from tidzam_ctl.commands.token import token
     from tidzam_ctl.commands.train import train
 
     return {
@@ -265,6 +268,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "rules": rules,
         "samples": samples,
         "mixer": mixer,
+        "token": token,
     }
 
 

@@ -53,6 +53,11 @@ class CtlSettings(PrivacySettings):
     icecast_host: str = "127.0.0.1"
     live_host: str = "127.0.0.1"
     live_port: int | None = Field(None, ge=1, le=65535)  # None: a free port, kept in the home
+    gateway: bool = True  # socket.io (the original's API) + REST, from the projections
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int | None = Field(None, ge=1, le=65535)  # None: a free port, kept
+    gateway_public_read: bool = True  # live data and history without a token
+    gateway_cors: str = ""  # comma-separated browser origins allowed (none by default)
 
     @field_validator("model_dir", "archive_dir", "samples_dir")
     @classmethod

@@ -198,7 +198,7 @@ def _archive_ls(stack: Stack, args: argparse.Namespace) -> int:
     spans = archive.ranges(files)
     if args.json:  # the original's `database` answer, per source
         out.print_json(json.dumps({args.name: {
-            "nb_channels": _channel_count(files),
+            "nb_channels": archive.channel_count(files),
             "database": [[a.isoformat(), b.isoformat()] for a, b in spans]}}))
         return EXIT_OK
     for a, b in spans:
@@ -207,15 +207,3 @@ def _archive_ls(stack: Stack, args: argparse.Namespace) -> int:
     if unreadable:
         console.print(f"[yellow]unreadable:[/yellow] {', '.join(unreadable)}")
     return EXIT_OK
-
-
-def _channel_count(files: list[Any]) -> int:
-    from audio.decode import AudioDecodeError, AudioStream
-
-    for f in files:
-        try:
-            with AudioStream(f.path, 48_000) as stream:
-                return stream.info.channels
-        except AudioDecodeError:
-            continue
-    return 0

@@ -43,6 +43,11 @@ def up(settings: CtlSettings, args: argparse.Namespace) -> int:
             stack.up()
         except Exception as exc:
             raise CliError(f"could not start the stack: {exc}") from exc
+    token = stack.first_token()
+    if token:
+        console.print(f"the gateway's first control token (admin), shown once: {token}",
+                      soft_wrap=True, highlight=False)
+        console.print("keep it; `tidzam_ctl token` makes, lists and revokes tokens")
     if wanted:
         asyncio.run(publish(stack, list(wanted)))
         console.print(f"{len(wanted)} source(s) requested from {args.sources}")

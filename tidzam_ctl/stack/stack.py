@@ -98,6 +98,9 @@ class Stack:
             urls["postgres"] = _strip_credentials(self.database_url)
         if self.settings.live and (self.settings.live_port or (self.home / "live.json").exists()):
             urls["live"] = f"http://{self.settings.live_host}:{self.live_port}"
+        if self.settings.gateway and (self.settings.gateway_port
+                                      or (self.home / "gateway.json").exists()):
+            urls["gateway"] = f"http://{self.settings.gateway_host}:{self.gateway_port}"
         if self.settings.icecast and (self.home / "icecast" / "state.json").exists():
             urls["icecast"] = self.icecast.url if self.icecast else ""
         return urls
@@ -114,6 +117,8 @@ class Stack:
             procs.append(ProcSpec("sources", [py, "-m", "producers.source_service"]))
         if self.settings.live:
             procs.append(ProcSpec("live", [py, "-m", "producers.live_service"]))
+        if self.settings.gateway:
+            procs.append(ProcSpec("gateway", [py, "-m", "projections.gateway.service"]))
         if self.settings.icecast:
             procs.append(ProcSpec("relay", [py, "-m", "consumers.icecast_relay"]))
         if self.settings.jack:
@@ -144,6 +149,11 @@ class Stack:
             "TIDZAM_LIVE_HOST": self.settings.live_host,
             "TIDZAM_LIVE_PORT": str(self.live_port),
         })
+        if self.settings.gateway:
+            env.update({"TIDZAM_GATEWAY_HOST": self.settings.gateway_host,
+                        "TIDZAM_GATEWAY_PORT": str(self.gateway_port),
+                        "TIDZAM_GATEWAY_PUBLIC_READ": str(self.settings.gateway_public_read),
+                        "TIDZAM_GATEWAY_CORS": self.settings.gateway_cors})
         if self.jack is not None:
             env["JACK_DEFAULT_SERVER"] = self.jack.name
             env["JACK_NO_START_SERVER"] = "1"
@@ -167,15 +177,33 @@ class Stack:
     @property
     def live_port(self) -> int:
         """The live server's port: configured, else chosen once and kept in the home."""
-        if self.settings.live_port:
-            return self.settings.live_port
-        state = self.home / "live.json"
+        return self._port(self.settings.live_port, "live.json")
+
+    @property
+    def gateway_port(self) -> int:
+        """The gateway's port: configured, else chosen once and kept in the home."""
+        return self._port(self.settings.gateway_port, "gateway.json")
+
+    def _port(self, configured: int | None, state_name: str) -> int:
+        if configured:
+            return configured
+        state = self.home / state_name
         if state.exists():
             return int(json.loads(state.read_text())["port"])
         self.home.mkdir(parents=True, exist_ok=True)
         port = free_port()
         state.write_text(json.dumps({"port": port}))
         return port
+
+    def first_token(self) -> str | None:
+        """A ``control`` token named ``admin`` when the gateway has none yet (shown once,
+        by ``up``); None when tokens exist."""
+        from projections.gateway.auth import TokenStore, tokens_path
+
+        store = TokenStore(tokens_path(self.home))
+        if not self.settings.gateway or store.entries():
+            return None
+        return store.create("admin", "control")
 
     # -------------------------------------------------------------- commands
 

@@ -1,0 +1,199 @@
+"""The original's socket.io API, as data: its requests turned into our events, our
+events into its answers (``../shared/seed/tidzam-readme.md``). Pure: no I/O.
+
+- A window's broadcast on ``sys``: ``[{chan, analysis: {time, result, predicitions}}]``,
+  ``time`` as ``YYYY-MM-DD-HH-MM-SS.mmm`` (UTC). The seed's misspelt ``predicitions`` is
+  kept for its clients, with a correctly spelt ``predictions`` beside it, and ``source``
+  and ``model`` added (the original had one source per analyser).
+- ``loadsource`` (name, url, database, date, channels, is_permanent, format) becomes a
+  ``SourceAdded``; the gateway takes network URLs only (http, https, rtsp, rtmp, icecast)
+  and archive databases by name (a folder of the archive root), never a local path.
+- ``SampleExtractionRules`` ``set rules``: ``{"<source>[:<channels>]": {rate, classes,
+  length, ...}}`` becomes one ``ExtractionRule`` per key.
+
+Every refusal is a ``SeedRequestError`` whose text goes back to the client as the seed's
+``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from bus_schemas import ExtractionRule, ExtractionRulesSet, Prediction, SourceAdded
+from bus_schemas.errors import TidzamError
+
+URL_SCHEMES = ("http", "https", "rtsp", "rtmp", "icecast")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SEED_DATE = "%Y-%m-%d-%H-%M-%S"
+MAX_RULES = 256
+MAX_LIMIT = 10_000  # rows one history request returns at most
+
+
+class SeedRequestError(TidzamError, ValueError):
+    """A request the gateway refuses; its text is sent back as ``{"error": text}``."""
+
+
+def error(text: str) -> dict[str, str]:
+    return {"error": text}
+
+
+def seed_time(ns: int) -> str:
+    """``YYYY-MM-DD-HH-MM-SS.mmm`` (UTC), the seed's broadcast time."""
+    t = datetime.fromtimestamp(ns // 1_000_000 / 1000, UTC)
+    return t.strftime(SEED_DATE) + f".{t.microsecond // 1000:03d}"
+
+
+def analysis(p: Prediction) -> dict[str, Any]:
+    """One window of one channel, in the seed's broadcast shape."""
+    scores = {label: round(float(s), 6) for label, s in zip(p.labels, p.scores, strict=True)}
+    return {"chan": p.channel, "source": p.source,
+            "analysis": {"time": seed_time(p.window_start_ns), "result": list(p.result),
+                         "predicitions": scores, "predictions": scores,
+                         "model": f"{p.model_id}@{p.model_version}"}}
+
+
+def _request(data: Any, key: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise SeedRequestError("request must be a JSON.")
+    body = data.get(key)
+    if not isinstance(body, dict):
+        raise SeedRequestError(f"{key} must be an object")
+    return body
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise SeedRequestError(f"{what} must be 1-64 letters, digits, '-' or '_' "
+                               f"(starting with a letter or digit), got {str(value)[:80]!r}")
+    return value
+
+
+def _channels(value: Any) -> tuple[int, ...]:
+    """``"1,2"``, ``[1, 2]`` or ``""``/None (every channel)."""
+    if value in (None, "", []):
+        return ()
+    items: Iterable[Any] = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) and not isinstance(value, str):
+        raise SeedRequestError("channels must be a list of channel numbers or '1,2,...'")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text.isdigit() or int(text) > 1023:
+            raise SeedRequestError(f"channel {text[:20]!r} is not a channel number (0-1023)")
+        out.append(int(text))
+    return tuple(out)
+
+
+def load_source(data: Any, archive_root: Any, now_ns: int) -> SourceAdded:
+    """``{'sys': {'loadsource': {...}}}`` → ``SourceAdded`` (``archive_root``: a Path, where
+    the databases are folders named after them)."""
+    body = _request(data, "loadsource")
+    name = _name(body.get("name"), "name")
+    url = body.get("url") or ""
+    if not isinstance(url, str) or len(url) > 2048:
+        raise SeedRequestError("url must be a string of at most 2048 characters")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
+            raise SeedRequestError(f"url must be a network stream ({', '.join(URL_SCHEMES)}"
+                                   "://host/...); local files are not loaded from here")
+    database = body.get("database") or ""
+    folder = ""
+    if database:
+        _name(database, "database")
+        if archive_root is None:
+            raise SeedRequestError("this gateway has no archive folder (TIDZAM_ARCHIVE_DIR)")
+        path = archive_root / database
+        if not path.is_dir():
+            raise SeedRequestError(f"no database {database!r}")
+        folder = str(path)
+    if not url and not folder:
+        raise SeedRequestError("loadsource needs a url or a database")
+    date_ns = None
+    date = body.get("date")
+    if date not in (None, "", "now"):
+        if not isinstance(date, str):
+            raise SeedRequestError("date must be 'YYYY-MM-DD-HH-MM-SS'")
+        try:
+            date_ns = int(datetime.strptime(date, SEED_DATE).replace(tzinfo=UTC).timestamp()
+                          * 1e9)
+        except ValueError as exc:
+            raise SeedRequestError(f"date must be 'YYYY-MM-DD-HH-MM-SS', got {date[:40]!r}"
+                                   ) from exc
+    permanent = body.get("is_permanent", False)
+    fmt = body.get("format", "ogg") or "ogg"
+    if not isinstance(permanent, bool) or fmt not in ("ogg", "copy"):
+        raise SeedRequestError("is_permanent must be true or false, format 'ogg' or 'copy'")
+    try:
+        return SourceAdded(source=name, kind="archive" if folder else "url",
+                           location=url, channels=_channels(body.get("channels")),
+                           permanent=permanent, database=folder, date_ns=date_ns,
+                           format=fmt, at_ns=now_ns)
+    except ValidationError as exc:
+        raise SeedRequestError(exc.errors()[0]["msg"]) from exc
+
+
+def unload_name(body: Any) -> str:
+    """The name of ``unloadsource`` (or the seed's ``loadsource`` with only a name)."""
+    if not isinstance(body, dict):
+        raise SeedRequestError("unloadsource must be {'name': ...}")
+    return _name(body.get("name"), "name")
+
+
+RULE_KEYS = {"rate", "classes", "length", "length_s", "before_s", "after_s", "centred",
+             "cooldown_s", "destination"}
+
+
+def rules_from_seed(data: Any, now_ns: int, by: str) -> ExtractionRulesSet:
+    """``{'set': 'rules', 'rules': {...}}`` → the whole new rule set."""
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), dict):
+        raise SeedRequestError("set rules needs 'rules': {source: {rate, classes, ...}}")
+    if len(data["rules"]) > MAX_RULES:
+        raise SeedRequestError(f"at most {MAX_RULES} rules")
+    rules = []
+    for key, spec in data["rules"].items():
+        source, _, channels = str(key).partition(":")
+        if not isinstance(spec, dict):
+            raise SeedRequestError(f"rule {str(key)[:64]!r} must be an object")
+        unknown = set(spec) - RULE_KEYS
+        if unknown:
+            raise SeedRequestError(f"rule {str(key)[:64]!r}: unknown field(s) "
+                                   f"{sorted(map(str, unknown))[:5]}")
+        fields: dict[str, Any] = {k: v for k, v in spec.items() if k not in ("length",
+                                                                          "classes")}
+        if "length" in spec:
+            fields["length_s"] = spec["length"]
+        classes = spec.get("classes", "*")
+        fields["classes"] = tuple(c.strip() for c in classes.split(",")) \
+            if isinstance(classes, str) else classes
+        if isinstance(fields.get("rate"), str) and fields["rate"] != "auto":
+            raise SeedRequestError(f"rule {str(key)[:64]!r}: rate must be 'auto' or 0-1")
+        try:
+            rules.append(ExtractionRule(source=source, channels=_channels(channels),
+                                        **fields))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise SeedRequestError(f"rule {str(key)[:64]!r}: {where}: {first['msg']}"
+                                   ) from exc
+    try:
+        return ExtractionRulesSet(rules=tuple(rules), at_ns=now_ns, by=by)
+    except ValidationError as exc:
+        raise SeedRequestError(exc.errors()[0]["msg"]) from exc
+
+
+def rules_to_seed(rule_set: ExtractionRulesSet) -> dict[str, Any]:
+    """The rule set in force, keyed as ``set rules`` takes it."""
+    out: dict[str, Any] = {}
+    for rule in rule_set.rules:
+        key = rule.source + (":" + ",".join(map(str, rule.channels)) if rule.channels else "")
+        body = rule.model_dump(mode="json", exclude={"source", "channels"})
+        body["classes"] = ",".join(rule.classes)
+        out[key] = body
+    return out

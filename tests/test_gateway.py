@@ -1,0 +1,269 @@
+"""The gateway, served by uvicorn on a real port, with a real nats-server and PostgreSQL,
+driven by the Python socket.io client (websocket) and HTTP: the seed's requests and
+broadcasts, rooms, history, REST, and who may do what."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import socketio
+import uvicorn
+from nats.aio.client import Client
+from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
+
+from bus.history import read_subject
+from bus.publisher import Publisher
+from bus_schemas import ModelDeployed, SourceAdded, SourceRemoved
+from bus_schemas import subjects as subj
+from bus_schemas.streams import CONTROL
+from projections.gateway.app import Gateway, GatewaySettings
+from projections.gateway.auth import TokenStore, tokens_path
+from projections.store import ProjectionStore
+from tests.audio_files import write_pcm
+from tests.fixtures_pg import LABELS, prediction
+from tidzam_ctl.stack.ports import free_port
+
+T0_NS = int(datetime(2025, 6, 15, 12, 0, tzinfo=UTC).timestamp() * 1e9)
+
+
+class Served:
+    def __init__(self, gateway: Gateway, url: str, control: str, reader: str,
+                 archive: Path) -> None:
+        self.gateway, self.url, self.control, self.reader = gateway, url, control, reader
+        self.archive = archive
+
+    async def client(self, token: str | None = None, **kw: Any) -> socketio.AsyncClient:
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(self.url, auth={"token": token} if token else None,
+                             transports=["websocket"], wait_timeout=10, **kw)
+        return client
+
+
+@pytest.fixture
+async def served(nc: Client, pg_pool: AsyncConnectionPool[Any], pg_dsn: str,
+                 tmp_path: Path) -> AsyncIterator[Served]:
+    archive = tmp_path / "archive" / "pond"
+    archive.mkdir(parents=True)
+    write_pcm(archive / "pond-2025-06-15-12-00-00.wav",
+              np.zeros((2, 48_000 * 3), dtype=np.float32))
+    port = free_port()
+    settings = GatewaySettings(nats_url=SecretStr("nats://unused"),
+                               database_url=SecretStr(pg_dsn), home=tmp_path,
+                               archive_dir=tmp_path / "archive", gateway_port=port)
+    tokens = TokenStore(tokens_path(tmp_path))
+    control, reader = tokens.create("admin", "control"), tokens.create("grafana", "read")
+    gateway = Gateway(settings, nc, pg_pool)
+    server = uvicorn.Server(uvicorn.Config(gateway.app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    stop = asyncio.Event()
+    serving = asyncio.create_task(server.serve())
+    follower = asyncio.create_task(gateway.follow(stop))
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        yield Served(gateway, f"http://127.0.0.1:{port}", control, reader,
+                     tmp_path / "archive")
+    finally:
+        stop.set()
+        server.should_exit = True
+        await follower
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+
+async def call(client: socketio.AsyncClient, event: str, data: Any) -> Any:
+    return await client.call(event, data, timeout=10)
+
+
+async def control_events(nc: Client) -> list[Any]:
+    added, _ = await read_subject(nc.jetstream(), CONTROL.name, subj.CTL_ALL, SourceAdded)
+    removed, _ = await read_subject(nc.jetstream(), CONTROL.name, subj.CTL_ALL,
+                                    SourceRemoved)
+    return [e for _, e in sorted([*added, *removed], key=lambda pair: pair[0])]
+
+
+async def test_the_seeds_sys_requests(served: Served, nc: Client) -> None:
+    await Publisher(nc.jetstream()).publish_now(ModelDeployed(
+        model_id="selector", model_version="2.0.0", path="models/x", labels=LABELS,
+        feature_params={}, at_ns=T0_NS))
+    anyone = await served.client()
+    admin = await served.client(served.control)
+    try:
+        listed = await call(anyone, "sys", {"sys": {"classifier": {"list": ""}}})
+        assert listed == {"sys": {"classifier": {"list": [
+            {"name": "selector", "version": "2.0.0", "labels": list(LABELS)}]}}}
+        database = (await call(anyone, "sys", {"sys": {"database": ""}}))["sys"]["database"]
+        assert database["pond"]["nb_channels"] == 2
+        assert database["pond"]["database"] == [["2025-06-15T12:00:00+00:00",
+                                                 "2025-06-15T12:00:03+00:00"]]
+        load = {"sys": {"loadsource": {
+            "name": "marsh", "url": "http://radio.example.org/marsh.ogg",
+            "database": "pond", "date": "2025-06-15-12-00-01", "channels": "0,1",
+            "is_permanent": True, "format": "ogg"}}}
+        # anonymous: refused, nothing published
+        assert "error" in await call(anyone, "sys", load)
+        assert await control_events(nc) == []
+        assert await call(admin, "sys", load) == {"sys": {"loadsource": "marsh"}}
+        # the seed's unload spelling (loadsource with only a name) and ours
+        assert await call(admin, "sys", {"sys": {"loadsource": {"name": "marsh"}}}) == \
+            {"sys": {"unloadsource": "marsh"}}
+        assert await call(admin, "sys", {"sys": {"unloadsource": {"name": "marsh"}}}) == \
+            {"sys": {"unloadsource": "marsh"}}
+        for bad in ({"name": "x", "url": "file:///etc/passwd"},
+                    {"name": "x", "database": "../../etc"},
+                    {"name": "../x", "url": "http://h/s"},
+                    {"name": "x", "url": "http://h/s", "date": "yesterday"},
+                    {"name": "x", "url": "http://h/s", "channels": "1,a"},
+                    {"name": "x", "url": "http://h/s", "is_permanent": "yes"}):
+            assert "error" in await call(admin, "sys", {"sys": {"loadsource": bad}}), bad
+        assert await call(admin, "sys", "not a dict") == {"error": "request must be a JSON."}
+        events = await control_events(nc)
+        assert [type(e).__name__ for e in events] == ["SourceAdded", "SourceRemoved",
+                                                      "SourceRemoved"]
+        added = events[0]
+        assert isinstance(added, SourceAdded)
+        assert (added.source, added.kind, added.location, added.channels, added.permanent,
+                added.database) == ("marsh", "archive", "http://radio.example.org/marsh.ogg",
+                                    (0, 1), True, str(served.archive / "pond"))
+        assert added.date_ns == T0_NS + 1_000_000_000
+    finally:
+        await anyone.disconnect()
+        await admin.disconnect()
+
+
+async def test_extraction_rules_over_socketio(served: Served) -> None:
+    anyone = await served.client()
+    admin = await served.client(served.control)
+    try:
+        assert await call(anyone, "SampleExtractionRules", {"get": "rules"}) == {"rules": {}}
+        new = {"set": "rules", "rules": {"pond": {"rate": "auto"},
+                                         "marsh:2,3": {"rate": 0.25, "classes": "birds-*",
+                                                       "length": 1.5}}}
+        assert "error" in await call(anyone, "SampleExtractionRules", new)
+        answer = await call(admin, "SampleExtractionRules", new)
+        assert answer["rules"]["marsh:2,3"]["rate"] == 0.25
+        got = await call(anyone, "SampleExtractionRules", {"get": "rules"})
+        assert got == answer
+        assert got["rules"]["pond"]["classes"] == "*"
+        assert got["rules"]["marsh:2,3"]["length_s"] == 1.5
+        for bad in ({"pond": {"rate": 7}}, {"pond": {"rate": "often"}},
+                    {"pond": {"classes": "birds-["}}, {"pond": {"path": "/etc"}}):
+            reply = await call(admin, "SampleExtractionRules", {"set": "rules", "rules": bad})
+            assert "error" in reply, bad
+        assert await call(anyone, "SampleExtractionRules", {"get": "rules"}) == answer
+        info = await call(anyone, "SampleExtractionRules", {"get": "database_info"})
+        assert info == {"database_info": []}
+    finally:
+        await anyone.disconnect()
+        await admin.disconnect()
+
+
+async def test_windows_are_broadcast_in_the_seeds_shape_to_the_rooms_asked(
+        served: Served, nc: Client) -> None:
+    everything = await served.client()
+    one_channel = await served.client()
+    got: dict[str, list[Any]] = {"all": [], "one": []}
+    everything.on("sys", lambda data: got["all"].extend(data))
+    one_channel.on("sys", lambda data: got["one"].extend(data))
+    try:
+        rooms = await call(one_channel, "subscribe", {"source": "mic", "channel": 1})
+        assert rooms == {"rooms": ["channel:mic:1"]}
+        assert "error" in await call(one_channel, "subscribe", {"source": "../etc"})
+        windows = [prediction(T0_NS + k * 500_000_000, channel=k % 2) for k in range(6)]
+        await Publisher(nc.jetstream()).publish_all(windows)
+        for _ in range(100):
+            if len(got["all"]) >= 6 and len(got["one"]) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert len(got["all"]) == 6 and len(got["one"]) == 3
+        assert {item["chan"] for item in got["one"]} == {1}
+        first = got["all"][0]
+        assert first["chan"] == 0 and first["source"] == "mic"
+        assert first["analysis"]["time"] == "2025-06-15-12-00-00.000"
+        assert first["analysis"]["result"] == ["birds"]
+        assert first["analysis"]["predicitions"] == first["analysis"]["predictions"]
+        assert first["analysis"]["predictions"]["birds"] == pytest.approx(0.9)
+        await call(one_channel, "subscribe", {"all": True})
+        assert (await call(one_channel, "unsubscribe", {"source": "mic", "channel": 1})
+                ) == {"rooms": ["all"]}
+    finally:
+        await everything.disconnect()
+        await one_channel.disconnect()
+
+
+async def test_history_and_rest(served: Served, pg_pool: AsyncConnectionPool[Any]) -> None:
+    windows = [prediction(T0_NS + k * 500_000_000, channel=k % 2) for k in range(6)]
+    await ProjectionStore(pg_pool).apply("main", "EVENTS",
+                                         [(k + 1, w) for k, w in enumerate(windows)])
+    client = await served.client()
+    try:
+        reply = await call(client, "history", {"what": "detections", "source": "mic",
+                                               "channel": 1, "since": "2025-06-15T12:00:00Z"})
+        assert [d["time"] for d in reply["detections"]] == [
+            "2025-06-15T12:00:00.500000+00:00", "2025-06-15T12:00:01.500000+00:00",
+            "2025-06-15T12:00:02.500000+00:00"]
+        hourly = (await call(client, "history", {"what": "hourly"}))["hourly"]
+        assert [(h["source"], h["label"], h["count"]) for h in hourly] == [("mic", "birds", 6)]
+        for bad in ({"what": "passwords"}, {"since": "soon"}, {"limit": 10**9},
+                    {"source": "a b"}):
+            assert "error" in await call(client, "history", bad), bad
+    finally:
+        await client.disconnect()
+    async with aiohttp.ClientSession(served.url) as http:
+        async with http.get("/api/detections", params={"source": "mic", "channel": "0"}) as r:
+            assert r.status == 200 and len(await r.json()) == 3
+        async with http.get("/api/openapi.json") as r:
+            paths = (await r.json())["paths"]
+            assert {"/api/detections", "/api/rules", "/api/sources", "/api/health"} <= set(paths)
+        rules = {"pond": {"rate": 0.5}}
+        async with http.put("/api/rules", json=rules) as r:
+            assert r.status == 401  # no token
+        async with http.put("/api/rules", json=rules,
+                            headers={"Authorization": f"Bearer {served.reader}"}) as r:
+            assert r.status == 403  # a read token
+        auth = {"Authorization": f"Bearer {served.control}"}
+        async with http.put("/api/rules", json={"pond": {"rate": 7}}, headers=auth) as r:
+            assert r.status == 422 and "rate" in (await r.json())["detail"]
+        async with http.put("/api/rules", json=rules, headers=auth) as r:
+            assert r.status == 200
+        async with http.get("/api/rules") as r:
+            assert (await r.json())["pond"]["rate"] == 0.5
+        async with http.post("/api/sources", json={"name": "x", "url": "file:///etc/passwd"},
+                             headers=auth) as r:
+            assert r.status == 422
+
+
+async def test_private_reads_and_revoked_tokens(served: Served) -> None:
+    store = served.gateway.tokens
+    private = GatewaySettings(**{**served.gateway.settings.model_dump(),
+                                 "gateway_public_read": False})
+    served.gateway.settings = private
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await served.client()
+    reader = await served.client(served.reader)
+    await reader.disconnect()
+    async with aiohttp.ClientSession(served.url) as http:
+        async with http.get("/api/sources") as r:
+            assert r.status == 401
+        async with http.get("/api/sources",
+                            headers={"Authorization": f"Bearer {served.reader}"}) as r:
+            assert r.status == 200
+    admin = await served.client(served.control)
+    try:
+        store.revoke("admin")  # a running gateway re-reads the file
+        reply = await call(admin, "SampleExtractionRules",
+                           {"set": "rules", "rules": {}, "token": served.control})
+        assert "error" in reply
+    finally:
+        await admin.disconnect()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await served.client(served.control)
