@@ -158,3 +158,20 @@ def pipeline_durables(model_id: str) -> list[tuple[str, str]]:
                  for spec, filters in PROJECTION_SUBSCRIPTIONS]
     return durables
 
+
+
+# ------------------------------------------------------------- outbound sinks
+
+# Predictions → a webhook (``consumers.sinks.webhook``): one POST per fetched batch,
+# acked after a 2xx answer; a receiver that is down is retried with an exponential
+# backoff capped at a minute, for ever (nothing is dropped while it is away).
+SINK_WEBHOOK = ConsumerSpec(durable="sink-webhook", stream=EVENTS.name,
+                            filter_subjects=(subjects.PRED_ALL,), ack_wait_s=60.0,
+                            max_ack_pending=4096, batch=64,
+                            backoff_s=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0))
+# Predictions and channel health → MQTT (``consumers.sinks.mqtt``, Home Assistant):
+# acked once the broker acknowledged each publish (QoS 1); the same capped backoff.
+SINK_MQTT = ConsumerSpec(durable="sink-mqtt", stream=EVENTS.name,
+                         filter_subjects=(subjects.PRED_ALL, subjects.HEALTH_ALL),
+                         ack_wait_s=30.0, max_ack_pending=4096, batch=256,
+                         backoff_s=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0))

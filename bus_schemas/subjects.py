@@ -36,6 +36,7 @@ SOURCE_ALL = f"{PREFIX}.ctl.source.>"
 RULES = f"{PREFIX}.ctl.rules"
 LABELS = f"{PREFIX}.ctl.label"
 DLQ_ALL = f"{PREFIX}.dlq.>"
+LIVE_IN = f"{PREFIX}.live.in"  # core NATS request/reply: gateway → live producer
 
 
 def audio(source: str, channel: int) -> str:

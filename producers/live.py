@@ -1,11 +1,13 @@
-"""Live streams pushed over socket.io by a phone or a browser (PCM16, any rate).
+"""Live streams pushed by a phone or a browser (PCM16, any rate), through the gateway.
 
-The original protocol: a client emits ``audio`` with ``{"buffer": <int16 PCM>,
-"samplerate": <Hz>}``; a live stream opens on its first buffer (or on
-``sys {"sys": {"add_livestream": ""}}``, answered with its port name) and closes on
-``sys {"sys": {"del_livestream": ""}}`` or when the client disconnects. Unlike the
-original, the audio is resampled to the pipeline rate. Each stream is a source
-``live-<id>`` with one channel; its opening and closing are events.
+The original protocol, served on the gateway's socket.io: a client emits ``audio`` with
+``{"buffer": <int16 PCM>, "samplerate": <Hz>}``; a live stream opens on its first
+buffer (or on ``sys {"sys": {"add_livestream": ""}}``, answered with its port name)
+and closes on ``sys {"sys": {"del_livestream": ""}}`` or when the client disconnects.
+The gateway hands each request over the bus (``bus_schemas.live``) to ``LiveInputs``
+here, which keeps the sessions. Unlike the original, the audio is resampled to the
+pipeline rate. Each stream is a source ``live-<id>`` with one channel; its opening and
+closing are events.
 """
 
 from __future__ import annotations
@@ -19,17 +21,15 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import socketio
 
 from audio.resample import PcmResampler
 from bus.publisher import Publisher
 from bus_schemas import LiveStreamClosed, LiveStreamOpened, pcm
 from bus_schemas.errors import TidzamError
+from bus_schemas.live import LiveRequest
 from producers.chunker import Chunker, Mixer
 
 log = logging.getLogger(__name__)
-
-JSON_ERROR = {"error": "request must be a JSON."}
 
 
 class LiveInputError(TidzamError, ValueError):
@@ -64,69 +64,67 @@ class LiveSession:
     samples_in: int = 0
 
 
-class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    """The ``audio`` and ``sys`` events of live clients."""
+class LiveInputs:
+    """The live streams of every client, whatever carries their requests (the gateway,
+    over ``bus_schemas.live``): ``open``, ``audio``, ``close``; a stream without audio
+    for ``idle_s`` is closed (its client or gateway went away without a word)."""
 
     def __init__(self, publisher: Publisher, *, sample_rate: int = 48_000,
-                 chunk_s: float = 1.0, max_streams: int = 10, namespace: str = "/",
+                 chunk_s: float = 1.0, max_streams: int = 10, idle_s: float = 60.0,
                  mixer: Mixer | None = None) -> None:
-        super().__init__(namespace)
         self._pub = publisher
         self._mixer = mixer
         self.sample_rate = sample_rate
         self.chunk_samples = round(chunk_s * sample_rate)
         self.max_streams = max_streams
+        self.idle_s = idle_s
         self.sessions: dict[str, LiveSession] = {}
-        # socket.io runs each event in its own task: one lock per client keeps its
-        # buffers in order and its session created once; a gone client stays gone
+        self._last_heard: dict[str, float] = {}
+        # requests may run concurrently: one lock per client keeps its buffers in order
+        # and its session created once
         self._client_locks: dict[str, asyncio.Lock] = {}
-        self._gone: set[str] = set()
 
-    def _lock(self, sid: str) -> asyncio.Lock:
-        return self._client_locks.setdefault(sid, asyncio.Lock())
+    def _lock(self, client: str) -> asyncio.Lock:
+        return self._client_locks.setdefault(client, asyncio.Lock())
 
     @staticmethod
-    def portname(sid: str) -> str:
+    def portname(client: str) -> str:
+        sid = client.rsplit(":", 1)[-1]
         return "live-" + (re.sub(r"[^A-Za-z0-9]", "", sid)[:12] or "client")
 
-    async def on_audio(self, sid: str, data: Any) -> dict[str, Any]:
-        async with self._lock(sid):
-            if sid in self._gone:
-                return {"error": "disconnected"}
+    async def handle(self, request: LiveRequest) -> dict[str, Any]:
+        """One request, answered as the seed answers its socket.io client."""
+        client = request.client
+        if request.op == "open":
+            return {"sys": {"portname": self.portname(client),
+                            "samplerate": self.sample_rate}}
+        if request.op == "close":
+            async with self._lock(client):
+                await self.close(client, request.reason or "closed by the client")
+            self._client_locks.pop(client, None)
+            return {"sys": {"del_livestream": self.portname(client)}}
+        async with self._lock(client):
             try:
-                pcm, rate = parse_audio(data)
-                session = await self._session(sid, rate)
+                pcm, rate = parse_audio({"buffer": request.buffer,
+                                         "samplerate": request.samplerate})
+                session = await self._session(client, rate)
             except LiveInputError as exc:
-                await self.emit("sys", {"error": str(exc)}, to=sid)
                 return {"error": str(exc)}
             async with session.lock:
                 block = await asyncio.to_thread(session.resampler.push, pcm)
                 session.samples_in += pcm.size
+                self._last_heard[client] = time.monotonic()
                 await self._publish(session, block)
         return {"ok": True}
 
-    async def on_sys(self, sid: str, data: Any) -> dict[str, Any]:
-        if not isinstance(data, dict) or not isinstance(data.get("sys"), dict):
-            await self.emit("sys", JSON_ERROR, to=sid)
-            return JSON_ERROR
-        request = data["sys"]
-        if "add_livestream" in request:
-            reply = {"sys": {"portname": self.portname(sid), "samplerate": self.sample_rate}}
-            await self.emit("sys", reply, to=sid)
-            return reply
-        if "del_livestream" in request:
-            async with self._lock(sid):
-                await self.close(sid, "closed by the client")
-            return {"sys": {"del_livestream": self.portname(sid)}}
-        error = {"error": f"unknown request {sorted(request)}"}
-        await self.emit("sys", error, to=sid)
-        return error
-
-    async def on_disconnect(self, sid: str, *args: Any) -> None:
-        async with self._lock(sid):
-            self._gone.add(sid)
-            await self.close(sid, "client disconnected")
-        self._client_locks.pop(sid, None)
+    async def close_idle(self) -> list[str]:
+        """Close the streams that sent nothing for ``idle_s``; their names."""
+        now = time.monotonic()
+        gone = [c for c in self.sessions if now - self._last_heard.get(c, now) > self.idle_s]
+        for client in gone:
+            async with self._lock(client):
+                await self.close(client, f"no audio for {self.idle_s:.0f} s")
+        return [self.portname(c) for c in gone]
 
     async def _session(self, sid: str, rate: int) -> LiveSession:
         session = self.sessions.get(sid)
@@ -155,6 +153,7 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def close(self, sid: str, reason: str) -> None:
         """Flush what is buffered (the last chunk is final) and announce the end."""
+        self._last_heard.pop(sid, None)
         session = self.sessions.pop(sid, None)
         if session is None:
             return

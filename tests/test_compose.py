@@ -25,13 +25,14 @@ from consumers.extractor.service import ExtractorSettings
 from consumers.gain_controller import GainControllerSettings
 from producers.live_service import LiveSettings
 from producers.source_service import SourcesSettings
+from projections.gateway.app import GatewaySettings
 from projections.service import ProjectorSettings
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.nats import NatsServer
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = (ArchiverSettings, ClassifierSettings, ExtractorSettings, GainControllerSettings,
-            LiveSettings, SourcesSettings, ProjectorSettings, CtlSettings)
+            LiveSettings, SourcesSettings, ProjectorSettings, GatewaySettings, CtlSettings)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def _known_settings() -> set[str]:
 def test_every_service_runs_a_real_module_with_known_settings(compose: dict[str, Any]) -> None:
     tidzam = {name: s for name, s in compose["services"].items()
               if s.get("image") == "tidzam:local"}
-    assert {"projector", "classifier", "sources", "live", "archiver", "extractor",
+    assert {"projector", "classifier", "sources", "live", "gateway", "archiver", "extractor",
             "gain-control", "ctl"} <= set(tidzam)
     known = _known_settings()
     for name, service in tidzam.items():

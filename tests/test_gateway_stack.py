@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import socketio
 
 from tests.real_audio import MEGAGLEST, RAIN, real_file
-from tests.stack_helpers import ctl, kill_and_restart
+from tests.stack_helpers import REPO, ctl, kill_and_restart
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
@@ -69,6 +71,17 @@ def test_the_gateway_in_the_stack(tmp_path: Path) -> None:
         assert times[0] == "2025-06-01-00-00-00.000"
         assert all(set(item["analysis"]) >= {"time", "result", "predicitions", "predictions"}
                    for item in heard)
+
+        # the README's socket.io example runs as written (its URL and token filled in)
+        readme = (REPO / "README.md").read_text()
+        example = readme.split("## The gateway", 1)[1].split("```python\n", 1)[1]
+        example = example.split("```", 1)[0].replace("http://127.0.0.1:PORT", url)
+        example = example.replace('"TOKEN"', repr(token)).replace("sleep(10)", "sleep(1)")
+        ran = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True,
+                             timeout=120, cwd=REPO)
+        assert ran.returncode == 0, ran.stderr
+        assert "'classifier': {'list': [{'name': 'selector'" in ran.stdout
+        assert "{'database_info': []}" in ran.stdout and "'detections': [" in ran.stdout
 
         made = ctl(home, "token", "create", "grafana")
         assert made.returncode == 0, made.stderr

@@ -12,7 +12,7 @@ import socketio
 
 from audio.decode import decode_all
 from audio.resample import PcmResampler
-from producers.live import JSON_ERROR, LiveInputError, parse_audio
+from producers.live import LiveInputError, parse_audio
 from tests.audio_files import default_grid, expected_windows
 from tests.real_audio import MEGAGLEST, RAIN, STORM, real_file
 from tests.stack_helpers import running_stack, wait_for
@@ -53,7 +53,7 @@ def test_a_phone_stream_is_resampled_classified_and_closed(tmp_path: Path) -> No
     rain, _ = decode_all(real_file(MEGAGLEST, RAIN), 44_100)
     pcm = (rain[0, : 6 * 44_100] * 32767).astype("<i2")  # 6 s of real rain at 44.1 kHz
     with running_stack(tmp_path / "home") as stack:
-        url = stack.status()["services"]["live"]
+        url = stack.status()["services"]["gateway"]  # the one port clients talk to
         replies: list[Any] = []
 
         async def phone() -> str:
@@ -61,7 +61,8 @@ def test_a_phone_stream_is_resampled_classified_and_closed(tmp_path: Path) -> No
             client.on("sys", replies.append)
             await client.connect(url, transports=["websocket"])
             name = (await client.call("sys", {"sys": {"add_livestream": ""}}))["sys"]["portname"]
-            assert await client.call("sys", "not a dict") == JSON_ERROR
+            assert await client.call("sys", "not a dict") == {"error": "request must be a JSON."}
+            assert "samplerate" in (await client.call("audio", {"buffer": "x"}))["error"]
             bad = await client.call("audio", {"buffer": b"\x00", "samplerate": 44_100})
             assert "odd number of bytes" in bad["error"]
             for i in range(0, pcm.size, 4096):  # a phone sends small buffers

@@ -64,7 +64,7 @@ def test_external_servers_are_used_when_configured(tmp_path: Path) -> None:
     with running_stack(tmp_path / "servers") as servers:
         external = {"nats_url": servers.nats_url, "database_url": servers.database_url,
                     "projector": False, "sources": False, "live": False, "extractor": False,
-                    "gain_control": False}
+                    "gain_control": False, "gateway": False}
         with running_stack(tmp_path / "workers", **external) as workers:
             names = [p["name"] for p in workers.status()["processes"]]
             assert names == ["classifier-0"]  # an extra classifier: no servers of its own

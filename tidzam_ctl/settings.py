@@ -39,7 +39,7 @@ class CtlSettings(PrivacySettings):
     # One projector and one source manager per bus: extra machines run classifiers only.
     projector: bool = True
     sources: bool = True
-    live: bool = True  # the socket.io server for phone/browser streams
+    live: bool = True  # phone/browser streams (their socket.io is the gateway's)
     icecast: bool = False  # an Icecast server with every channel as a mono stream
     jack: bool = False  # jackd with the dummy driver, for --jack sources
     jack_rate: int = 48_000
@@ -51,8 +51,6 @@ class CtlSettings(PrivacySettings):
     gain_control: bool = True  # the gain controller: noisy, clipping, dead channels
     samples_dir: Path | None = None  # extracted samples; default <home>/samples
     icecast_host: str = "127.0.0.1"
-    live_host: str = "127.0.0.1"
-    live_port: int | None = Field(None, ge=1, le=65535)  # None: a free port, kept in the home
     gateway: bool = True  # socket.io (the original's API) + REST, from the projections
     gateway_host: str = "127.0.0.1"
     gateway_port: int | None = Field(None, ge=1, le=65535)  # None: a free port, kept

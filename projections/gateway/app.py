@@ -27,19 +27,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import socketio
 from fastapi import FastAPI, HTTPException
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from audio import archive
 from bus.history import read_deployments, read_rule_sets
@@ -54,6 +57,13 @@ from bus_schemas import (
     decode,
 )
 from bus_schemas import subjects as subj
+from bus_schemas.live import (
+    MAX_BUFFER_SAMPLES,
+    LiveRequest,
+    LiveRequestError,
+    pack,
+    unpack_reply,
+)
 from projections import queries
 from projections.gateway import rest, seed
 from projections.gateway.auth import Role, TokenStore, tokens_path
@@ -91,6 +101,8 @@ class Gateway:
                            openapi_url="/api/openapi.json", docs_url="/api/docs",
                            redoc_url=None)
         self.app = socketio.ASGIApp(self.sio, other_asgi_app=self.api)
+        self.instance = secrets.token_hex(4)  # live clients of several gateways differ
+        self._live_clients: set[str] = set()
         self._pending: list[Prediction] = []
         self.broadcast_windows = 0
         self._register_socketio()
@@ -154,6 +166,24 @@ class Gateway:
         async def on_unsubscribe(sid: str, data: Any) -> Any:
             return await self.rooms_request(sid, data, enter=False)
 
+        @sio.on("audio")  # type: ignore[untyped-decorator]
+        async def on_audio(sid: str, data: Any) -> Any:
+            if not await self._allowed(sid, data, "read", "live audio"):
+                reply: Any = seed.error("live audio needs a read token")
+            elif not isinstance(data, dict):
+                reply = seed.error("audio must be {'buffer': int16 PCM, 'samplerate': Hz}")
+            else:
+                reply = await self.live(sid, "audio", buffer=data.get("buffer"),
+                                        samplerate=data.get("samplerate"))
+            if "error" in reply:
+                await sio.emit("sys", reply, to=sid)
+            return reply
+
+        @sio.event  # type: ignore[untyped-decorator]
+        async def disconnect(sid: str, *args: Any) -> None:
+            if sid in self._live_clients:
+                await self.live(sid, "close", reason="client disconnected")
+
         @sio.on("history")  # type: ignore[untyped-decorator]
         async def on_history(sid: str, data: Any) -> Any:
             if not await self._allowed(sid, data, "read", "history"):
@@ -183,9 +213,10 @@ class Gateway:
                 event = seed.load_source(request, self.settings.archive_dir, time.time_ns())
                 await self._publish(event)
                 return {"sys": {"loadsource": event.source}}
-            if "add_livestream" in request or "del_livestream" in request:
-                return seed.error("live streams are served by the live server "
-                                  "(tidzam_ctl status shows its URL)")
+            if "add_livestream" in request:
+                return await self.live(sid, "open")
+            if "del_livestream" in request:
+                return await self.live(sid, "close", reason="closed by the client")
         except seed.SeedRequestError as exc:
             log.info("sys request refused: %s", exc)
             return seed.error(str(exc))
@@ -237,6 +268,30 @@ class Gateway:
         if enter and rooms != ["all"]:
             await self.sio.leave_room(sid, "all")  # what it asked for instead of everything
         return {"rooms": sorted(r for r in self.sio.rooms(sid) if r != sid)}
+
+    # -------------------------------------------------------------------- live
+
+    async def live(self, sid: str, op: Literal["open", "audio", "close"],
+                   **fields: Any) -> dict[str, Any]:
+        """Hand a live request to the live producer over the bus; its answer."""
+        try:
+            request = LiveRequest(op=op, client=f"{self.instance}:{sid}", **fields)
+        except ValidationError:
+            return seed.error("audio must be {'buffer': int16 PCM bytes or a list of "
+                              f"at most {MAX_BUFFER_SAMPLES} integers, 'samplerate': Hz}}")
+        if op == "close":
+            self._live_clients.discard(sid)
+        else:
+            self._live_clients.add(sid)
+        try:
+            answer = await self._nc.request(subj.LIVE_IN, pack(request), timeout=10)
+            return unpack_reply(answer.data)
+        except NoRespondersError:
+            return seed.error("live input is not running (the stack's `live` process)")
+        except (TimeoutError, NatsTimeoutError):
+            return seed.error("live input did not answer in time")
+        except LiveRequestError as exc:
+            return seed.error(str(exc))
 
     # --------------------------------------------------------------- broadcast
 

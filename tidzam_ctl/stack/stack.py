@@ -24,6 +24,7 @@ import psutil
 from bus_schemas.errors import TidzamError
 from consumers.privacy import PRIVACY_FIELDS
 from tidzam_ctl.settings import CtlSettings
+from tidzam_ctl.stack import sinks
 from tidzam_ctl.stack.icecast import IcecastServer
 from tidzam_ctl.stack.jack import JackServer
 from tidzam_ctl.stack.nats import NatsServer
@@ -96,8 +97,6 @@ class Stack:
             urls["nats"] = _strip_credentials(self.nats_url)
         if self.pg is None or self.pg.initialized:
             urls["postgres"] = _strip_credentials(self.database_url)
-        if self.settings.live and (self.settings.live_port or (self.home / "live.json").exists()):
-            urls["live"] = f"http://{self.settings.live_host}:{self.live_port}"
         if self.settings.gateway and (self.settings.gateway_port
                                       or (self.home / "gateway.json").exists()):
             urls["gateway"] = f"http://{self.settings.gateway_host}:{self.gateway_port}"
@@ -119,6 +118,8 @@ class Stack:
             procs.append(ProcSpec("live", [py, "-m", "producers.live_service"]))
         if self.settings.gateway:
             procs.append(ProcSpec("gateway", [py, "-m", "projections.gateway.service"]))
+        for sink in sinks.recorded(self.home):
+            procs.append(ProcSpec(f"sink-{sink}", [py, "-m", f"consumers.sinks.{sink}"]))
         if self.settings.icecast:
             procs.append(ProcSpec("relay", [py, "-m", "consumers.icecast_relay"]))
         if self.settings.jack:
@@ -146,8 +147,6 @@ class Stack:
             "TIDZAM_DATABASE_URL": self.database_url,
             "TIDZAM_MODEL_DIR": str(self.settings.model_dir),
             "TIDZAM_OVERLAP": str(self.settings.overlap),
-            "TIDZAM_LIVE_HOST": self.settings.live_host,
-            "TIDZAM_LIVE_PORT": str(self.live_port),
         })
         if self.settings.gateway:
             env.update({"TIDZAM_GATEWAY_HOST": self.settings.gateway_host,
@@ -161,6 +160,7 @@ class Stack:
             env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
         env["TIDZAM_SAMPLES_DIR"] = str(self.settings.samples_root)
         env.update({f"TIDZAM_{k.upper()}": str(getattr(self.settings, k)) for k in PRIVACY_FIELDS})
+        sinks.restrict(env, self.home, name)  # a sink's URL and secret: for it alone
         if self.icecast is not None:
             env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
                         "TIDZAM_ICECAST_PORT": str(self.icecast.port)})
@@ -175,19 +175,11 @@ class Stack:
         return IcecastServer.load_or_init(self.home, self.settings.icecast_host)
 
     @property
-    def live_port(self) -> int:
-        """The live server's port: configured, else chosen once and kept in the home."""
-        return self._port(self.settings.live_port, "live.json")
-
-    @property
     def gateway_port(self) -> int:
         """The gateway's port: configured, else chosen once and kept in the home."""
-        return self._port(self.settings.gateway_port, "gateway.json")
-
-    def _port(self, configured: int | None, state_name: str) -> int:
-        if configured:
-            return configured
-        state = self.home / state_name
+        if self.settings.gateway_port:
+            return self.settings.gateway_port
+        state = self.home / "gateway.json"
         if state.exists():
             return int(json.loads(state.read_text())["port"])
         self.home.mkdir(parents=True, exist_ok=True)
@@ -212,6 +204,7 @@ class Stack:
         self.home.mkdir(parents=True, exist_ok=True)
         for d in (self.run_dir, self.log_dir):
             d.mkdir(exist_ok=True)
+        sinks.record(self.home, dict(os.environ))
         self._start_nats()
         self._start_postgres()
         self._start_icecast()
@@ -229,8 +222,8 @@ class Stack:
             "jack": self.settings.jack,
             "privacy": {k: getattr(self.settings, k) for k in PRIVACY_FIELDS}}))
         self._verify_alive(started)
-        if "live" in started:
-            self._wait_serving("live", self.settings.live_host, self.live_port)
+        if "gateway" in started:
+            self._wait_serving("gateway", self.settings.gateway_host, self.gateway_port)
 
     def _migrate(self) -> None:
         import asyncio

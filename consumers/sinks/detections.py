@@ -1,0 +1,96 @@
+"""What a prediction tells the outside world, and which of it a sink sends.
+
+A window's detections are its decided labels (``Prediction.result``), each with its
+confidence: the label's score, or, for ``unknown`` (no class decided), the best
+score of the window. Filters are shell-style patterns (``birds-*``) on the label
+and on the source, and a minimum confidence. ``unknown`` is sent only when a label
+pattern names it exactly: a catch-all ``*`` means "every class", not "also the
+windows nothing was decided for".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
+from typing import Annotated
+
+from pydantic import BeforeValidator
+from pydantic_settings import NoDecode
+
+from bus_schemas import Prediction
+
+UNKNOWN = "unknown"
+SEC = 1_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _split(value: object) -> object:
+    """``birds-*,frogs`` (an environment variable) → ``("birds-*", "frogs")``."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+# A comma-separated list of shell-style patterns in the environment.
+Patterns = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
+
+
+def iso_utc(ns: int) -> str:
+    """Nanoseconds since the epoch as ISO 8601 UTC, to the microsecond (``...Z``)."""
+    when = _EPOCH + timedelta(microseconds=ns // 1_000)
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def confidence(prediction: Prediction, label: str) -> float:
+    """The score of a decided label; for ``unknown``, the window's best score."""
+    if label in prediction.labels:
+        return float(prediction.score_of(label))
+    return float(max(prediction.scores, default=0.0))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One decided label of one window, as sent out."""
+
+    source: str
+    channel: int
+    start_ns: int
+    end_ns: int
+    label: str
+    confidence: float
+    model_id: str
+    model_version: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"source": self.source, "channel": self.channel,
+                "start": iso_utc(self.start_ns), "end": iso_utc(self.end_ns),
+                "label": self.label, "confidence": round(self.confidence, 6),
+                "model_id": self.model_id, "model_version": self.model_version}
+
+
+def detections_of(prediction: Prediction) -> list[Detection]:
+    """Every decided label of the window, unfiltered."""
+    p = prediction
+    return [Detection(p.source, p.channel, p.window_start_ns, p.window_end_ns, label,
+                      confidence(p, label), p.model_id, p.model_version)
+            for label in p.result]
+
+
+@dataclass(frozen=True)
+class DetectionFilter:
+    labels: tuple[str, ...] = ("*",)
+    min_confidence: float = 0.0
+    sources: tuple[str, ...] = ("*",)
+
+    def passes(self, d: Detection) -> bool:
+        if not any(fnmatchcase(d.source, pattern) for pattern in self.sources):
+            return False
+        if d.confidence < self.min_confidence:
+            return False
+        if d.label == UNKNOWN:
+            return UNKNOWN in self.labels
+        return any(fnmatchcase(d.label, pattern) for pattern in self.labels)
+
+    def pick(self, prediction: Prediction) -> list[Detection]:
+        return [d for d in detections_of(prediction) if self.passes(d)]
