@@ -192,6 +192,22 @@ async def test_windows_are_broadcast_in_the_seeds_shape_to_the_rooms_asked(
         assert first["analysis"]["result"] == ["birds"]
         assert first["analysis"]["predicitions"] == first["analysis"]["predictions"]
         assert first["analysis"]["predictions"]["birds"] == pytest.approx(0.9)
+        # rooms asked in the handshake: what a reconnecting client sends again
+        pre = socketio.AsyncClient(reconnection=False)
+        pre_got: list[Any] = []
+        pre.on("sys", lambda data: pre_got.extend(data))
+        await pre.connect(served.url, auth={"subscribe": [{"source": "mic", "channel": 0},
+                                                          {"source": "../bad"}]},
+                          transports=["websocket"], wait_timeout=10)
+        await Publisher(nc.jetstream()).publish_all(
+            [prediction(T0_NS + k * 500_000_000 + 10**11, channel=k % 2) for k in range(4)])
+        for _ in range(100):
+            if len(pre_got) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        await pre.disconnect()
+        assert [item["chan"] for item in pre_got] == [0, 0]
         await call(one_channel, "subscribe", {"all": True})
         assert (await call(one_channel, "unsubscribe", {"source": "mic", "channel": 1})
                 ) == {"rooms": ["all"]}

@@ -13,7 +13,9 @@ socket.io, as the seed (``../shared/seed/tidzam-readme.md``):
   room ``all`` that a client joins on connecting; ``subscribe`` ``{source, channel?}``
   moves it to the rooms of that source or channel instead (``unsubscribe`` leaves one,
   ``{'all': true}`` comes back to everything); ``history`` ``{what: detections | hourly
-  | health, source, channel?, since?, until?, label?, limit?}`` answers from SQL.
+  | health, source, channel?, since?, until?, label?, limit?}`` answers from SQL. Rooms
+  may also be asked at connection (``auth={'subscribe': [{source, channel?}]}``), so a
+  client reconnecting after a gateway restart is back in them without a request.
 
 Access: the token of a client (socket.io ``auth={'token': ...}``, REST ``Authorization:
 Bearer ...``) is checked against ``auth.TokenStore``; control requests (sources, rules)
@@ -144,6 +146,12 @@ class Gateway:
                 return False
             await sio.save_session(sid, {"token": token, "addr": environ.get("REMOTE_ADDR")})
             await sio.enter_room(sid, "all")
+            # rooms asked in the handshake (auth {"subscribe": [{source, channel?}, ...]}):
+            # a client reconnecting to a restarted gateway gets them back by itself
+            wanted = auth.get("subscribe") if isinstance(auth, dict) else None
+            if isinstance(wanted, list):
+                for item in wanted[:64]:
+                    await self.rooms_request(sid, item, enter=True)
             return True
 
         @sio.on("sys")  # type: ignore[untyped-decorator]
