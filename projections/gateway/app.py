@@ -106,6 +106,11 @@ class Gateway:
         self.instance = secrets.token_hex(4)  # live clients of several gateways differ
         self._live_clients: set[str] = set()
         self._pending: list[Prediction] = []
+        # who hears what: the room "all" (socket.io's, one emit for all of them), and each
+        # other client's sources and channels; a client in several overlapping ones still
+        # gets each window once
+        self._everything: set[str] = set()
+        self._rooms: dict[str, set[str]] = {}
         self.broadcast_windows = 0
         self._register_socketio()
         rest.register(self)
@@ -145,7 +150,7 @@ class Gateway:
                             environ.get("REMOTE_ADDR", "?"))
                 return False
             await sio.save_session(sid, {"token": token, "addr": environ.get("REMOTE_ADDR")})
-            await sio.enter_room(sid, "all")
+            await self._enter_all(sid)
             # rooms asked in the handshake (auth {"subscribe": [{source, channel?}, ...]}):
             # a client reconnecting to a restarted gateway gets them back by itself
             wanted = auth.get("subscribe") if isinstance(auth, dict) else None
@@ -155,27 +160,27 @@ class Gateway:
             return True
 
         @sio.on("sys")  # type: ignore[untyped-decorator]
-        async def on_sys(sid: str, data: Any) -> Any:
+        async def on_sys(sid: str, data: Any = None, *_: Any) -> Any:
             reply = await self.sys_request(sid, data)
             await sio.emit("sys", reply, to=sid)
             return reply
 
         @sio.on("SampleExtractionRules")  # type: ignore[untyped-decorator]
-        async def on_rules(sid: str, data: Any) -> Any:
+        async def on_rules(sid: str, data: Any = None, *_: Any) -> Any:
             reply = await self.rules_request(sid, data)
             await sio.emit("SampleExtractionRules", reply, to=sid)
             return reply
 
         @sio.on("subscribe")  # type: ignore[untyped-decorator]
-        async def on_subscribe(sid: str, data: Any) -> Any:
+        async def on_subscribe(sid: str, data: Any = None, *_: Any) -> Any:
             return await self.rooms_request(sid, data, enter=True)
 
         @sio.on("unsubscribe")  # type: ignore[untyped-decorator]
-        async def on_unsubscribe(sid: str, data: Any) -> Any:
+        async def on_unsubscribe(sid: str, data: Any = None, *_: Any) -> Any:
             return await self.rooms_request(sid, data, enter=False)
 
         @sio.on("audio")  # type: ignore[untyped-decorator]
-        async def on_audio(sid: str, data: Any) -> Any:
+        async def on_audio(sid: str, data: Any = None, *_: Any) -> Any:
             if not await self._allowed(sid, data, "read", "live audio"):
                 reply: Any = seed.error("live audio needs a read token")
             elif not isinstance(data, dict):
@@ -189,11 +194,13 @@ class Gateway:
 
         @sio.event  # type: ignore[untyped-decorator]
         async def disconnect(sid: str, *args: Any) -> None:
+            self._everything.discard(sid)
+            self._rooms.pop(sid, None)
             if sid in self._live_clients:
                 await self.live(sid, "close", reason="client disconnected")
 
         @sio.on("history")  # type: ignore[untyped-decorator]
-        async def on_history(sid: str, data: Any) -> Any:
+        async def on_history(sid: str, data: Any = None, *_: Any) -> Any:
             if not await self._allowed(sid, data, "read", "history"):
                 return seed.error("history needs a read token")
             try:
@@ -269,13 +276,28 @@ class Gateway:
                 return seed.error(str(exc))
             rooms = [f"source:{source}" if channel is None else f"channel:{source}:{channel}"]
         for room in rooms:
-            if enter:
-                await self.sio.enter_room(sid, room)
+            if room == "all":
+                await (self._enter_all(sid) if enter else self._leave_all(sid))
+            elif enter:
+                self._rooms.setdefault(sid, set()).add(room)
+                await self._leave_all(sid)  # what it asked for instead of everything
             else:
-                await self.sio.leave_room(sid, room)
-        if enter and rooms != ["all"]:
-            await self.sio.leave_room(sid, "all")  # what it asked for instead of everything
-        return {"rooms": sorted(r for r in self.sio.rooms(sid) if r != sid)}
+                self._rooms.get(sid, set()).discard(room)
+        return {"rooms": sorted((["all"] if sid in self._everything else [])
+                                + list(self._rooms.get(sid, ())))}
+
+    @property
+    def clients(self) -> int:
+        """Connected socket.io clients (in the room of everything or in their own)."""
+        return len(self._everything | set(self._rooms))
+
+    async def _enter_all(self, sid: str) -> None:
+        self._everything.add(sid)
+        await self.sio.enter_room(sid, "all")
+
+    async def _leave_all(self, sid: str) -> None:
+        self._everything.discard(sid)
+        await self.sio.leave_room(sid, "all")
 
     # -------------------------------------------------------------------- live
 
@@ -292,7 +314,11 @@ class Gateway:
         else:
             self._live_clients.add(sid)
         try:
-            answer = await self._nc.request(subj.LIVE_IN, pack(request), timeout=10)
+            packed = pack(request)
+        except (OverflowError, ValueError):  # an integer msgpack cannot carry (2**64)
+            return seed.error("audio samples must be 16-bit integers and samplerate in Hz")
+        try:
+            answer = await self._nc.request(subj.LIVE_IN, packed, timeout=10)
             return unpack_reply(answer.data)
         except NoRespondersError:
             return seed.error("live input is not running (the stack's `live` process)")
@@ -326,13 +352,20 @@ class Gateway:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        rooms: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for p in sorted(pending, key=lambda p: (p.window_start_ns, p.source, p.channel)):
-            item = seed.analysis(p)
-            for room in ("all", f"source:{p.source}", f"channel:{p.source}:{p.channel}"):
-                rooms[room].append(item)
-        for room, items in rooms.items():
-            await self.sio.emit("sys", items, room=room)
+        ordered = sorted(pending, key=lambda p: (p.window_start_ns, p.source, p.channel))
+        items = [seed.analysis(p) for p in ordered]
+        await self.sio.emit("sys", items, room="all")
+        if self._rooms:
+            where: dict[str, list[int]] = defaultdict(list)  # room → its windows
+            for i, p in enumerate(ordered):
+                where[f"source:{p.source}"].append(i)
+                where[f"channel:{p.source}:{p.channel}"].append(i)
+            for sid, rooms in list(self._rooms.items()):
+                if sid in self._everything:
+                    continue
+                mine = sorted({i for room in rooms for i in where.get(room, ())})
+                if mine:
+                    await self.sio.emit("sys", [items[i] for i in mine], to=sid)
         self.broadcast_windows += len(pending)
 
     # ------------------------------------------------------------------- reads
@@ -383,15 +416,8 @@ class Gateway:
 
     async def history(self, data: dict[str, Any]) -> dict[str, Any]:
         what = data.get("what", "detections")
-        source = data.get("source")
-        if source is not None:
-            seed._name(source, "source")
-        channel = data.get("channel")
-        if channel is not None and (not isinstance(channel, int) or isinstance(channel, bool)):
-            raise seed.SeedRequestError("channel must be a channel number")
-        label = data.get("label")
-        if label is not None and (not isinstance(label, str) or len(label) > 128):
-            raise seed.SeedRequestError("label must be a string of at most 128 characters")
+        source, channel, label = seed.read_filters(data.get("source"), data.get("channel"),
+                                              data.get("label"))
         since, until = _time(data.get("since"), "since"), _time(data.get("until"), "until")
         limit = data.get("limit", 1000)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:

@@ -69,7 +69,10 @@ class TokenStore:
         """The entry of ``token`` if it grants ``role`` (compared in constant time)."""
         if not token or len(token) > 256:
             return None
-        digest = _digest(token)
+        try:
+            digest = _digest(token)
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\\ud800"): no token of ours
+            return None
         for entry in self.entries():
             if hmac.compare_digest(entry.sha256, digest) and entry.allows(role):
                 return entry

@@ -10,7 +10,9 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Query
+from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from bus_schemas import SourceRemoved
 from projections.gateway import seed
@@ -38,6 +40,22 @@ def register(gateway: Gateway) -> None:
         return Depends(check)
 
     read, control = needs("read"), needs("control")
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with where and what, never the input: FastAPI's own answer echoes it, and
+        an input with NaN or a lone surrogate (JSON "\\ud800") made that answer a 500."""
+        detail = [{"loc": [_text(part) for part in error.get("loc", ())],
+                   "msg": _text(error.get("msg", "invalid")),
+                   "type": _text(error.get("type", ""))} for error in exc.errors()[:10]]
+        return JSONResponse({"detail": detail or "invalid request"}, status_code=422)
+
+    def filters(source: str | None, channel: int | None, label: str | None
+                ) -> tuple[str | None, int | None, str | None]:
+        try:
+            return seed.read_filters(source, channel, label)
+        except seed.SeedRequestError as exc:
+            raise HTTPException(422, str(exc)) from exc
 
     @api.get("/api/classifiers", dependencies=[read])
     async def classifiers() -> list[dict[str, Any]]:
@@ -83,6 +101,7 @@ def register(gateway: Gateway) -> None:
                          limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000
                          ) -> list[dict[str, Any]]:
         """Detections of a channel (or source, or everywhere) between two times."""
+        source, channel, label = filters(source, channel, label)
         return await gateway.detections(source, channel, label, since, until, limit)
 
     @api.get("/api/detections/hourly", dependencies=[read])
@@ -91,6 +110,7 @@ def register(gateway: Gateway) -> None:
                      limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000
                      ) -> list[dict[str, Any]]:
         """Detections per UTC hour, label and source."""
+        source, _, label = filters(source, None, label)
         return await gateway.hourly(source, label, since, until, limit)
 
     @api.get("/api/health", dependencies=[read])
@@ -99,6 +119,7 @@ def register(gateway: Gateway) -> None:
                      limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000
                      ) -> list[dict[str, Any]]:
         """Channel health seconds: level, peak, clipping, noise floor, hum, dead."""
+        source, channel, _ = filters(source, channel, None)
         return await gateway.health(source, channel, since, until, limit)
 
     @api.get("/api/rules", dependencies=[read])
@@ -130,4 +151,9 @@ def register(gateway: Gateway) -> None:
     async def status() -> dict[str, Any]:
         """Liveness: the bus connection and the windows broadcast so far."""
         return {"bus": gateway._nc.is_connected, "broadcast_windows": gateway.broadcast_windows,
-                "clients": len(gateway.sio.manager.rooms.get("/", {}).get("all", {}))}
+                "clients": gateway.clients}
+
+
+def _text(value: Any) -> str:
+    """``value`` as text that UTF-8 can carry (a lone surrogate escaped), at most 200."""
+    return str(value)[:200].encode("utf-8", "backslashreplace").decode("utf-8")

@@ -29,9 +29,13 @@ from bus_schemas import ExtractionRule, ExtractionRulesSet, Prediction, SourceAd
 from bus_schemas.errors import TidzamError
 
 URL_SCHEMES = ("http", "https", "rtsp", "rtmp", "icecast")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # whole string (fullmatch)
 SEED_DATE = "%Y-%m-%d-%H-%M-%S"
+MAX_DATE = datetime(2262, 4, 11, tzinfo=UTC)  # nanoseconds still fit a signed 64-bit int
 MAX_RULES = 256
+MAX_CLASSES = 256  # class patterns in one rule
+MAX_CHANNEL = 1023  # a source's channels, as the seed's requests name them
+MAX_READ_CHANNEL = 4095  # bus_schemas.base.Channel: what a read may ask for
 MAX_LIMIT = 10_000  # rows one history request returns at most
 
 
@@ -68,7 +72,8 @@ def _request(data: Any, key: str) -> dict[str, Any]:
 
 
 def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
+    # fullmatch: ``$`` would take a name ending in a newline (then a bad NATS subject)
+    if not isinstance(value, str) or not NAME.fullmatch(value):
         raise SeedRequestError(f"{what} must be 1-64 letters, digits, '-' or '_' "
                                f"(starting with a letter or digit), got {str(value)[:80]!r}")
     return value
@@ -83,11 +88,38 @@ def _channels(value: Any) -> tuple[int, ...]:
         raise SeedRequestError("channels must be a list of channel numbers or '1,2,...'")
     out = []
     for item in items:
+        if isinstance(item, list | dict):
+            raise SeedRequestError("channels must be a list of channel numbers or '1,2,...'")
         text = str(item).strip()
-        if not text.isdigit() or int(text) > 1023:
-            raise SeedRequestError(f"channel {text[:20]!r} is not a channel number (0-1023)")
+        # ASCII digits only: '²'.isdigit() and int() of thousands of digits both raise
+        if not (text.isascii() and text.isdigit() and len(text) <= 4
+                and int(text) <= MAX_CHANNEL):
+            raise SeedRequestError(f"channel {text[:20]!r} is not a channel number "
+                                   f"(0-{MAX_CHANNEL})")
         out.append(int(text))
     return tuple(out)
+
+
+def _printable(value: str, what: str) -> str:
+    """No control characters (NUL, newlines), no lone surrogates (not UTF-8)."""
+    if not value.isprintable():
+        raise SeedRequestError(f"{what} must be printable text (no control characters)")
+    return value
+
+
+def read_filters(source: Any, channel: Any, label: Any) -> tuple[str | None, int | None,
+                                                                 str | None]:
+    """The filters of a read (history, REST), checked: a name, a channel number, a label
+    of printable text (PostgreSQL takes no NUL, UTF-8 no lone surrogate)."""
+    if source is not None:
+        _name(source, "source")
+    if channel is not None and (not isinstance(channel, int) or isinstance(channel, bool)
+                                or not 0 <= channel <= MAX_READ_CHANNEL):
+        raise SeedRequestError(f"channel must be a channel number (0-{MAX_READ_CHANNEL})")
+    if label is not None and (not isinstance(label, str) or len(label) > 128
+                              or not label.isprintable()):
+        raise SeedRequestError("label must be printable text of at most 128 characters")
+    return source, channel, label
 
 
 def load_source(data: Any, archive_root: Any, now_ns: int) -> SourceAdded:
@@ -99,8 +131,13 @@ def load_source(data: Any, archive_root: Any, now_ns: int) -> SourceAdded:
     if not isinstance(url, str) or len(url) > 2048:
         raise SeedRequestError("url must be a string of at most 2048 characters")
     if url:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
+        _printable(url, "url")
+        try:
+            parts = urlsplit(url)
+            hostname, _ = parts.hostname, parts.port  # the port: 0-65535
+        except ValueError:  # 'http://[::1', a netloc changed by NFKC normalisation
+            hostname = None
+        if hostname is None or parts.scheme.lower() not in URL_SCHEMES:
             raise SeedRequestError(f"url must be a network stream ({', '.join(URL_SCHEMES)}"
                                    "://host/...); local files are not loaded from here")
     database = body.get("database") or ""
@@ -118,14 +155,16 @@ def load_source(data: Any, archive_root: Any, now_ns: int) -> SourceAdded:
     date_ns = None
     date = body.get("date")
     if date not in (None, "", "now"):
-        if not isinstance(date, str):
+        if not isinstance(date, str) or not date.isascii():  # strptime takes '２０２５'
             raise SeedRequestError("date must be 'YYYY-MM-DD-HH-MM-SS'")
         try:
-            date_ns = int(datetime.strptime(date, SEED_DATE).replace(tzinfo=UTC).timestamp()
-                          * 1e9)
+            when = datetime.strptime(date, SEED_DATE).replace(tzinfo=UTC)
         except ValueError as exc:
             raise SeedRequestError(f"date must be 'YYYY-MM-DD-HH-MM-SS', got {date[:40]!r}"
                                    ) from exc
+        if not datetime(1970, 1, 1, tzinfo=UTC) <= when < MAX_DATE:
+            raise SeedRequestError(f"date must be from 1970 to {MAX_DATE.year - 1}")
+        date_ns = int(when.timestamp()) * 1_000_000_000
     permanent = body.get("is_permanent", False)
     fmt = body.get("format", "ogg") or "ogg"
     if not isinstance(permanent, bool) or fmt not in ("ogg", "copy"):
@@ -172,6 +211,8 @@ def rules_from_seed(data: Any, now_ns: int, by: str) -> ExtractionRulesSet:
         classes = spec.get("classes", "*")
         fields["classes"] = tuple(c.strip() for c in classes.split(",")) \
             if isinstance(classes, str) else classes
+        if isinstance(fields["classes"], list | tuple) and len(fields["classes"]) > MAX_CLASSES:
+            raise SeedRequestError(f"rule {str(key)[:64]!r}: at most {MAX_CLASSES} classes")
         if isinstance(fields.get("rate"), str) and fields["rate"] != "auto":
             raise SeedRequestError(f"rule {str(key)[:64]!r}: rate must be 'auto' or 0-1")
         try:
@@ -182,6 +223,10 @@ def rules_from_seed(data: Any, now_ns: int, by: str) -> ExtractionRulesSet:
             where = ".".join(map(str, first["loc"]))
             raise SeedRequestError(f"rule {str(key)[:64]!r}: {where}: {first['msg']}"
                                    ) from exc
+        # the patterns' ``$`` lets a trailing newline through: none in a stored rule
+        rule = rules[-1]
+        for text in (rule.source, rule.destination, *rule.classes):
+            _printable(text, f"rule {str(key)[:64]!r}: {text[:40]!r}")
     try:
         return ExtractionRulesSet(rules=tuple(rules), at_ns=now_ns, by=by)
     except ValidationError as exc:
