@@ -19,8 +19,8 @@ import aiohttp
 import psutil
 import socketio
 
-from projections.gateway.app import Gateway
 from projections.gateway.seed import MAX_RULES
+from tests.gateway_served import Served
 
 GROUP = 64  # requests in flight at once
 CALL_TIMEOUT = 15.0
@@ -245,16 +245,6 @@ def rest_body(rng: random.Random, value: Any) -> dict[str, Any]:
             "headers": {"Content-Type": rng.choice(["text/plain", "application/x-www-form-"
                                                     "urlencoded", "multipart/form-data",
                                                     "application/json; charset=latin-1"])}}
-
-
-class Served:
-    def __init__(self, gateway: Gateway, url: str, control: str, reader: str) -> None:
-        self.gateway, self.url, self.control, self.reader = gateway, url, control, reader
-
-    async def client(self, auth: Any = None) -> socketio.AsyncClient:
-        client = socketio.AsyncClient(reconnection=False)
-        await client.connect(self.url, auth=auth, transports=["websocket"], wait_timeout=10)
-        return client
 
 
 class Errors(logging.Handler):

@@ -5,79 +5,35 @@ broadcasts, rooms, history, REST, and who may do what."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 import socketio
-import uvicorn
 from nats.aio.client import Client
 from psycopg_pool import AsyncConnectionPool
-from pydantic import SecretStr
 
 from bus.history import read_subject
 from bus.publisher import Publisher
 from bus_schemas import ModelDeployed, SourceAdded, SourceRemoved
 from bus_schemas import subjects as subj
 from bus_schemas.streams import CONTROL
-from projections.gateway.app import Gateway, GatewaySettings
-from projections.gateway.auth import TokenStore, tokens_path
+from projections.gateway.app import GatewaySettings
 from projections.store import ProjectionStore
-from tests.audio_files import write_pcm
 from tests.fixtures_pg import LABELS, prediction
-from tidzam_ctl.stack.ports import free_port
+from tests.gateway_served import Served, serve
 
 T0_NS = int(datetime(2025, 6, 15, 12, 0, tzinfo=UTC).timestamp() * 1e9)
-
-
-class Served:
-    def __init__(self, gateway: Gateway, url: str, control: str, reader: str,
-                 archive: Path) -> None:
-        self.gateway, self.url, self.control, self.reader = gateway, url, control, reader
-        self.archive = archive
-
-    async def client(self, token: str | None = None, **kw: Any) -> socketio.AsyncClient:
-        client = socketio.AsyncClient(reconnection=False)
-        await client.connect(self.url, auth={"token": token} if token else None,
-                             transports=["websocket"], wait_timeout=10, **kw)
-        return client
 
 
 @pytest.fixture
 async def served(nc: Client, pg_pool: AsyncConnectionPool[Any], pg_dsn: str,
                  tmp_path: Path) -> AsyncIterator[Served]:
-    archive = tmp_path / "archive" / "pond"
-    archive.mkdir(parents=True)
-    write_pcm(archive / "pond-2025-06-15-12-00-00.wav",
-              np.zeros((2, 48_000 * 3), dtype=np.float32))
-    port = free_port()
-    settings = GatewaySettings(nats_url=SecretStr("nats://unused"),
-                               database_url=SecretStr(pg_dsn), home=tmp_path,
-                               archive_dir=tmp_path / "archive", gateway_port=port)
-    tokens = TokenStore(tokens_path(tmp_path))
-    control, reader = tokens.create("admin", "control"), tokens.create("grafana", "read")
-    gateway = Gateway(settings, nc, pg_pool)
-    server = uvicorn.Server(uvicorn.Config(gateway.app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    stop = asyncio.Event()
-    serving = asyncio.create_task(server.serve())
-    follower = asyncio.create_task(gateway.follow(stop))
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield Served(gateway, f"http://127.0.0.1:{port}", control, reader,
-                     tmp_path / "archive")
-    finally:
-        stop.set()
-        server.should_exit = True
-        await follower
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+    async with serve(nc, pg_pool, pg_dsn, tmp_path) as gateway:
+        yield gateway
 
 
 async def call(client: socketio.AsyncClient, event: str, data: Any) -> Any:

@@ -15,7 +15,6 @@ the gateway runs, grows by less than ``RSS_BOUND`` bytes; both figures are print
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -25,23 +24,17 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import numpy as np
 import pytest
 import socketio
-import uvicorn
 from nats.aio.client import Client
 from psycopg_pool import AsyncConnectionPool
-from pydantic import SecretStr
 
 from bus.history import read_subject
 from bus_schemas import Event
 from bus_schemas import subjects as subj
 from bus_schemas.live import MAX_BUFFER_SAMPLES
 from bus_schemas.streams import CONTROL
-from projections.gateway.app import Gateway, GatewaySettings
-from projections.gateway.auth import TokenStore, tokens_path
 from projections.gateway.seed import MAX_RULES
-from tests.audio_files import write_pcm
 from tests.gateway_fuzzing import (
     BAD_ISO_TIMES,
     BAD_NAMES,
@@ -55,7 +48,6 @@ from tests.gateway_fuzzing import (
     SQLISH,
     URL_SAFE_STRINGS,
     Fuzz,
-    Served,
     bad_load_body,
     bad_rules,
     bad_unload_body,
@@ -74,7 +66,7 @@ from tests.gateway_fuzzing import (
     still_serving,
     sys_answer,
 )
-from tidzam_ctl.stack.ports import free_port
+from tests.gateway_served import Served, serve
 
 SEED = 0x7D2A_2025
 RSS_BOUND = 100 * 1024 * 1024  # bytes the process may grow by over the whole fuzz
@@ -83,34 +75,8 @@ SIO_MAX = 1_000_000  # socket.io's max message (the gateway's max_http_buffer_si
 @pytest.fixture
 async def fuzzed(nc: Client, pg_pool: AsyncConnectionPool[Any], pg_dsn: str,
                  tmp_path: Path) -> AsyncIterator[Served]:
-    archive = tmp_path / "archive" / "pond"
-    archive.mkdir(parents=True)
-    write_pcm(archive / "pond-2025-06-15-12-00-00.wav",
-              np.zeros((2, 48_000), dtype=np.float32))
-    port = free_port()
-    settings = GatewaySettings(nats_url=SecretStr("nats://unused"),
-                               database_url=SecretStr(pg_dsn), home=tmp_path,
-                               archive_dir=tmp_path / "archive", gateway_port=port)
-    tokens = TokenStore(tokens_path(tmp_path))
-    control, reader = tokens.create("admin", "control"), tokens.create("grafana", "read")
-    gateway = Gateway(settings, nc, pg_pool)
-    server = uvicorn.Server(uvicorn.Config(gateway.app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off",
-                                           access_log=False))
-    stop = asyncio.Event()
-    serving = asyncio.create_task(server.serve())
-    follower = asyncio.create_task(gateway.follow(stop))
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield Served(gateway, f"http://127.0.0.1:{port}", control, reader)
-    finally:
-        stop.set()
-        server.should_exit = True
-        await follower
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        assert not serving.done() or serving.exception() is None
+    async with serve(nc, pg_pool, pg_dsn, tmp_path, archive_s=1.0) as gateway:
+        yield gateway
 
 
 # ------------------------------------------------------------------ what answers may be
@@ -122,8 +88,8 @@ async def test_the_gateway_survives_fuzzing(fuzzed: Served, nc: Client,
     served = fuzzed
     started = time.monotonic()
     anyone = await served.client()
-    reader = await served.client({"token": served.reader})
-    admin = await served.client({"token": served.control})
+    reader = await served.client(served.reader)
+    admin = await served.client(served.control)
     clients = [anyone, reader, admin]
     fuzz = Fuzz(served, rng)
     headers_control = {"Authorization": f"Bearer {served.control}"}
@@ -314,7 +280,7 @@ async def test_the_gateway_survives_fuzzing(fuzzed: Served, nc: Client,
             for payload in (b"\x00" * (SIO_MAX + 10), "x" * (SIO_MAX + 10),
                             {"buffer": [0] * (SIO_MAX // 2 + 10), "samplerate": 48_000}):
                 fuzz.thrown["over socket.io's limit"] += 1
-                victim = await served.client({"token": served.control})
+                victim = await served.client(served.control)
                 await victim.emit("audio", payload)
                 for _ in range(200):
                     if not victim.connected:
@@ -343,7 +309,7 @@ async def test_the_gateway_survives_fuzzing(fuzzed: Served, nc: Client,
                 if not isinstance(auth, dict) and auth is not None:
                     auth = {"token": auth}  # the client sends only dicts (or nothing)
                 try:
-                    client = await served.client(auth)
+                    client = await served.client(auth=auth)
                 except socketio.exceptions.ConnectionError as exc:
                     fuzz.fail(f"connect auth {short(auth)} refused: {exc}")
                     continue

@@ -22,14 +22,12 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from psycopg_pool import AsyncConnectionPool
@@ -52,13 +50,10 @@ from bus_schemas.live import LiveRequest, pack
 from bus_schemas.streams import AUDIO, CONTROL
 from producers.live_service import LiveSettings
 from producers.live_service import run as run_live
-from projections.gateway.app import Gateway, GatewaySettings
-from projections.gateway.auth import TokenStore, tokens_path
-from tests.audio_files import write_pcm
 from tests.fixtures_pg import LABELS, prediction
+from tests.gateway_served import Served, serve
 from tests.real_audio import MEGAGLEST, RAIN, real_file
 from tidzam_ctl.stack.nats import NatsServer
-from tidzam_ctl.stack.ports import free_port
 
 JS = Path(__file__).parent / "js"
 SCRIPT = JS / "seed_client.mjs"
@@ -119,52 +114,26 @@ def node_modules() -> Path:
 # --------------------------------------------------------------------- the servers
 
 
-@dataclass
-class Served:
-    url: str
-    control: str
-    reader: str
-    archive: Path
-
-
 @pytest.fixture
 async def served(nc: Client, nats_server: NatsServer, pg_pool: AsyncConnectionPool[Any],
                  pg_dsn: str, tmp_path: Path) -> AsyncIterator[Served]:
     """The gateway on a real port, following the bus, with the live producer behind it."""
-    archive = tmp_path / "archive" / "pond"
-    archive.mkdir(parents=True)
-    write_pcm(archive / "pond-2025-06-15-12-00-00.wav",
-              np.zeros((2, 48_000 * 3), dtype=np.float32))
-    port = free_port()
-    settings = GatewaySettings(nats_url=SecretStr("nats://unused"),
-                               database_url=SecretStr(pg_dsn), home=tmp_path,
-                               archive_dir=tmp_path / "archive", gateway_port=port)
-    tokens = TokenStore(tokens_path(tmp_path))
-    control, reader = tokens.create("admin", "control"), tokens.create("grafana", "read")
-    gateway = Gateway(settings, nc, pg_pool)
-    server = uvicorn.Server(uvicorn.Config(gateway.app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
     stop = asyncio.Event()
     live = asyncio.create_task(run_live(LiveSettings(nats_url=SecretStr(nats_server.url)),
                                         stop))
-    serving = asyncio.create_task(server.serve())
-    follower = asyncio.create_task(gateway.follow(stop))
     try:
-        for _ in range(200):
-            if server.started and await _live_answers(nc):
-                break
-            assert not live.done(), live
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the gateway or the live producer did not start")
-        yield Served(f"http://127.0.0.1:{port}", control, reader, tmp_path / "archive")
+        async with serve(nc, pg_pool, pg_dsn, tmp_path) as gateway:
+            for _ in range(200):
+                if await _live_answers(nc):
+                    break
+                assert not live.done(), live
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the live producer did not start")
+            yield gateway
     finally:
         stop.set()
-        server.should_exit = True
-        await follower
         await asyncio.wait_for(live, 20)
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
 
 
 async def _live_answers(nc: Client) -> bool:

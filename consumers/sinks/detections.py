@@ -10,15 +10,19 @@ windows nothing was decided for".
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import BeforeValidator
-from pydantic_settings import NoDecode
+from pydantic import BeforeValidator, ValidationError
+from pydantic_settings import BaseSettings, NoDecode
 
+from bus.process import run_process
 from bus_schemas import Prediction
+from bus_schemas.errors import TidzamError
 
 UNKNOWN = "unknown"
 SEC = 1_000_000_000
@@ -94,3 +98,36 @@ class DetectionFilter:
 
     def pick(self, prediction: Prediction) -> list[Detection]:
         return [d for d in detections_of(prediction) if self.passes(d)]
+
+
+class SinkConfigError(TidzamError):
+    """A sink cannot start as configured; the message names what is wrong, never a
+    value (URLs and secrets)."""
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], what: str, url_field: str,
+                  error: type[SinkConfigError]) -> S:
+    """``cls()`` from the environment, or ``error`` saying what is wrong."""
+    try:
+        settings = cls()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False))
+        raise error(f"{what}: {problems}") from None
+    if getattr(settings, url_field) is None:
+        raise error(f"{what}: TIDZAM_{url_field.upper()} is not set")
+    return settings
+
+
+def run_sink(load: Callable[[], S], body: Callable[[S, asyncio.Event], Awaitable[None]]
+             ) -> None:
+    """A sink's ``main``: its settings, or one clear line and exit status 1."""
+    try:
+        settings = load()
+    except SinkConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    run_process(lambda stop: body(settings, stop))

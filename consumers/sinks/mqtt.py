@@ -49,16 +49,15 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 from nats.aio.client import Client
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from bus.connect import connect, ensure_streams
-from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome, TransientError
 from bus_schemas import ChannelHealth, Prediction
-from bus_schemas.errors import TidzamError
 from bus_schemas.streams import SINK_MQTT, ConsumerSpec
 from consumers.privacy import PrivacySettings, is_private
-from consumers.sinks.detections import confidence, iso_utc
+from consumers.sinks import detections
+from consumers.sinks.detections import SinkConfigError, confidence, iso_utc, run_sink
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ SENSORS: dict[str, dict[str, object]] = {  # sensor → its discovery fields
 }
 
 
-class MqttConfigError(TidzamError):
+class MqttConfigError(SinkConfigError):
     """The MQTT sink cannot start as configured."""
 
 
@@ -322,26 +321,11 @@ async def run(settings: MqttSettings, stop: asyncio.Event) -> None:
 
 
 def load_settings() -> MqttSettings:
-    """The settings, or an ``MqttConfigError`` that names what is wrong (never a value:
-    they may be secrets)."""
-    try:
-        settings = MqttSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False))
-        raise MqttConfigError(f"MQTT sink: {problems}") from None
-    if settings.mqtt_url is None:
-        raise MqttConfigError("MQTT sink: TIDZAM_MQTT_URL is not set")
-    return settings
+    return detections.load_settings(MqttSettings, "MQTT sink", "mqtt_url", MqttConfigError)
 
 
 def main() -> None:
-    try:
-        settings = load_settings()
-    except MqttConfigError as exc:
-        raise SystemExit(str(exc)) from None
-    run_process(lambda stop: run(settings, stop))
+    run_sink(load_settings, run)
 
 
 if __name__ == "__main__":

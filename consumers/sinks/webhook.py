@@ -51,16 +51,21 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from nats.aio.client import Client
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bus.connect import connect, ensure_streams
-from bus.process import run_process
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome, TransientError
 from bus_schemas import Prediction
-from bus_schemas.errors import TidzamError
 from bus_schemas.streams import SINK_WEBHOOK, ConsumerSpec
 from consumers.privacy import PrivacySettings, is_private
-from consumers.sinks.detections import Detection, DetectionFilter, Patterns
+from consumers.sinks import detections
+from consumers.sinks.detections import (
+    Detection,
+    DetectionFilter,
+    Patterns,
+    SinkConfigError,
+    run_sink,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,7 @@ MIN_SECRET_CHARS = 16
 RETRYABLE_STATUS = frozenset({408, 429})
 
 
-class WebhookConfigError(TidzamError):
+class WebhookConfigError(SinkConfigError):
     """The webhook sink cannot start as configured."""
 
 
@@ -228,26 +233,12 @@ async def run(settings: WebhookSettings, stop: asyncio.Event) -> None:
 
 
 def load_settings() -> WebhookSettings:
-    """The settings, or a ``WebhookConfigError`` that names what is wrong (never a
-    value: they may be secrets)."""
-    try:
-        settings = WebhookSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False))
-        raise WebhookConfigError(f"webhook sink: {problems}") from None
-    if settings.webhook_url is None:
-        raise WebhookConfigError("webhook sink: TIDZAM_WEBHOOK_URL is not set")
-    return settings
+    return detections.load_settings(WebhookSettings, "webhook sink", "webhook_url",
+                                    WebhookConfigError)
 
 
 def main() -> None:
-    try:
-        settings = load_settings()
-    except WebhookConfigError as exc:
-        raise SystemExit(str(exc)) from None
-    run_process(lambda stop: run(settings, stop))
+    run_sink(load_settings, run)
 
 
 if __name__ == "__main__":
