@@ -234,6 +234,10 @@ class ModelDeployed(Event):
         return f"ctl.model.{self.model_id}@{self.model_version}.{self.at_ns}"
 
 
+CLASS_NAME = re.compile(r"[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*")  # levels joined by '-'
+DISCARDED = "discarded"  # a reviewer's verdict on an extracted sample: no class at all
+
+
 class SampleLabelled(Event):
     """A reviewer's class for an extracted sample; the latest review wins. An empty
     ``label`` withdraws the reviews (the undo of a first review): the sample is

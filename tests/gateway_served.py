@@ -44,7 +44,7 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve(nc: Client, pool: AsyncConnectionPool[Any], dsn: str, home: Path,
-                archive_s: float = 3.0) -> AsyncIterator[Served]:
+                archive_s: float = 3.0, cors: str = "") -> AsyncIterator[Served]:
     archive = home / "archive"
     (archive / "pond").mkdir(parents=True)
     write_pcm(archive / "pond" / "pond-2025-06-15-12-00-00.wav",
@@ -52,7 +52,7 @@ async def serve(nc: Client, pool: AsyncConnectionPool[Any], dsn: str, home: Path
     port = free_port()
     settings = GatewaySettings(nats_url=SecretStr("nats://unused"),
                                database_url=SecretStr(dsn), home=home, archive_dir=archive,
-                               gateway_port=port)
+                               gateway_port=port, gateway_cors=cors)
     tokens = TokenStore(tokens_path(home))
     control, reader = tokens.create("admin", "control"), tokens.create("grafana", "read")
     gateway = Gateway(settings, nc, pool)

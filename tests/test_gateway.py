@@ -18,7 +18,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from bus.history import read_subject
 from bus.publisher import Publisher
-from bus_schemas import ModelDeployed, SourceAdded, SourceRemoved
+from bus_schemas import (
+    MixerCommand,
+    ModelDeployed,
+    SampleExtracted,
+    SampleLabelled,
+    SourceAdded,
+    SourceLoaded,
+    SourceRemoved,
+)
 from bus_schemas import subjects as subj
 from bus_schemas.streams import CONTROL
 from projections.gateway.app import GatewaySettings
@@ -239,3 +247,63 @@ async def test_private_reads_and_revoked_tokens(served: Served) -> None:
         await admin.disconnect()
     with pytest.raises(socketio.exceptions.ConnectionError):
         await served.client(served.control)
+
+
+async def test_rest_controls_the_mixer_and_reviews_samples(
+        served: Served, nc: Client, pg_pool: AsyncConnectionPool[Any]) -> None:
+    await ProjectionStore(pg_pool).apply("main", "CONTROL", [(1, SourceLoaded(
+        source="pond", kind="url", location="http://h/pond.ogg", channels=(0, 1),
+        sample_rate=48_000, permanent=True, at_ns=T0_NS, attempt=1))])
+    await ProjectionStore(pg_pool).apply("main", "EVENTS", [(1, SampleExtracted(
+        sample_id="s-1", source="pond", channel=1, start_ns=T0_NS, end_ns=T0_NS + 2 * 10**9,
+        window_start_ns=T0_NS, window_end_ns=T0_NS + 10**9, label="birds", confidence=0.7,
+        model_id="selector", model_version="1", labels=("birds", "rain"), scores=(0.7, 0.3),
+        reason="auto", destination="samples", sample_rate=48_000,
+        path="samples/birds/s-1.flac"))])
+    auth = {"Authorization": f"Bearer {served.control}"}
+    async with aiohttp.ClientSession(served.url) as http:
+        async with http.post("/api/mixer/pond/1", json={"action": "mute"}) as r:
+            assert r.status == 401
+        for path, body, status in (("/api/mixer/marsh/0", {"action": "mute"}, 404),
+                                   ("/api/mixer/pond/7", {"action": "mute"}, 422),
+                                   ("/api/mixer/pond/1", {"action": "gain", "gain_db": 400},
+                                    422),
+                                   ("/api/mixer/pond/1", {"action": "louder"}, 422)):
+            async with http.post(path, json=body, headers=auth) as r:
+                assert r.status == status, (path, body, await r.text())
+        async with http.post("/api/mixer/pond/1", json={"action": "gain", "gain_db": -6,
+                                                        "reason": "wind"}, headers=auth) as r:
+            assert r.status == 200, await r.text()
+        async with http.get("/api/samples", params={"unchecked": "true"}) as r:
+            assert [s["sample_id"] for s in await r.json()] == ["s-1"]
+        for body, status in (({"label": "rain", "accept": True}, 422),
+                             ({"label": "no such/class"}, 422), ({}, 422)):
+            async with http.post("/api/samples/s-1/label", json=body, headers=auth) as r:
+                assert r.status == status, body
+        async with http.post("/api/samples/s-9/label", json={"accept": True},
+                             headers=auth) as r:
+            assert r.status == 404
+        async with http.post("/api/samples/s-1/label", json={"label": "birds-crow"},
+                             headers=auth) as r:
+            assert r.status == 200 and (await r.json())["label"] == "birds-crow"
+    commands, _ = await read_subject(nc.jetstream(), "EVENTS", subj.MIXER_CMD_ALL,
+                                     MixerCommand)
+    assert [(c.source, c.channel, c.action, c.gain_db, c.reason, c.by)
+            for _, c in commands] == [("pond", 1, "gain", -6.0, "wind", "gateway:admin")]
+    labels, _ = await read_subject(nc.jetstream(), CONTROL.name, subj.LABELS, SampleLabelled)
+    assert [(e.sample_id, e.label, e.previous_label, e.by) for _, e in labels] == [
+        ("s-1", "birds-crow", "birds", "gateway:admin")]
+
+
+async def test_browsers_of_the_configured_origins_only(
+        nc: Client, pg_pool: AsyncConnectionPool[Any], pg_dsn: str, tmp_path: Path) -> None:
+    async with serve(nc, pg_pool, pg_dsn, tmp_path, cors="https://site.example") as served, \
+            aiohttp.ClientSession(served.url) as http:
+        for origin, allowed in (("https://site.example", True), ("https://evil.example", False)):
+            headers = {"Origin": origin, "Access-Control-Request-Method": "PUT",
+                       "Access-Control-Request-Headers": "authorization,content-type"}
+            async with http.options("/api/rules", headers=headers) as r:
+                assert (r.headers.get("access-control-allow-origin") == origin) == allowed
+            async with http.get("/socket.io/", params={"EIO": "4", "transport": "polling"},
+                                headers={"Origin": origin}) as r:
+                assert (r.status == 200) == allowed

@@ -22,8 +22,8 @@ from audio.encode import write_flac
 from bus.connect import connect
 from bus.publisher import Publisher
 from bus_schemas import SampleExtracted, SampleLabelled, pcm
+from bus_schemas.control import DISCARDED
 from inference.features import FeatureParams
-from learning.datasets.samples import DISCARDED
 from projections.service import ProjectorSettings
 from projections.service import run as run_projector
 from tests.waiting import wait_until

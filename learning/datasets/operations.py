@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bus_schemas.control import CLASS_NAME
 from inference.features import FeatureParams
 from learning.corpus.manifest import CorpusManifest
 from learning.datasets.compile import DatasetConfig, pick_test_groups
@@ -69,7 +70,6 @@ from learning.datasets.errors import (
     IncompatibleDatasets,
 )
 from learning.datasets.format import QUIET, TEST, TRAIN, CompiledDataset, SourceFile, Windows
-from learning.datasets.samples import CLASS_NAME
 
 Rows = npt.NDArray[np.intp]
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bus_schemas.control import CLASS_NAME, DISCARDED
 from learning.datasets.errors import BadInput
 
-CLASS_NAME = re.compile(r"[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*")
 UNCHECKED = "unchecked"  # the original extractor's folder of samples no one has checked
 
 
@@ -175,7 +175,6 @@ def _sample_item(path: Path, dirs: list[str], parsed: SampleName | None, classe:
 
 
 SIDECAR = ".json"  # the extractor writes <sample_id>.flac and <sample_id>.json
-DISCARDED = "discarded"  # a reviewer's verdict on an extracted sample: no class at all
 
 
 def has_sidecars(folder: Path) -> bool:

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import socketio
 from fastapi import FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -102,6 +103,10 @@ class Gateway:
         self.api = FastAPI(title="Tidzam gateway", version="1",
                            openapi_url="/api/openapi.json", docs_url="/api/docs",
                            redoc_url=None)
+        if origins:  # browsers on other origins: REST as socket.io
+            self.api.add_middleware(CORSMiddleware, allow_origins=origins,
+                                    allow_methods=["GET", "POST", "PUT", "DELETE"],
+                                    allow_headers=["Authorization", "Content-Type"])
         self.app = socketio.ASGIApp(self.sio, other_asgi_app=self.api)
         self.instance = secrets.token_hex(4)  # live clients of several gateways differ
         self._live_clients: set[str] = set()
@@ -223,10 +228,10 @@ class Gateway:
                 body = request.get("loadsource", request.get("unloadsource"))
                 if "unloadsource" in request or (isinstance(body, dict) and set(body) == {"name"}):
                     name = seed.unload_name(body)
-                    await self._publish(SourceRemoved(source=name, at_ns=time.time_ns()))
+                    await self.publish(SourceRemoved(source=name, at_ns=time.time_ns()))
                     return {"sys": {"unloadsource": name}}
                 event = seed.load_source(request, self.settings.archive_dir, time.time_ns())
-                await self._publish(event)
+                await self.publish(event)
                 return {"sys": {"loadsource": event.source}}
             if "add_livestream" in request:
                 return await self.live(sid, "open")
@@ -251,7 +256,7 @@ class Gateway:
                 session = await self.sio.get_session(sid)
                 rule_set = seed.rules_from_seed(data, time.time_ns(),
                                                 f"gateway:{session.get('addr') or sid}")
-                await self._publish(rule_set)
+                await self.publish(rule_set)
                 return {"rules": seed.rules_to_seed(rule_set)}
         except seed.SeedRequestError as exc:
             log.info("rules request refused: %s", exc)
@@ -373,7 +378,7 @@ class Gateway:
     async def classifiers(self) -> list[dict[str, Any]]:
         """Each model: its last deployment on CONTROL, else (a model run from a folder,
         never deployed) the version its predictions carry, from the projection."""
-        seen = await self._rows("SELECT DISTINCT ON (model_id) model_id, version, labels "
+        seen = await self.rows("SELECT DISTINCT ON (model_id) model_id, version, labels "
                                 "FROM models ORDER BY model_id, deployed_at DESC NULLS "
                                 "LAST, version DESC")
         found = {r["model_id"]: {"name": r["model_id"], "version": r["version"],
@@ -406,10 +411,10 @@ class Gateway:
         return history[-1][1] if history else ExtractionRulesSet(rules=(), at_ns=0)
 
     async def samples_info(self) -> list[dict[str, Any]]:
-        return await self._rows("SELECT destination, label, samples, unchecked, reviewed "
+        return await self.rows("SELECT destination, label, samples, unchecked, reviewed "
                                 "FROM samples_info ORDER BY destination, label")
 
-    async def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    async def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, params)
             return [{k: _json(v) for k, v in row.items()} for row in await cur.fetchall()]
@@ -443,22 +448,22 @@ class Gateway:
 
     async def hourly(self, source: str | None, label: str | None, since: datetime | None,
                      until: datetime | None, limit: int) -> list[dict[str, Any]]:
-        where, params = _filters(("source", source), ("label", label),
+        where, params = seed.filters_sql(("source", source), ("label", label),
                                  ("bucket >=", since), ("bucket <", until))
-        return await self._rows("SELECT bucket, source, label, count, avg_confidence "
+        return await self.rows("SELECT bucket, source, label, count, avg_confidence "
                                 f"FROM detections_hourly{where} ORDER BY bucket, source, "
                                 "label LIMIT %s", (*params, limit))
 
     async def health(self, source: str | None, channel: int | None, since: datetime | None,
                      until: datetime | None, limit: int) -> list[dict[str, Any]]:
-        where, params = _filters(("source", source), ("channel", channel),
+        where, params = seed.filters_sql(("source", source), ("channel", channel),
                                  ("time >=", since), ("time <", until))
-        return await self._rows(
+        return await self.rows(
             "SELECT time, end_time, source, channel, rms_dbfs, peak_dbfs, clip_ratio, "
             "noise_floor_dbfs, dc_offset, hum_db, hum_hz, dead FROM channel_health"
             f"{where} ORDER BY time, source, channel LIMIT %s", (*params, limit))
 
-    async def _publish(self, event: Event) -> None:
+    async def publish(self, event: Event) -> None:
         await self._pub.publish_now(event)
         log.info("published %s", type(event).__name__)
 
@@ -473,16 +478,6 @@ def _time(value: Any, what: str) -> datetime | None:
         return _Time(at=value).at
     except ValueError as exc:
         raise seed.SeedRequestError(f"{what} must be an ISO time") from exc
-
-
-def _filters(*pairs: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """`` WHERE a = %s AND b >= %s`` for the pairs whose value is given (fixed columns)."""
-    parts, params = [], []
-    for column, value in pairs:
-        if value is not None:
-            parts.append(f"{column} %s" if " " in column else f"{column} = %s")
-            params.append(value)
-    return (" WHERE " + " AND ".join(parts)) if parts else "", tuple(params)
 
 
 def _json(value: Any) -> Any:

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bus_schemas import SourceRemoved
+from bus_schemas import MixerCommand, SampleLabelled, SourceRemoved
+from bus_schemas.control import CLASS_NAME, DISCARDED
 from projections.gateway import seed
 from projections.gateway.auth import Role
-from projections.gateway.seed import MAX_LIMIT
+from projections.gateway.seed import MAX_LIMIT, filters_sql
 
 if TYPE_CHECKING:
     from projections.gateway.app import Gateway
@@ -29,11 +32,13 @@ def register(gateway: Gateway) -> None:
     api = gateway.api
 
     def needs(role: Role) -> Any:
-        async def check(authorization: Annotated[str | None, Header()] = None) -> None:
+        async def check(authorization: Annotated[str | None, Header()] = None) -> str:
+            """The caller's name (its token's; ``public`` for a public read)."""
             token = authorization.removeprefix("Bearer ").strip() if authorization else None
             granted = gateway.role_of(token)
             if granted == "control" or (role == "read" and granted == "read"):
-                return
+                entry = gateway.tokens.check(token, role)
+                return entry.name if entry else "public"
             log.warning("refused a REST request: needs a %s token", role)
             raise HTTPException(401 if token is None else 403,
                                 f"this needs a {role} token (Authorization: Bearer ...)")
@@ -65,7 +70,7 @@ def register(gateway: Gateway) -> None:
     @api.get("/api/sources", dependencies=[read])
     async def sources() -> list[dict[str, Any]]:
         """Every source the projection knows, with its state."""
-        return await gateway._rows("SELECT name, kind, location, channels, sample_rate, "
+        return await gateway.rows("SELECT name, kind, location, channels, sample_rate, "
                                 "permanent, state, since, last_error FROM sources "
                                 "ORDER BY name")
 
@@ -77,7 +82,7 @@ def register(gateway: Gateway) -> None:
                                      time.time_ns())
         except seed.SeedRequestError as exc:
             raise HTTPException(422, str(exc)) from exc
-        await gateway._publish(event)
+        await gateway.publish(event)
         return {"loadsource": event.source}
 
     @api.delete("/api/sources/{name}", dependencies=[control])
@@ -86,7 +91,7 @@ def register(gateway: Gateway) -> None:
             seed.unload_name({"name": name})
         except seed.SeedRequestError as exc:
             raise HTTPException(422, str(exc)) from exc
-        await gateway._publish(SourceRemoved(source=name, at_ns=time.time_ns()))
+        await gateway.publish(SourceRemoved(source=name, at_ns=time.time_ns()))
         return {"unloadsource": name}
 
     @api.get("/api/databases", dependencies=[read])
@@ -134,7 +139,7 @@ def register(gateway: Gateway) -> None:
             rule_set = seed.rules_from_seed({"rules": rules}, time.time_ns(), "gateway")
         except seed.SeedRequestError as exc:
             raise HTTPException(422, str(exc)) from exc
-        await gateway._publish(rule_set)
+        await gateway.publish(rule_set)
         return seed.rules_to_seed(rule_set)
 
     @api.get("/api/samples/info", dependencies=[read])
@@ -145,7 +150,7 @@ def register(gateway: Gateway) -> None:
     @api.get("/api/mixer", dependencies=[read])
     async def mixer() -> list[dict[str, Any]]:
         """Each channel's mixer now: gain, mute, who set it and why."""
-        return await gateway._rows("SELECT * FROM mixer_state ORDER BY source, channel")
+        return await gateway.rows("SELECT * FROM mixer_state ORDER BY source, channel")
 
     @api.get("/api/status")
     async def status() -> dict[str, Any]:
@@ -153,7 +158,109 @@ def register(gateway: Gateway) -> None:
         return {"bus": gateway._nc.is_connected, "broadcast_windows": gateway.broadcast_windows,
                 "clients": gateway.clients}
 
+    register_controls(gateway, api, read, control)
+
 
 def _text(value: Any) -> str:
     """``value`` as text that UTF-8 can carry (a lone surrogate escaped), at most 200."""
     return str(value)[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class MixerRequest(BaseModel):
+    """A person's mixer setting for one channel (``tidzam_ctl mixer set``): it pins the
+    channel until ``auto`` releases it to the gain controller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["gain", "mute", "unmute", "auto"]
+    gain_db: float = 0.0
+    reason: Annotated[str, Field(max_length=200)] = ""
+
+
+class LabelRequest(BaseModel):
+    """A review of an extracted sample: a class, ``accept`` the proposed one, ``discard``
+    it, or ``withdraw`` the reviews (unchecked again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: Annotated[str, Field(max_length=128)] | None = None
+    accept: bool = False
+    discard: bool = False
+    withdraw: bool = False
+
+
+def register_controls(gateway: Gateway, api: FastAPI, read: Any, caller: Any) -> None:
+    """The mixer, the samples and their reviews."""
+
+    @api.post("/api/mixer/{source}/{channel}")
+    async def mixer_set(source: str, channel: int, body: MixerRequest,
+                        by: str = caller) -> dict[str, Any]:
+        """Set a channel's gain, mute, unmute, or release it to the gain controller."""
+        await known_channel(gateway, source, channel)
+        try:
+            command = MixerCommand(command_id=f"manual-{uuid.uuid4().hex}", source=source,
+                                   channel=channel, action=body.action,
+                                   gain_db=body.gain_db, reason=body.reason,
+                                   origin="manual", by=f"gateway:{by}", at_ns=time.time_ns())
+        except ValidationError as exc:
+            first = exc.errors(include_input=False)[0]
+            raise HTTPException(422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+                                ) from None
+        await gateway.publish(command)
+        return {"command_id": command.command_id, "action": command.action,
+                "gain_db": command.gain_db}
+
+    @api.get("/api/samples", dependencies=[read])
+    async def samples(label: str | None = None, destination: str | None = None,
+                      unchecked: bool = False,
+                      limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100
+                      ) -> list[dict[str, Any]]:
+        """Extracted samples, newest first: their proposed label, review and path."""
+        for value in (label, destination):
+            if value is not None and not CLASS_NAME.fullmatch(value):
+                raise HTTPException(422, "label and destination are class names")
+        where, params = filters_sql(("label", label), ("destination", destination))
+        if unchecked:
+            where += (" AND " if where else " WHERE ") + "reviewed_label IS NULL"
+        return await gateway.rows(
+            "SELECT sample_id, time, end_time, source, channel, label, confidence, reason, "
+            "destination, path, reviewed_label, reviewed_by, reviewed_at FROM samples"
+            f"{where} ORDER BY time DESC LIMIT %s", (*params, limit))
+
+    @api.post("/api/samples/{sample_id}/label")
+    async def label(sample_id: Annotated[str, Path(max_length=300)], body: LabelRequest,
+                    by: str = caller) -> dict[str, str]:
+        """Review a sample (a ``SampleLabelled`` event; the latest review wins)."""
+        chosen = [body.label is not None, body.accept, body.discard, body.withdraw]
+        if sum(chosen) != 1:
+            raise HTTPException(422, "give exactly one of label, accept, discard, withdraw")
+        if body.label is not None and not CLASS_NAME.fullmatch(body.label):
+            raise HTTPException(422, "label is a class name: letters, digits, '_', '-' "
+                                "between levels (birds-american_robin)")
+        found = await gateway.rows("SELECT label, reviewed_label FROM samples "
+                                   "WHERE sample_id = %s", (sample_id,))
+        if not found:
+            raise HTTPException(404, "no such sample")
+        row = found[0]
+        new = (row["label"] if body.accept else DISCARDED if body.discard
+               else "" if body.withdraw else str(body.label))
+        await gateway.publish(SampleLabelled(
+            sample_id=sample_id, label=new,
+            previous_label=row["reviewed_label"] or row["label"] or "", by=f"gateway:{by}",
+            at_ns=time.time_ns()))
+        return {"sample_id": sample_id, "label": new}
+
+
+async def known_channel(gateway: Gateway, source: str, channel: int) -> None:
+    """A channel of a source the projection knows, or a 404/422 that says which."""
+    try:
+        seed.read_filters(source, channel, None)
+    except seed.SeedRequestError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    rows = await gateway.rows("SELECT channels FROM sources WHERE name = %s", (source,))
+    if not rows:
+        raise HTTPException(404, f"no source named {source!r}")
+    channels = rows[0]["channels"]
+    if channels and channel not in channels:
+        raise HTTPException(422, f"{source} has channels {','.join(map(str, channels))}, "
+                            f"not {channel}")

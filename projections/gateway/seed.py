@@ -242,3 +242,13 @@ def rules_to_seed(rule_set: ExtractionRulesSet) -> dict[str, Any]:
         body["classes"] = ",".join(rule.classes)
         out[key] = body
     return out
+
+
+def filters_sql(*pairs: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """`` WHERE a = %s AND b >= %s`` for the pairs whose value is given (fixed columns)."""
+    parts, params = [], []
+    for column, value in pairs:
+        if value is not None:
+            parts.append(f"{column} %s" if " " in column else f"{column} = %s")
+            params.append(value)
+    return (" WHERE " + " AND ".join(parts)) if parts else "", tuple(params)

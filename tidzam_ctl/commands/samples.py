@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bus_schemas import SampleLabelled
+from bus_schemas.control import CLASS_NAME, DISCARDED
 from bus_schemas.errors import TidzamError
-from learning.datasets.samples import DISCARDED
 from tidzam_ctl.editor.errors import EditorError
 from tidzam_ctl.errors import EXIT_OK, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
@@ -135,8 +135,6 @@ def samples(settings: CtlSettings, args: argparse.Namespace) -> int:
 
 
 def _label(stack: Stack, args: argparse.Namespace) -> int:
-    from learning.datasets.samples import CLASS_NAME
-
     if args.label is not None and not CLASS_NAME.fullmatch(args.label):
         raise CliError(f"{args.label!r} is not a class name (letters, digits, '_', "
                        "'-' between levels: birds-american_robin)", EXIT_USAGE)

@@ -32,10 +32,10 @@ from textual.widgets.data_table import RowDoesNotExist
 
 from audio.decode import AudioDecodeError, decode_file
 from bus_schemas import SampleLabelled
+from bus_schemas.control import CLASS_NAME, DISCARDED
 from inference.features import F32, FeatureParams
 from inference.scoring import UNKNOWN
 from learning.corpus.packages import CLASSES
-from learning.datasets.samples import CLASS_NAME, DISCARDED
 from tidzam_ctl.editor.app import BrowserApp
 from tidzam_ctl.editor.browsers import MAX_ROWS, Item
 from tidzam_ctl.editor.errors import EditorError
