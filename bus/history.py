@@ -6,8 +6,10 @@ replica may answer, which is fine for audio stored seconds before it is asked fo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -50,6 +52,19 @@ async def read_subject(js: JetStreamContext, stream: str, subject: str,
             continue
         if isinstance(event, kind):
             found.append((seq, event))
+
+
+async def settle_read(read: Callable[[], Awaitable[bool]],
+                      delays_s: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)) -> None:
+    """Read what a core NATS wake-up announced (``read`` says whether it found anything
+    new). The message can reach a subscriber before its stream has stored it, so a read
+    that found nothing is tried again a few times, a few seconds in all."""
+    if await read():
+        return
+    for delay in delays_s:
+        await asyncio.sleep(delay)
+        if await read():
+            return
 
 
 async def read_deployments(js: JetStreamContext, model_id: str | None = None

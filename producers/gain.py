@@ -27,7 +27,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
-from bus.history import read_subject
+from bus.history import read_subject, settle_read
 from bus_schemas import MixerApplied, MixerCommand
 from bus_schemas import subjects as subj
 from bus_schemas.mixer import DEFAULT, Board, ChannelState
@@ -64,13 +64,15 @@ class GainStage:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self.catch_up(nc)
+                await settle_read(lambda: self.catch_up(nc))  # heard before it is stored
             except Exception as exc:  # the bus is away: the next wake-up retries
                 log.warning("mixer commands not read: %s", exc)
                 await asyncio.sleep(1.0)
                 self._wake.set()
 
-    async def catch_up(self, nc: Client) -> None:
+    async def catch_up(self, nc: Client) -> bool:
+        """Read the commands and applied states stored since the last read; whether there
+        were any."""
         js = nc.jetstream()
         commands, self._cmd_seq = await read_subject(js, EVENTS.name, subj.MIXER_CMD_ALL,
                                                      MixerCommand, self._cmd_seq)
@@ -85,6 +87,7 @@ class GainStage:
             js, EVENTS.name, subj.MIXER_APPLIED_ALL, MixerApplied, self._applied_seq)
         for _, event in applied:
             self.record(event)
+        return bool(commands or applied)
 
     def record(self, event: MixerApplied) -> None:
         """Remember a state a channel was given from ``from_ns`` on (audio time)."""

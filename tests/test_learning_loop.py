@@ -94,6 +94,7 @@ def _heard(stack: Any, source: str, version: str) -> Counter[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two trainings: about 250 s alone, more beside other tests
 def test_samples_teach_the_model_a_class_it_never_had(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

@@ -53,3 +53,25 @@ async def test_wait_until_pauses_with_the_given_pause() -> None:
         pauses.append(delay)
     await wait_until(lambda: len(pauses) == 2, 5, "two pauses", poll_s=0.5, pause=pause)
     assert pauses == [0.5, 0.5]
+
+
+async def test_a_wake_up_heard_before_the_store_is_read_again() -> None:
+    """``bus.history.settle_read``: a core message can arrive before its stream stored it;
+    a read that found nothing is tried again until it does (or a few seconds pass)."""
+    from bus.history import settle_read
+
+    found = iter([False, False, True, True])
+    calls = []
+
+    async def read() -> bool:
+        calls.append(1)
+        return next(found)
+    await settle_read(read, delays_s=(0.0, 0.0, 0.0, 0.0))
+    assert len(calls) == 3  # stopped at the read that found the message
+
+    async def never() -> bool:
+        calls.append(1)
+        return False
+    calls.clear()
+    await settle_read(never, delays_s=(0.0, 0.0))
+    assert len(calls) == 3  # the first read and one per delay, then it gives up

@@ -52,7 +52,7 @@ from pydantic import Field, SecretStr
 from audio.encode import write_flac
 from bus.backlog import classifiers_waiting
 from bus.connect import connect, ensure_streams
-from bus.history import AudioCursor, AudioSpan, read_audio, read_rule_sets
+from bus.history import AudioCursor, AudioSpan, read_audio, read_rule_sets, settle_read
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome, TransientError
@@ -176,12 +176,15 @@ class Extractor:
         os.replace(part, self.root / CHECKPOINT)
         self.checkpoint = seq
 
-    async def load_rules(self) -> None:
+    async def load_rules(self) -> bool:
+        """Take the rule set in force; whether it changed."""
         history, _ = await read_rule_sets(self._js)
         if history and history[-1][1] != self.rules:
             self.rules = history[-1][1]
             log.info("extraction rules: %d rule(s), set by %s", len(self.rules.rules),
                      self.rules.by or "?")
+            return True
+        return False
 
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         """Handle a batch in stream order, then commit the position. A window whose
@@ -372,11 +375,14 @@ async def run(settings: ExtractorSettings, stop: asyncio.Event) -> None:
 
     async def follow_rules() -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(changed.wait(), 30.0)
+            except TimeoutError:
+                await extractor.load_rules()  # now and then, whatever was heard
+                continue
             changed.clear()
             if not stop.is_set():
-                await extractor.load_rules()
+                await settle_read(extractor.load_rules)  # heard before it is stored
 
     follower = asyncio.create_task(follow_rules())
     log.info("extracting samples into %s", root)

@@ -15,13 +15,15 @@ and unpacked trees are kept in the cache and reused.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import subprocess
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -70,16 +72,31 @@ class FetchedPackage:
         return file_licence(self.spec, self.copyright, path, self.licence)
 
 
+@contextlib.contextmanager
+def _locked(cache: Path, name: str) -> Iterator[None]:
+    """One process at a time fetches and unpacks a package into ``cache`` (several test
+    workers, or two commands, may ask for the same one at once)."""
+    locks = cache / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def fetch_package(name: str, cache: Path) -> FetchedPackage:
     """Download (once) and unpack (once) the sound files of one package."""
     if name not in PACKAGES:
         raise CorpusError(f"unknown corpus package {name!r}; known: {', '.join(PACKAGES)}")
     spec = PACKAGES[name]
-    deb = _download(name, cache / "debs")
-    version = _deb_field(deb, "Version")
-    root = cache / "pkgs" / f"{name}_{version}"
-    if not (root / ".complete").exists():
-        _unpack(deb, root, spec, lambda tool: fetch_tool(tool, cache))
+    with _locked(cache, name):
+        deb = _download(name, cache / "debs")
+        version = _deb_field(deb, "Version")
+        root = cache / "pkgs" / f"{name}_{version}"
+        if not (root / ".complete").exists():
+            _unpack(deb, root, spec, lambda tool: fetch_tool(tool, cache))
     licence = package_licence(root, spec)
     text = copyright_path(root, spec).read_text(errors="replace")
     return FetchedPackage(spec, version, deb, root, licence, text)
@@ -88,21 +105,22 @@ def fetch_package(name: str, cache: Path) -> FetchedPackage:
 def fetch_tool(name: str, cache: Path) -> Path:
     """The program ``name`` of ``TOOLS``, unpacked (once) from its package's .deb."""
     package, inside = TOOLS[name]
-    deb = _download(package, cache / "debs")
-    root = cache / "tools" / f"{package}_{_deb_field(deb, 'Version')}"
-    program = root / inside
-    if program.is_file():
+    with _locked(cache, f"tool-{package}"):
+        deb = _download(package, cache / "debs")
+        root = cache / "tools" / f"{package}_{_deb_field(deb, 'Version')}"
+        program = root / inside
+        if program.is_file():
+            return program
+        staging = root.with_name(root.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        _extract(deb, staging, lambda path: path == inside)
+        if not (staging / inside).is_file():
+            raise CorpusError(f"{deb.name} holds no {inside}")
+        (staging / inside).chmod(0o755)
+        shutil.rmtree(root, ignore_errors=True)
+        staging.rename(root)
         return program
-    staging = root.with_name(root.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    _extract(deb, staging, lambda path: path == inside)
-    if not (staging / inside).is_file():
-        raise CorpusError(f"{deb.name} holds no {inside}")
-    (staging / inside).chmod(0o755)
-    shutil.rmtree(root, ignore_errors=True)
-    staging.rename(root)
-    return program
 
 
 def _apt_lists_present() -> bool:
