@@ -21,7 +21,7 @@ from tidzam_ctl.commands.token import add_token_parser
 from tidzam_ctl.commands.train import add_train_parser
 from tidzam_ctl.settings import CtlSettings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 

@@ -68,7 +68,7 @@ from learning.training.crossval import Scores, score
 from learning.training.yamnet_folder import CrossValRun, crossval_result, pooled_metrics
 
 log = logging.getLogger(__name__)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 F32 = npt.NDArray[np.float32]
 RATE = 48_000
 RELATIVE_GATE_DB = 30.0

@@ -56,7 +56,7 @@ from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, CliError
 
 DELETED = "deleted"  # the editor's deleted samples (tidzam_ctl.editor.sample_folder.DELETED)
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 

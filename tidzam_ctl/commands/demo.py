@@ -23,7 +23,7 @@ from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 DEMO_START = datetime(2025, 6, 1, 5, 0, tzinfo=UTC)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from learning.compare.plan import Segment
     from learning.compare.report import CompareReport, Tally
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 

@@ -17,7 +17,7 @@ from tidzam_ctl.errors import CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 _HISTORY_TIMEOUT_S = 15.0
 

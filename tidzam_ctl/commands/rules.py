@@ -26,7 +26,7 @@ from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 from tidzam_ctl.timeparse import parse_time
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 DESCRIPTION = """\

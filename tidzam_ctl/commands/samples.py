@@ -37,7 +37,7 @@ from tidzam_ctl.stack.stack import Stack
 if TYPE_CHECKING:
     from tidzam_ctl.editor.review import ReviewRow
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 _COLUMNS = ("sample_id", "time", "end_time", "window_start", "window_end", "source", "channel",

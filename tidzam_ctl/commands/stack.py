@@ -18,7 +18,7 @@ from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Cli
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 

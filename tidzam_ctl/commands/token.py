@@ -20,7 +20,7 @@ from projections.gateway.auth import ROLES, TokenError, TokenStore, tokens_path
 from tidzam_ctl.errors import EXIT_OK, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 

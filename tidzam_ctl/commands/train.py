@@ -30,7 +30,7 @@ from tidzam_ctl.settings import CtlSettings
 
 log = logging.getLogger(__name__)
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else ""
 
