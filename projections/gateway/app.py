@@ -74,7 +74,7 @@ from projections.gateway.seed import MAX_LIMIT
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 0.1  # broadcasts are gathered this long, one emit per room
+FLUSH_S = 0.02  # broadcasts are gathered this long, one emit per room
 
 
 class GatewaySettings(TidzamSettings):
