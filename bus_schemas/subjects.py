@@ -37,6 +37,7 @@ RULES = f"{PREFIX}.ctl.rules"
 LABELS = f"{PREFIX}.ctl.label"
 DLQ_ALL = f"{PREFIX}.dlq.>"
 LIVE_IN = f"{PREFIX}.live.in"  # core NATS request/reply: gateway → live producer
+MODEL_IN = f"{PREFIX}.model.in"  # core NATS request/reply: gateway → a classifier
 
 
 def audio(source: str, channel: int) -> str:

@@ -19,7 +19,8 @@ from bus.process import run_process
 from bus.publisher import Publisher
 from bus.settings import TidzamSettings
 from bus_schemas import subjects as subj
-from bus_schemas.live import LiveRequestError, pack_reply, unpack
+from bus_schemas.live import unpack
+from bus_schemas.requests import RequestError, pack_reply
 from producers.gain import GainStage
 from producers.live import LiveInputs
 
@@ -46,7 +47,7 @@ async def run(settings: LiveSettings, stop: asyncio.Event) -> None:
     async def on_request(msg: Msg) -> None:
         try:
             reply = await inputs.handle(unpack(msg.data))
-        except LiveRequestError as exc:
+        except RequestError as exc:
             reply = {"error": str(exc)}
         except Exception as exc:  # answered, logged: the next request goes on
             log.exception("live request failed")

@@ -220,6 +220,19 @@ async def test_history_and_rest(served: Served, pg_pool: AsyncConnectionPool[Any
         async with http.post("/api/sources", json={"name": "x", "url": "file:///etc/passwd"},
                              headers=auth) as r:
             assert r.status == 422
+        # a body over the cap is refused before anything reads it: declared, or chunked
+        huge = {"pond": {"rate": 0.5, "classes": ["x" * 1000] * 1100}}
+        async with http.put("/api/rules", json=huge, headers=auth) as r:
+            assert r.status == 413 and "over" in (await r.json())["detail"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(1100):
+                yield b" " * 1000
+        async with http.put("/api/rules", data=chunks(),
+                            headers={**auth, "Content-Type": "application/json"}) as r:
+            assert r.status == 413
+        async with http.get("/api/rules") as r:
+            assert (await r.json())["pond"]["rate"] == 0.5  # unchanged
 
 
 async def test_private_reads_and_revoked_tokens(served: Served) -> None:

@@ -46,7 +46,8 @@ from bus_schemas import (
     SourceRemoved,
 )
 from bus_schemas import subjects as subj
-from bus_schemas.live import LiveRequest, pack
+from bus_schemas.live import LiveRequest
+from bus_schemas.requests import pack_request
 from bus_schemas.streams import AUDIO, CONTROL
 from producers.live_service import LiveSettings
 from producers.live_service import run as run_live
@@ -139,7 +140,7 @@ async def served(nc: Client, nats_server: NatsServer, pg_pool: AsyncConnectionPo
 async def _live_answers(nc: Client) -> bool:
     """Whether the live producer answers (an ``open`` has no effect on the bus)."""
     try:
-        await nc.request(subj.LIVE_IN, pack(LiveRequest(op="open", client="probe:x")),
+        await nc.request(subj.LIVE_IN, pack_request(LiveRequest(op="open", client="probe:x")),
                          timeout=1)
     except (NoRespondersError, TimeoutError):
         return False

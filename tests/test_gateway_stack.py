@@ -1,7 +1,8 @@
 """The gateway under ``tidzam_ctl up``: its URL in ``status``, the first token shown once,
 a real recording replayed and broadcast in the seed's shape with its channel numbers,
-history from SQL, tokens made and revoked from the command line, and a ``kill -9``
-that ``check`` repairs while clients reconnect."""
+history from SQL, a model deployed over REST and run by the classifier, tokens made and
+revoked from the command line, and a ``kill -9`` that ``check`` repairs while clients
+reconnect."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import socketio
 
 from tests.real_audio import MEGAGLEST, RAIN, real_file
-from tests.stack_helpers import REPO, ctl, kill_and_restart
+from tests.stack_helpers import REPO, ctl, kill_and_restart, wait_for
+from tests.test_model_registry import default_variant, later
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
@@ -45,6 +48,13 @@ async def broadcasts_of_a_replay(url: str, token: str, home: Path) -> list[dict[
     finally:
         await client.disconnect()
     return heard
+
+
+async def _post(url: str, token: str, body: Any) -> Any:
+    async with aiohttp.ClientSession() as http, http.post(
+            url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
 
 
 def test_the_gateway_in_the_stack(tmp_path: Path) -> None:
@@ -83,6 +93,21 @@ def test_the_gateway_in_the_stack(tmp_path: Path) -> None:
         assert "'classifier': {'list': [{'name': 'selector'" in ran.stdout
         assert "{'database_info': []}" in ran.stdout and "'detections': [" in ran.stdout
 
+        # a model deployed over REST: the stack's classifier validates it, publishes the
+        # deploy and switches to it
+        new = later(7)
+        assert ctl(home, "model", "add", str(default_variant(tmp_path / "v7", new))
+                   ).returncode == 0
+        deployed = asyncio.run(_post(f"{url}/api/models/deploy", token,
+                                     {"model": f"selector@{new}"}))
+        assert deployed["version"] == new, deployed
+        stack = Stack(CtlSettings(home=home))
+        wait_for(lambda: f"→ selector@{new}" in
+                 (stack.log_dir / "classifier-0.log").read_text(errors="replace"),
+                 60, "the classifier's switch")
+        listing = json.loads(ctl(home, "model", "ls", "--json").stdout)
+        assert [r["version"] for r in listing if r["deployed"]] == [new]
+
         made = ctl(home, "token", "create", "grafana")
         assert made.returncode == 0, made.stderr
         listed = json.loads(ctl(home, "token", "ls", "--json").stdout)
@@ -102,7 +127,6 @@ def test_the_gateway_in_the_stack(tmp_path: Path) -> None:
                 await client.disconnect()
         assert "error" in asyncio.run(refused_now())
 
-        stack = Stack(CtlSettings(home=home))
         kill_and_restart(stack, "gateway")
 
         async def reconnects() -> Any:

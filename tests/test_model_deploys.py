@@ -257,16 +257,18 @@ def test_the_cli_refuses_a_broken_folder_before_touching_the_bus(tmp_path: Path)
     assert re.findall(r"\d\.\d{3}", row)[2] == f"{speech_f1:.3f}", row
 
 
-def test_the_cli_will_not_deploy_another_window_grid_unasked(tmp_path: Path) -> None:
-    from tidzam_ctl.commands.model import _check_windowing
-    from tidzam_ctl.errors import CliError
+def test_a_deploy_will_not_change_the_window_grid_unasked(tmp_path: Path) -> None:
+    from inference.deploying import DeployRefused, plan_deploy
+    from inference.registry import DeployHistory
 
-    current = Deployment("selector", SHIPPED, str(SELECTOR), 0, 0)
+    history = DeployHistory([], [Deployment("selector", SHIPPED, str(SELECTOR), 0, 0)])
     wide = ModelFolder.load(variant(tmp_path / "wide", later(5), window_s=1.0))
-    with pytest.raises(CliError, match="--new-windowing"):
-        _check_windowing(wide, current, allowed=False)
-    _check_windowing(wide, current, allowed=True)
-    _check_windowing(ModelFolder.load(variant(tmp_path / "same", later(1))), current, False)
+    with pytest.raises(DeployRefused, match="--new-windowing") as refused:
+        plan_deploy(wide, history, new_windowing=False)
+    assert refused.value.exit_code == 2
+    assert plan_deploy(wide, history, new_windowing=True).event.model_version == later(5)
+    same = plan_deploy(ModelFolder.load(variant(tmp_path / "same", later(1))), history)
+    assert same.previous is not None and same.previous.version == SHIPPED
 
 
 # ------------------------------------------------------ a whole stack

@@ -241,6 +241,55 @@ async def test_webhook_delivers_every_detection_through_an_outage(
     assert not any(secret in rec.getMessage() for rec in caplog.records)
 
 
+def test_retry_after_as_seconds_or_a_date() -> None:
+    now = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
+    assert webhook.retry_after_s("7") == 7.0
+    assert webhook.retry_after_s("Sun, 15 Jun 2025 12:00:30 GMT", now) == 30.0
+    assert webhook.retry_after_s("Sun, 15 Jun 2025 11:00:00 GMT", now) == 0.0  # past
+    assert webhook.retry_after_s("99999999") == webhook.MAX_RETRY_AFTER_S
+    for junk in (None, "", "soon", "-5", "1e9", "٣"):
+        assert webhook.retry_after_s(junk) is None, junk
+
+
+async def test_webhook_waits_as_long_as_the_receiver_asks(nc: Client) -> None:
+    """A 429 with ``Retry-After: 3`` is sent again after 3 s, not after the 1 s backoff
+    step; then it is delivered."""
+    seen: list[float] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append(asyncio.get_running_loop().time())
+        if len(seen) == 1:
+            return web.Response(status=429, headers={"Retry-After": "3"})
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    settings = webhook.WebhookSettings(
+        nats_url=SecretStr("nats://unused"),
+        webhook_url=SecretStr(f"http://127.0.0.1:{port}/hook"),
+        webhook_secret=SecretStr(secrets.token_hex(16)))
+    await Publisher(nc.jetstream()).publish_all(
+        [pred("busy", 0, 0, ("rain",), (0, 0, 0.9, 0))])
+    async with aiohttp.ClientSession() as session:
+        sink = webhook.WebhookSink.from_settings(settings, session)
+        stop = asyncio.Event()
+        task = asyncio.create_task(webhook.serve(nc, sink, stop))
+        try:
+            await wait_until(lambda: len(seen) >= 2, 20, "the batch sent again")
+            await wait_until(lambda: settled(nc, SINK_WEBHOOK.durable), 20, "acked")
+        finally:
+            stop.set()
+            await task
+            await runner.cleanup()
+    assert seen[1] - seen[0] >= 2.9, seen
+    assert sink.stats.batches == 1
+
+
 # -------------------------------------------------------------------- MQTT
 
 

@@ -22,7 +22,8 @@ another version than its folder, changes the window length or rate (selector),
 or computes other features than the selector (expert) is refused with an error
 in the log; the running cascade stays. A selector switch keeps the experts that
 still fit it and leaves the others out, with an error each. An expert added to
-the registry without a deploy is picked up at the next start.
+the registry without a deploy is picked up at the next start. Every classifier also
+answers the gateway's model requests (``model_requests``: list, deploy, roll back).
 
 Predictions carry the cascade's version (``1.0.0+birds.1.2.0``, see
 ``inference.cascade.cascade_version``): a new expert version is a new model
@@ -64,6 +65,7 @@ from consumers.classifier.deploys import (
     expert_folders,
     initial_scorer,
 )
+from consumers.classifier.model_requests import ModelRequests
 from inference.birdnet import WEEKS, YEAR_ROUND, BirdNetError, SiteConfig, Week, load_birdnet
 from inference.cascade import DEFAULT_GATE, AudioExpert
 from inference.loading import FolderModel
@@ -160,6 +162,8 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
                              gate=settings.expert_gate, candidates=folders, loaded=loaded,
                              builtin=builtin)
     await follower.start(js)
+    requests = ModelRequests(nc, registry, settings.model_dir)
+    await requests.start()
     log.info("classifier %s@%s running (cascade %s, version %s, expert gate %.2f; hop %d "
              "samples; %d deploy(s) in the history)", selector.model_id, selector.version,
              cascade.describe(), cascade.version, settings.expert_gate, classifier.hop,
@@ -167,6 +171,7 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
     try:
         await classifier.consume(ConsumerRunner(nc, spec, classifier.handle), stop)
     finally:
+        await requests.stop()
         await follower.stop()
     await nc.drain()
     log.info("classifier drained after %d chunks, %d windows: exiting",

@@ -24,7 +24,9 @@ else is retried through the runner (``TransientError`` → ``nak``) with the
 exponential backoff of ``SINK_WEBHOOK`` (1 s doubling to a 60 s cap), for ever:
 
 - connection refused, a timeout (``TIDZAM_WEBHOOK_TIMEOUT_S``), 5xx, 408 and 429:
-  the receiver is down or busy; logged as a warning;
+  the receiver is down or busy; logged as a warning. A 429 or 503 with a
+  ``Retry-After`` (seconds or an HTTP date) is sent again after that long instead of
+  the backoff step (at most ``MAX_RETRY_AFTER_S``, an hour);
 - any other answer (4xx, and 3xx: redirects are not followed, the signature is for
   one URL): the receiver refused this batch. It is logged as an ERROR, with the
   status and the start of the answer, and retried all the same. Dropping it would
@@ -47,6 +49,8 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -54,7 +58,7 @@ from nats.aio.client import Client
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bus.connect import connect, ensure_streams
-from bus.runner import Ack, ConsumerRunner, Delivery, Outcome, TransientError
+from bus.runner import Ack, ConsumerRunner, Delivery, Nak, Outcome, TransientError
 from bus_schemas import Prediction
 from bus_schemas.streams import SINK_WEBHOOK, ConsumerSpec
 from consumers.privacy import PrivacySettings, is_private
@@ -73,6 +77,34 @@ SIGNATURE_HEADER = "X-Tidzam-Signature"
 BATCH_HEADER = "X-Tidzam-Batch"
 MIN_SECRET_CHARS = 16
 RETRYABLE_STATUS = frozenset({408, 429})
+MAX_RETRY_AFTER_S = 3600.0
+
+
+class RetryAfter(TransientError):
+    """The receiver asked for the batch again after ``after_s`` seconds."""
+
+    def __init__(self, message: str, after_s: float) -> None:
+        super().__init__(message)
+        self.after_s = after_s
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds from now (0 to ``MAX_RETRY_AFTER_S``), or None
+    when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 class WebhookConfigError(SinkConfigError):
@@ -178,7 +210,12 @@ class WebhookSink:
             body = json.dumps({"batch_id": bid,
                                "detections": [x.as_json() for x in detections]},
                               separators=(",", ":")).encode()
-            await self._post(bid, body)  # raises TransientError: nothing acked
+            try:
+                await self._post(bid, body)  # raises TransientError: nothing acked
+            except RetryAfter as exc:
+                log.warning("%s: sending it again in %.0f s, as the receiver asked", exc,
+                            exc.after_s)
+                return [Nak(delay_s=exc.after_s) for _ in deliveries]
             self.stats.batches += 1
             self.stats.detections += len(detections)
         return [Ack() for _ in deliveries]
@@ -191,6 +228,7 @@ class WebhookSink:
                                           timeout=self._timeout,
                                           allow_redirects=False) as answer:
                 status = answer.status
+                wait_s = retry_after_s(answer.headers.get("Retry-After"))
                 text = (await answer.content.read(300)).decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.stats.failures += 1
@@ -200,6 +238,8 @@ class WebhookSink:
         if 200 <= status < 300:
             return
         self.stats.failures += 1
+        if status in (429, 503) and wait_s is not None:
+            raise RetryAfter(f"webhook answered {status} to batch {bid}", wait_s)
         if status >= 500 or status in RETRYABLE_STATUS:
             raise TransientError(f"webhook answered {status} to batch {bid}")
         self.stats.refused += 1

@@ -41,11 +41,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from audio import archive
 from bus.history import read_deployments, read_rule_sets
@@ -60,15 +58,10 @@ from bus_schemas import (
     decode,
 )
 from bus_schemas import subjects as subj
-from bus_schemas.live import (
-    MAX_BUFFER_SAMPLES,
-    LiveRequest,
-    LiveRequestError,
-    pack,
-    unpack_reply,
-)
+from bus_schemas.live import MAX_BUFFER_SAMPLES, LiveRequest
+from bus_schemas.requests import pack_request
 from projections import queries
-from projections.gateway import rest, seed
+from projections.gateway import asks, rest, seed
 from projections.gateway.auth import Role, TokenStore, tokens_path
 from projections.gateway.seed import MAX_LIMIT
 
@@ -219,7 +212,7 @@ class Gateway:
         request = data["sys"]
         try:
             if "classifier" in request:
-                return {"sys": {"classifier": {"list": await self.classifiers()}}}
+                return await self.classifier_request(sid, data, request["classifier"])
             if "database" in request:
                 return {"sys": {"database": await self.databases()}}
             if "loadsource" in request or "unloadsource" in request:
@@ -241,6 +234,32 @@ class Gateway:
             log.info("sys request refused: %s", exc)
             return seed.error(str(exc))
         return seed.error(f"unknown request {sorted(map(str, request))[:5]}")
+
+    async def classifier_request(self, sid: str, data: Any, body: Any) -> Any:
+        """The seed's ``{'list': ''}``; beyond it ``{'models': name?}`` (the registry's
+        versions and metrics), ``{'deploy': 'NAME[@VERSION]', 'new_windowing'?: bool}``
+        and ``{'rollback': 'NAME'}`` (control)."""
+        try:
+            if isinstance(body, dict) and ("deploy" in body or "rollback" in body):
+                op: Literal["deploy", "rollback"] = "deploy" if "deploy" in body else "rollback"
+                if not await self._allowed(sid, data, "control", f"a model {op}"):
+                    return seed.error(f"a model {op} needs a control token")
+                spec = body[op]
+                if not isinstance(spec, str):
+                    return seed.error("a model is NAME or NAME@VERSION")
+                session = await self.sio.get_session(sid)
+                answer = await asks.models(self._nc, op, spec, body.get("new_windowing", False),
+                                           f"gateway:{session.get('addr') or sid}")
+                return {"sys": {"classifier": answer}}
+            if isinstance(body, dict) and "models" in body:
+                name = body["models"]
+                answer = await asks.models(self._nc, "list", name if isinstance(name, str)
+                                           else "")
+                return {"sys": {"classifier": answer}}
+        except asks.Refused as exc:
+            log.info("model request refused: %s", exc)
+            return seed.error(str(exc))
+        return {"sys": {"classifier": {"list": await self.classifiers()}}}
 
     async def rules_request(self, sid: str, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -319,17 +338,14 @@ class Gateway:
         else:
             self._live_clients.add(sid)
         try:
-            packed = pack(request)
+            packed = pack_request(request)
         except (OverflowError, ValueError):  # an integer msgpack cannot carry (2**64)
             return seed.error("audio samples must be 16-bit integers and samplerate in Hz")
         try:
-            answer = await self._nc.request(subj.LIVE_IN, packed, timeout=10)
-            return unpack_reply(answer.data)
-        except NoRespondersError:
-            return seed.error("live input is not running (the stack's `live` process)")
-        except (TimeoutError, NatsTimeoutError):
-            return seed.error("live input did not answer in time")
-        except LiveRequestError as exc:
+            return await asks.ask(self._nc, subj.LIVE_IN, packed, "live input",
+                                  "live input is not running (the stack's `live` process)",
+                                  timeout=10)
+        except asks.Refused as exc:
             return seed.error(str(exc))
 
     # --------------------------------------------------------------- broadcast
@@ -417,13 +433,14 @@ class Gateway:
     async def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, params)
-            return [{k: _json(v) for k, v in row.items()} for row in await cur.fetchall()]
+            return [{k: seed.json_value(v) for k, v in row.items()} for row in await cur.fetchall()]
 
     async def history(self, data: dict[str, Any]) -> dict[str, Any]:
         what = data.get("what", "detections")
         source, channel, label = seed.read_filters(data.get("source"), data.get("channel"),
                                               data.get("label"))
-        since, until = _time(data.get("since"), "since"), _time(data.get("until"), "until")
+        since = seed.iso_time(data.get("since"), "since")
+        until = seed.iso_time(data.get("until"), "until")
         limit = data.get("limit", 1000)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
             raise seed.SeedRequestError(f"limit must be 1-{MAX_LIMIT}")
@@ -466,19 +483,3 @@ class Gateway:
     async def publish(self, event: Event) -> None:
         await self._pub.publish_now(event)
         log.info("published %s", type(event).__name__)
-
-class _Time(BaseModel):
-    at: datetime
-
-
-def _time(value: Any, what: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return _Time(at=value).at
-    except ValueError as exc:
-        raise seed.SeedRequestError(f"{what} must be an ISO time") from exc
-
-
-def _json(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bus_schemas import MixerCommand, SampleLabelled, SourceRemoved
 from bus_schemas.control import CLASS_NAME, DISCARDED
-from projections.gateway import seed
+from projections.gateway import asks, seed
 from projections.gateway.auth import Role
 from projections.gateway.seed import MAX_LIMIT, filters_sql
 
@@ -28,8 +29,51 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+MAX_BODY_BYTES = 1_000_000  # a REST request's body; larger ones get a 413
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` (declared or sent in chunks) is
+    answered 413 before any route reads it; the body is read at most once."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"0")
+        too_big = not declared.isdigit() or int(declared) > self.max_bytes
+        body = bytearray()
+        while not too_big:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            too_big = len(body) > self.max_bytes
+            if not message.get("more_body", False):
+                break
+        if too_big:
+            log.warning("refused a REST request: body over %d bytes", self.max_bytes)
+            await JSONResponse({"detail": f"the body is over {self.max_bytes} bytes"},
+                               status_code=413)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, replay, send)
+
+
 def register(gateway: Gateway) -> None:
     api = gateway.api
+    api.add_middleware(BodyLimit)
 
     def needs(role: Role) -> Any:
         async def check(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -177,6 +221,21 @@ class MixerRequest(BaseModel):
     reason: Annotated[str, Field(max_length=200)] = ""
 
 
+class DeployRequest(BaseModel):
+    """A model version to deploy: ``NAME`` (its newest) or ``NAME@VERSION``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Annotated[str, Field(max_length=200)]
+    new_windowing: bool = False  # allow another window length or rate (restart needed)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    new_windowing: bool = False
+
+
 class LabelRequest(BaseModel):
     """A review of an extracted sample: a class, ``accept`` the proposed one, ``discard``
     it, or ``withdraw`` the reviews (unchecked again)."""
@@ -190,7 +249,39 @@ class LabelRequest(BaseModel):
 
 
 def register_controls(gateway: Gateway, api: FastAPI, read: Any, caller: Any) -> None:
-    """The mixer, the samples and their reviews."""
+    """The models, the mixer, the samples and their reviews."""
+
+    async def asked(request: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return await request
+        except asks.Refused as exc:
+            log.info("model request refused: %s", exc)
+            raise HTTPException(exc.status, str(exc)) from None
+
+    @api.get("/api/models", dependencies=[read])
+    async def models(name: Annotated[str, Query(max_length=200)] = "") -> list[Any]:
+        """Every version in the model registry (of ``name``): created, held-out accuracy
+        and per-class metrics, deployed or not (answered by a classifier)."""
+        answer = await asked(asks.models(gateway._nc, "list", name))
+        return list(answer.get("models", []))
+
+    @api.post("/api/models/deploy")
+    async def deploy(body: DeployRequest, by: str = caller) -> dict[str, Any]:
+        """Deploy a registry version: a classifier validates it (one inference) and
+        publishes the ``ModelDeployed`` that every classifier switches to."""
+        answer = await asked(asks.models(gateway._nc, "deploy", body.model,
+                                         body.new_windowing, f"gateway:{by}"))
+        return dict(answer["model"])
+
+    @api.post("/api/models/{name}/rollback")
+    async def rollback(name: Annotated[str, Path(max_length=200)],
+                       body: RollbackRequest | None = None,
+                       by: str = caller) -> dict[str, Any]:
+        """Deploy again the version deployed before the current one."""
+        new_windowing = body.new_windowing if body is not None else False
+        answer = await asked(asks.models(gateway._nc, "rollback", name, new_windowing,
+                                         f"gateway:{by}"))
+        return dict(answer["model"])
 
     @api.post("/api/mixer/{source}/{channel}")
     async def mixer_set(source: str, channel: int, body: MixerRequest,

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bus_schemas import ExtractionRule, ExtractionRulesSet, Prediction, SourceAdded
 from bus_schemas.errors import TidzamError
@@ -252,3 +252,22 @@ def filters_sql(*pairs: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
             parts.append(f"{column} %s" if " " in column else f"{column} = %s")
             params.append(value)
     return (" WHERE " + " AND ".join(parts)) if parts else "", tuple(params)
+
+
+class _Time(BaseModel):
+    at: datetime
+
+
+def iso_time(value: Any, what: str) -> datetime | None:
+    """A history request's ISO time (None for none); SeedRequestError otherwise."""
+    if value is None:
+        return None
+    try:
+        return _Time(at=value).at
+    except ValueError as exc:
+        raise SeedRequestError(f"{what} must be an ISO time") from exc
+
+
+def json_value(value: Any) -> Any:
+    """A database value as JSON carries it (times as ISO 8601)."""
+    return value.isoformat() if isinstance(value, datetime) else value

@@ -17,32 +17,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 from bus_schemas import ModelDeployed
+from inference.deploying import DeployRefused, checked, listing, plan_deploy, plan_rollback
 from inference.features import IncompatibleFeatures
-from inference.modelfolder import ModelFolder, ModelFolderError
-from inference.registry import (
-    DeployHistory,
-    Deployment,
-    ModelRegistry,
-    RegisteredModel,
-    RegistryError,
-    parse_spec,
-    validate,
-)
+from inference.modelfolder import ModelFolderError
+from inference.registry import ModelRegistry, RegistryError
 from inference.semver import VersionError
 from tidzam_ctl.commands.model_compare import compare_models
-from tidzam_ctl.commands.model_format import iso, num, pct
+from tidzam_ctl.commands.model_format import num, pct
 from tidzam_ctl.commands.model_history import bus_stack, history_or_none, read_history
 from tidzam_ctl.errors import EXIT_OK, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
+
+T = TypeVar("T")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -93,16 +87,7 @@ def _add(registry: ModelRegistry, args: argparse.Namespace) -> int:
 
 
 def _ls(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace) -> int:
-    entries = registry.entries(args.name)
-    history = history_or_none(settings)
-    rows = [_entry_json(e, history) for e in entries]
-    if history is not None:  # a deployed folder that is not in the registry (any more)
-        listed = {(e.model_id, e.version) for e in entries}
-        for model_id in history.models():
-            cur = history.current(model_id)
-            if (cur is not None and (args.name in (None, model_id))
-                    and (cur.model_id, cur.version) not in listed):
-                rows.append(_orphan_json(cur))
+    rows = listing(registry, history_or_none(settings), args.name)
     if args.json:
         out.print_json(json.dumps(rows))
         return EXIT_OK
@@ -121,37 +106,6 @@ def _ls(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace
     return EXIT_OK
 
 
-def _entry_json(entry: RegisteredModel, history: DeployHistory | None) -> dict[str, Any]:
-    meta = entry.folder.meta if entry.folder else None
-    held = meta.metrics.held_out if meta and meta.metrics else None
-    current = history.current(entry.model_id) if history else None
-    deployed_at = _last_deployed_ns(history, entry) if history else None
-    return {
-        "model_id": entry.model_id, "version": entry.version, "path": str(entry.path),
-        "builtin": entry.builtin, "created": meta.created.isoformat() if meta else None,
-        "labels": len(meta.labels) if meta else None,
-        "accuracy": held.accuracy if held else None,
-        "balanced_accuracy": held.balanced_accuracy if held else None,
-        "deployed": None if history is None else (
-            current is not None and current.version == entry.version),
-        "deployed_at": iso(deployed_at),
-        "problem": entry.problem,
-    }
-
-
-def _orphan_json(cur: Deployment) -> dict[str, Any]:
-    return {"model_id": cur.model_id, "version": cur.version, "path": cur.path,
-            "builtin": False, "created": None, "labels": None, "accuracy": None,
-            "balanced_accuracy": None, "deployed": True, "deployed_at": iso(cur.at_ns or None),
-            "problem": "deployed, but not in the registry"}
-
-
-def _last_deployed_ns(history: DeployHistory, entry: RegisteredModel) -> int | None:
-    times = [d.at_ns for d in history.history(entry.model_id)
-             if d.version == entry.version and not d.baseline]
-    return max(times) if times else None
-
-
 def _deployed_mark(row: dict[str, Any]) -> str:
     if row["deployed"] is None:
         return "?"
@@ -165,13 +119,12 @@ def _show(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespa
     entry = registry.resolve(args.spec)
     if entry.folder is None:
         raise CliError(f"{entry.spec} ({entry.path}) is invalid: {entry.problem}")
-    history = history_or_none(settings)
     meta = entry.folder.meta
+    [row] = [r for r in listing(registry, history_or_none(settings), entry.model_id)
+             if r["version"] == entry.version]
     if args.json:
-        row = _entry_json(entry, history)
         out.print_json(json.dumps({**row, "meta": json.loads(meta.model_dump_json())}))
         return EXIT_OK
-    row = _entry_json(entry, history)
     deployed = {None: "unknown (the bus is not running)", True: "yes", False: "no"}
     out.print(f"[bold]{entry.spec}[/bold]  {entry.path}"
               f"{'  (built-in)' if entry.builtin else ''}")
@@ -229,81 +182,32 @@ def _print_metrics(meta: Any) -> None:
 
 
 def _deploy(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace) -> int:
-    entry = registry.resolve(args.spec)
-    folder = _validated(entry.path, entry.spec)
+    folder = _planned(lambda: checked(registry, args.spec))  # before the bus is asked
     stack = bus_stack(settings)
     history = asyncio.run(read_history(stack, settings))
-    current = history.current(folder.meta.model_id)
-    _check_windowing(folder, current, args.new_windowing)
-    _publish_deploy(stack, folder)
-    _report(folder, current, "deployed")
+    plan = _planned(lambda: plan_deploy(folder, history, args.new_windowing))
+    _publish(stack, plan.event)
+    console.print(plan.describe("deployed"))
     return EXIT_OK
 
 
 def _rollback(settings: CtlSettings, registry: ModelRegistry, args: argparse.Namespace) -> int:
-    name, version = parse_spec(args.name)
-    if version is not None:
-        raise CliError("rollback takes a model NAME; deploy NAME@VERSION picks a version",
-                       EXIT_USAGE)
     stack = bus_stack(settings)
     history = asyncio.run(read_history(stack, settings))
-    target = history.rollback_target(name)
-    current = history.current(name)
-    try:
-        path = registry.resolve(target.spec).path
-    except RegistryError:
-        path = Path(target.path)  # deployed from outside the registry: its own folder
-    folder = _validated(path, target.spec)
-    if (folder.meta.model_id, folder.meta.version) != (target.model_id, target.version):
-        raise CliError(f"cannot roll back to {target.spec}: {path} now holds "
-                       f"{folder.meta.model_id}@{folder.meta.version}")
-    _check_windowing(folder, current, args.new_windowing)
-    _publish_deploy(stack, folder)
-    _report(folder, current, "rolled back to")
+    plan = _planned(lambda: plan_rollback(registry, history, args.name, args.new_windowing))
+    _publish(stack, plan.event)
+    console.print(plan.describe("rolled back to"))
     return EXIT_OK
 
 
-def _validated(path: Path, spec: str) -> ModelFolder:
+def _planned(plan: Callable[[], T]) -> T:
     try:
-        return validate(path)
-    except (ModelFolderError, IncompatibleFeatures) as exc:
-        raise CliError(f"cannot deploy {spec}: {exc}") from exc
+        return plan()
+    except DeployRefused as exc:
+        raise CliError(str(exc), exc.exit_code) from exc
 
 
-def _check_windowing(folder: ModelFolder, current: Deployment | None, allowed: bool) -> None:
-    """Running classifiers refuse a model that changes the window grid or the rate: say
-    so here rather than publish a deploy they will all refuse."""
-    if current is None or allowed:
-        return
-    try:
-        running = ModelFolder.load(current.path).params
-    except (ModelFolderError, IncompatibleFeatures):
-        return  # the deployed folder is gone: nothing to compare with
-    new = folder.params
-    if (running.window_samples, running.sample_rate) != (new.window_samples, new.sample_rate):
-        raise CliError(
-            f"{folder.meta.model_id}@{folder.meta.version} has {new.window_s} s windows at "
-            f"{new.sample_rate} Hz, the deployed {current.spec} {running.window_s} s at "
-            f"{running.sample_rate} Hz: running classifiers cannot switch without a restart "
-            "and would refuse it. Pass --new-windowing to deploy it anyway, then restart "
-            "the classifiers (`tidzam_ctl down` and `up`)", EXIT_USAGE)
-
-
-def _publish_deploy(stack: Stack, folder: ModelFolder) -> None:
+def _publish(stack: Stack, event: ModelDeployed) -> None:
     from tidzam_ctl.commands.source import publish
 
-    params: dict[str, float | int | str] = dict(folder.params.to_dict())
-    event = ModelDeployed(model_id=folder.meta.model_id, model_version=folder.meta.version,
-                          path=str(folder.path.absolute()), labels=folder.labels,
-                          feature_params=params, at_ns=time.time_ns())
     asyncio.run(publish(stack, [event]))
-
-
-def _report(folder: ModelFolder, previous: Deployment | None, verb: str) -> None:
-    meta, p = folder.meta, folder.params
-    held = meta.metrics.held_out if meta.metrics else None
-    acc = f", held-out accuracy {held.accuracy:.1%}" if held else ""
-    was = f" (was {previous.version})" if previous is not None else ""
-    console.print(f"{verb} {meta.model_id}@{meta.version}{was}: {folder.path}, "
-                  f"{len(meta.labels)} labels, {p.window_s} s windows at {p.sample_rate} Hz"
-                  f"{acc}; running classifiers switch at their next batch")

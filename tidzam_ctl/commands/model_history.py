@@ -10,9 +10,8 @@ import asyncio
 from rich.console import Console
 
 from bus.connect import BusError
-from inference.features import IncompatibleFeatures
-from inference.modelfolder import ModelFolder, ModelFolderError
-from inference.registry import DeployHistory, Deployment
+from inference.deploying import baseline
+from inference.registry import DeployHistory
 from tidzam_ctl.errors import CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
@@ -28,16 +27,6 @@ def bus_stack(settings: CtlSettings) -> Stack:
     stack = Stack(settings)
     require_bus(stack)
     return stack
-
-
-def baseline(settings: CtlSettings) -> list[Deployment]:
-    """What classifiers run before any deploy: ``TIDZAM_MODEL_DIR``."""
-    try:
-        folder = ModelFolder.load(settings.model_dir)
-    except (ModelFolderError, IncompatibleFeatures):
-        return []
-    return [Deployment(folder.meta.model_id, folder.meta.version,
-                       str(folder.path.absolute()), 0, 0)]
 
 
 async def read_history(stack: Stack, settings: CtlSettings) -> DeployHistory:
@@ -56,7 +45,7 @@ async def read_history(stack: Stack, settings: CtlSettings) -> DeployHistory:
                                            _HISTORY_TIMEOUT_S)
     finally:
         await nc.drain()
-    return DeployHistory(events, baseline(settings))
+    return DeployHistory(events, baseline(settings.model_dir))
 
 
 def history_or_none(settings: CtlSettings) -> DeployHistory | None:
