@@ -377,3 +377,17 @@ async def _collect(js: JetStreamContext, subject: str, start: tuple[int, AudioCh
     complete = complete or last.time_of(last.end_sample) >= end_ns
     return AudioSpan(first.source, first.channel, first.time_of(first.first_sample + lo), rate,
                      audio[lo:hi], complete), head
+
+
+async def recent_audio(nc: Client, source: str, channel: int, seconds: float
+                       ) -> AudioSpan | None:
+    """The last ``seconds`` of a channel's newest session that the AUDIO stream holds
+    (the dashboard's spectrogram and listening); None when it holds none."""
+    last = await _last_chunk(nc.jetstream(), subj.audio(source, channel))
+    if last is None:
+        return None
+    chunk = last[1]
+    end_ns = chunk.time_of(chunk.end_sample)
+    return await read_audio(nc, source, channel, end_ns - int(seconds * 1e9), end_ns,
+                            datetime.now(UTC) + timedelta(seconds=1),
+                            origin_ns=chunk.origin_ns)

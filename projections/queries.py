@@ -24,6 +24,7 @@ class DetectionRow:
     confidence: float | None  # the label's score; None if absent from the score vector
     model_id: str
     model_version: str
+    window_end: datetime
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ async def detections(
     where, params = _detection_filters(source, channel, label, since, until)
     order = sql.SQL("DESC" if newest_first else "ASC")
     query = sql.SQL(
-        "SELECT time, source, channel, label, confidence, model_id, model_version"
+        "SELECT time, source, channel, label, confidence, model_id, model_version, window_end"
         " FROM detections{where} ORDER BY time {order}, source, channel, label LIMIT %s"
     ).format(where=where, order=order)
     async with conn.cursor(row_factory=class_row(DetectionRow)) as cur:

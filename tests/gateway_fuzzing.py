@@ -288,6 +288,9 @@ def sys_answer(reply: Any) -> bool:
                                                                             dict)):
         return False
     body = reply["sys"]
+    if set(body) == {"classifier"} and isinstance(body["classifier"], dict) and set(
+            body["classifier"]) == {"models"}:  # a read of the (empty) registry
+        return isinstance(body["classifier"]["models"], list)
     return body == {"classifier": {"list": []}} or (
         set(body) == {"database"} and set(body["database"]) == {"pond"})
 

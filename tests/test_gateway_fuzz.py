@@ -34,6 +34,8 @@ from bus_schemas import Event
 from bus_schemas import subjects as subj
 from bus_schemas.live import MAX_BUFFER_SAMPLES
 from bus_schemas.streams import CONTROL
+from consumers.classifier.model_requests import ModelRequests
+from inference.registry import ModelRegistry
 from projections.gateway.seed import MAX_RULES
 from tests.gateway_fuzzing import (
     BAD_ISO_TIMES,
@@ -67,6 +69,7 @@ from tests.gateway_fuzzing import (
     sys_answer,
 )
 from tests.gateway_served import Served, serve
+from tests.test_model_registry import SELECTOR
 
 SEED = 0x7D2A_2025
 RSS_BOUND = 100 * 1024 * 1024  # bytes the process may grow by over the whole fuzz
@@ -75,8 +78,15 @@ SIO_MAX = 1_000_000  # socket.io's max message (the gateway's max_http_buffer_si
 @pytest.fixture
 async def fuzzed(nc: Client, pg_pool: AsyncConnectionPool[Any], pg_dsn: str,
                  tmp_path: Path) -> AsyncIterator[Served]:
-    async with serve(nc, pg_pool, pg_dsn, tmp_path, archive_s=1.0) as gateway:
-        yield gateway
+    # a classifier's model requests answer too, over an empty registry: nothing can deploy
+    requests = ModelRequests(nc, ModelRegistry(tmp_path / "models", builtin_root=None),
+                             SELECTOR)
+    await requests.start()
+    try:
+        async with serve(nc, pg_pool, pg_dsn, tmp_path, archive_s=1.0) as gateway:
+            yield gateway
+    finally:
+        await requests.stop()
 
 
 # ------------------------------------------------------------------ what answers may be
@@ -329,7 +339,12 @@ async def test_the_gateway_survives_fuzzing(fuzzed: Served, nc: Client,
                      "/api/status": lambda b: isinstance(b, dict) and b["bus"] is True,
                      "/api/detections": lambda b: b == [],
                      "/api/detections/hourly": lambda b: b == [],
-                     "/api/health": lambda b: b == []}
+                     "/api/health": lambda b: b == [],
+                     "/api/models": lambda b: isinstance(b, list),
+                     "/api/health/latest": lambda b: b == [],
+                     "/api/windows/latest": lambda b: b == [],
+                     "/api/site": lambda b: b == {"lat": None, "lon": None},
+                     "/api/channels/hourly": lambda b: b == []}
             for _ in range(2200):
                 path = rng.choice(list(reads))
                 params: dict[str, str] = {}
@@ -386,6 +401,36 @@ async def test_the_gateway_survives_fuzzing(fuzzed: Served, nc: Client,
                         http, "REST DELETE /api/sources/{name}, no/read token", "DELETE",
                         "/api/sources/" + rng.choice(["pond", quote(name, safe="")]),
                         never, headers=rng.choice([{}, headers_read])))
+            for _ in range(700):  # models, spectrograms, listening, sample files
+                name = quote(rng.choice([n for n in URL_SAFE_STRINGS if n not in ("", ".",
+                                                                                  "..")]),
+                             safe="")
+                roll = rng.random()
+                if roll < 0.3:
+                    kw = rest_body(rng, rng.choice([junk(rng), {"model": junk(rng)},
+                                                    {"model": rng.choice(BAD_NAMES)},
+                                                    {"model": "selector",
+                                                     "new_windowing": junk(rng)}]))
+                    jobs.append(fuzz.rest_job(
+                        http, "REST POST /api/models/deploy", "POST", "/api/models/deploy",
+                        never, headers={**kw.pop("headers"),
+                                        **rng.choice([headers_control, headers_read, {}])},
+                        **kw))
+                elif roll < 0.45:
+                    jobs.append(fuzz.rest_job(
+                        http, "REST POST /api/models/{name}/rollback", "POST",
+                        f"/api/models/{name}/rollback", never,
+                        headers=rng.choice([headers_control, headers_read, {}]),
+                        data=rng.choice([b"", b"{}", b'{"new_windowing": 7}', b"[1]"])))
+                else:
+                    path = rng.choice([f"/api/spectrogram/{name}/{rng.choice(['0', '-1', 'x'])}",
+                                       f"/api/listen/{name}/0?seconds=" + rng.choice(
+                                           ["1", "0", "-5", "nan", "1e9", "61"]),
+                                       f"/api/samples/{name}/audio",
+                                       f"/api/samples/{name}/spectrogram?width=" + rng.choice(
+                                           ["300", "0", "99999", "x"])])
+                    jobs.append(fuzz.rest_job(http, "REST audio reads", "GET", path, never,
+                                              headers=rng.choice([{}, headers_read])))
             for _ in range(150):  # wrong methods, unknown routes
                 method = rng.choice(["PATCH", "PUT", "POST", "DELETE", "GET"])
                 path = rng.choice(["/api/sources/pond/x", "/api/rules/x", "/api/../etc",

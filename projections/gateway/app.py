@@ -79,6 +79,13 @@ class GatewaySettings(TidzamSettings):
     gateway_port: int = Field(8090, ge=0, le=65_535)
     gateway_public_read: bool = True
     gateway_cors: str = ""  # comma-separated origins allowed (empty: same origin only)
+    samples_dir: Path | None = None  # the extractor's samples (default: <home>/samples)
+    # the site, for the dashboard's sunrise and sunset (decimal degrees; unset: none shown)
+    site_lat: float | None = Field(None, ge=-90.0, le=90.0)
+    site_lon: float | None = Field(None, ge=-180.0, le=180.0)
+
+    def samples_root(self) -> Path:
+        return self.samples_dir or self.home / "samples"
 
 
 class Gateway:
@@ -455,11 +462,13 @@ class Gateway:
 
     async def detections(self, source: str | None, channel: int | None, label: str | None,
                          since: datetime | None, until: datetime | None,
-                         limit: int) -> list[dict[str, Any]]:
+                         limit: int, newest_first: bool = False) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
             rows = await queries.detections(conn, source=source, channel=channel, label=label,
-                                            since=since, until=until, limit=limit)
-        return [{"time": r.time.isoformat(), "source": r.source, "channel": r.channel,
+                                            since=since, until=until, limit=limit,
+                                            newest_first=newest_first)
+        return [{"time": r.time.isoformat(), "end": r.window_end.isoformat(),
+                 "source": r.source, "channel": r.channel,
                  "label": r.label, "confidence": r.confidence, "model_id": r.model_id,
                  "model_version": r.model_version} for r in rows]
 

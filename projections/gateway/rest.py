@@ -22,6 +22,7 @@ from bus_schemas.control import CLASS_NAME, DISCARDED
 from projections.gateway import asks, seed
 from projections.gateway.auth import Role
 from projections.gateway.seed import MAX_LIMIT, filters_sql
+from projections.gateway.web import register_web
 
 if TYPE_CHECKING:
     from projections.gateway.app import Gateway
@@ -115,7 +116,7 @@ def register(gateway: Gateway) -> None:
     async def sources() -> list[dict[str, Any]]:
         """Every source the projection knows, with its state."""
         return await gateway.rows("SELECT name, kind, location, channels, sample_rate, "
-                                "permanent, state, since, last_error FROM sources "
+                                "permanent, state, since, attempts, last_error FROM sources "
                                 "ORDER BY name")
 
     @api.post("/api/sources", dependencies=[control])
@@ -147,11 +148,12 @@ def register(gateway: Gateway) -> None:
     async def detections(source: str | None = None, channel: int | None = None,
                          label: str | None = None, since: datetime | None = None,
                          until: datetime | None = None,
-                         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000
-                         ) -> list[dict[str, Any]]:
-        """Detections of a channel (or source, or everywhere) between two times."""
+                         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
+                         newest: bool = False) -> list[dict[str, Any]]:
+        """Detections of a channel (or source, or everywhere) between two times, oldest
+        first (``newest=true``: the last ones first)."""
         source, channel, label = filters(source, channel, label)
-        return await gateway.detections(source, channel, label, since, until, limit)
+        return await gateway.detections(source, channel, label, since, until, limit, newest)
 
     @api.get("/api/detections/hourly", dependencies=[read])
     async def hourly(source: str | None = None, label: str | None = None,
@@ -203,6 +205,7 @@ def register(gateway: Gateway) -> None:
                 "clients": gateway.clients}
 
     register_controls(gateway, api, read, control)
+    register_web(gateway, api, read)
 
 
 def _text(value: Any) -> str:
@@ -319,7 +322,7 @@ def register_controls(gateway: Gateway, api: FastAPI, read: Any, caller: Any) ->
             f"{where} ORDER BY time DESC LIMIT %s", (*params, limit))
 
     @api.post("/api/samples/{sample_id}/label")
-    async def label(sample_id: Annotated[str, Path(max_length=300)], body: LabelRequest,
+    async def label(sample_id: Annotated[str, Path(pattern=seed.SAMPLE_ID)], body: LabelRequest,
                     by: str = caller) -> dict[str, str]:
         """Review a sample (a ``SampleLabelled`` event; the latest review wins)."""
         chosen = [body.label is not None, body.accept, body.discard, body.withdraw]

@@ -37,6 +37,8 @@ MAX_CLASSES = 256  # class patterns in one rule
 MAX_CHANNEL = 1023  # a source's channels, as the seed's requests name them
 MAX_READ_CHANNEL = 4095  # bus_schemas.base.Channel: what a read may ask for
 MAX_LIMIT = 10_000  # rows one history request returns at most
+# an extracted sample's id (consumers.extractor: <source>-<channel>-<UTC start>-<model>)
+SAMPLE_ID = r"^[A-Za-z0-9_.:@+-]{1,200}$"
 
 
 class SeedRequestError(TidzamError, ValueError):
