@@ -343,7 +343,7 @@ async def test_the_gateway_survives_fuzzing(fuzzed: Served, nc: Client,
                      "/api/models": lambda b: isinstance(b, list),
                      "/api/health/latest": lambda b: b == [],
                      "/api/windows/latest": lambda b: b == [],
-                     "/api/site": lambda b: b == {"lat": None, "lon": None},
+                     "/api/site": lambda b: b == {"lat": None, "lon": None, "icecast": None},
                      "/api/channels/hourly": lambda b: b == []}
             for _ in range(2200):
                 path = rng.choice(list(reads))

@@ -83,6 +83,8 @@ class GatewaySettings(TidzamSettings):
     # the site, for the dashboard's sunrise and sunset (decimal degrees; unset: none shown)
     site_lat: float | None = Field(None, ge=-90.0, le=90.0)
     site_lon: float | None = Field(None, ge=-180.0, le=180.0)
+    icecast_host: str | None = None  # where the relay serves each source's mount
+    icecast_port: int | None = Field(None, ge=1, le=65_535)
 
     def samples_root(self) -> Path:
         return self.samples_dir or self.home / "samples"

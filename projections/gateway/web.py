@@ -106,9 +106,13 @@ def register_web(gateway: Gateway, api: FastAPI, read: Any) -> None:
                         headers={"Cache-Control": "max-age=3600"})
 
     @api.get("/api/site", dependencies=[read])
-    async def site() -> dict[str, float | None]:
-        """Where the site is (``TIDZAM_SITE_LAT`` / ``_LON``), for sunrise and sunset."""
-        return {"lat": gateway.settings.site_lat, "lon": gateway.settings.site_lon}
+    async def site() -> dict[str, float | str | None]:
+        """Where the site is (``TIDZAM_SITE_LAT`` / ``_LON``), for sunrise and sunset, and
+        the Icecast server's URL when the stack runs one (each source is a mount)."""
+        s = gateway.settings
+        icecast = (f"http://{s.icecast_host}:{s.icecast_port}"
+                   if s.icecast_host and s.icecast_port else None)
+        return {"lat": s.site_lat, "lon": s.site_lon, "icecast": icecast}
 
     @api.get("/api/channels/hourly", dependencies=[read])
     async def channels_hourly(since: datetime, until: datetime) -> list[dict[str, Any]]:

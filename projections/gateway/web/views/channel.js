@@ -22,6 +22,7 @@ export async function render(main, [source, channelText]) {
   const overlay = el("div", { class: "decisions", "aria-hidden": "true" });
   const axis = el("div", { class: "axis" });
   const player = /** @type {HTMLAudioElement} */ (el("audio", { controls: true }));
+  const stream = el("p", {});
   const detections = el("tbody");
   const levels = el("div", { class: "levels" });
   const mixerState = el("p", { class: "mixer-state" }, "—");
@@ -56,7 +57,7 @@ export async function render(main, [source, channelText]) {
           el("button", { type: "button", onclick: () => mixer({ action: "unmute", reason: "dashboard" }) }, "Unmute"),
           el("button", { type: "button", onclick: () => mixer({ action: "auto" }) }, "Automatic")),
         el("h2", {}, "Listen"),
-        el("button", { type: "button", onclick: listen }, `Play the last ${SECONDS} s`), player),
+        el("button", { type: "button", onclick: listen }, `Play the last ${SECONDS} s`), player, stream),
       el("div", {},
         el("h2", {}, "Last detections"),
         el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "time (UTC)"), el("th", {}, "label"), el("th", {}, "confidence"))), detections))),
@@ -149,6 +150,10 @@ export async function render(main, [source, channelText]) {
     if (mine) draw();
   });
   const safely = (/** @type {() => Promise<void>} */ f) => f().catch((e) => say(String(e), true));
+  api("/api/site").then((site) => {
+    // the live mount of the whole source (every channel), only when the stack runs Icecast
+    if (site.icecast) stream.replaceChildren(el("a", { href: `${site.icecast}/${encodeURIComponent(source)}.ogg`, target: "_blank", rel: "noopener" }, "Live stream of the source (Icecast)"));
+  }).catch(() => {});
   await Promise.all([refreshSpectrogram(), safely(refreshDetections), safely(refreshMixer)]);
   await safely(refreshLevels);
   const timers = [setInterval(refreshSpectrogram, 2000), setInterval(() => safely(refreshDetections), 5000),
