@@ -22,9 +22,12 @@ export function sun(day, lat, lon) {
   return { rise: (720 - 4 * (lon + h) - eqt) / 60, set: (720 - 4 * (lon - h) - eqt) / 60 };
 }
 
-/** A cell's colour for a share 0..1 of the largest count (or level). */
+/** A cell's colours for a share 0..1 of the largest count (or level): the text turns
+ *  white on the darker cells, to stay readable. */
 function shade(share) {
-  return share <= 0 ? "transparent" : `rgb(${Math.round(255 - 200 * share)} ${Math.round(255 - 120 * share)} ${Math.round(255 - 40 * share)})`;
+  if (share <= 0) return "background:transparent";
+  const bg = `rgb(${Math.round(255 - 200 * share)} ${Math.round(255 - 120 * share)} ${Math.round(255 - 40 * share)})`;
+  return `background:${bg};color:${share > 0.55 ? "#fff" : "#14201a"}`;
 }
 
 /**
@@ -65,7 +68,7 @@ export async function render(main, _args, query) {
       ...HOURS.map((h) => el("th", { scope: "col", class: light && (h < Math.floor(light.rise) || h > Math.floor(light.set)) ? "night" : "" }, String(h).padStart(2, "0"))));
     const rows = [...labels].sort().map(([label, counts]) => el("tr", {},
       el("th", { scope: "row" }, label),
-      ...counts.map((count, h) => el("td", { style: `background:${shade(count / max)}` },
+      ...counts.map((count, h) => el("td", { style: shade(count / max) },
         count ? el("a", { href: `#/history?source=${encodeURIComponent(source)}&label=${encodeURIComponent(label)}&since=${new Date(day.getTime() + h * 3600000).toISOString()}&until=${new Date(day.getTime() + (h + 1) * 3600000).toISOString()}`,
                          title: `${count} ${label} at ${h}h UTC`, "aria-label": `${count} ${label} at ${h} hours` }, String(count)) : ""))));
     main.append(el("section", { class: "heat" }, el("h2", {}, source),
@@ -89,7 +92,7 @@ export async function render(main, _args, query) {
       ...HOURS.map((h) => {
         const floor = row.floor[h];
         const share = floor === null ? 0 : Math.min(1, Math.max(0, (floor + 90) / 60));
-        return el("td", { style: `background:${shade(share)}`, title: `${floor === null ? "no level" : `noise floor ${floor.toFixed(1)} dBFS`}, ${row.det[h]} detection(s)` }, row.det[h] ? String(row.det[h]) : "");
+        return el("td", { style: shade(share), title: `${floor === null ? "no level" : `noise floor ${floor.toFixed(1)} dBFS`}, ${row.det[h]} detection(s)` }, row.det[h] ? String(row.det[h]) : "");
       })));
     main.append(el("section", { class: "heat" }, el("h2", {}, "Channels: noise floor and detections"),
       el("p", {}, "Colour: mean noise floor (darker is louder, −90 to −30 dBFS); number: detections in the hour."),
