@@ -201,7 +201,8 @@ async def replay_and_wait(stack: Stack, wavs: list[Path], speed: float | None,
 
     async def one(i: int, wav: Path) -> None:
         replayer = Replayer(Publisher(nc.jetstream()), sample_rate=RATE,
-                            chunk_s=stack.settings.chunk_s, speed=speed, progress=on_chunk)
+                            chunk_s=stack.settings.replay_chunk(speed), speed=speed,
+                            progress=on_chunk)
         reports = await replayer.replay([ReplayItem(wav, f"bench{i}", START)])
         errors = [e for r in reports for e in r.errors]
         if errors:
@@ -349,11 +350,12 @@ def main() -> None:
             n = min(args.per_source, args.channels - first)
             wavs.append(build_recording(n, args.seconds, Path(tmp) / f"bench{i}.wav",
                                         default_cache_dir(), offset=first))
-        bus_wall, bus_replay_cpu, bus_consumer_cpu = bus_alone(wavs, Path(tmp), 1.0)
         loops = not args.without_loops
         stack = Stack(CtlSettings(home=home, classifiers=args.classifiers,
                                   overlap=args.overlap, model_dir=args.model,
                                   extractor=loops, gain_control=loops))
+        chunk_s = stack.settings.replay_chunk(speed)  # the bus alone carries the same chunks
+        bus_wall, bus_replay_cpu, bus_consumer_cpu = bus_alone(wavs, Path(tmp), chunk_s)
         try:
             stack.up()
             names = ["nats", "postgres", *[p.name for p in stack.processes()]]
@@ -374,7 +376,7 @@ def main() -> None:
             sampler.join()
             replay_cpu = sum(me.cpu_times()[:2]) - cpu0
             lat, t_end, loops_done = asyncio.run(
-                latencies(stack, published, stack.settings.chunk_s))
+                latencies(stack, published, chunk_s))
         finally:
             stack.down()
             log = stack.log_dir / "extractor.log"
@@ -391,7 +393,8 @@ def main() -> None:
           f"classifiers={args.classifiers} "
           f"extractor+gain controller="
           f"{f'on (classes {args.extract_classes})' if not args.without_loops else 'off'} "
-          f"overlap={args.overlap} speed={args.speed} cores={psutil.cpu_count()}")
+          f"overlap={args.overlap} speed={args.speed} chunk={chunk_s:g} s "
+          f"cores={psutil.cpu_count()}")
     print(f"audio: {audio_s:.0f} channel-seconds; published in {t_pub - t0:.2f} s; "
           f"all rows committed after {wall:.2f} s")
     print(f"bus alone (replay → NATS → decode + ack): {bus_wall:.2f} s, "

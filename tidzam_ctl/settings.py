@@ -34,6 +34,13 @@ class CtlSettings(PrivacySettings):
     model_dir: Path = DEFAULT_SELECTOR
     sample_rate: int = 48_000
     chunk_s: float = Field(1.0, gt=0.05, le=10.0)
+    # ``replay --speed max``: nobody waits on a chunk, so longer chunks carry the same audio
+    # in half the messages (a paced replay is live-like and uses ``chunk_s``)
+    replay_chunk_s: float = Field(2.0, gt=0.05, le=10.0)
+
+    def replay_chunk(self, speed: float | None) -> float:
+        """The chunk length of a replay at ``speed`` (None: as fast as the bus takes)."""
+        return self.replay_chunk_s if speed is None else self.chunk_s
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     classifiers: int = Field(1, ge=0, le=32)
     # One projector and one source manager per bus: extra machines run classifiers only.

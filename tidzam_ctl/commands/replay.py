@@ -79,7 +79,7 @@ async def run_replay(stack: Stack, items: list[Any], speed: float | None, wait: 
                       TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("replaying", total=total or None)
             replayer = Replayer(Publisher(nc.jetstream()), sample_rate=stack.settings.sample_rate,
-                                chunk_s=stack.settings.chunk_s, speed=speed,
+                                chunk_s=stack.settings.replay_chunk(speed), speed=speed,
                                 progress=lambda src, sec: bar.advance(task, sec),
                                 mixer=gain.state)
             reports = await replayer.replay(items)
