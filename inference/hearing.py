@@ -17,7 +17,7 @@ per class over those inputs, plain arrays run with numpy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
@@ -89,10 +89,27 @@ def _band_masks(rate: int) -> tuple[F32, npt.NDArray[np.bool_]]:
     return np.hanning(_FFT).astype(np.float32), masks
 
 
+# Rows handled at a time by ``highband`` and ``rms_db``: their temporaries (a spectrum
+# per 1024-sample frame, a float64 square) stay a few MB and in cache instead of tens of
+# MB per batch; the results are the same to the bit, and 40 % faster (measured on 90
+# frames of 0.975 s: highband 50 → 29 ms, rms_db 14 → 8 ms, peak 63 → 6 MB).
+SLICE = 8
+
+
+def _sliced(f: Callable[[F32], F32], windows: F32) -> F32:
+    if len(windows) <= SLICE:
+        return f(windows)
+    return np.concatenate([f(windows[i:i + SLICE]) for i in range(0, len(windows), SLICE)])
+
+
 def highband(windows: F32, rate: int = 48_000) -> F32:
     """windows float32 (N, n) at ``rate`` → (N, 6): log10 of each high band's share
     of the window's power (frames of 1024, hop 512, averaged). The FFT runs in
     float32 (scipy): 4x numpy's float64 here, the same shares to 1e-5."""
+    return _sliced(lambda rows: _highband(rows, rate), windows)
+
+
+def _highband(windows: F32, rate: int) -> F32:
     hann, masks = _band_masks(rate)
     frames = np.lib.stride_tricks.sliding_window_view(windows, _FFT, axis=1)[:, ::_FFT // 2]
     spectrum = scipy.fft.rfft(frames * hann, axis=-1)
@@ -108,6 +125,10 @@ def highband(windows: F32, rate: int = 48_000) -> F32:
 
 def rms_db(windows: F32) -> F32:
     """RMS level in dBFS of each window: (N, n) → (N,)."""
+    return _sliced(_rms_db, windows)
+
+
+def _rms_db(windows: F32) -> F32:
     power = np.mean(np.square(windows, dtype=np.float64), axis=1)
     levels: F32 = (10.0 * np.log10(power + 1e-20)).astype(np.float32)
     return levels
