@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from nats.aio.msg import Msg
 from pydantic import Field, SecretStr
 
+from bus.answer import answer
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.settings import TidzamSettings
 from bus_schemas import subjects as subj
 from bus_schemas.live import unpack
-from bus_schemas.requests import RequestError, pack_reply
 from producers.gain import GainStage
 from producers.live import LiveInputs
 
@@ -44,16 +45,11 @@ async def run(settings: LiveSettings, stop: asyncio.Event) -> None:
                         chunk_s=settings.chunk_s, max_streams=settings.live_max_streams,
                         idle_s=settings.live_idle_s, mixer=gain.state)
 
+    async def handle(data: bytes) -> dict[str, Any]:
+        return await inputs.handle(unpack(data))
+
     async def on_request(msg: Msg) -> None:
-        try:
-            reply = await inputs.handle(unpack(msg.data))
-        except RequestError as exc:
-            reply = {"error": str(exc)}
-        except Exception as exc:  # answered, logged: the next request goes on
-            log.exception("live request failed")
-            reply = {"error": f"the live input failed: {type(exc).__name__}"}
-        if msg.reply:
-            await msg.respond(pack_reply(reply))
+        await answer(msg, handle, "live")
 
     # requests are handled as they come, concurrently; each client's in order (a lock)
     sub = await nc.subscribe(subj.LIVE_IN, cb=on_request, pending_msgs_limit=10_000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
 # wait_for lives in tests.waiting; stack tests import it from here with the stack
-__all__ = ["REPO", "ctl", "kill_and_restart", "replay_in_background", "running_stack",
-           "wait_all_read", "wait_for"]
+__all__ = ["REPO", "TOKEN_SHOWN", "ctl", "kill_and_restart", "replay_in_background",
+           "running_stack", "up_with_token", "wait_all_read", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,18 @@ def ctl(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
     env["TIDZAM_HOME"] = str(home)
     return subprocess.run([sys.executable, "-m", "tidzam_ctl", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
+
+
+TOKEN_SHOWN = re.compile(r"shown once: (\S+)")
+
+
+def up_with_token(home: Path) -> str:
+    """``tidzam_ctl up`` in a new home: the first control token it shows, once."""
+    up = ctl(home, "up")
+    assert up.returncode == 0, up.stderr
+    found = TOKEN_SHOWN.search(up.stderr)
+    assert found, up.stderr
+    return found.group(1)
 
 
 def wait_all_read(stack: Stack) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +31,12 @@ from bus_schemas import subjects as subj
 from bus_schemas.streams import CONTROL
 from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, NIGHT, RAIN, real_file
-from tests.stack_helpers import REPO, ctl, replay_in_background, wait_for
+from tests.stack_helpers import REPO, ctl, replay_in_background, up_with_token, wait_for
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUT = Path(os.environ.get("TIDZAM_TEST_OUTPUT", REPO / "test-output")) / "dashboard"
-TOKEN = re.compile(r"shown once: (\S+)")
 CHANNELS = 32
 SECONDS = 40
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
@@ -114,11 +112,7 @@ def test_the_dashboard_in_a_real_browser(tmp_path: Path) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     recording = field_recording(tmp_path)
     try:
-        up = ctl(home, "up")
-        assert up.returncode == 0, up.stderr
-        found = TOKEN.search(up.stderr)
-        assert found, up.stderr
-        token = found.group(1)
+        token = up_with_token(home)
         stack = Stack(CtlSettings(home=home))
         url = json.loads(ctl(home, "status", "--json").stdout)["services"]["gateway"]
         with sync_playwright() as p:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +17,17 @@ import aiohttp
 import socketio
 
 from tests.real_audio import MEGAGLEST, RAIN, real_file
-from tests.stack_helpers import REPO, ctl, kill_and_restart, wait_for
+from tests.stack_helpers import (
+    REPO,
+    TOKEN_SHOWN,
+    ctl,
+    kill_and_restart,
+    up_with_token,
+    wait_for,
+)
 from tests.test_model_registry import default_variant, later
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
-
-TOKEN = re.compile(r"shown once: (\S+)")
 
 
 async def broadcasts_of_a_replay(url: str, token: str, home: Path) -> list[dict[str, Any]]:
@@ -60,13 +64,9 @@ async def _post(url: str, token: str, body: Any) -> Any:
 def test_the_gateway_in_the_stack(tmp_path: Path) -> None:
     home = tmp_path / "home"
     try:
-        first = ctl(home, "up")
-        assert first.returncode == 0, first.stderr
-        found = TOKEN.search(first.stderr)
-        assert found, first.stderr
-        token = found.group(1)
+        token = up_with_token(home)
         again = ctl(home, "up")  # the token is shown once, not made again
-        assert again.returncode == 0 and not TOKEN.search(again.stderr)
+        assert again.returncode == 0 and not TOKEN_SHOWN.search(again.stderr)
 
         status = json.loads(ctl(home, "status", "--json").stdout)
         url = status["services"]["gateway"]

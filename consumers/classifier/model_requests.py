@@ -19,12 +19,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.answer import answer
 from bus.history import read_deployments
 from bus.publisher import Publisher
 from bus_schemas import subjects as subj
 from bus_schemas.deploy import MODEL_QUEUE, ModelRequest, unpack
-from bus_schemas.errors import TidzamError
-from bus_schemas.requests import RequestError, pack_reply
+from bus_schemas.requests import RequestError
 from inference.deploying import (
     DeployPlan,
     baseline,
@@ -59,16 +59,10 @@ class ModelRequests:
             self._sub = None
 
     async def _on_request(self, msg: Msg) -> None:
-        try:
+        async def handle(data: bytes) -> dict[str, Any]:
             async with self._lock:
-                reply = await self.handle(unpack(msg.data))
-        except (RequestError, TidzamError) as exc:
-            reply = {"error": str(exc)}
-        except Exception as exc:  # answered, logged: the next request goes on
-            log.exception("model request failed")
-            reply = {"error": f"the model request failed: {type(exc).__name__}"}
-        if msg.reply:
-            await msg.respond(pack_reply(reply))
+                return await self.handle(unpack(data))
+        await answer(msg, handle, "model")
 
     async def handle(self, request: ModelRequest) -> dict[str, Any]:
         """The answer to one request; raises TidzamError (unknown model, a refused
