@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -218,6 +219,8 @@ def run_in(browser: Browser, stack: Stack, home: Path, url: str, token: str,
             page.wait_for_load_state("networkidle")
             assert not page.locator("#message.error").is_visible(), (
                 screen, page.locator("#message").text_content())
+            shown = page.locator("main").inner_text()
+            assert not re.search(r"\b(null|undefined|NaN)\b", shown), (screen, shown[:500])
             page.screenshot(path=str(OUT / f"{name}-{size}.png"), full_page=True)
     assert not errors, errors
     outside = [r for r in requests if not r.startswith((url, "blob:", "data:"))]

@@ -34,7 +34,8 @@ export async function render(main) {
         el("td", {}, String(c.labels.length)),
         el("td", {}, el("button", { type: "button", onclick: () => act(`/api/models/${encodeURIComponent(c.name)}/rollback`, {}, "rolled back") }, "Roll back")))))));
 
-  main.append(el("h2", {}, "Registry"), registryNote ? el("p", { class: "error" }, registryNote) : null);
+  main.append(el("h2", {}, "Registry"));
+  if (registryNote) main.append(el("p", { class: "error" }, registryNote));
   for (const m of models) {
     const metrics = Object.entries(m.per_class || {}).sort();
     main.append(el("details", { class: "model" },
