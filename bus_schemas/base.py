@@ -32,13 +32,19 @@ def _check_token(value: str) -> str:
 
 Token = Annotated[str, AfterValidator(_check_token)]
 Channel = Annotated[int, Field(ge=0, le=4095)]
-TimeNs = Annotated[int, Field(ge=0)]
+# a time no recording has outside 1970..2099: a later one is a forgery or a bug, refused at
+# decode (an int near 2**64 could not even be stored by PostgreSQL, and was retried forever)
+MAX_TIME_NS = 4_102_444_800 * 1_000_000_000  # 2100-01-01T00:00:00Z
+TimeNs = Annotated[int, Field(ge=0, lt=MAX_TIME_NS)]
+# a class name as models and rules spell it; bounded so that no index row overflows
+Label = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class Event(BaseModel):
     """Base of every event: immutable, strict about unknown fields."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and infinities are refused in every number: no score, level or gain is one
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1

@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from bus_schemas.base import Channel, Event, TimeNs, Token
+from bus_schemas.base import Channel, Event, Label, TimeNs, Token
 
 
 class SourceAdded(Event):
@@ -224,9 +224,9 @@ class ModelDeployed(Event):
     event_type: ClassVar[str] = "ModelDeployed"
 
     model_id: Token
-    model_version: str
-    path: str
-    labels: tuple[str, ...]
+    model_version: Annotated[str, Field(min_length=1, max_length=64)]
+    path: Annotated[str, Field(max_length=4096)]
+    labels: tuple[Label, ...]
     feature_params: dict[str, float | int | str]
     at_ns: TimeNs
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from bus_schemas import pcm
-from bus_schemas.base import Channel, Event, TimeNs, Token
+from bus_schemas.base import Channel, Event, Label, TimeNs, Token
 from bus_schemas.control import (
     ClassPattern,
     ExtractionRule,
@@ -146,9 +146,9 @@ class Prediction(Event):
     window_end_ns: TimeNs
     model_id: Token
     model_version: Annotated[str, Field(min_length=1, max_length=64)]
-    labels: tuple[str, ...]
+    labels: tuple[Label, ...]
     scores: tuple[float, ...]
-    result: tuple[str, ...]
+    result: tuple[Label, ...]
     origin_ns: TimeNs | None = None
 
     @model_validator(mode="after")
@@ -192,11 +192,11 @@ class SampleExtracted(Event):
     end_ns: TimeNs
     window_start_ns: TimeNs
     window_end_ns: TimeNs
-    label: str
+    label: Annotated[str, Field(max_length=128)]
     confidence: float
     model_id: Token
-    model_version: str
-    labels: tuple[str, ...] = ()
+    model_version: Annotated[str, Field(min_length=1, max_length=64)]
+    labels: tuple[Label, ...] = ()
     scores: tuple[float, ...] = ()
     reason: Literal["rate", "auto", "unknown", "hesitant"] = "rate"
     destination: str = "samples"

@@ -87,6 +87,35 @@ def test_decode_errors_say_why() -> None:
         decode({**headers, HEADER_VERSION: "3"}, body)
 
 
+@pytest.mark.parametrize(("change", "why"), [
+    ({"scores": (float("nan"), 0.1)}, r"scores\.0"),  # non-finite numbers
+    ({"scores": (float("inf"), 0.1)}, r"scores\.0"),
+    ({"window_start_ns": 5_000_000_000_000_000_000}, "window_start_ns"),  # after 2100
+    ({"window_end_ns": 2**64 - 1}, "window_end_ns"),
+    ({"labels": ("x" * 3008, "b")}, r"labels\.0"),  # overflows an index row
+    ({"result": ("",)}, r"result\.0"),
+    ({"model_version": "v" * 65}, "model_version"),
+])
+def test_forged_or_absurd_predictions_are_refused_at_decode(change: dict[str, object],
+                                                            why: str) -> None:
+    """Schema-valid in shape, absurd in value: refused when read, with the field in the
+    reason (the runner dead-letters such a message at once)."""
+    [prediction] = [e for e in EXAMPLES if isinstance(e, Prediction)][:1]
+    headers, _ = encode(prediction)
+    forged = {**prediction.model_dump(), **change}
+    if "scores" not in change and "labels" in change:
+        forged["scores"] = prediction.scores[:len(change["labels"])]  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match=why):
+        decode(headers, msgpack.packb(forged))
+
+
+def test_an_audio_chunk_time_near_two_to_the_64_is_refused_at_decode() -> None:
+    chunk = EXAMPLES[0]
+    headers, _ = encode(chunk)
+    with pytest.raises(DecodeError, match="start_ns"):
+        decode(headers, msgpack.packb({**chunk.model_dump(), "start_ns": 2**64 - 2}))
+
+
 def test_upcasters_chain_to_the_current_version() -> None:
     registry = {
         ("Prediction", 1): lambda b: {**b, "scores": [float(s) for s in b["probs"]]},
