@@ -89,7 +89,9 @@ def test_the_controller_turns_down_mutes_and_leaves_healthy_channels(
         applied = {(a["channel"], a["gain_db"], a["muted"]): a for a in _log(stack, "applied",
                                                                              "trouble")}
         assert set(applied) == {(0, -6.0, False), (1, 0.0, True)}
-        assert START + timedelta(seconds=2) < applied[(0, -6.0, False)]["from_time"] \
+        # clipping from the first sample must last 2 s (CLIP_FOR_S) before the command:
+        # the earliest chunk it can apply to starts where that evidence ends, at 2 s
+        assert START + timedelta(seconds=2) <= applied[(0, -6.0, False)]["from_time"] \
             < START + timedelta(seconds=60)
         state = {(r["source"], r["channel"]): r
                  for r in json.loads(ctl(home, "mixer", "ls", "--json").stdout)}
