@@ -13,12 +13,13 @@ Commit order, written down and followed:
 
 Unordered runners (the classifier) retry through the server: ``nak`` with a
 delay. Ordered runners (projections) never ``nak``: a failed batch is retried in
-this process, with backoff and heartbeats, so nothing after it is fetched before
-it is committed. Their durable is re-created at start from the position the
-caller committed (``start_after``), so messages that a killed process left
-unacked can never be overtaken by newer ones; they ack a committed batch with one
-ack, its last message's (``AckPolicy.ALL``). The server never gives up on a
-message (``max_deliver`` -1 by default): the runner decides what is poison.
+this process, with backoff and heartbeats, so nothing after it is handled before
+it is committed (the next batch is fetched while it commits). Their durable is
+re-created at start from the position the caller committed (``start_after``), so
+messages that a killed process left unacked can never be overtaken by newer ones;
+they ack a committed batch with one ack, its last message's (``AckPolicy.ALL``).
+The server never gives up on a message (``max_deliver`` -1 by default): the runner
+decides what is poison.
 SIGTERM/SIGINT set the stop event: the current batch finishes, then we drain.
 """
 
@@ -33,12 +34,12 @@ from datetime import datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bus.publisher import Publisher, PublishError
+from bus.pull import Puller
 from bus_schemas import DecodeError, Event, decode
 from bus_schemas import subjects as subj
 from bus_schemas.codec import MSG_ID_HEADER
@@ -170,21 +171,32 @@ class ConsumerRunner:
         """Consume until ``stop`` is set; the batch in hand is always finished."""
         self._stop = stop
         await self.ensure_consumer()
-        sub = await self._js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        puller = Puller(self._nc, self.spec.stream, self.spec.durable)
+        await puller.start()
+        ahead: asyncio.Task[list[Msg]] | None = None
         try:
             while not stop.is_set():
                 if self._before_fetch is not None:
                     await self._before_fetch()
                     if stop.is_set():
                         break
-                try:
-                    msgs = await sub.fetch(self.spec.batch, timeout=self._fetch_timeout)
-                except (TimeoutError, NatsTimeoutError):
+                if ahead is not None:
+                    msgs, ahead = await ahead, None
+                else:
+                    msgs = await puller.fetch(self.spec.batch, self._fetch_timeout)
+                if not msgs:
                     continue
+                if self._ordered:  # the next batch comes in while this one commits
+                    ahead = asyncio.create_task(puller.fetch(self.spec.batch,
+                                                             self._fetch_timeout))
                 await self.process(msgs)
         finally:
+            if ahead is not None:  # fetched, not handled: redelivered after the ack wait
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await puller.stop()
         return self.stats
 
     async def process(self, msgs: Sequence[Msg]) -> None:

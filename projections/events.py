@@ -36,19 +36,43 @@ _COLS = (f"{_KEY}, start_time, end_time, reach, windows, peak_confidence, confid
 _SAME_KEY = ("e.model_id = f.model_id AND e.model_version = f.model_version"
              " AND e.source = f.source AND e.channel = f.channel AND e.label = f.label")
 
-# The events a window [start, reach] touches: those whose reach falls inside it, and
-# the next one if it starts inside it. Events of a key never touch, so both their
+
+def _runs(pieces: str) -> str:
+    """SQL grouping the rows of ``pieces`` (columns ``_COLS``) into runs: per key, rows
+    whose reaches connect become one row (earliest start, latest end and reach, summed
+    windows and confidences, highest peak). Merging is associative, so grouping in any
+    order gives the same runs."""
+    return f"""
+SELECT {_KEY}, min(start_time) AS start_time, max(end_time) AS end_time,
+       max(reach) AS reach, sum(windows)::int AS windows,
+       max(peak_confidence) AS peak_confidence, sum(confidence_sum) AS confidence_sum,
+       sum(confidence_count)::int AS confidence_count
+  FROM (SELECT *, sum(starts) OVER (PARTITION BY {_KEY} ORDER BY start_time, reach
+                                     ROWS UNBOUNDED PRECEDING) AS run
+          FROM (SELECT *, CASE WHEN start_time <= max(reach) OVER (
+                                        PARTITION BY {_KEY} ORDER BY start_time, reach
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                               THEN 0 ELSE 1 END AS starts
+                  FROM ({pieces}) AS pieces) AS marked) AS numbered
+ GROUP BY {_KEY}, run"""
+
+
+# The fresh windows are first joined into runs among themselves (a batch of a replay
+# holds long runs of each key), so the events are looked up once per run, not once per
+# window. The events a run [start, reach] touches: those whose reach falls inside it,
+# and the next one if it starts inside it. Events of a key never touch, so both their
 # starts and their reaches increase together: two bounded look-ups by reach find them
 # all, however long the key's history (``start_time <= reach`` alone would read it all).
+_WINDOWS = f"""
+SELECT {_KEY}, time AS start_time, window_end AS end_time,
+       window_end + (window_end - time) AS reach, 1 AS windows,
+       confidence AS peak_confidence, confidence::numeric AS confidence_sum,
+       (confidence IS NOT NULL)::int AS confidence_count
+  FROM {FRESH}"""
+
 _MERGE = f"""
-WITH fresh AS (
-    SELECT {_KEY}, time AS start_time, window_end AS end_time,
-           window_end + (window_end - time) AS reach, 1 AS windows,
-           confidence AS peak_confidence, confidence::numeric AS confidence_sum,
-           (confidence IS NOT NULL)::int AS confidence_count
-      FROM {FRESH}
-),
-touched AS (  -- the events a fresh window touches, by their row address
+WITH fresh AS ({_runs(_WINDOWS)}),
+touched AS (  -- the events a fresh run touches, by their row address
     DELETE FROM detection_events
      WHERE ctid = ANY(ARRAY(
            SELECT hit.ctid FROM fresh f CROSS JOIN LATERAL (
@@ -60,25 +84,9 @@ touched AS (  -- the events a fresh window touches, by their row address
                                          ORDER BY e.reach LIMIT 1) nxt
                    WHERE nxt.start_time <= f.reach) hit))
     RETURNING {_COLS}
-),
-pieces AS (SELECT {_COLS} FROM fresh UNION ALL SELECT {_COLS} FROM touched),
-marked AS (
-    SELECT *, CASE WHEN start_time <= max(reach) OVER (
-                            PARTITION BY {_KEY} ORDER BY start_time, reach
-                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-                   THEN 0 ELSE 1 END AS starts
-      FROM pieces
-),
-numbered AS (
-    SELECT *, sum(starts) OVER (PARTITION BY {_KEY} ORDER BY start_time, reach
-                                ROWS UNBOUNDED PRECEDING) AS event
-      FROM marked
 )
 INSERT INTO detection_events ({_COLS})
-SELECT {_KEY}, min(start_time), max(end_time), max(reach), sum(windows),
-       max(peak_confidence), sum(confidence_sum), sum(confidence_count)
-  FROM numbered
- GROUP BY {_KEY}, event
+{_runs(f"SELECT {_COLS} FROM fresh UNION ALL SELECT {_COLS} FROM touched")}
 """
 
 

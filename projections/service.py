@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class ProjectorSettings(TidzamSettings):
     nats_url: SecretStr
     database_url: SecretStr
-    batch: int = Field(500, ge=1, le=10_000)
+    batch: int = Field(5000, ge=1, le=10_000)
 
 
 def handler_for(store: ProjectionStore, stream: str) -> Handler:
@@ -59,7 +59,7 @@ async def run(settings: ProjectorSettings, stop: asyncio.Event) -> None:
         for spec, filters in PROJECTION_SUBSCRIPTIONS:
             consumer = projection_consumer(PROJECTION, spec, filters)
             consumer = dataclasses.replace(consumer, batch=settings.batch,
-                                           max_ack_pending=settings.batch)
+                                           max_ack_pending=2 * settings.batch)  # one batch ahead
             # The checkpoint, not the server's ack state, says where to resume.
             committed = await store.checkpoint(PROJECTION, spec.name)
             runners.append(ConsumerRunner(nc, consumer, handler_for(store, spec.name),

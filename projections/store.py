@@ -16,17 +16,13 @@ Events this store does not project still advance the checkpoint.
 
 from __future__ import annotations
 
-import functools
 import logging
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
 from bus_schemas.errors import TidzamError
@@ -35,6 +31,7 @@ from bus_schemas.events import (
     Event,
     Prediction,
 )
+from projections import copy_binary as cb
 from projections import events as detection_events
 from projections.statements import statement_for
 from projections.times import to_datetime
@@ -48,15 +45,17 @@ _DERIVED = {"detections": ("detection_events",)}
 UNKNOWN = "unknown"
 
 _PRED_COLS = "time, end_time, source, channel, model_id, model_version, scores, result"
-_PRED_TYPES = ["timestamptz", "timestamptz", "text", "int4", "text", "text", "float4[]", "text[]"]
+_PRED_TYPES: list[cb.Encoder] = [
+    cb.timestamptz, cb.timestamptz, cb.text, cb.int4, cb.text, cb.text, cb.float4_array,
+    cb.text_array]
 _DET_COLS = "time, source, channel, label, confidence, model_id, model_version, window_end"
-_FLOAT4_OID, _FLOAT4_ARRAY_OID = 700, 1021
-_EMPTY_ARRAY = struct.Struct(">3i")
-_DET_TYPES = ["timestamptz", "text", "int4", "text", "float4", "text", "text", "timestamptz"]
+_DET_TYPES: list[cb.Encoder] = [
+    cb.timestamptz, cb.text, cb.int4, cb.text, cb.float4, cb.text, cb.text, cb.timestamptz]
 _HEALTH_COLS = ("time, end_time, source, channel, rms_dbfs, peak_dbfs, clip_ratio,"
                 " noise_floor_dbfs, dc_offset, hum_db, hum_hz, dead")
-_HEALTH_TYPES = ["timestamptz", "timestamptz", "text", "int4", "float4", "float4", "float4",
-                 "float4", "float4", "float4", "int2", "bool"]
+_HEALTH_TYPES: list[cb.Encoder] = [
+    cb.timestamptz, cb.timestamptz, cb.text, cb.int4, cb.float4, cb.float4, cb.float4,
+    cb.float4, cb.float4, cb.float4, cb.int2, cb.boolean]
 
 
 class CheckpointError(TidzamError, RuntimeError):
@@ -96,20 +95,20 @@ def unique_by_seq(items: Iterable[tuple[int, Event]]) -> list[tuple[int, Event]]
 
 
 def prediction_row(event: Prediction) -> tuple[Any, ...]:
-    """A ``predictions`` row, columns as ``_PRED_COLS``."""
+    """A ``predictions`` row, columns as ``_PRED_COLS`` (times in ns)."""
     return (
-        to_datetime(event.window_start_ns), to_datetime(event.window_end_ns),
-        event.source, event.channel, event.model_id, event.model_version,
-        list(event.scores), list(event.result),
+        event.window_start_ns, event.window_end_ns, event.source, event.channel,
+        event.model_id, event.model_version, event.scores, event.result,
     )
 
 
 def detection_rows(event: Prediction) -> list[tuple[Any, ...]]:
-    """One ``detections`` row per decided label except ``unknown``; columns as ``_DET_COLS``.
+    """One ``detections`` row per decided label except ``unknown``; columns as ``_DET_COLS``
+    (times in ns).
 
     The confidence is the label's score, NULL if the label is not in the score vector.
     """
-    start, end = to_datetime(event.window_start_ns), to_datetime(event.window_end_ns)
+    start, end = event.window_start_ns, event.window_end_ns
     rows: list[tuple[Any, ...]] = []
     for label in dict.fromkeys(event.result):
         if label == UNKNOWN:
@@ -121,8 +120,8 @@ def detection_rows(event: Prediction) -> list[tuple[Any, ...]]:
 
 
 def health_row(event: ChannelHealth) -> tuple[Any, ...]:
-    """A ``channel_health`` row, columns as ``_HEALTH_COLS``."""
-    return (to_datetime(event.start_ns), to_datetime(event.end_ns), event.source,
+    """A ``channel_health`` row, columns as ``_HEALTH_COLS`` (times in ns)."""
+    return (event.start_ns, event.end_ns, event.source,
             event.channel, event.rms_dbfs, event.peak_dbfs, event.clip_ratio,
             event.noise_floor_dbfs, event.dc_offset, event.hum_db, event.hum_hz, event.dead)
 
@@ -145,46 +144,12 @@ INSERT INTO {detection_events.FRESH} ({_DET_COLS}) SELECT {_DET_COLS} FROM inser
 """
 
 
-class Float4ArrayDumper(Dumper):
-    """A sequence of floats as ``float4[]`` in PostgreSQL's binary array format.
-
-    One ``struct.pack`` per vector: psycopg's generic list dumper spends ~10 µs on a
-    20-score vector, half of ``apply``'s time; this takes ~1 µs.
-    """
-
-    format = Format.BINARY
-    oid = _FLOAT4_ARRAY_OID
-
-    def dump(self, obj: Sequence[float]) -> bytes:
-        n = len(obj)
-        if n == 0:
-            return _EMPTY_ARRAY.pack(0, 0, _FLOAT4_OID)
-        values: list[float] = [4] * (2 * n)  # each element: its length (4), its value
-        values[1::2] = obj
-        return _array_layout(n).pack(1, 0, _FLOAT4_OID, n, 1, *values)
-
-
-@functools.lru_cache(maxsize=64)
-def _array_layout(n: int) -> struct.Struct:
-    """ndim, has-nulls, element oid, length, lower bound, then (length, value) × n."""
-    return struct.Struct(">5i" + "if" * n)
-
-
-async def _copy(cur: AsyncCursor[Any], table: str, columns: str, types: list[str],
-                rows: Iterable[tuple[Any, ...]]) -> None:
-    cur.adapters.register_dumper(None, Float4ArrayDumper)  # used by set_types("float4[]")
-    async with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(types)
-        for row in rows:
-            await copy.write_row(row)
-
-
 async def _write_predictions(cur: AsyncCursor[Any], events: Sequence[Prediction]) -> int:
     """Bulk insert; a row already there (same natural key) is left alone."""
     await cur.execute(_TEMP_TABLES)
-    await _copy(cur, "tidzam_predictions_in", _PRED_COLS, _PRED_TYPES,
+    await cb.copy_rows(cur, "tidzam_predictions_in", _PRED_COLS, _PRED_TYPES,
                 (prediction_row(e) for e in events))
-    await _copy(cur, "tidzam_detections_in", _DET_COLS, _DET_TYPES,
+    await cb.copy_rows(cur, "tidzam_detections_in", _DET_COLS, _DET_TYPES,
                 (row for e in events for row in detection_rows(e)))
     await cur.execute(f"INSERT INTO predictions ({_PRED_COLS}) SELECT {_PRED_COLS}"
                       " FROM tidzam_predictions_in ON CONFLICT DO NOTHING")
@@ -200,7 +165,7 @@ async def _write_health(cur: AsyncCursor[Any], events: Sequence[ChannelHealth]) 
     """Bulk insert; an interval already there (same source, channel, start) is left alone."""
     await cur.execute("CREATE TEMP TABLE IF NOT EXISTS tidzam_health_in (LIKE channel_health)"
                       " ON COMMIT DELETE ROWS")
-    await _copy(cur, "tidzam_health_in", _HEALTH_COLS, _HEALTH_TYPES,
+    await cb.copy_rows(cur, "tidzam_health_in", _HEALTH_COLS, _HEALTH_TYPES,
                 (health_row(e) for e in events))
     await cur.execute(f"INSERT INTO channel_health ({_HEALTH_COLS}) SELECT {_HEALTH_COLS}"
                       " FROM tidzam_health_in ON CONFLICT DO NOTHING")
@@ -209,7 +174,10 @@ async def _write_health(cur: AsyncCursor[Any], events: Sequence[ChannelHealth]) 
 
 async def _register_models(cur: AsyncCursor[Any], events: Sequence[Prediction]) -> int:
     """Record each model's label order (the order of ``scores``) unless already known."""
-    models = {(e.model_id, e.model_version): list(e.labels) for e in events}
+    models: dict[tuple[str, str], list[str]] = {}
+    for e in events:
+        if (e.model_id, e.model_version) not in models:
+            models[e.model_id, e.model_version] = list(e.labels)
     await cur.executemany(
         "INSERT INTO models (model_id, version, labels) VALUES (%s, %s, %s)"
         " ON CONFLICT DO NOTHING",

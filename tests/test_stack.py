@@ -54,6 +54,25 @@ def test_check_restarts_what_died(tmp_path: Path) -> None:
         assert stack.pid_of("projector") not in (None, victim)
 
 
+def test_down_stops_what_other_settings_started(tmp_path: Path) -> None:
+    """A stack brought down under other settings (no extractor, no classifier) still
+    stops every process the home runs: none is left behind."""
+    from tidzam_ctl.settings import CtlSettings
+    from tidzam_ctl.stack.stack import Stack
+
+    home = tmp_path / "h"
+    with running_stack(home) as stack:
+        pids = [stack.pid_of(name) for name in ("extractor", "classifier-0")]
+        assert all(pids)
+        fewer = Stack(CtlSettings(home=home, extractor=False, classifiers=0))
+        fewer.down()
+        for pid in pids:
+            assert pid is not None
+            wait_for(lambda pid=pid: not psutil.pid_exists(pid) or  # type: ignore[misc]
+                     psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                     what=f"process {pid} to stop")
+
+
 def test_status_without_a_stack_says_stopped(tmp_path: Path) -> None:
     done = ctl(tmp_path / "none", "status", "--json")
     assert done.returncode == 0

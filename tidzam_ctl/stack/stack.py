@@ -275,8 +275,12 @@ class Stack:
         """Stop the processes (SIGTERM, then SIGKILL), then the servers."""
         if self.desired.exists():
             self.desired.write_text(json.dumps({**self._recorded(), "up": False}))
-        for spec in self.processes():
-            self._terminate(spec.name, timeout_s)
+        servers = {"nats", "icecast", "jackd"}
+        # every process this home runs, also one started under other settings (a
+        # command run with TIDZAM_EXTRACTOR=false must not leave the extractor running)
+        started = {pidfile.stem for pidfile in self.run_dir.glob("*.pid")} - servers
+        for name in [spec.name for spec in self.processes()] + sorted(started):
+            self._terminate(name, timeout_s)
         if self.embedded_nats:
             self._terminate("nats", timeout_s)
         if self.settings.icecast:

@@ -1,0 +1,96 @@
+"""Batches from a durable pull consumer, three times faster than nats-py's ``fetch``.
+
+nats-py's ``PullSubscription.fetch`` waits for each message of a batch with its own
+``asyncio.wait_for`` (a task, a timer and a cancellation per message): about 50 µs a
+message, 19,000 messages/s on this project's 2-core machine, the largest cost of the
+projector. Here one pull request asks for the batch, and a subscription callback
+collects the messages; the caller waits once, for the whole batch: 64,000/s on the
+same machine (``benchmarks/rebuild.py``).
+
+Each request gets its own reply subject (``<inbox>.<n>``). A request's end (``404`` no
+messages, ``408`` expired, ``409`` e.g. max ack pending reached) ends only that
+request, so the status of an older request cannot cut a newer one short; a message of
+an older request that arrives late goes to the waiting ``fetch``, or is kept for the
+next one: it was delivered, and dropping it would only delay it until its ack wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+_HEARTBEAT = "100"
+
+
+class Puller:
+    """Fetches batches of ``durable`` on ``stream``; ``start`` before, ``stop`` after."""
+
+    def __init__(self, nc: Client, stream: str, durable: str, api_prefix: str = "$JS.API") -> None:
+        self._nc = nc
+        self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._request = 0
+        self._wanted = 0
+        self._msgs: list[Msg] = []
+        self._early: deque[Msg] = deque()  # delivered while no request was waiting
+        self._done: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        # no pending limit of our own: the consumer's max_ack_pending bounds what comes
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg,
+                                            pending_msgs_limit=-1, pending_bytes_limit=-1)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        """Up to ``batch`` messages: those waiting now, or the first to come within
+        ``timeout`` and any that follow at once; ``[]`` if none came."""
+        if self._sub is None:
+            raise RuntimeError("Puller.start() was not called")
+        msgs = [self._early.popleft() for _ in range(min(batch, len(self._early)))]
+        if len(msgs) == batch:
+            return msgs
+        self._request += 1
+        self._msgs, self._wanted = msgs, batch
+        self._done = asyncio.get_running_loop().create_future()
+        request = {"batch": batch - len(msgs), "expires": int(timeout * 1e9)}
+        if msgs:
+            request["no_wait"] = True  # take what is there now, do not linger
+            del request["expires"]
+        await self._nc.publish(self._next_subject, json.dumps(request).encode(),
+                               reply=f"{self._inbox}.{self._request}")
+        try:
+            # the server ends the request itself at `expires`; the margin covers a
+            # status lost with the connection
+            await asyncio.wait_for(asyncio.shield(self._done), timeout + 1.0)
+        except TimeoutError:
+            pass
+        finally:
+            msgs, self._msgs, self._done = self._msgs, [], None
+        return msgs
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is not None:  # the end of a request, or a heartbeat
+            if status != _HEARTBEAT and msg.subject == f"{self._inbox}.{self._request}":
+                self._finish()
+            return
+        if self._done is None:
+            self._early.append(msg)
+            return
+        self._msgs.append(msg)  # a late one of an older request counts too
+        if len(self._msgs) >= self._wanted:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
