@@ -52,25 +52,30 @@ class Puller:
             self._sub = None
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
-        """Up to ``batch`` messages: those waiting now, or the first to come within
-        ``timeout`` and any that follow at once; ``[]`` if none came."""
+        """Up to ``batch`` messages, as nats-py's ``fetch`` gives them: those waiting
+        now, at once; if there are none, those that come within ``timeout`` (it returns
+        when the batch is full or the time is up); ``[]`` if none came."""
         if self._sub is None:
             raise RuntimeError("Puller.start() was not called")
         msgs = [self._early.popleft() for _ in range(min(batch, len(self._early)))]
-        if len(msgs) == batch:
-            return msgs
+        if len(msgs) < batch:  # what is there now, without lingering
+            msgs = await self._request_batch(msgs, batch, {"no_wait": True}, timeout)
+        if not msgs:
+            msgs = await self._request_batch(msgs, batch, {"expires": int(timeout * 1e9)},
+                                             timeout)
+        return msgs
+
+    async def _request_batch(self, msgs: list[Msg], batch: int, options: dict[str, object],
+                             timeout: float) -> list[Msg]:
         self._request += 1
         self._msgs, self._wanted = msgs, batch
         self._done = asyncio.get_running_loop().create_future()
-        request = {"batch": batch - len(msgs), "expires": int(timeout * 1e9)}
-        if msgs:
-            request["no_wait"] = True  # take what is there now, do not linger
-            del request["expires"]
+        request = {"batch": batch - len(msgs), **options}
         await self._nc.publish(self._next_subject, json.dumps(request).encode(),
                                reply=f"{self._inbox}.{self._request}")
         try:
-            # the server ends the request itself at `expires`; the margin covers a
-            # status lost with the connection
+            # the server ends the request itself (no_wait: at once; else at `expires`);
+            # the margin covers a status lost with the connection
             await asyncio.wait_for(asyncio.shield(self._done), timeout + 1.0)
         except TimeoutError:
             pass
