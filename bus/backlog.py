@@ -48,6 +48,32 @@ async def wait_idle(nc: Client, durables: list[tuple[str, str]], timeout_s: floa
     return False
 
 
+async def wait_processed(nc: Client, durables: list[tuple[str, str]], timeout_s: float
+                         ) -> bool:
+    """Wait until each durable, in order, has handled everything its stream held when
+    the durable's turn came (the classifier: the audio published so far; then each
+    projection: the predictions the classifier had published by then). What keeps
+    arriving after that (a live source that never stops) is not waited for, as
+    ``wait_idle`` would. False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    js = nc.jetstream()
+    for stream, durable in durables:
+        target = int((await js.stream_info(stream)).state.last_seq or 0)
+        while True:
+            try:
+                info = await js.consumer_info(stream, durable)
+            except NotFoundError:
+                info = None  # not created yet: its process is starting
+            if info is not None:
+                floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+                if floor >= target or not (info.num_pending or info.num_ack_pending):
+                    break
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+    return True
+
+
 async def oldest_unacked_at(nc: Client, stream: str, durable: str, subject: str
                             ) -> datetime | None:
     """When the oldest message on ``subject`` that ``durable`` has not acked was stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import nats
 from nats.aio.client import Client
@@ -28,6 +29,22 @@ async def connect(url: str, name: str) -> Client:
     answers will do, and the others are tried on reconnects.
     """
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    lost: list[float] = []  # when the connection was lost, while it is
+
+    async def on_error(exc: Exception) -> None:  # one line, not nats-py's traceback
+        if lost:  # reconnect attempts fail until the server is back: said once
+            return
+        log.warning("NATS: %s", f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+    async def on_disconnected() -> None:
+        if not lost:
+            lost.append(time.monotonic())
+            log.warning("NATS connection lost: reconnecting (nothing is dropped meanwhile)")
+
+    async def on_reconnected() -> None:
+        if lost:
+            log.warning("NATS connection back after %.1f s", time.monotonic() - lost.pop())
+
     try:
         nc: Client = await nats.connect(
             servers,
@@ -36,6 +53,9 @@ async def connect(url: str, name: str) -> Client:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             allow_reconnect=True,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
         )
     except Exception as exc:
         raise BusError(f"cannot connect to NATS ({_redact(url)}): {exc}") from exc

@@ -4,8 +4,10 @@
   stores a retried or replayed publish once);
 - a bounded number of publishes in flight (``max_pending``): ``publish`` waits
   when the bound is reached, so a fast producer cannot grow memory without end;
-- retries with backoff on timeouts and lost connections; ``flush`` waits for
-  every ack and raises ``PublishError`` if any event could not be stored.
+- retries with backoff on timeouts and lost connections: ``retries`` times, and for
+  as long as ``outage_s`` (a replay rides out a server down for minutes);
+- ``flush`` waits for every ack and raises ``PublishError`` if any event could not
+  be stored.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoRespondersError,
+    OutboundBufferLimitError,
+    TimeoutError,
+)
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import APIError, ServiceUnavailableError
@@ -25,7 +33,10 @@ from bus_schemas.subjects import subject_for
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE = (TimeoutError, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError)
+# What a server back later cures: no answer, no responder, and while the client
+# reconnects, its outbound buffer full (a fast replay fills it in a moment).
+_RETRYABLE = (TimeoutError, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError,
+              OutboundBufferLimitError, ConnectionReconnectingError)
 
 
 class PublishError(TidzamError, RuntimeError):
@@ -49,12 +60,14 @@ class Publisher:
         retries: int = 6,
         timeout_s: float = 5.0,
         backoff_s: float = 0.2,
+        outage_s: float = 0.0,
     ) -> None:
         self._js = js
         self._slots = asyncio.Semaphore(max_pending)
         self._retries = retries
         self._timeout = timeout_s
         self._backoff = backoff_s
+        self._outage = outage_s
         self._pending: set[asyncio.Task[PubAck]] = set()
         self._errors: list[BaseException] = []
         self.published = 0
@@ -160,16 +173,24 @@ class Publisher:
         return await self._send_bytes(subject, body, headers)
 
     async def _send_bytes(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
+        """Publish with retries: at least ``retries`` more tries, and more while the
+        failures have lasted less than ``outage_s``."""
         delay = self._backoff
-        for attempt in range(self._retries + 1):
+        first_failure: float | None = None
+        attempt = 0
+        while True:
             try:
                 ack = await self._js.publish(subject, body, timeout=self._timeout,
                                              headers=headers)
             except _RETRYABLE as exc:
-                if attempt == self._retries:
-                    raise PublishError(f"{subject}: {type(exc).__name__} after "
-                                       f"{attempt + 1} tries") from exc
-                log.warning("publish to %s failed (%s), retry %d", subject, exc, attempt + 1)
+                now = asyncio.get_running_loop().time()
+                first_failure = first_failure if first_failure is not None else now
+                attempt += 1
+                if attempt > self._retries and now - first_failure >= self._outage:
+                    raise PublishError(f"{subject}: {type(exc).__name__} after {attempt} tries"
+                                       f" in {now - first_failure:.0f} s") from exc
+                log.warning("publish to %s failed (%s), retry %d", subject,
+                            type(exc).__name__, attempt)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except (ConnectionClosedError, APIError) as exc:
@@ -179,4 +200,3 @@ class Publisher:
                 if ack.duplicate:
                     self.duplicates += 1
                 return ack
-        raise PublishError(f"{subject}: retries exhausted")  # unreachable: loop returns/raises

@@ -2,14 +2,17 @@
 
 Commit order, written down and followed:
   1. fetch a batch; decode each message by its header type. A message that
-     cannot be decoded goes to the DLQ with the reason, then ``term``.
+     cannot be decoded, or whose body belongs on another subject (a prediction of
+     source A published on source B's subject), goes to the DLQ with the reason,
+     then ``term``.
   2. hand the decoded batch to the handler; while it works, ``in_progress``
      keeps the messages from being redelivered.
   3. the handler commits its side effect (rows, published events) and returns
      one ``Outcome`` per delivery; only then are messages acked.
   4. a ``TransientError`` is retried for ever (it never dead-letters); any other
      exception is retried message by message to isolate the poison one, which
-     goes to the DLQ and is terminated after ``poison_after`` failures.
+     goes to the DLQ and is terminated: at once for a ``PoisonError`` (the handler
+     knows it can never succeed), after ``poison_after`` failures for any other.
 
 Unordered runners (the classifier) retry through the server: ``nak`` with a
 delay. Ordered runners (projections) never ``nak``: a failed batch is retried in
@@ -57,6 +60,14 @@ log = logging.getLogger(__name__)
 
 class TransientError(TidzamError, RuntimeError):
     """A failure that retrying later can fix (database down, bus unreachable)."""
+
+
+class PoisonError(TidzamError, ValueError):
+    """The messages handled can never succeed (a value the database refuses, say).
+
+    Raised for a batch, the runner handles its messages one by one; raised for one
+    message, it is dead-lettered at once, without the retries an unknown failure gets.
+    """
 
 
 @dataclass(frozen=True)
@@ -186,7 +197,10 @@ class ConsumerRunner:
                     msgs = await puller.fetch(self.spec.batch, self._fetch_timeout)
                 if not msgs:
                     continue
-                if self._ordered:  # the next batch comes in while this one commits
+                if self._ordered and len(msgs) >= self.spec.batch:
+                    # a backlog (a full batch): the next one comes in while this one
+                    # commits. Not live, where it would linger for the fetch timeout
+                    # and hold back what arrives while this one commits.
                     ahead = asyncio.create_task(puller.fetch(self.spec.batch,
                                                              self._fetch_timeout))
                 await self.process(msgs)
@@ -206,6 +220,9 @@ class ConsumerRunner:
             meta = msg.metadata
             try:
                 event = decode(msg.headers, msg.data)
+                where = subj.subject_for(event)
+                if where != msg.subject:  # a forgery, or a publisher of someone else's
+                    raise DecodeError(f"the body belongs on {where}, not {msg.subject}")
             except DecodeError as exc:
                 await self.dead_letter(msg, exc.reason)
                 continue
@@ -247,6 +264,8 @@ class ConsumerRunner:
             outcomes = await self._handler([delivery])
         except TransientError:
             await self._nak_all([delivery])
+        except PoisonError as exc:
+            await self.dead_letter(delivery.msg, f"cannot succeed: {exc}")
         except Exception as exc:
             if delivery.num_delivered >= self._poison_after:
                 await self.dead_letter(delivery.msg, self._poison_reason(exc,
@@ -271,6 +290,14 @@ class ConsumerRunner:
                                 self.spec.durable, attempt, exc)
                     await self._pause(attempt)
                     continue
+                except PoisonError as exc:  # expected: find the one, no traceback
+                    log.warning("%s: a batch of %d holds a message that cannot succeed (%s):"
+                                " handling them one by one", self.spec.durable,
+                                len(deliveries), exc)
+                    self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+                    for delivery in deliveries:
+                        await self._ordered_one(delivery)
+                    return
                 except Exception as exc:
                     log.exception("%s: handler failed on a batch of %d", self.spec.durable,
                                   len(deliveries))
@@ -291,6 +318,9 @@ class ConsumerRunner:
                 failures = 0
                 await self._pause(1)
                 continue
+            except PoisonError as exc:
+                await self.dead_letter(delivery.msg, f"cannot succeed: {exc}")
+                return
             except Exception as exc:
                 failures += 1
                 if failures >= self._poison_after:

@@ -36,8 +36,9 @@ Channel = Annotated[int, Field(ge=0, le=4095)]
 # decode (an int near 2**64 could not even be stored by PostgreSQL, and was retried forever)
 MAX_TIME_NS = 4_102_444_800 * 1_000_000_000  # 2100-01-01T00:00:00Z
 TimeNs = Annotated[int, Field(ge=0, lt=MAX_TIME_NS)]
-# a class name as models and rules spell it; bounded so that no index row overflows
-Label = Annotated[str, Field(min_length=1, max_length=128)]
+# a class name as models and rules spell it; bounded so that no index row overflows, and
+# without control characters (a NUL byte cannot even be stored in PostgreSQL text)
+Label = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class Event(BaseModel):

@@ -63,6 +63,7 @@ DLQ = StreamSpec(
     name="DLQ",
     subjects=(subjects.DLQ_ALL,),
     max_age_s=30 * DAY_S,
+    max_bytes=1024**3,  # a flood of bad messages cannot fill the disk: the oldest go first
     description="messages that could not be decoded or handled, with the reason",
 )
 

@@ -62,6 +62,18 @@ class LiveSession:
     resampler: PcmResampler
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     samples_in: int = 0
+    opened: float = field(default_factory=time.monotonic)
+
+    def ahead_s(self, more: int) -> float:
+        """How far the stream would run ahead of the wall clock with ``more`` samples."""
+        return (self.samples_in + more) / self.rate - (time.monotonic() - self.opened)
+
+
+# What one client may cost: a message holds at most MAX_MESSAGE_S of audio (at 1 kHz a
+# full buffer was 384 s, resampled to 18 million samples), and a stream may run at most
+# AHEAD_S ahead of real time (a phone's buffering, not a file pushed at full speed).
+MAX_MESSAGE_S = 5.0
+AHEAD_S = 10.0
 
 
 class LiveInputs:
@@ -107,7 +119,14 @@ class LiveInputs:
             try:
                 pcm, rate = parse_audio({"buffer": request.buffer,
                                          "samplerate": request.samplerate})
+                if pcm.size > MAX_MESSAGE_S * rate:
+                    raise LiveInputError(f"at most {MAX_MESSAGE_S:g} s of audio per message "
+                                         f"(got {pcm.size / rate:.1f} s)")
                 session = await self._session(client, rate)
+                if session.ahead_s(pcm.size) > AHEAD_S:
+                    raise LiveInputError("live audio comes faster than real time: "
+                                         f"{session.ahead_s(pcm.size):.0f} s ahead; "
+                                         "replay recordings with `tidzam_ctl replay`")
             except LiveInputError as exc:
                 return {"error": str(exc)}
             async with session.lock:

@@ -14,15 +14,23 @@ import logging
 from collections.abc import Sequence
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, SecretStr
 
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
-from bus.runner import Ack, ConsumerRunner, Delivery, Handler, Outcome, TransientError
+from bus.runner import (
+    Ack,
+    ConsumerRunner,
+    Delivery,
+    Handler,
+    Outcome,
+    PoisonError,
+    TransientError,
+)
 from bus.settings import TidzamSettings
 from bus_schemas.streams import PROJECTION, PROJECTION_SUBSCRIPTIONS, projection_consumer
 from projections.migrate import migrate
+from projections.pool import connection_pool
 from projections.store import ProjectionStore
 
 log = logging.getLogger(__name__)
@@ -35,13 +43,38 @@ class ProjectorSettings(TidzamSettings):
     batch: int = Field(5000, ge=1, le=10_000)
 
 
+# SQLSTATE classes of errors that the same rows will always get again: data exceptions
+# (an encoding PostgreSQL refuses, a NUL byte, a number out of range), integrity
+# violations, and program limits (an index row too big). Retrying them only stalls the
+# projection behind them; the message goes to the dead-letter stream.
+_POISON_CLASSES = ("22", "23", "54")
+# what a later try can get past: the connection, a conflict, resources, a shutdown
+_TRANSIENT_CLASSES = ("08", "40", "53", "55", "57", "58")
+
+
+def classify(exc: psycopg.Error) -> Exception:
+    """The runner's view of a database error: poison, transient, or as it is (a bug:
+    retried, then dead-lettered)."""
+    state = exc.sqlstate or ""
+    # psycopg refuses some values itself (a NUL byte in text): a DataError, no SQLSTATE
+    if state[:2] in _POISON_CLASSES or isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return PoisonError(f"PostgreSQL refused it{f' ({state})' if state else ''}: {exc}")
+    if state[:2] in _TRANSIENT_CLASSES or (isinstance(exc, psycopg.OperationalError)
+                                           and not state):
+        return TransientError(f"database unavailable: {exc}")
+    return exc
+
+
 def handler_for(store: ProjectionStore, stream: str) -> Handler:
     async def handle(deliveries: Sequence[Delivery]) -> list[Outcome]:
         items = [(d.stream_seq, d.event) for d in deliveries]
         try:
             await store.apply(PROJECTION, stream, items)
-        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
-            raise TransientError(f"database unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            kind = classify(exc)
+            if kind is exc:
+                raise
+            raise kind from exc
         return [Ack()] * len(deliveries)
 
     return handle
@@ -50,8 +83,7 @@ def handler_for(store: ProjectionStore, stream: str) -> Handler:
 async def run(settings: ProjectorSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-projector")
     await ensure_streams(nc.jetstream())
-    async with AsyncConnectionPool(settings.database_url.get_secret_value(), min_size=1,
-                                   max_size=4, open=False) as pool:
+    async with connection_pool(settings.database_url.get_secret_value()) as pool:
         async with pool.connection() as conn:
             await migrate(conn)
         store = ProjectionStore(pool)

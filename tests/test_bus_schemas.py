@@ -94,6 +94,8 @@ def test_decode_errors_say_why() -> None:
     ({"window_end_ns": 2**64 - 1}, "window_end_ns"),
     ({"labels": ("x" * 3008, "b")}, r"labels\.0"),  # overflows an index row
     ({"result": ("",)}, r"result\.0"),
+    ({"result": ("bi\x00rds",)}, r"result\.0"),  # PostgreSQL cannot store a NUL byte
+    ({"labels": ("a", "new\nline")}, r"labels\.1"),
     ({"model_version": "v" * 65}, "model_version"),
 ])
 def test_forged_or_absurd_predictions_are_refused_at_decode(change: dict[str, object],

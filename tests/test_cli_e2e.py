@@ -64,3 +64,54 @@ def test_query_without_a_stack_says_what_to_do(tmp_path: Path) -> None:
     done = ctl(tmp_path / "none", "query", "detections")
     assert done.returncode == 1
     assert "tidzam_ctl up" in done.stderr or "PostgreSQL" in done.stderr
+
+
+def test_replay_wait_returns_while_a_live_source_never_stops(tmp_path: Path) -> None:
+    """``replay --wait`` waits for its own windows, not for an idle bus: a live source
+    publishing all along (8 channels, a quarter-second chunk 4 times a second each, so
+    the classifier is never idle for a second) does not keep it waiting."""
+    import asyncio
+    import threading
+    import time
+
+    from bus.connect import connect
+    from bus.publisher import Publisher
+    from bus_schemas import AudioChunk
+    from tidzam_ctl.settings import CtlSettings
+    from tidzam_ctl.stack.stack import Stack
+
+    home = tmp_path / "home"
+    rain = real_file(MEGAGLEST, RAIN)
+    stop = threading.Event()
+
+    async def live(url: str) -> None:
+        nc = await connect(url, "pytest-live")
+        pub = Publisher(nc.jetstream())
+        rate, step = 48_000, 12_000
+        t0, seq = time.time_ns(), 0
+        noise = bytes(range(256)) * (2 * step // 256)
+        while not stop.is_set():
+            await pub.publish_all([
+                AudioChunk(source="live", channel=ch, seq=seq, first_sample=seq * step,
+                           start_ns=t0 + seq * step * 10**9 // rate, sample_rate=rate,
+                           samples=noise) for ch in range(8)])
+            seq += 1
+            await asyncio.sleep(0.25)
+        await nc.drain()
+
+    with running_stack(home):
+        url = Stack(CtlSettings(home=home)).nats_url
+        thread = threading.Thread(target=lambda: asyncio.run(live(url)), daemon=True)
+        thread.start()
+        try:
+            time.sleep(3)  # the live source is flowing
+            t0 = time.monotonic()
+            done = ctl(home, "replay", str(rain), "--source", "pond", "--wait",
+                       "--timeout", "120", timeout=200)
+            took = time.monotonic() - t0
+            assert done.returncode == 0, done.stderr
+            assert took < 90, took
+            assert _query(home, "--source", "pond")  # its windows are in SQL
+        finally:
+            stop.set()
+            thread.join(10)

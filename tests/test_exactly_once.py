@@ -138,3 +138,46 @@ async def test_overlapping_sessions_of_one_source_are_all_kept(nc: Client,
     await _classify(nc, instances=1, expected=2 * per_file, overlap=0.25)
     predictions: list[Prediction] = await read_predictions(nc)
     assert len({p.window_start_ns for p in predictions}) == 2 * per_file
+
+
+async def test_a_value_the_database_refuses_is_dead_lettered_at_once(
+        nc: Client, pg_pool: AsyncConnectionPool[Any]) -> None:
+    """A NUL byte PostgreSQL cannot store is poison, not a transient failure: that one
+    message goes to the DLQ at once with the reason, and what follows is projected in
+    seconds (it used to retry 20 times, stalling the projection for 442 s)."""
+    from bus_schemas import SourceFailed
+    from bus_schemas.streams import CONTROL, DLQ_REASON
+
+    spec = projection_consumer("t", CONTROL, ("tidzam.ctl.>",))
+    store = ProjectionStore(pg_pool)
+    pub = Publisher(nc.jetstream())
+    await pub.publish_all([
+        SourceFailed(source="good1", reason="http 404", at_ns=SEC),
+        SourceFailed(source="bad", reason="broken\x00pipe", at_ns=2 * SEC),
+        SourceFailed(source="good2", reason="http 500", at_ns=3 * SEC),
+    ])
+    runner = ConsumerRunner(nc, spec, handler_for(store, "CONTROL"), ordered=True,
+                            poison_after=20, start_after=0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+
+    async def sources() -> set[str]:
+        async with pg_pool.connection() as conn:
+            cur = await conn.execute("SELECT name FROM sources")
+            return {str(row[0]) for row in await cur.fetchall()}
+
+    async def projected() -> bool:
+        return await sources() == {"good1", "good2"}
+    t0 = asyncio.get_running_loop().time()
+    try:
+        await wait_until(projected, 10, "both good sources projected")
+    finally:
+        stop.set()
+        await task
+    assert asyncio.get_running_loop().time() - t0 < 5  # no backoff: 20 tries took 442 s
+    assert runner.stats.retries == 0
+    sub = await nc.jetstream().pull_subscribe("tidzam.dlq.>", stream="DLQ")
+    dead = await sub.fetch(5, timeout=2)
+    assert [m.subject for m in dead] == ["tidzam.dlq.ctl.source.bad"]
+    assert dead[0].headers is not None
+    assert "cannot succeed: PostgreSQL refused it" in dead[0].headers[DLQ_REASON]

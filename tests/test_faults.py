@@ -82,6 +82,40 @@ def test_kill_9_classifier_and_projector_mid_replay_loses_and_doubles_nothing(
     assert hurt == calm
 
 
+@pytest.mark.slow
+def test_a_replay_rides_out_nats_down_for_half_a_minute(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-server killed mid-replay and back 30 s later: the replay waits (its
+    outbound buffer filled at once and it died with a traceback, before), then goes on;
+    every window is stored once.
+
+    Known bug, not fixed yet: with the classifier's stall rule at its default (10 s), a
+    30-s outage in mid-replay can lose the window across the outage on each channel
+    (176 of 178 here, one run in five): the rule breaks the session at the outage and
+    the successor does not score the window it should own. The rule is set beyond the
+    outage here, so that this test checks the replay; the bug is in issue 14's note."""
+    import signal
+    import time
+
+    monkeypatch.setenv("TIDZAM_STALL_S", "120")
+    night = real_file(MEGAGLEST, NIGHT)
+    with running_stack(tmp_path / "home") as stack:
+        replay = replay_in_background(stack.home, str(night), "--start", START, "--speed",
+                                      "10", "--wait")
+        wait_for(lambda: _count(stack, "predictions") > 20, 120, "progress before the kill")
+        pid = stack.pid_of("nats")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(30)
+        assert replay.poll() is None, replay.communicate()[1]  # still waiting, not dead
+        assert "nats" in stack.check()
+        _, err = replay.communicate(timeout=300)
+        assert replay.returncode == 0, err
+        assert "Traceback" not in err
+        expected = 2 * expected_windows(decode_file(night)[0].shape[1], *default_grid())
+        assert _count(stack, "predictions") == expected
+
+
 def test_malformed_messages_land_in_the_dlq_and_nothing_stops(tmp_path: Path) -> None:
     day = real_file(MEGAGLEST, DAY)
     with running_stack(tmp_path / "h") as stack:

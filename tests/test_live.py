@@ -34,6 +34,29 @@ def test_parse_audio_says_what_is_wrong() -> None:
             raise AssertionError(f"{bad!r} was accepted")
 
 
+async def test_what_one_client_may_cost_is_bounded(nc: Any) -> None:
+    """At most 5 s of audio in a message (at 1 kHz a full buffer was 384 s, resampled to
+    18 million samples), and a stream at most 10 s ahead of real time."""
+    from bus.publisher import Publisher
+    from bus_schemas.live import LiveRequest
+    from producers.live import AHEAD_S, LiveInputs
+
+    inputs = LiveInputs(Publisher(nc.jetstream()))
+    second = [100] * 8000  # 1 s at 8 kHz
+
+    def audio(samples: list[int]) -> LiveRequest:
+        return LiveRequest(op="audio", client="g:phone", buffer=samples, samplerate=8000)
+
+    too_long = await inputs.handle(audio(second * 6))
+    assert "at most 5 s of audio per message" in too_long["error"]
+    answers = [await inputs.handle(audio(second)) for _ in range(int(AHEAD_S) + 3)]
+    accepted = [a for a in answers if a.get("ok")]
+    refused = [a for a in answers if "error" in a]
+    assert len(accepted) in (int(AHEAD_S), int(AHEAD_S) + 1), answers
+    assert refused and all("faster than real time" in a["error"] for a in refused)
+    await inputs.close_all()
+
+
 def test_the_resampler_keeps_duration_and_pitch() -> None:
     rate = 44_100
     tone = (np.sin(2 * np.pi * 1000 * np.arange(rate) / rate) * 12_000).astype(np.int16)

@@ -76,6 +76,32 @@ async def test_malformed_messages_go_to_dlq_and_the_rest_flows(nc: Client) -> No
     assert dead[0].subject == "tidzam.dlq.pred.s.0"
 
 
+async def test_a_body_on_another_sources_subject_is_dead_lettered(nc: Client) -> None:
+    """A prediction of source ``s`` channel 0 published on source ``x``'s subject, or
+    on channel 1's, is a forgery: it never reaches a handler."""
+    from bus_schemas import encode
+
+    js = nc.jetstream()
+    headers, body = encode(_pred(1))
+    await js.publish("tidzam.pred.x.0", body, headers={**headers, "Nats-Msg-Id": "f1"})
+    await js.publish("tidzam.pred.s.1", body, headers={**headers, "Nats-Msg-Id": "f2"})
+    await Publisher(js).publish_all([_pred(2)])
+    seen: list[str] = []
+
+    async def handler(ds: Sequence[Delivery]) -> list[Outcome]:
+        seen.extend(d.subject for d in ds)
+        return [Ack()] * len(ds)
+
+    runner = ConsumerRunner(nc, _spec(), handler)
+    await _run_until(runner, lambda: len(seen) == 1 and runner.stats.dead_lettered == 2)
+    assert seen == ["tidzam.pred.s.0"]
+    sub = await js.pull_subscribe("tidzam.dlq.>", stream="DLQ")
+    dead = await sub.fetch(2, timeout=2)
+    assert sorted(m.headers[DLQ_REASON] for m in dead if m.headers) == [
+        "the body belongs on tidzam.pred.s.0, not tidzam.pred.s.1",
+        "the body belongs on tidzam.pred.s.0, not tidzam.pred.x.0"]
+
+
 async def test_a_poison_event_is_isolated_and_dead_lettered(nc: Client) -> None:
     pub = Publisher(nc.jetstream())
     await pub.publish_all([_pred(i) for i in range(8)])

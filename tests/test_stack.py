@@ -73,6 +73,27 @@ def test_down_stops_what_other_settings_started(tmp_path: Path) -> None:
                      what=f"process {pid} to stop")
 
 
+def test_a_postgresql_left_shutting_down_is_seen_and_restarted(tmp_path: Path) -> None:
+    """SIGTERM to PostgreSQL: a "smart" shutdown waits for the clients, alive but
+    refusing everyone. ``status`` says so (not "running"), ``check`` restarts it, and
+    the pipeline's rows come back."""
+    home = tmp_path / "h"
+    with running_stack(home) as stack:
+        pg = stack.pg.status().pid if stack.pg else None
+        assert pg is not None
+        os.kill(pg, signal.SIGTERM)
+        wait_for(lambda: stack.problem_of("postgres") is not None, 30, "refusals")
+        states = {p["name"]: p for p in _status(home)["processes"]}
+        if states["postgres"]["state"] != "stopped":  # its clients may all have left
+            assert states["postgres"]["state"] == "not answering", states["postgres"]
+            assert "shutting down" in states["postgres"]["problem"]
+            assert ctl(home, "status").returncode != 0
+        done = ctl(home, "check")
+        assert done.returncode == 0 and "postgres" in done.stderr, done.stderr
+        assert stack.problem_of("postgres") is None
+        assert {p["state"] for p in _status(home)["processes"]} == {"running"}
+
+
 def test_status_without_a_stack_says_stopped(tmp_path: Path) -> None:
     done = ctl(tmp_path / "none", "status", "--json")
     assert done.returncode == 0

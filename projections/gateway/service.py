@@ -12,11 +12,11 @@ import contextlib
 import logging
 
 import uvicorn
-from psycopg_pool import AsyncConnectionPool
 
 from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from projections.gateway.app import Gateway, GatewaySettings
+from projections.pool import connection_pool
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url.get_secret_value(), "tidzam-gateway")
     await ensure_streams(nc.jetstream())
-    pool: AsyncConnectionPool = AsyncConnectionPool(
-        settings.database_url.get_secret_value(), min_size=1, max_size=4, open=False)
+    pool = connection_pool(settings.database_url.get_secret_value())
     await pool.open(wait=True, timeout=30)
     gateway = Gateway(settings, nc, pool)
     server = uvicorn.Server(uvicorn.Config(

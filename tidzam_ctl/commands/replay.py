@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -19,6 +21,9 @@ from tidzam_ctl.stack.stack import Stack
 from tidzam_ctl.timeparse import parse_time
 
 console = Console(stderr=True, soft_wrap=True)
+# how long a replay waits for an unreachable bus before it gives up (ids are
+# deterministic: running it again resumes without storing a chunk twice)
+OUTAGE_S = 600.0
 
 
 def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
@@ -39,7 +44,16 @@ def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
     items = plan(args.paths, source=args.source, start=start)
     if not items:
         raise CliError("no audio files found in the given folders", EXIT_USAGE)
-    reports = asyncio.run(run_replay(stack, items, speed, args.wait, args.timeout))
+    from bus.publisher import PublishError
+
+    try:
+        reports = asyncio.run(run_replay(stack, items, speed, args.wait, args.timeout))
+    except PublishError as exc:
+        again = " ".join(shlex.quote(a) for a in sys.argv[1:])
+        raise CliError(
+            f"the bus stored nothing for {OUTAGE_S / 60:.0f} minutes ({exc}); once "
+            "`tidzam_ctl status` shows NATS running, run the same command again: chunks "
+            f"already stored are not stored twice (tidzam_ctl {again})") from exc
     failed = [r for r in reports if r.errors]
     for report in reports:
         line = (f"{report.source}: {report.files} file(s), {report.channels} channel(s), "
@@ -55,7 +69,7 @@ def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
 async def run_replay(stack: Stack, items: list[Any], speed: float | None, wait: bool,
                   timeout: float) -> list[Any]:
     from audio.decode import AudioDecodeError, AudioStream
-    from bus.backlog import wait_idle
+    from bus.backlog import wait_processed
     from bus.connect import connect, ensure_streams
     from bus.publisher import Publisher
     from bus_schemas.streams import pipeline_durables
@@ -78,16 +92,18 @@ async def run_replay(stack: Stack, items: list[Any], speed: float | None, wait: 
                       TextColumn("{task.completed:.0f} s of audio"),
                       TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("replaying", total=total or None)
-            replayer = Replayer(Publisher(nc.jetstream()), sample_rate=stack.settings.sample_rate,
+            replayer = Replayer(Publisher(nc.jetstream(), outage_s=OUTAGE_S),
+                                sample_rate=stack.settings.sample_rate,
                                 chunk_s=stack.settings.replay_chunk(speed), speed=speed,
                                 progress=lambda src, sec: bar.advance(task, sec),
                                 mixer=gain.state)
             reports = await replayer.replay(items)
         await gain.close()
         if wait:
+            # the windows of this replay, not an idle bus: a live source never idles
             with console.status("waiting for the classifier and the projections…"):
                 model_id = model_id_of(stack.settings.model_dir)
-                if not await wait_idle(nc, pipeline_durables(model_id), timeout):
+                if not await wait_processed(nc, pipeline_durables(model_id), timeout):
                     raise CliError(f"the pipeline did not catch up within {timeout:.0f} s "
                                    "(see `tidzam_ctl status` and the logs)")
         return reports

@@ -70,13 +70,14 @@ def status(settings: CtlSettings, args: argparse.Namespace) -> int:
     for col in ("process", "pid", "state"):
         table.add_column(col)
     for proc in info["processes"]:
-        colour = {"running": "green", "dead": "red"}.get(proc["state"], "yellow")
-        table.add_row(proc["name"], str(proc["pid"] or "-"),
-                      f"[{colour}]{proc['state']}[/{colour}]")
+        colour = {"running": "green", "dead": "red", "not answering": "red"}.get(
+            proc["state"], "yellow")
+        state = proc["state"] + (f" ({proc['problem']})" if proc.get("problem") else "")
+        table.add_row(proc["name"], str(proc["pid"] or "-"), f"[{colour}]{state}[/{colour}]")
     out.print(table)
     for name, url in info["services"].items():
         out.print(f"{name}: {url}")
-    dead = [p for p in info["processes"] if p["state"] == "dead"]
+    dead = [p for p in info["processes"] if p["state"] in ("dead", "not answering")]
     return EXIT_ERROR if dead else EXIT_OK
 
 
@@ -115,11 +116,11 @@ def projections(settings: CtlSettings, args: argparse.Namespace) -> int:
 
 async def _rebuild(stack: Stack) -> None:
     from nats.js.errors import NotFoundError
-    from psycopg_pool import AsyncConnectionPool
 
-    from bus.backlog import wait_idle
+    from bus.backlog import wait_processed
     from bus.connect import connect
     from bus_schemas.streams import PROJECTION, pipeline_durables
+    from projections.pool import connection_pool
     from projections.store import ProjectionStore
 
     was_running = stack.pid_of("projector") is not None
@@ -130,12 +131,11 @@ async def _rebuild(stack: Stack) -> None:
         for stream, durable in durables:
             with contextlib.suppress(NotFoundError):  # absent already: nothing to delete
                 await nc.jetstream().delete_consumer(stream, durable)
-        async with AsyncConnectionPool(stack.database_url, min_size=1, max_size=2,
-                                       open=False) as pool:
+        async with connection_pool(stack.database_url, max_size=2) as pool:
             await ProjectionStore(pool).reset(PROJECTION)
         if was_running or stack.is_meant_up():
             stack.check()
-            if not await wait_idle(nc, durables, timeout_s=3600):
+            if not await wait_processed(nc, durables, timeout_s=3600):
                 raise CliError("the rebuild did not finish within an hour")
     finally:
         await nc.drain()

@@ -8,6 +8,7 @@ is meant to be up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -48,8 +49,9 @@ class ProcSpec:
 class ProcState:
     name: str
     pid: int | None
-    state: str  # running | stopped | dead
+    state: str  # running | stopped | dead | not answering (a server: alive, no answer)
     log: str
+    problem: str | None = None  # why a server does not answer
 
 
 class Stack:
@@ -291,16 +293,28 @@ class Stack:
             self.pg.stop()
 
     def check(self) -> list[str]:
-        """Restart every process (and embedded server) that died; returns their names."""
+        """Restart every process (and embedded server) that died, and every embedded
+        server that lives but does not answer (a PostgreSQL left "shutting down"); returns
+        their names."""
         if not self.is_meant_up():
             return []
         restarted: list[str] = []
-        if self.embedded_nats and self._state_of("nats").state != "running":
-            self._start_nats()
-            restarted.append("nats")
-        if self.pg is not None and not self.pg.status().running:
-            self._start_postgres()
-            restarted.append("postgres")
+        if self.embedded_nats:
+            if self._state_of("nats").state != "running":
+                self._start_nats()
+                restarted.append("nats")
+            elif self._still_not_answering("nats"):
+                self._terminate("nats", timeout_s=5.0)
+                self._start_nats()
+                restarted.append("nats")
+        if self.pg is not None:
+            if not self.pg.status().running:
+                self._start_postgres()
+                restarted.append("postgres")
+            elif self._still_not_answering("postgres"):
+                self.pg.stop()  # fast: disconnects the clients it was waiting for
+                self._start_postgres()
+                restarted.append("postgres")
         if self.settings.icecast and self._state_of("icecast").state != "running":
             self._start_icecast()
             restarted.append("icecast")
@@ -313,18 +327,37 @@ class Stack:
                 restarted.append(spec.name)
         return restarted
 
+    def problem_of(self, server: str) -> str | None:
+        """Why ``nats`` or ``postgres`` does not answer a real request; None if it does."""
+        from tidzam_ctl.stack.probe import nats_problem, postgres_problem
+
+        if server == "nats":
+            return nats_problem(self.nats_url)
+        return postgres_problem(self.database_url)
+
+    def _still_not_answering(self, server: str, tries: int = 3, gap_s: float = 1.0) -> bool:
+        """Not answering at each of ``tries`` probes ``gap_s`` apart (one busy moment
+        does not restart a server)."""
+        for attempt in range(tries):
+            if self.problem_of(server) is None:
+                return False
+            if attempt < tries - 1:
+                time.sleep(gap_s)
+        log.warning("%s is alive but does not answer: restarting it", server)
+        return True
+
     def is_meant_up(self) -> bool:
         return bool(self._recorded().get("up"))
 
     def status(self) -> dict[str, Any]:
         procs: list[ProcState] = []
         if self.embedded_nats:
-            procs.append(self._state_of("nats"))
+            procs.append(self._answering(self._state_of("nats")))
         if self.pg is not None:
             st = self.pg.status()
-            procs.append(ProcState("postgres", st.pid if st.running else None,
-                                   "running" if st.running else "stopped",
-                                   str(self.pg.log_file)))
+            procs.append(self._answering(ProcState(
+                "postgres", st.pid if st.running else None,
+                "running" if st.running else "stopped", str(self.pg.log_file))))
         if self.settings.icecast:
             procs.append(self._state_of("icecast"))
         if self.settings.jack:
@@ -336,6 +369,15 @@ class Stack:
             "processes": [p.__dict__ for p in procs],
             "services": self.public_urls(),
         }
+
+    def _answering(self, state: ProcState) -> ProcState:
+        """A running server's state, "not answering" if it does not answer a request."""
+        if state.state != "running":
+            return state
+        problem = self.problem_of(state.name)
+        if problem is None:
+            return state
+        return dataclasses.replace(state, state="not answering", problem=problem)
 
     def pid_of(self, name: str) -> int | None:
         return self._state_of(name).pid
