@@ -53,6 +53,7 @@ from bus_schemas.streams import (
 )
 from inference.modelfolder import ModelFolder
 from inference.registry import DEFAULT_SELECTOR
+from inference.windows import hop_samples
 from learning.corpus.fetch import default_cache_dir, fetch_package
 from learning.corpus.manifest import CorpusManifest
 from producers.replay import Replayer, ReplayItem
@@ -62,6 +63,14 @@ from tidzam_ctl.stack.stack import Stack
 
 RATE = 48_000
 START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def audio_windows(channels: int, seconds: float, model: Path, overlap: float) -> int:
+    """The windows an N-channel recording of ``seconds`` holds on the model's grid."""
+    window = ModelFolder.load(model).params.window_samples
+    hop = hop_samples(window, overlap)
+    n = int(seconds * RATE)
+    return channels * (0 if n < window else (n - window) // hop + 1)
 
 
 def build_recording(channels: int, seconds: float, out: Path, cache: Path,
@@ -341,6 +350,10 @@ def main() -> None:
                     help="the extraction rule's classes, comma-separated (default '*': "
                     "every window a candidate, the heaviest load; 'unknown' is the "
                     "README's example rule)")
+    ap.add_argument("--min-ratio", type=float, default=None, metavar="R",
+                    help="exit 1 if the pipeline/bus ratio is below R (CI runs a small "
+                    "size with this: a regression shows as a ratio, whatever the host's "
+                    "speed that day)")
     args = ap.parse_args()
     speed = None if args.speed == "max" else float(args.speed)
     with tempfile.TemporaryDirectory(prefix="tidzam-bench-") as tmp:
@@ -416,6 +429,12 @@ def main() -> None:
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:>13.0f}")
     for name, u in sampler.usage.items():
         print(f"{name:<14}{u.cpu_s:>8.1f}{100 * u.cpu_s / wall:>8.0f}{u.peak_rss / 2**20:>13.0f}")
+    expected = audio_windows(args.channels, args.seconds, args.model, args.overlap)
+    if len(lat) != expected:
+        raise SystemExit(f"FAILED: {len(lat)} windows committed, {expected} expected")
+    if args.min_ratio is not None and bus_wall / wall < args.min_ratio:
+        raise SystemExit(f"FAILED: pipeline/bus ratio {bus_wall / wall:.2f} is below "
+                         f"{args.min_ratio:g}")
 
 
 if __name__ == "__main__":

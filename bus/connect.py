@@ -36,8 +36,11 @@ async def connect(url: str, name: str) -> Client:
             return
         log.warning("NATS: %s", f"{type(exc).__name__}: {exc}".rstrip(": "))
 
+    client: list[Client] = []
+
     async def on_disconnected() -> None:
-        if not lost:
+        closing = client and (client[0].is_closed or client[0].is_draining)
+        if not lost and not closing:
             lost.append(time.monotonic())
             log.warning("NATS connection lost: reconnecting (nothing is dropped meanwhile)")
 
@@ -59,6 +62,7 @@ async def connect(url: str, name: str) -> Client:
         )
     except Exception as exc:
         raise BusError(f"cannot connect to NATS ({_redact(url)}): {exc}") from exc
+    client.append(nc)
     return nc
 
 

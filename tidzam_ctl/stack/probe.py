@@ -9,12 +9,30 @@ information.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import nats
 import psycopg
 
 TIMEOUT_S = 3.0
+
+log = logging.getLogger(__name__)
+
+
+def still_not_answering(server: str, problem: Callable[[], str | None], tries: int = 3,
+                        gap_s: float = 1.0) -> bool:
+    """Not answering at each of ``tries`` probes ``gap_s`` apart (one busy moment does
+    not get a server restarted)."""
+    for attempt in range(tries):
+        if problem() is None:
+            return False
+        if attempt < tries - 1:
+            time.sleep(gap_s)
+    log.warning("%s is alive but does not answer: restarting it", server)
+    return True
 
 
 def postgres_problem(url: str) -> str | None:

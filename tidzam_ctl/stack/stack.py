@@ -31,6 +31,7 @@ from tidzam_ctl.stack.jack import JackServer
 from tidzam_ctl.stack.nats import NatsServer
 from tidzam_ctl.stack.ports import free_port
 from tidzam_ctl.stack.postgres import EmbeddedPostgres
+from tidzam_ctl.stack.probe import nats_problem, postgres_problem, still_not_answering
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ class Stack:
             if self._state_of("nats").state != "running":
                 self._start_nats()
                 restarted.append("nats")
-            elif self._still_not_answering("nats"):
+            elif still_not_answering("nats", lambda: self.problem_of("nats")):
                 self._terminate("nats", timeout_s=5.0)
                 self._start_nats()
                 restarted.append("nats")
@@ -311,7 +312,7 @@ class Stack:
             if not self.pg.status().running:
                 self._start_postgres()
                 restarted.append("postgres")
-            elif self._still_not_answering("postgres"):
+            elif still_not_answering("postgres", lambda: self.problem_of("postgres")):
                 self.pg.stop()  # fast: disconnects the clients it was waiting for
                 self._start_postgres()
                 restarted.append("postgres")
@@ -329,22 +330,8 @@ class Stack:
 
     def problem_of(self, server: str) -> str | None:
         """Why ``nats`` or ``postgres`` does not answer a real request; None if it does."""
-        from tidzam_ctl.stack.probe import nats_problem, postgres_problem
-
-        if server == "nats":
-            return nats_problem(self.nats_url)
-        return postgres_problem(self.database_url)
-
-    def _still_not_answering(self, server: str, tries: int = 3, gap_s: float = 1.0) -> bool:
-        """Not answering at each of ``tries`` probes ``gap_s`` apart (one busy moment
-        does not restart a server)."""
-        for attempt in range(tries):
-            if self.problem_of(server) is None:
-                return False
-            if attempt < tries - 1:
-                time.sleep(gap_s)
-        log.warning("%s is alive but does not answer: restarting it", server)
-        return True
+        return nats_problem(self.nats_url) if server == "nats" else postgres_problem(
+            self.database_url)
 
     def is_meant_up(self) -> bool:
         return bool(self._recorded().get("up"))
@@ -375,9 +362,8 @@ class Stack:
         if state.state != "running":
             return state
         problem = self.problem_of(state.name)
-        if problem is None:
-            return state
-        return dataclasses.replace(state, state="not answering", problem=problem)
+        return state if problem is None else dataclasses.replace(
+            state, state="not answering", problem=problem)
 
     def pid_of(self, name: str) -> int | None:
         return self._state_of(name).pid
