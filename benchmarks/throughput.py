@@ -350,6 +350,8 @@ def main() -> None:
                     help="the extraction rule's classes, comma-separated (default '*': "
                     "every window a candidate, the heaviest load; 'unknown' is the "
                     "README's example rule)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="where the corpus packages are (default: the home's corpus folder)")
     ap.add_argument("--min-ratio", type=float, default=None, metavar="R",
                     help="exit 1 if the pipeline/bus ratio is below R (CI runs a small "
                     "size with this: a regression shows as a ratio, whatever the host's "
@@ -362,7 +364,7 @@ def main() -> None:
         for i, first in enumerate(range(0, args.channels, args.per_source)):
             n = min(args.per_source, args.channels - first)
             wavs.append(build_recording(n, args.seconds, Path(tmp) / f"bench{i}.wav",
-                                        default_cache_dir(), offset=first))
+                                        args.cache or default_cache_dir(), offset=first))
         loops = not args.without_loops
         stack = Stack(CtlSettings(home=home, classifiers=args.classifiers,
                                   overlap=args.overlap, model_dir=args.model,
