@@ -32,6 +32,10 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
             assert "@" not in json.dumps(st["services"])  # no credentials in status
         assert sa["services"]["nats"] != sb["services"]["nats"]
         assert sa["services"]["postgres"] != sb["services"]["postgres"]
+        # the database password is in the environment of the two that use SQL only
+        with_sql = {p["name"] for p in sa["processes"] if p["name"] not in ("nats", "postgres")
+                    and b"TIDZAM_DATABASE_URL=" in Path(f"/proc/{p['pid']}/environ").read_bytes()}
+        assert with_sql == {"projector", "gateway"}
     for home in (a, b):
         assert {p["state"] for p in _status(home)["processes"]} == {"stopped"}
         # SIGTERM let each process finish its batch and drain, not a kill

@@ -137,6 +137,7 @@ class Stack:
 
     # The only processes that talk to Icecast as a source: nobody else gets its password.
     ICECAST_WRITERS = ("relay", "sources")
+    SQL_USERS = ("projector", "gateway")  # the only processes given the database URL
 
     def child_env(self, name: str = "") -> dict[str, str]:
         env = dict(os.environ)
@@ -147,10 +148,12 @@ class Stack:
         env.update({
             "TIDZAM_HOME": str(self.home),
             "TIDZAM_NATS_URL": self.nats_url,
-            "TIDZAM_DATABASE_URL": self.database_url,
             "TIDZAM_MODEL_DIR": str(self.settings.model_dir),
             "TIDZAM_OVERLAP": str(self.settings.overlap),
         })
+        env.pop("TIDZAM_DATABASE_URL", None)  # its password: for the two that use SQL
+        if name in self.SQL_USERS:
+            env["TIDZAM_DATABASE_URL"] = self.database_url
         if self.settings.gateway:
             env.update({"TIDZAM_GATEWAY_HOST": self.settings.gateway_host,
                         "TIDZAM_GATEWAY_PORT": str(self.gateway_port),
@@ -278,18 +281,12 @@ class Stack:
         """Stop the processes (SIGTERM, then SIGKILL), then the servers."""
         if self.desired.exists():
             self.desired.write_text(json.dumps({**self._recorded(), "up": False}))
-        servers = {"nats", "icecast", "jackd"}
+        servers = ["nats", "icecast", "jackd"]  # the embedded ones, started or not
         # every process this home runs, also one started under other settings (a
         # command run with TIDZAM_EXTRACTOR=false must not leave the extractor running)
-        started = {pidfile.stem for pidfile in self.run_dir.glob("*.pid")} - servers
-        for name in [spec.name for spec in self.processes()] + sorted(started):
+        started = {pidfile.stem for pidfile in self.run_dir.glob("*.pid")} - set(servers)
+        for name in [spec.name for spec in self.processes()] + sorted(started) + servers:
             self._terminate(name, timeout_s)
-        if self.embedded_nats:
-            self._terminate("nats", timeout_s)
-        if self.settings.icecast:
-            self._terminate("icecast", timeout_s)
-        if self.settings.jack:
-            self._terminate("jackd", timeout_s)
         if self.pg is not None and self.pg.initialized:
             self.pg.stop()
 
