@@ -40,7 +40,6 @@ class Puller:
         self._msgs: list[Msg] = []
         self._early: deque[Msg] = deque()  # delivered while no request was waiting
         self._done: asyncio.Future[None] | None = None
-        self._linger = True  # False: a request waiting for its first message
 
     async def start(self) -> None:
         # no pending limit of our own: the consumer's max_ack_pending bounds what comes
@@ -54,23 +53,25 @@ class Puller:
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages, as nats-py's ``fetch`` gives them: those waiting
-        now, at once; if there are none, the first to come within ``timeout``, with
-        those that came with it (the rest of that request is kept for the next
-        fetch); ``[]`` if none came."""
+        now, at once; if there are none, the first to come within ``timeout`` with
+        those that came with it; ``[]`` if none came."""
         if self._sub is None:
             raise RuntimeError("Puller.start() was not called")
         msgs = [self._early.popleft() for _ in range(min(batch, len(self._early)))]
         if len(msgs) < batch:  # what is there now, without lingering
             msgs = await self._request_batch(msgs, batch, {"no_wait": True}, timeout)
-        if not msgs:  # wait for the first; what follows it comes with the next fetch
-            msgs = await self._request_batch(msgs, batch, {"expires": int(timeout * 1e9)},
-                                             timeout, linger=False)
+        if not msgs:
+            # no_wait with expires (nats-server 2.10+): wait up to `expires` for the first
+            # message, then deliver what is there and end the request (a 404), so no
+            # request stays open to deliver after this fetch returned
+            msgs = await self._request_batch(
+                msgs, batch, {"expires": int(timeout * 1e9), "no_wait": True}, timeout)
         return msgs
 
     async def _request_batch(self, msgs: list[Msg], batch: int, options: dict[str, object],
-                             timeout: float, linger: bool = True) -> list[Msg]:
+                             timeout: float) -> list[Msg]:
         self._request += 1
-        self._msgs, self._wanted, self._linger = msgs, batch, linger
+        self._msgs, self._wanted = msgs, batch
         self._done = asyncio.get_running_loop().create_future()
         request = {"batch": batch - len(msgs), **options}
         await self._nc.publish(self._next_subject, json.dumps(request).encode(),
@@ -97,10 +98,6 @@ class Puller:
         self._msgs.append(msg)  # a late one of an older request counts too
         if len(self._msgs) >= self._wanted:
             self._finish()
-        elif not self._linger and len(self._msgs) == 1:
-            # the first after a wait: return it, with those that came in the same
-            # read, at once (a live consumer must not wait for the fetch timeout)
-            asyncio.get_running_loop().call_soon(self._finish)
 
     def _finish(self) -> None:
         if self._done is not None and not self._done.done():
