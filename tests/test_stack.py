@@ -36,6 +36,16 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
         with_sql = {p["name"] for p in sa["processes"] if p["name"] not in ("nats", "postgres")
                     and b"TIDZAM_DATABASE_URL=" in Path(f"/proc/{p['pid']}/environ").read_bytes()}
         assert with_sql == {"projector", "gateway"}
+        # each consumer's lag, and each process's last error, for the one who looks
+        lags = {c["consumer"]: c for c in sa["consumers"]}
+        assert {"classifier-selector", "projection-main-events",
+                "projection-main-control"} <= set(lags)
+        assert all(isinstance(c["pending"], int) and c["pending"] >= 0 for c in lags.values())
+        with (a / "logs" / "extractor.log").open("a") as log:
+            log.write("2026-12-07 10:00:00,000 consumers.x ERROR the disk is full\n")
+        errors = {p["name"]: p["last_error"] for p in _status(a)["processes"]}
+        assert errors["extractor"].endswith("ERROR the disk is full")
+        assert "the disk is full" in ctl(a, "status").stdout
     for home in (a, b):
         assert {p["state"] for p in _status(home)["processes"]} == {"stopped"}
         # SIGTERM let each process finish its batch and drain, not a kill

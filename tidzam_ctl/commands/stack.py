@@ -75,6 +75,19 @@ def status(settings: CtlSettings, args: argparse.Namespace) -> int:
         state = proc["state"] + (f" ({proc['problem']})" if proc.get("problem") else "")
         table.add_row(proc["name"], str(proc["pid"] or "-"), f"[{colour}]{state}[/{colour}]")
     out.print(table)
+    if info.get("consumers"):
+        lags = Table(title="consumers (messages waiting for each)")
+        for col in ("stream", "consumer", "pending", "unacked", "redelivered"):
+            lags.add_column(col, justify="right" if col in ("pending", "unacked",
+                                                            "redelivered") else "left")
+        for c in info["consumers"]:
+            lags.add_row(c["stream"], c["consumer"], f"{c['pending']:,}", f"{c['unacked']:,}",
+                         f"{c['redelivered']:,}")
+        out.print(lags)
+    for proc in info["processes"]:
+        if proc.get("last_error"):
+            out.print(f"[red]{proc['name']}[/red] last error: {proc['last_error']}",
+                      highlight=False)
     for name, url in info["services"].items():
         out.print(f"{name}: {url}")
     dead = [p for p in info["processes"] if p["state"] in ("dead", "not answering")]

@@ -3,7 +3,7 @@
 A PostgreSQL sent SIGTERM keeps its pid while it waits, "shutting down", for its
 clients; a stopped (SIGSTOP) or wedged nats-server keeps its pid too. ``status`` and
 ``check`` ask each one something: PostgreSQL ``SELECT 1``, NATS JetStream's account
-information.
+information. ``status`` also shows each consumer's lag and each process's last error.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
 
 import nats
 import psycopg
+from nats.aio.client import Client
 
 TIMEOUT_S = 3.0
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +49,71 @@ def postgres_problem(url: str) -> str | None:
     return None
 
 
-def nats_problem(url: str) -> str | None:
-    """None if NATS at ``url`` answers a JetStream request, else why not."""
+def consumer_lags(url: str) -> list[dict[str, object]] | None:
+    """Every durable consumer of every stream: what waits for it (``pending``), what it
+    holds unacked, what was delivered again; None if NATS does not answer."""
+    async def ask() -> list[dict[str, object]]:
+        nc = await _connect(url)
+        try:
+            js = nc.jetstream(timeout=TIMEOUT_S)
+            out: list[dict[str, object]] = []
+            for stream in await js.streams_info():
+                name = stream.config.name or ""
+                for info in await js.consumers_info(name):
+                    out.append({"stream": name, "consumer": info.name,
+                                "pending": int(info.num_pending or 0),
+                                "unacked": int(info.num_ack_pending or 0),
+                                "redelivered": int(info.num_redelivered or 0)})
+            return out
+        finally:
+            await nc.close()
+
+    try:
+        return _in_own_loop(ask)
+    except Exception:  # not answering: `problem` in the status says why
+        return None
+
+
+def last_error(log_file: str, tail_bytes: int = 65_536) -> str | None:
+    """The last ERROR line of a process's log (its tail only), or None."""
+    log = Path(log_file)
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - tail_bytes))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line.strip()[:300] for line in reversed(lines) if " ERROR " in line), None)
+
+
+async def _connect(url: str) -> Client:
     async def quiet(exc: Exception) -> None:  # the failure is returned, not logged
         pass
 
+    return await nats.connect([u.strip() for u in url.split(",") if u.strip()],
+                              connect_timeout=TIMEOUT_S, allow_reconnect=False,
+                              max_reconnect_attempts=0, error_cb=quiet)
+
+
+def _in_own_loop(ask: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``ask`` in a loop of its own thread: callers may be inside an event loop (the
+    rebuild)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="nats-probe") as pool:
+        return pool.submit(lambda: asyncio.run(asyncio.wait_for(ask(), 2 * TIMEOUT_S))
+                           ).result()
+
+
+def nats_problem(url: str) -> str | None:
+    """None if NATS at ``url`` answers a JetStream request, else why not."""
     async def ask() -> None:
-        nc = await nats.connect([u.strip() for u in url.split(",") if u.strip()],
-                                connect_timeout=TIMEOUT_S, allow_reconnect=False,
-                                max_reconnect_attempts=0, error_cb=quiet)
+        nc = await _connect(url)
         try:
             await nc.jetstream(timeout=TIMEOUT_S).account_info()
         finally:
             await nc.close()
 
-    def in_own_loop() -> None:  # callers may be inside an event loop (the rebuild)
-        asyncio.run(asyncio.wait_for(ask(), 2 * TIMEOUT_S))
-
-    with ThreadPoolExecutor(1, thread_name_prefix="nats-probe") as pool:
-        try:
-            pool.submit(in_own_loop).result()
-        except Exception as exc:  # any failure to answer is the answer
-            return f"{type(exc).__name__}: {exc}".rstrip(": ")
+    try:
+        _in_own_loop(ask)
+    except Exception as exc:  # any failure to answer is the answer
+        return f"{type(exc).__name__}: {exc}".rstrip(": ")
     return None

@@ -25,13 +25,12 @@ import psutil
 from bus_schemas.errors import TidzamError
 from consumers.privacy import PRIVACY_FIELDS
 from tidzam_ctl.settings import CtlSettings
-from tidzam_ctl.stack import sinks
+from tidzam_ctl.stack import probe, sinks
 from tidzam_ctl.stack.icecast import IcecastServer
 from tidzam_ctl.stack.jack import JackServer
 from tidzam_ctl.stack.nats import NatsServer
 from tidzam_ctl.stack.ports import free_port
 from tidzam_ctl.stack.postgres import EmbeddedPostgres
-from tidzam_ctl.stack.probe import nats_problem, postgres_problem, still_not_answering
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +300,7 @@ class Stack:
             if self._state_of("nats").state != "running":
                 self._start_nats()
                 restarted.append("nats")
-            elif still_not_answering("nats", lambda: self.problem_of("nats")):
+            elif probe.still_not_answering("nats", lambda: self.problem_of("nats")):
                 self._terminate("nats", timeout_s=5.0)
                 self._start_nats()
                 restarted.append("nats")
@@ -309,7 +308,7 @@ class Stack:
             if not self.pg.status().running:
                 self._start_postgres()
                 restarted.append("postgres")
-            elif still_not_answering("postgres", lambda: self.problem_of("postgres")):
+            elif probe.still_not_answering("postgres", lambda: self.problem_of("postgres")):
                 self.pg.stop()  # fast: disconnects the clients it was waiting for
                 self._start_postgres()
                 restarted.append("postgres")
@@ -327,7 +326,7 @@ class Stack:
 
     def problem_of(self, server: str) -> str | None:
         """Why ``nats`` or ``postgres`` does not answer a real request; None if it does."""
-        return nats_problem(self.nats_url) if server == "nats" else postgres_problem(
+        return probe.nats_problem(self.nats_url) if server == "nats" else probe.postgres_problem(
             self.database_url)
 
     def is_meant_up(self) -> bool:
@@ -350,8 +349,9 @@ class Stack:
         return {
             "home": str(self.home),
             "up": self.is_meant_up(),
-            "processes": [p.__dict__ for p in procs],
+            "processes": [{**p.__dict__, "last_error": probe.last_error(p.log)} for p in procs],
             "services": self.public_urls(),
+            "consumers": probe.consumer_lags(self.nats_url) if self.is_meant_up() else None,
         }
 
     def _answering(self, state: ProcState) -> ProcState:
