@@ -320,3 +320,49 @@ async def test_browsers_of_the_configured_origins_only(
             async with http.get("/socket.io/", params={"EIO": "4", "transport": "polling"},
                                 headers={"Origin": origin}) as r:
                 assert (r.status == 200) == allowed
+
+
+async def test_metrics_for_prometheus(served: Served, nc: Client,
+                                      pg_pool: AsyncConnectionPool[Any]) -> None:
+    """``/metrics``: consumer lag, dead letters, windows seen, each channel's level;
+    behind a read token like every read, when reads are private."""
+    import time
+
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from bus_schemas import ChannelHealth
+
+    js = nc.jetstream()
+    await js.add_consumer("EVENTS", ConsumerConfig(durable_name="lagging",
+                                                   ack_policy=AckPolicy.EXPLICIT,
+                                                   filter_subjects=["tidzam.pred.>"]))
+    await Publisher(js).publish_all([prediction(T0_NS + k * 500_000_000) for k in range(6)])
+    await js.publish("tidzam.dlq.pred.mic.0", b"junk")
+    now = time.time_ns()
+    health = ChannelHealth(source="mic", channel=1, start_ns=now - 10**9, end_ns=now,
+                           rms_dbfs=-23.5, peak_dbfs=-6.0, clip_ratio=0.0,
+                           noise_floor_dbfs=-60.0, dc_offset=0.0, hum_db=None, hum_hz=None,
+                           dead=False)
+    await ProjectionStore(pg_pool).apply("main", "EVENTS", [(1, health)])
+    for _ in range(100):
+        if served.gateway.windows_seen >= 6:
+            break
+        await asyncio.sleep(0.05)
+    served.gateway.settings = GatewaySettings(**{**served.gateway.settings.model_dump(),
+                                                 "gateway_public_read": False})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{served.url}/metrics") as r:
+            assert r.status == 401
+        async with http.get(f"{served.url}/metrics",
+                            headers={"Authorization": f"Bearer {served.reader}"}) as r:
+            assert r.status == 200
+            assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+            text = await r.text()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                   if line and not line.startswith("#"))
+    assert samples['tidzam_consumer_pending{stream="EVENTS",consumer="lagging"}'] == "6"
+    assert samples["tidzam_dlq_messages"] == "1"
+    assert samples["tidzam_windows_total"] == "6"
+    assert samples['tidzam_channel_rms_dbfs{source="mic",channel="1"}'] == "-23.5"
+    assert samples['tidzam_channel_dead{source="mic",channel="1"}'] == "0"
+    assert "# TYPE tidzam_windows_total counter" in text

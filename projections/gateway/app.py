@@ -113,6 +113,7 @@ class Gateway:
         self.instance = secrets.token_hex(4)  # live clients of several gateways differ
         self._live_clients: set[str] = set()
         self._pending: list[Prediction] = []
+        self.windows_seen = 0  # for /metrics: a counter since this gateway started
         # who hears what: the room "all" (socket.io's, one emit for all of them), and each
         # other client's sources and channels; a client in several overlapping ones still
         # gets each window once
@@ -377,6 +378,7 @@ class Gateway:
             return  # the consumers dead-letter it; nothing to show
         if isinstance(event, Prediction):
             self._pending.append(event)
+            self.windows_seen += 1
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []

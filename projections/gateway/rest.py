@@ -21,6 +21,7 @@ from bus_schemas import MixerCommand, SampleLabelled, SourceRemoved
 from bus_schemas.control import CLASS_NAME, DISCARDED
 from projections.gateway import asks, seed
 from projections.gateway.auth import Role
+from projections.gateway.metrics import register_metrics
 from projections.gateway.seed import MAX_LIMIT, filters_sql
 from projections.gateway.web import register_web
 
@@ -206,6 +207,7 @@ def register(gateway: Gateway) -> None:
 
     register_controls(gateway, api, read, control)
     register_web(gateway, api, read)
+    register_metrics(gateway, api, read)
 
 
 def _text(value: Any) -> str:
