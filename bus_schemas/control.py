@@ -219,12 +219,20 @@ class ExtractionRulesSet(Event):
 
 
 class ModelDeployed(Event):
-    """A model version becomes the one classifiers use for ``model_id``."""
+    """A model version becomes the one classifiers use for ``model_id``.
+
+    v2 carries ``sha256``, the registry's content digest of the version
+    (``inference.registry.content_digest``): a classifier switches only to the
+    id@version of its own registry whose files have that digest; ``path`` says where
+    the publisher found it, for the log. v1 deploys read with an empty digest, which
+    classifiers refuse: deploy the version again."""
 
     event_type: ClassVar[str] = "ModelDeployed"
+    schema_version: ClassVar[int] = 2
 
     model_id: Token
     model_version: Annotated[str, Field(min_length=1, max_length=64)]
+    sha256: Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]
     path: Annotated[str, Field(max_length=4096)]
     labels: tuple[Label, ...]
     feature_params: dict[str, float | int | str]

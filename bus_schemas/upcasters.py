@@ -73,6 +73,11 @@ def _mixer_applied_v1(body: Body) -> Body:
             "from_ns": body.get("at_ns", 0)}
 
 
+def _model_deployed_v1(body: Body) -> Body:
+    """v1 deploys carried no digest: classifiers refuse them (deploy again)."""
+    return {**body, "sha256": ""}
+
+
 # (event_type, from_version) -> function producing from_version + 1.
 # v1 is the first schema; upcasters are added here when a model's version is bumped.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
@@ -83,6 +88,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("AudioChunk", 1): _audio_chunk_v1,
     ("MixerCommand", 1): _mixer_command_v1,
     ("MixerApplied", 1): _mixer_applied_v1,
+    ("ModelDeployed", 1): _model_deployed_v1,
 }
 
 

@@ -27,6 +27,7 @@ from inference.registry import (
     ModelRegistry,
     RegisteredModel,
     RegistryError,
+    content_digest,
     parse_spec,
     validate,
 )
@@ -94,8 +95,8 @@ def plan_rollback(registry: ModelRegistry, history: DeployHistory, name: str,
     current = history.current(name)
     try:
         path = registry.resolve(target.spec).path
-    except RegistryError:
-        path = Path(target.path)  # deployed from outside the registry: its own folder
+    except RegistryError as exc:
+        raise DeployRefused(f"cannot roll back to {target.spec}: {exc}") from exc
     folder = _validated(path, target.spec)
     if (folder.meta.model_id, folder.meta.version) != (target.model_id, target.version):
         raise DeployRefused(f"cannot roll back to {target.spec}: {path} now holds "
@@ -107,7 +108,8 @@ def plan_rollback(registry: ModelRegistry, history: DeployHistory, name: str,
 def _event(folder: ModelFolder) -> ModelDeployed:
     params: dict[str, float | int | str] = dict(folder.params.to_dict())
     return ModelDeployed(model_id=folder.meta.model_id, model_version=folder.meta.version,
-                         path=str(folder.path.absolute()), labels=folder.labels,
+                         sha256=content_digest(folder), path=str(folder.path.absolute()),
+                         labels=folder.labels,
                          feature_params=params, at_ns=time.time_ns())
 
 

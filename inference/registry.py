@@ -131,7 +131,8 @@ def validate(path: Path) -> ModelFolder:
 
 
 class ModelRegistry:
-    def __init__(self, root: Path, builtin_root: Path | None = BUILTIN_ROOT) -> None:
+    def __init__(self, root: Path | None, builtin_root: Path | None = BUILTIN_ROOT) -> None:
+        """``root`` None: the built-in models only (no TIDZAM_HOME), nothing can be added."""
         self.root = root
         self.builtin_root = builtin_root
 
@@ -154,7 +155,8 @@ class ModelRegistry:
         versions = self.entries(name)
         if not versions:
             known = sorted({e.model_id for e in self.entries()})
-            raise RegistryError(f"no model {name!r} in the registry ({self.root}); known: "
+            where = self.root or "built-in models only"
+            raise RegistryError(f"no model {name!r} in the registry ({where}); known: "
                                 f"{', '.join(known) or 'none'}; add one with `model add`")
         if version is None:
             return versions[-1]
@@ -165,7 +167,7 @@ class ModelRegistry:
                             f"{', '.join(e.version for e in versions)}")
 
     def _added(self) -> Iterable[RegisteredModel]:
-        if not self.root.is_dir():
+        if self.root is None or not self.root.is_dir():
             return
         for id_dir in sorted(p for p in self.root.iterdir() if _visible_dir(p)):
             for version_dir in sorted(p for p in id_dir.iterdir() if _visible_dir(p)):
@@ -185,6 +187,8 @@ class ModelRegistry:
         id@version with the same content is not copied twice; with other content it
         is refused (RegistryError). Invalid folders raise ModelFolderError or
         IncompatibleFeatures and copy nothing."""
+        if self.root is None:
+            raise RegistryError("there is no registry folder to add to: set TIDZAM_HOME")
         folder = validate(path)
         meta = folder.meta
         digest = content_digest(folder)

@@ -41,6 +41,7 @@ from inference.cascade import Cascade, RawAudio
 from inference.contexts import Span, SpanContexts, context_start
 from inference.features import frame_windows, window_features
 from inference.modelfolder import ModelFolder
+from inference.registry import ModelRegistry
 from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_pcm
@@ -176,8 +177,9 @@ async def test_birdnet_takes_the_place_of_a_birds_model_and_refuses_its_deploys(
         f"expert birds@1.0.0 ({registry_birds.path}) is not used: birds is "
         f"birds@{expert.version}, built in")
     clf = Classifier(nc, cascade, Publisher(nc.jetstream()))
-    follower = ModelFollower(clf, builtin={"birds": expert})
-    deploy = ModelDeployed(model_id="birds", model_version="2.0.0", path=str(tmp_path / "b"),
+    follower = ModelFollower(clf, ModelRegistry(tmp_path / "models"), builtin={"birds": expert})
+    deploy = ModelDeployed(model_id="birds", model_version="2.0.0", sha256="0" * 64,
+                           path=str(tmp_path / "b"),
                            labels=("a",), feature_params={}, at_ns=time.time_ns())
     assert not await follower.apply(deploy)
     assert "unset TIDZAM_BIRDNET to deploy birds models" in follower.refusals[0]

@@ -33,6 +33,7 @@ from tests.audio_files import write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
 from tests.test_cascade import F32, SELECTOR
+from tests.test_model_registry import deploy_of
 from tests.waiting import wait_until
 
 SHIPPED = ModelFolder.load(SELECTOR).meta.version  # the shipped selector's version
@@ -92,10 +93,7 @@ def real_windows() -> F32:
 
 
 def _deployed(path: Path, seq: int = 1) -> tuple[int, ModelDeployed]:
-    meta = json.loads((path / "model.json").read_text())
-    return seq, ModelDeployed(model_id=meta["model_id"], model_version=meta["version"],
-                              path=str(path), labels=tuple(meta["labels"]),
-                              feature_params=meta["features"], at_ns=time.time_ns())
+    return seq, deploy_of(path)
 
 
 def test_experts_come_from_deploys_else_the_newest_registry_version(tmp_path: Path) -> None:
@@ -105,40 +103,42 @@ def test_experts_come_from_deploys_else_the_newest_registry_version(tmp_path: Pa
     registry.add(expert_folder(tmp_path / "birds", "birds", "1.0.0"))
     assert {k: f.meta.version for k, f in expert_folders([], registry, "selector").items()} \
         == {"birds": "1.0.0", "rain": "1.10.0"}
-    gone = ModelDeployed(model_id="rain", model_version="2.0.0", path=str(tmp_path / "gone"),
-                         labels=("a",), feature_params={}, at_ns=1)
+    gone = ModelDeployed(model_id="rain", model_version="2.0.0", sha256="0" * 64,
+                         path=str(tmp_path / "gone"), labels=("a",), feature_params={}, at_ns=1)
     history = [_deployed(registry.resolve("rain@1.2.0").path, 3), (5, gone)]  # 2.0.0: gone
     chosen = expert_folders(history, registry, "selector")
     assert chosen["rain"].meta.version == "1.2.0"
-    assert set(expert_folders([], None, "selector")) == set()
+    assert set(expert_folders([], ModelRegistry(None, None), "selector")) == set()
 
 
 async def test_a_running_classifier_follows_expert_deploys(nc: Client, tmp_path: Path) -> None:
+    registry, added = ModelRegistry(tmp_path / "models"), tmp_path / "models"
     clf = Classifier(nc, Cascade.single(TfliteModel(SELECTOR)), Publisher(nc.jetstream()))
-    follower = ModelFollower(clf, gate=0.3)
+    follower = ModelFollower(clf, registry, gate=0.3)
     await follower.start(nc.jetstream())
     pub = Publisher(nc.jetstream())
     try:
-        await pub.publish_now(_deployed(expert_folder(tmp_path / "r1", "rain", "1.0.0"))[1])
+        rain = expert_folder(added / "rain" / "1.0.0", "rain", "1.0.0")
+        await pub.publish_now(_deployed(rain)[1])
         await wait_until(lambda: clf.scorer.version == f"{SHIPPED}+rain.1.0.0", 20,
                          "the rain expert")
         assert "rain-birds" in clf.scorer.labels and len(clf.scorer.labels) == 20
-        other = expert_folder(tmp_path / "r2", "rain", "1.1.0", fmax=8000.0)
+        other = expert_folder(added / "rain" / "1.1.0", "rain", "1.1.0", fmax=8000.0)
         await pub.publish_now(_deployed(other)[1])
         await wait_until(lambda: len(follower.refusals) == 1, 20, "the refusal")
         assert "refused: expert rain@1.1.0 computes its features with fmax 8000.0" in \
             follower.refusals[0]
-        gone = ModelDeployed(model_id="rain", model_version="2.0.0",
+        gone = ModelDeployed(model_id="rain", model_version="2.0.0", sha256="0" * 64,
                              path=str(tmp_path / "gone"), labels=("a",), feature_params={},
                              at_ns=time.time_ns())
         await pub.publish_now(gone)
-        await wait_until(lambda: len(follower.refusals) == 2, 20, "the missing folder")
+        await wait_until(lambda: len(follower.refusals) == 2, 20, "the missing version")
         assert "rain@2.0.0 from" in follower.refusals[1] and \
-            "cannot be loaded: " in follower.refusals[1]
+            "is not in this classifier's registry" in follower.refusals[1]
         assert clf.scorer.version == f"{SHIPPED}+rain.1.0.0"
-        owls = expert_folder(tmp_path / "o", "owls", "1.0.0")  # no class 'owls': kept aside
+        owls = expert_folder(added / "owls" / "1.0.0", "owls", "1.0.0")  # no class: kept aside
         await pub.publish_now(_deployed(owls)[1])
-        new = expert_folder(tmp_path / "s", "selector", NEW_SELECTOR)
+        new = expert_folder(added / "selector" / NEW_SELECTOR, "selector", NEW_SELECTOR)
         await pub.publish_now(_deployed(new)[1])
         await wait_until(lambda: clf.scorer.version == f"{NEW_SELECTOR}+rain.1.0.0", 20,
                      "the new selector")
@@ -149,12 +149,13 @@ async def test_a_running_classifier_follows_expert_deploys(nc: Client, tmp_path:
 
 
 async def test_a_selector_switch_keeps_the_running_experts(nc: Client, tmp_path: Path) -> None:
-    rain = expert_folder(tmp_path / "r", "rain", "1.0.0")
+    registry, added = ModelRegistry(tmp_path / "models"), tmp_path / "models"
+    rain = expert_folder(added / "rain" / "1.0.0", "rain", "1.0.0")
     cascade = Cascade(TfliteModel(SELECTOR), {"rain": TfliteModel(rain)})
     clf = Classifier(nc, cascade, Publisher(nc.jetstream()))
-    follower = ModelFollower(clf)  # no candidates given: the running experts are
+    follower = ModelFollower(clf, registry)  # no candidates given: the running experts are
     assert not await follower.apply(_deployed(rain)[1])  # already the one running
-    new = expert_folder(tmp_path / "s", "selector", NEW_SELECTOR)
+    new = expert_folder(added / "selector" / NEW_SELECTOR, "selector", NEW_SELECTOR)
     assert await follower.apply(_deployed(new)[1])
     assert clf.scorer.version == f"{NEW_SELECTOR}+rain.1.0.0" and follower.switches == 1
     assert isinstance(clf.scorer, Cascade) and clf.scorer.gate == DEFAULT_GATE

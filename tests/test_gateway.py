@@ -57,7 +57,8 @@ async def control_events(nc: Client) -> list[Any]:
 
 async def test_the_seeds_sys_requests(served: Served, nc: Client) -> None:
     await Publisher(nc.jetstream()).publish_now(ModelDeployed(
-        model_id="selector", model_version="2.0.0", path="models/x", labels=LABELS,
+        model_id="selector", model_version="2.0.0", sha256="0" * 64,
+        path="models/x", labels=LABELS,
         feature_params={}, at_ns=T0_NS))
     anyone = await served.client()
     admin = await served.client(served.control)

@@ -238,7 +238,8 @@ async def test_the_javascript_client_speaks_the_seeds_api(served: Served, nc: Cl
     modules = await asyncio.to_thread(node_modules)
     js = nc.jetstream()
     await Publisher(js).publish_now(ModelDeployed(
-        model_id="selector", model_version="2.0.0", path="models/x", labels=LABELS,
+        model_id="selector", model_version="2.0.0", sha256="0" * 64,
+        path="models/x", labels=LABELS,
         feature_params={}, at_ns=T0_NS))
     pcm = phone_pcm(tmp_path / "phone.pcm")
     steps = await run_client({"url": served.url, "control": served.control,

@@ -24,13 +24,13 @@ from nats.aio.client import Client
 from audio.decode import decode_all
 from bus.publisher import Publisher, PublishError
 from bus.runner import Ack, ConsumerRunner, Delivery, Outcome
-from bus_schemas import AudioChunk, ModelDeployed
+from bus_schemas import AudioChunk
 from bus_schemas.streams import ConsumerSpec, classifier_consumer
 from consumers.classifier.classifier import Classifier, ModelRefused
 from consumers.classifier.deploys import ModelFollower
 from inference.modelfolder import ModelFolder
 from inference.placeholder import LoudnessScorer
-from inference.registry import Deployment
+from inference.registry import Deployment, ModelRegistry
 from inference.scoring import TfliteModel
 from producers.replay import Replayer, plan
 from tests.audio_files import default_grid, expected_windows, write_pcm, write_wav
@@ -44,6 +44,7 @@ from tests.test_model_registry import (
     SHIPPED,
     SHIPPED_META,
     default_variant,
+    deploy_of,
     later,
     variant,
 )
@@ -51,39 +52,60 @@ from tests.waiting import wait_until
 from tidzam_ctl.stack.stack import Stack
 
 
-def _deploy_of(path: Path) -> ModelDeployed:
-    meta = json.loads((path / "model.json").read_text())
-    return ModelDeployed(model_id=meta["model_id"], model_version=meta["version"],
-                         path=str(path), labels=tuple(meta["labels"]),
-                         feature_params=meta["features"], at_ns=time.time_ns())
-
-
 async def test_a_running_classifier_follows_deploys_and_refuses_bad_ones(
         nc: Client, tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    versions = tmp_path / "models" / "selector"  # what `model add` makes
     clf = Classifier(nc, TfliteModel(SELECTOR), Publisher(nc.jetstream()))
-    follower = ModelFollower(clf)
+    follower = ModelFollower(clf, registry)
     await follower.start(nc.jetstream())
     pub = Publisher(nc.jetstream())
     try:
-        broken = variant(tmp_path / "broken", later(1))
+        broken = variant(versions / later(3), later(3))
         (broken / "model.tflite").write_bytes(b"not a flatbuffer")
-        await pub.publish_now(_deploy_of(broken))
+        await pub.publish_now(deploy_of(broken))
         await wait_until(lambda: len(follower.refusals) == 1, 20, "the broken deploy")
         assert "cannot be loaded" in follower.refusals[0] and clf.scorer.version == SHIPPED
-        wide = variant(tmp_path / "wide", later(5), window_s=1.0)
-        await pub.publish_now(_deploy_of(wide))
+        wide = variant(versions / later(5), later(5), window_s=1.0)
+        await pub.publish_now(deploy_of(wide))
         await wait_until(lambda: len(follower.refusals) == 2, 20, "the other window")
         assert "refused: window of 48000 samples" in follower.refusals[1]
         assert clf.scorer.version == SHIPPED
-        good = _deploy_of(variant(tmp_path / "good", later(1)))
+        good = deploy_of(variant(versions / later(1), later(1)))
         await pub.publish_now(good)
         await wait_until(lambda: clf.scorer.version == later(1), 20, "the switch")
         await pub.publish_now(good.model_copy(update={"at_ns": time.time_ns()}))
-        await pub.publish_now(_deploy_of(SELECTOR))  # back, after the repeat was skipped
+        await pub.publish_now(deploy_of(SELECTOR))  # back, after the repeat was skipped
         await wait_until(lambda: clf.scorer.version == SHIPPED, 20, "the switch back")
         assert follower.switches == 2 and len(follower.refusals) == 2
     finally:
         await follower.stop()
+
+
+async def test_a_forged_deploy_never_loads_a_folder_outside_the_registry(
+        nc: Client, tmp_path: Path) -> None:
+    """Anyone able to publish on the bus could name any folder: the classifier loads
+    only the id@version of its own registry, and only if its files have the digest
+    the deploy carries."""
+    registry = ModelRegistry(tmp_path / "models")
+    kept = variant(tmp_path / "models" / "selector" / later(1), later(1))
+    clf = Classifier(nc, TfliteModel(SELECTOR), Publisher(nc.jetstream()))
+    follower = ModelFollower(clf, registry)
+    evil = variant(tmp_path / "evil", later(7))
+    assert not await follower.apply(deploy_of(evil))  # a version the registry lacks
+    assert "is not in this classifier's registry" in follower.refusals[-1]
+    other = variant(tmp_path / "other", later(1))  # the registry's id@version, other files
+    (other / "model.json").write_text((other / "model.json").read_text() + " ")
+    assert not await follower.apply(deploy_of(other))
+    assert "its files are not the ones deployed" in follower.refusals[-1]
+    assert not await follower.apply(deploy_of(kept).model_copy(update={"sha256": ""}))
+    assert "carries no sha256" in follower.refusals[-1]
+    assert clf.scorer.version == SHIPPED and follower.switches == 0
+    # the registry's version with its digest, whatever path the event names
+    assert await follower.apply(deploy_of(kept).model_copy(update={"path": str(evil)}))
+    selector = follower.selector
+    assert isinstance(selector, TfliteModel) and selector.folder.path == kept
+    assert clf.scorer.version == later(1)
 
 
 class _Louder(LoudnessScorer):

@@ -20,7 +20,8 @@ from nats.aio.client import Client
 from bus.history import read_deployments
 from bus.publisher import Publisher
 from bus_schemas import ModelDeployed, SourceRemoved
-from inference.modelfolder import ModelFolderError
+from inference.deploying import plan_deploy
+from inference.modelfolder import ModelFolder, ModelFolderError
 from inference.registry import (
     DEFAULT_SELECTOR,
     DeployHistory,
@@ -153,8 +154,14 @@ def test_a_damaged_registry_folder_is_listed_with_its_problem(tmp_path: Path) ->
         registry.add(variant(tmp_path / "v2", later(1)))
 
 
+def deploy_of(path: Path) -> ModelDeployed:
+    """The deploy ``tidzam_ctl model deploy`` publishes for a folder (with its digest)."""
+    return plan_deploy(ModelFolder.load(path), DeployHistory([])).event
+
+
 def _deployed(seq: int, version: str, model_id: str = "selector") -> tuple[int, ModelDeployed]:
-    return seq, ModelDeployed(model_id=model_id, model_version=version, path=f"/m/{version}",
+    return seq, ModelDeployed(model_id=model_id, model_version=version, sha256="0" * 64,
+                              path=f"/m/{version}",
                               labels=("a",), feature_params={}, at_ns=seq)
 
 

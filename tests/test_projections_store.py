@@ -271,7 +271,8 @@ async def test_model_deployed_fills_in_the_model(pg_pool: Pool) -> None:
     store = ProjectionStore(pg_pool)
     await store.apply("main", "EVENTS", windows(1))  # registers the label order first
     await store.apply("main", "CONTROL", control(ModelDeployed(
-        model_id="selector", model_version="1", path="/models/selector/1", labels=LABELS,
+        model_id="selector", model_version="1", sha256="0" * 64,
+        path="/models/selector/1", labels=LABELS,
         feature_params={"sample_rate": 48_000, "n_mels": 64, "kind": "mel"}, at_ns=T0)))
     rows = await fetch(pg_pool, "SELECT labels, feature_params, path, deployed_at FROM models")
     assert rows == [(list(LABELS), {"sample_rate": 48_000, "n_mels": 64, "kind": "mel"},
@@ -294,7 +295,8 @@ async def test_reset_one_projection_resets_those_sharing_its_tables(pg_pool: Poo
     store = ProjectionStore(pg_pool)
     await store.apply("detections", "EVENTS", windows(4))
     await store.apply("control", "CONTROL", control(ModelDeployed(
-        model_id="m", model_version="2", path="p", labels=("a",), feature_params={}, at_ns=1)))
+        model_id="m", model_version="2", sha256="0" * 64,
+        path="p", labels=("a",), feature_params={}, at_ns=1)))
     await store.apply("health", "CONTROL", control(SourceFailed(source="a", reason="x", at_ns=1)))
     result = await store.reset("detections")
 

@@ -4,8 +4,10 @@ The CONTROL stream decides: at start, the newest deployed folder of the selector
 and of each expert that loads (``initial_scorer``, ``expert_folders``); then every
 ``ModelDeployed`` as it lands (``ModelFollower``): loaded off the event loop, built
 into a new cascade (``build_cascade``) and swapped in between two batches
-(``Classifier.swap``). A deploy that cannot serve is refused with the reason in
-the log; the running cascade stays.
+(``Classifier.swap``). A deploy names an id@version of the classifier's own registry
+and carries its sha256 (``deployed_folder``): a folder outside the registry or files
+that changed are never loaded. A deploy that cannot serve is refused with the reason
+in the log; the running cascade stays.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from inference.cascade import (
 )
 from inference.loading import FolderModel, load_model
 from inference.modelfolder import ModelFolder, ModelFolderError
-from inference.registry import ModelRegistry
+from inference.registry import ModelRegistry, RegistryError, content_digest
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +47,41 @@ log = logging.getLogger(__name__)
 LOAD_ERRORS = (ModelFolderError, ValueError, RuntimeError, OSError)
 
 
-def deployed_folder(event: ModelDeployed) -> ModelFolder:
-    """The folder of a deploy, checked; raises one of ``LOAD_ERRORS`` if it cannot
-    serve it."""
-    folder = ModelFolder.load(event.path)
-    meta = folder.meta
-    if (meta.model_id, meta.version) != (event.model_id, event.model_version):
-        raise ValueError(f"{event.path} holds {meta.model_id}@{meta.version}, not "
-                         f"{event.model_id}@{event.model_version}")
-    return folder
+def deployed_folder(event: ModelDeployed, registry: ModelRegistry) -> ModelFolder:
+    """The folder a deploy may switch to: the id@version of this classifier's own
+    registry whose files have the digest the deploy carries, never a path the event
+    names (anyone who can publish on the bus could name any folder). Raises one of
+    ``LOAD_ERRORS``: ``ModelRefused`` when the registry has no such version or its
+    files differ."""
+    spec = f"{event.model_id}@{event.model_version}"
+    if not event.sha256:
+        raise ModelRefused(f"the deploy of {spec} carries no sha256 (an older Tidzam "
+                           "published it): deploy it again")
+    try:
+        entry = registry.resolve(spec)
+    except RegistryError as exc:
+        raise ModelRefused(f"{spec} is not in this classifier's registry: {exc}") from exc
+    if entry.folder is None:
+        raise ModelFolderError(f"{entry.path}: {entry.problem}")
+    digest = content_digest(entry.folder)
+    if digest != event.sha256:
+        raise ModelRefused(f"the registry's {spec} ({entry.path}) has sha256 {digest}, the "
+                           f"deploy names {event.sha256}: its files are not the ones deployed")
+    return entry.folder
 
 
-def load_deployed(event: ModelDeployed, num_threads: int) -> FolderModel:
+def load_deployed(event: ModelDeployed, registry: ModelRegistry,
+                  num_threads: int) -> FolderModel:
     """Worker thread: the scorer of a deploy (raises one of ``LOAD_ERRORS``)."""
-    return load_model(deployed_folder(event), num_threads=num_threads)
+    return load_model(deployed_folder(event, registry), num_threads=num_threads)
 
 
-async def initial_scorer(history: list[tuple[int, ModelDeployed]], fallback: Path,
-                         num_threads: int) -> FolderModel:
+async def initial_scorer(history: list[tuple[int, ModelDeployed]], registry: ModelRegistry,
+                         fallback: Path, num_threads: int) -> FolderModel:
     """The newest deploy that loads, else the fallback folder."""
     for seq, event in reversed(history):
         try:
-            return await asyncio.to_thread(load_deployed, event, num_threads)
+            return await asyncio.to_thread(load_deployed, event, registry, num_threads)
         except LOAD_ERRORS as exc:
             log.error("deployed %s@%s (CONTROL seq %d) cannot be loaded: %s; trying the "
                       "deploy before it", event.model_id, event.model_version, seq, exc)
@@ -79,7 +94,7 @@ async def initial_scorer(history: list[tuple[int, ModelDeployed]], fallback: Pat
 # ------------------------------------------------------------------ experts
 
 
-def expert_folders(history: Sequence[tuple[int, ModelDeployed]], registry: ModelRegistry | None,
+def expert_folders(history: Sequence[tuple[int, ModelDeployed]], registry: ModelRegistry,
                    selector_id: str) -> dict[str, ModelFolder]:
     """The folder each model other than the selector would bring to a cascade: its
     newest deploy whose folder loads, else its newest valid registry version.
@@ -88,14 +103,14 @@ def expert_folders(history: Sequence[tuple[int, ModelDeployed]], registry: Model
     for seq, event in history:
         deployed.setdefault(event.model_id, []).append((seq, event))
     newest: dict[str, ModelFolder] = {}  # entries come in semantic-version order
-    for entry in registry.entries() if registry is not None else []:
+    for entry in registry.entries():
         if entry.folder is not None:
             newest[entry.model_id] = entry.folder
     chosen: dict[str, ModelFolder] = {}
     for model_id in sorted((set(deployed) | set(newest)) - {selector_id}):
         for seq, event in reversed(deployed.get(model_id, [])):
             try:
-                chosen[model_id] = deployed_folder(event)
+                chosen[model_id] = deployed_folder(event, registry)
                 break
             except LOAD_ERRORS as exc:
                 log.error("deployed %s@%s (CONTROL seq %d) cannot be loaded: %s", model_id,
@@ -173,12 +188,13 @@ class ModelFollower:
     """Keeps a running classifier on the deployed versions of its selector and its
     experts (``candidates``: expert id → the folder it uses, joined or not)."""
 
-    def __init__(self, classifier: Classifier, *, num_threads: int = 1,
+    def __init__(self, classifier: Classifier, registry: ModelRegistry, *, num_threads: int = 1,
                  after_seq: int = 0, gate: float | None = None,
                  candidates: Mapping[str, ModelFolder] | None = None,
                  loaded: MutableMapping[Path, FolderModel] | None = None,
                  builtin: Mapping[str, AudioExpert] | None = None) -> None:
         self.classifier = classifier
+        self.registry = registry  # deploys switch only to its versions, digest checked
         self.builtin: Mapping[str, AudioExpert] = builtin or {}  # BirdNET: never deployed
         running = classifier.scorer
         self.selector: Expert = running.selector if isinstance(running, Cascade) else running
@@ -249,12 +265,12 @@ class ModelFollower:
         spec = f"{event.model_id}@{event.model_version}"
         selector = self.selector
         loaded = selector.folder if isinstance(selector, FolderModel) else None
-        same_path = loaded is not None and Path(event.path) == Path(loaded.path)
-        if event.model_version == selector.version and same_path:
-            log.info("deploy of %s (CONTROL seq %d): already running it", spec, seq)
-            return False
         try:
-            folder = await asyncio.to_thread(deployed_folder, event)
+            folder = await asyncio.to_thread(deployed_folder, event, self.registry)
+            if (loaded is not None and folder.meta.version == selector.version
+                    and Path(folder.path) == Path(loaded.path)):
+                log.info("deploy of %s (CONTROL seq %d): already running it", spec, seq)
+                return False
             refusal = self.classifier.refusal(folder.meta.model_id, folder.params)
             if refusal is not None:  # before the TFLite file: the clearest reason
                 raise ModelRefused(refusal)
@@ -271,7 +287,7 @@ class ModelFollower:
         self._switched(cascade)
         log.info("switched %s@%s → %s (CONTROL seq %d, %s): the next batch uses it "
                  "(cascade %s, version %s)", selector.model_id, selector.version, spec, seq,
-                 event.path, cascade.describe(), cascade.version)
+                 folder.path, cascade.describe(), cascade.version)
         return True
 
     async def _apply_expert(self, event: ModelDeployed, seq: int) -> bool:
@@ -282,14 +298,14 @@ class ModelFollower:
                 f"{event.model_id} is {served.model_id}@{served.version}, built in "
                 f"(TIDZAM_BIRDNET=1): unset TIDZAM_BIRDNET to deploy {event.model_id} models"))
         current = self.candidates.get(event.model_id)
-        if (current is not None and current.meta.version == event.model_version
-                and Path(current.path) == Path(event.path)):
-            log.info("deploy of %s (CONTROL seq %d): already using it", spec, seq)
-            return False
         try:
-            folder = await asyncio.to_thread(deployed_folder, event)
+            folder = await asyncio.to_thread(deployed_folder, event, self.registry)
         except LOAD_ERRORS as exc:
             return self._refuse(event, exc)
+        if (current is not None and current.meta.version == folder.meta.version
+                and Path(current.path) == Path(folder.path)):
+            log.info("deploy of %s (CONTROL seq %d): already using it", spec, seq)
+            return False
         trial = {**self.candidates, event.model_id: folder}
         order, problems = _plan(self.selector, trial, self.builtin)
         if event.model_id in problems:
@@ -314,7 +330,7 @@ class ModelFollower:
         self._switched(cascade)
         was = f"{current.meta.model_id}@{current.meta.version}" if current else "no expert"
         log.info("switched %s → %s (CONTROL seq %d, %s): the next batch uses it "
-                 "(cascade %s, version %s, was %s)", was, spec, seq, event.path,
+                 "(cascade %s, version %s, was %s)", was, spec, seq, folder.path,
                  cascade.describe(), cascade.version, previous.version)
         return True
 

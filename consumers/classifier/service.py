@@ -135,11 +135,11 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     await ensure_streams(js)
     history, last_seq = await read_deployments(js)  # every model: the experts' too
+    registry = ModelRegistry(settings.home / "models" if settings.home is not None else None)
+    if settings.home is None:
+        log.info("TIDZAM_HOME is not set: only the built-in models/ can be deployed")
     selector = await initial_scorer([(s, e) for s, e in history if e.model_id == model_id],
-                                    settings.model_dir, settings.threads)
-    registry = ModelRegistry(settings.home / "models") if settings.home is not None else None
-    if registry is None:
-        log.info("TIDZAM_HOME is not set: experts come from deploys and models/ only")
+                                    registry, settings.model_dir, settings.threads)
     folders = await asyncio.to_thread(expert_folders, history, registry, model_id)
     loaded: dict[Path, FolderModel] = {}
     builtin = await builtin_experts(settings)
@@ -158,11 +158,13 @@ async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
     classifier = Classifier(nc, cascade, Publisher(js), overlap=settings.overlap,
                             stall_s=settings.stall_s, ack_wait_s=spec.ack_wait_s,
                             max_ack_pending=spec.max_ack_pending)
-    follower = ModelFollower(classifier, num_threads=settings.threads, after_seq=last_seq,
+    follower = ModelFollower(classifier, registry, num_threads=settings.threads,
+                             after_seq=last_seq,
                              gate=settings.expert_gate, candidates=folders, loaded=loaded,
                              builtin=builtin)
     await follower.start(js)
-    requests = ModelRequests(nc, registry, settings.model_dir)
+    requests = ModelRequests(nc, registry if settings.home is not None else None,
+                             settings.model_dir)
     await requests.start()
     log.info("classifier %s@%s running (cascade %s, version %s, expert gate %.2f; hop %d "
              "samples; %d deploy(s) in the history)", selector.model_id, selector.version,
