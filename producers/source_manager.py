@@ -5,7 +5,9 @@ the configuration history, replayed from the start at every launch); actual stat
 goes back to it (``SourceLoaded`` / ``SourceFailed`` / ``SourceUnloaded``). Each
 source runs in its own task: one failing source never disturbs the others.
 Permanent sources are reloaded after a failure or an end, with exponential
-backoff; a source whose channels would pass ``max_channels`` is refused.
+backoff; a source whose channels would pass ``max_channels`` is refused, and so is
+one the site's policy does not allow (``producers.source_policy``: URL schemes and
+hosts, local folders), before anything is opened.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bus_schemas import SourceAdded, SourceFailed, SourceLoaded, SourceRemoved, 
 from producers.chunker import Mixer
 from producers.jack_source import capture
 from producers.player import Player, Session
+from producers.source_policy import SourcePolicy, SourceRefused, Unresolved
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,12 @@ class SourceManager:
     def __init__(self, publisher: Publisher, *, sample_rate: int = 48_000,
                  chunk_s: float = 1.0, max_channels: int = 64,
                  backoff: Backoff | None = None, open_timeout_s: float = 15.0,
-                 icecast: IcecastTarget | None = None, mixer: Mixer | None = None) -> None:
+                 icecast: IcecastTarget | None = None, mixer: Mixer | None = None,
+                 policy: SourcePolicy) -> None:
         self.player = Player(publisher, sample_rate=sample_rate, chunk_s=chunk_s, speed=1.0,
                              open_timeout_s=open_timeout_s, mixer=mixer)
         self._pub = publisher
+        self.policy = policy  # what a source may open: checked before each attempt
         self.icecast = icecast  # where `format: copy` sources go
         self.max_channels = max_channels
         self.backoff = backoff or Backoff()
@@ -119,7 +124,16 @@ class SourceManager:
         try:
             while not stop.is_set():
                 began = time.monotonic()
-                error = await self._attempt(cfg, stop, attempt)
+                try:
+                    await self.policy.check(cfg)
+                    error = await self._attempt(cfg, stop, attempt)
+                except SourceRefused as exc:  # never allowed: not retried
+                    log.error("source %s refused: %s", cfg.source, exc)
+                    await self._failed(cfg, f"refused: {exc}", attempt, will_retry=False)
+                    return
+                except Unresolved as exc:
+                    error = str(exc)
+                    await self._failed(cfg, error, attempt, will_retry=cfg.permanent)
                 if stop.is_set():
                     break
                 if not cfg.permanent or not cfg.location:  # an archive alone ends
@@ -150,11 +164,15 @@ class SourceManager:
         except Exception as exc:
             log.exception("source %s failed", cfg.source)
             reason = f"{type(exc).__name__}: {exc}"
-            with contextlib.suppress(Exception):
-                await self._pub.publish_now(SourceFailed(
-                    source=cfg.source, reason=reason, at_ns=time.time_ns(), attempt=attempt,
-                    will_retry=cfg.permanent))
+            await self._failed(cfg, reason, attempt, will_retry=cfg.permanent)
             return reason
+
+    async def _failed(self, cfg: SourceAdded, reason: str, attempt: int,
+                      will_retry: bool) -> None:
+        with contextlib.suppress(Exception):  # the bus storing nothing must not kill this
+            await self._pub.publish_now(SourceFailed(
+                source=cfg.source, reason=reason, at_ns=time.time_ns(), attempt=attempt,
+                will_retry=will_retry))
 
     async def _play_once(self, cfg: SourceAdded, stop: asyncio.Event, attempt: int) -> str | None:
         """One pass over the source's sessions (archive files, then the live location)."""
@@ -172,9 +190,7 @@ class SourceManager:
         original's copy mode, for streams with more channels than a player decodes)."""
         error = await self._copy(cfg, stop, attempt)
         if error is not None:
-            await self._pub.publish_now(SourceFailed(
-                source=cfg.source, reason=error, at_ns=time.time_ns(), attempt=attempt,
-                will_retry=cfg.permanent))
+            await self._failed(cfg, error, attempt, will_retry=cfg.permanent)
         return error
 
     async def _copy(self, cfg: SourceAdded, stop: asyncio.Event, attempt: int) -> str | None:

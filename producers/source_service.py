@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from nats.js.errors import NotFoundError
 from pydantic import Field, SecretStr
@@ -19,18 +20,20 @@ from bus.connect import connect, ensure_streams
 from bus.process import run_process
 from bus.publisher import Publisher
 from bus.runner import ConsumerRunner
-from bus.settings import TidzamSettings
 from bus_schemas.streams import SOURCE_MANAGER
 from producers.gain import GainStage
 from producers.source_manager import SourceManager
+from producers.source_policy import SourcePolicy, SourcePolicySettings
 
 log = logging.getLogger(__name__)
 
 SPEC = SOURCE_MANAGER
 
 
-class SourcesSettings(TidzamSettings):
+class SourcesSettings(SourcePolicySettings):
     nats_url: SecretStr
+    home: Path | None = None
+    archive_dir: Path | None = None
     sample_rate: int = 48_000
     chunk_s: float = Field(1.0, gt=0.05, le=10.0)
     max_channels: int = Field(64, ge=1, le=4096)
@@ -51,7 +54,9 @@ async def run(settings: SourcesSettings, stop: asyncio.Event) -> None:
     manager = SourceManager(Publisher(js), sample_rate=settings.sample_rate,
                             chunk_s=settings.chunk_s, max_channels=settings.max_channels,
                             open_timeout_s=settings.open_timeout_s,
-                            icecast=_icecast(settings), mixer=gain.state)
+                            icecast=_icecast(settings), mixer=gain.state,
+                            policy=SourcePolicy.from_settings(settings, settings.home,
+                                                              settings.archive_dir))
     runner = ConsumerRunner(nc, SPEC, manager.handle)
     await runner.ensure_consumer()
     info = await js.consumer_info(SPEC.stream, SPEC.durable)

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +17,18 @@ from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
 
 # wait_for lives in tests.waiting; stack tests import it from here with the stack
-__all__ = ["REPO", "TOKEN_SHOWN", "ctl", "kill_and_restart", "replay_in_background",
+__all__ = ["REPO", "TEST_SITE", "TOKEN_SHOWN", "ctl", "kill_and_restart", "replay_in_background",
            "running_stack", "up_with_token", "wait_all_read", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
+# The test site's source policy: its HTTP and Icecast servers listen on loopback, its
+# recordings lie in temporary folders and the test cache (tests/test_source_policy.py
+# shows the default refusing both)
+TEST_SITE = {
+    "TIDZAM_SOURCE_HOSTS": "127.0.0.1,localhost,::1",
+    "TIDZAM_SOURCE_FOLDERS": ",".join(os.path.abspath(p) for p in (
+        tempfile.gettempdir(), REPO / "tests", os.environ.get("TIDZAM_TEST_CACHE")) if p),
+}
 
 
 @contextlib.contextmanager
@@ -32,10 +41,13 @@ def running_stack(home: Path, **settings: object) -> Iterator[Stack]:
         stack.down()
 
 
-def ctl(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``tidzam_ctl`` as a user would, in ``home``."""
+def ctl(home: Path, *args: str, timeout: float = 300,
+        site: dict[str, str] = TEST_SITE) -> subprocess.CompletedProcess[str]:
+    """Run ``tidzam_ctl`` as a user would, in ``home`` (``site``: what the environment
+    sets of the site's policy; else what ``up`` kept)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDZAM_")}
     env["TIDZAM_HOME"] = str(home)
+    env.update(site)
     return subprocess.run([sys.executable, "-m", "tidzam_ctl", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import http.server
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import psycopg
 import pytest
 
 from audio.decode import decode_all
+from bus_schemas import SourceAdded
 from tests.audio_files import default_grid, expected_windows, write_pcm
 from tests.real_audio import DAY, MEGAGLEST, RAIN, real_file
 from tests.stack_helpers import ctl, running_stack, wait_for
@@ -147,6 +150,65 @@ def test_bad_sources_fail_alone(stack: Stack, server: _Server, clips: dict[str, 
     assert len(_windows(stack, "good")) >= 2 * expected_windows(3 * 48_000, *default_grid())
     bad = ctl(home, "source", "add", "x", "--file", str(tmp_path / "missing.wav"))
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_the_default_policy_refuses_local_files_and_internal_hosts(
+        tmp_path: Path, server: _Server, clips: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 7 of issue 14: a ``SourceAdded`` published by anyone on the bus must not
+    make the source manager read a local file or fetch from the loopback network.
+    Under the default policy (no extra host, the home's ``recordings/`` folder) the
+    command line refuses at once, the source manager refuses what reaches the bus
+    directly, and the internal server never sees a request."""
+    asked: list[str] = []
+    monkeypatch.setattr(_QuietHandler, "log_message",
+                        lambda self, fmt, *args: asked.append(fmt % args))
+    server.start()
+    with running_stack(tmp_path / "home", source_hosts="", source_folders="") as stack:
+        home = stack.home
+        internal = ctl(home, "source", "add", "web", "--url", server.url("rain.wav"), site={})
+        assert internal.returncode == 2, internal.stderr
+        assert "127.0.0.1 is a loopback address" in internal.stderr
+        outside = ctl(home, "source", "add", "f", "--file", str(clips["day"]), site={})
+        assert outside.returncode == 2 and "outside the folders" in outside.stderr
+        (home / "recordings").mkdir()
+        allowed = home / "recordings" / "day.wav"
+        allowed.write_bytes(clips["day"].read_bytes())
+        (home / "recordings" / "passwd.wav").symlink_to("/etc/passwd")
+        forged = {"web": ("url", server.url("rain.wav")),
+                  "meta": ("url", "http://169.254.169.254/latest/meta-data/"),
+                  "lan": ("url", "http://10.1.2.3:8000/x.ogg"),
+                  "scheme": ("url", "file:///etc/passwd"),
+                  "ffmpeg": ("file", "concat:/etc/passwd|/etc/hostname"),
+                  "escape": ("file", str(home / "recordings" / ".." / "logs" / "x.wav")),
+                  "link": ("file", str(home / "recordings" / "passwd.wav")),
+                  "ok": ("file", str(allowed))}
+        asyncio.run(_publish_sources(stack, forged))
+        for name in forged.keys() - {"ok"}:
+            wait_for(lambda n=name: _source(stack, n).get("state") == "failed", 30,
+                     f"{name} refused")
+            assert _source(stack, name)["last_error"].startswith("refused: "), name
+        assert "loopback" in _source(stack, "web")["last_error"]
+        assert "link-local" in _source(stack, "meta")["last_error"]
+        assert "private" in _source(stack, "lan")["last_error"]
+        assert "scheme 'file' is not allowed" in _source(stack, "scheme")["last_error"]
+        wait_for(lambda: _source(stack, "ok").get("state") == "unloaded", 60, "ok ends")
+        assert len(_windows(stack, "ok")) >= 2 * expected_windows(3 * 48_000, *default_grid())
+        assert all(not _windows(stack, n) for n in forged.keys() - {"ok"})
+    assert asked == []
+
+
+async def _publish_sources(stack: Stack, sources: dict[str, tuple[str, str]]) -> None:
+    from bus.connect import connect
+    from bus.publisher import Publisher
+
+    nc = await connect(stack.nats_url, "test-forger")
+    try:
+        await Publisher(nc.jetstream()).publish_all([
+            SourceAdded(source=name, kind=kind, location=location,  # type: ignore[arg-type]
+                        at_ns=time.time_ns()) for name, (kind, location) in sources.items()])
+    finally:
+        await nc.drain()
 
 
 def test_the_manager_resumes_wanted_sources_after_a_crash(stack: Stack, server: _Server) -> None:

@@ -11,6 +11,19 @@ import psutil
 import pytest
 
 from tests.stack_helpers import ctl, running_stack, wait_for
+from tidzam_ctl.stack.nats import role_of
+
+
+def assert_no_secret_shown(home: Path, secrets: list[str]) -> None:
+    """No password of the stack in any log of the home, nor in any process's command
+    line (``ps`` shows those to every user of the machine)."""
+    assert all(len(s) >= 20 for s in secrets)
+    for path in home.rglob("*.log"):
+        text = path.read_text(errors="replace")
+        assert not [s for s in secrets if s in text], f"a secret in {path}"
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or ())
+        assert not [s for s in secrets if s in line], f"a secret in the command line {line}"
 
 
 def _status(home: Path) -> dict:  # type: ignore[type-arg]
@@ -36,6 +49,20 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
         with_sql = {p["name"] for p in sa["processes"] if p["name"] not in ("nats", "postgres")
                     and b"TIDZAM_DATABASE_URL=" in Path(f"/proc/{p['pid']}/environ").read_bytes()}
         assert with_sql == {"projector", "gateway"}
+        # each process holds its own role's NATS password, never the operator's; and
+        # no secret of the stack is in a command line or a log
+        nats_state = json.loads((a / "nats" / "state.json").read_text())
+        secrets = [nats_state["password"], *nats_state["roles"].values(),
+                   (a / "postgres" / "postgres.password").read_text().strip()]
+        for p in sa["processes"]:
+            if p["name"] in ("nats", "postgres"):
+                continue
+            environ = Path(f"/proc/{p['pid']}/environ").read_bytes().split(b"\0")
+            url = next(v for v in environ if v.startswith(b"TIDZAM_NATS_URL=")).decode()
+            role = role_of(p["name"])
+            assert url.startswith(f"TIDZAM_NATS_URL=nats://{role}:{nats_state['roles'][role]}@")
+            assert nats_state["password"].encode() not in b"\0".join(environ), p["name"]
+        assert_no_secret_shown(a, secrets)
         # each consumer's lag, and each process's last error, for the one who looks
         lags = {c["consumer"]: c for c in sa["consumers"]}
         assert {"classifier-selector", "projection-main-events",

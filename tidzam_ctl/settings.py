@@ -7,8 +7,9 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from consumers.privacy import PrivacySettings
+from consumers.privacy import PRIVACY_FIELDS, PrivacySettings
 from inference.registry import DEFAULT_SELECTOR
+from producers.source_policy import SOURCE_POLICY_FIELDS, SourcePolicySettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,13 +20,17 @@ def default_home() -> Path:
     return Path(base) / "tidzam"
 
 
-class CtlSettings(PrivacySettings):
+# the site's choices `up` hands to every process and keeps for later commands
+SITE_FIELDS = PRIVACY_FIELDS + SOURCE_POLICY_FIELDS
+
+
+class CtlSettings(PrivacySettings, SourcePolicySettings):
     """Where the stack lives and which servers it talks to.
 
     ``nats_url``/``database_url`` left unset: ``up`` starts embedded servers in
-    ``home``. Set them to use external servers instead. The privacy fields
-    (``TIDZAM_PRIVACY``...) are handed to every process of the stack and kept by ``up``
-    for later commands (``check`` restarts a process with them).
+    ``home``. Set them to use external servers instead. The site fields
+    (``TIDZAM_PRIVACY``..., ``TIDZAM_SOURCE_*``) are handed to every process of the stack
+    and kept by ``up`` for later commands (``check`` restarts a process with them).
     """
 
     home: Path = Field(default_factory=default_home)

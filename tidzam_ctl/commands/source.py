@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bus_schemas import Event, SourceAdded, SourceRemoved
+from producers.source_policy import SourcePolicy, SourceRefused, Unresolved
 from tidzam_ctl.errors import EXIT_OK, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
@@ -108,6 +109,14 @@ def source(settings: CtlSettings, args: argparse.Namespace) -> int:
                              channels=args.channels,
                              permanent=args.permanent, database=args.database,
                              date=args.date, fmt=args.format)
+        policy = SourcePolicy.from_settings(stack.settings, stack.home,
+                                            stack.settings.archive_dir)
+        try:  # the source manager checks too: this says it at once
+            asyncio.run(policy.check(event))
+        except SourceRefused as exc:
+            raise CliError(f"source {args.name} refused: {exc}", EXIT_USAGE) from exc
+        except Unresolved as exc:
+            console.print(f"[yellow]warning:[/] {exc}; the source manager will keep trying")
         asyncio.run(publish(stack, [event]))
         console.print(f"source {args.name} requested; `tidzam_ctl source ls` shows its state")
         return EXIT_OK

