@@ -125,7 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run psql (or print the connection URL, password "
                        "included, with --url) for the stack's PostgreSQL.")
     p.add_argument("--url", action="store_true", help="print the URL instead of running psql")
+    p.add_argument("--reader", action="store_true",
+                   help="as the read-only role tidzam_reader (for Grafana, reports): it can "
+                   "SELECT and nothing else")
     p.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
+
+    p = sub.add_parser("backup", help="save the database, CONTROL, models and samples",
+                       description="Write what the bus cannot rebuild into DIR (a new folder): "
+                       "the projections database (pg_dump), every CONTROL message (sources, "
+                       "rules, deploys, reviews), the model registry and the extracted "
+                       "samples, with the sha256 of every file. Audio stays on the bus and "
+                       "in the archive files.")
+    p.add_argument("dir", type=Path, help="a new or empty folder")
+    p = sub.add_parser("restore", help="bring a backup back into a fresh home",
+                       description="Restore DIR (from `tidzam_ctl backup`) into this home, "
+                       "whose stack must be up and fresh (an empty CONTROL stream): the "
+                       "files are checked against their sha256 first.")
+    p.add_argument("dir", type=Path, help="the backup folder")
 
     p = sub.add_parser("model", help="the model registry: add, list, show, deploy, roll back",
                        description="Model folders live in $TIDZAM_HOME/models/<id>/<version> "
@@ -241,6 +257,7 @@ def _add_query_arguments(parser: argparse.ArgumentParser, *, events: bool) -> No
 
 def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl.commands import stack as commands
+    from tidzam_ctl.commands.backup import backup, restore
     from tidzam_ctl.commands.dataset import dataset
     from tidzam_ctl.commands.mixer import mixer
     from tidzam_ctl.commands.model import model
@@ -261,6 +278,8 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "projections": commands.projections,
         "demo": commands.demo,
         "psql": commands.psql,
+        "backup": backup,
+        "restore": restore,
         "source": commands.source,
         "model": model,
         "dataset": dataset,
