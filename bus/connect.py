@@ -12,8 +12,9 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from bus.settings import RetentionSettings
 from bus_schemas.errors import TidzamError
-from bus_schemas.streams import ALL_STREAMS, StreamSpec
+from bus_schemas.streams import ALL_STREAMS, AUDIO, EVENTS, StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,17 @@ def stream_replicas() -> int:
     return int(raw)
 
 
-def stream_config(spec: StreamSpec) -> StreamConfig:
+def stream_config(spec: StreamSpec, retention: RetentionSettings | None = None) -> StreamConfig:
+    """The JetStream config of ``spec``; AUDIO's and EVENTS' limits are the site's
+    (``retention``, else ``TIDZAM_RETAIN_*`` from the environment)."""
+    max_age, max_bytes = spec.max_age_s, spec.max_bytes
+    if spec.name in (AUDIO.name, EVENTS.name):
+        keep = retention if retention is not None else RetentionSettings()
+        if spec.name == AUDIO.name:
+            max_age = keep.retain_audio_h * 3600
+            max_bytes = int(keep.retain_audio_gb * 1024**3) or -1
+        else:
+            max_age = keep.retain_events_days * 86_400
     return StreamConfig(
         name=spec.name,
         description=spec.description,
@@ -91,18 +102,19 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
-        max_age=spec.max_age_s or None,
-        max_bytes=spec.max_bytes,
+        max_age=max_age or None,
+        max_bytes=max_bytes,
         duplicate_window=spec.duplicate_window_s,
         num_replicas=stream_replicas(),
         allow_direct=True,  # reads of single messages answered raw, not as base64 JSON
     )
 
 
-async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = ALL_STREAMS) -> None:
+async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = ALL_STREAMS,
+                         retention: RetentionSettings | None = None) -> None:
     """Create the streams, or update them to the specs (idempotent)."""
     for spec in specs:
-        config = stream_config(spec)
+        config = stream_config(spec, retention)
         try:
             await js.stream_info(spec.name)
         except NotFoundError:

@@ -143,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "files are checked against their sha256 first.")
     p.add_argument("dir", type=Path, help="the backup folder")
 
+    p = sub.add_parser("retention", help="remove what is older than the site keeps",
+                       description="Remove the database's predictions, detections, events "
+                       "and channel health older than TIDZAM_RETAIN_PREDICTIONS_DAYS, the "
+                       "audio of samples nobody reviewed older than "
+                       "TIDZAM_RETAIN_SAMPLES_DAYS, and archive files older than "
+                       "TIDZAM_RETAIN_ARCHIVE_DAYS (0, the default: keep forever). The AUDIO "
+                       "and EVENTS streams keep TIDZAM_RETAIN_AUDIO_H / _AUDIO_GB / "
+                       "_EVENTS_DAYS themselves. `check` runs this too.")
+    p.add_argument("--now", metavar="TIME", help="act as if it were this ISO time")
+
     p = sub.add_parser("model", help="the model registry: add, list, show, deploy, roll back",
                        description="Model folders live in $TIDZAM_HOME/models/<id>/<version> "
                        "(plus the built-in models/ of Tidzam). A deploy publishes a "
@@ -263,6 +273,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
     from tidzam_ctl.commands.model import model
     from tidzam_ctl.commands.query import query
     from tidzam_ctl.commands.replay import replay
+    from tidzam_ctl.commands.retention import retention
     from tidzam_ctl.commands.rules import rules
     from tidzam_ctl.commands.samples import samples
     from tidzam_ctl.commands.token import token
@@ -279,6 +290,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
         "demo": commands.demo,
         "psql": commands.psql,
         "backup": backup,
+        "retention": retention,
         "restore": restore,
         "source": commands.source,
         "model": model,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from bus.settings import RETENTION_FIELDS, RetentionSettings
 from consumers.privacy import PRIVACY_FIELDS, PrivacySettings
 from inference.registry import DEFAULT_SELECTOR
 from producers.source_policy import SOURCE_POLICY_FIELDS, SourcePolicySettings
@@ -21,16 +22,17 @@ def default_home() -> Path:
 
 
 # the site's choices `up` hands to every process and keeps for later commands
-SITE_FIELDS = PRIVACY_FIELDS + SOURCE_POLICY_FIELDS
+SITE_FIELDS = PRIVACY_FIELDS + SOURCE_POLICY_FIELDS + RETENTION_FIELDS
 
 
-class CtlSettings(PrivacySettings, SourcePolicySettings):
+class CtlSettings(PrivacySettings, SourcePolicySettings, RetentionSettings):
     """Where the stack lives and which servers it talks to.
 
     ``nats_url``/``database_url`` left unset: ``up`` starts embedded servers in
     ``home``. Set them to use external servers instead. The site fields
-    (``TIDZAM_PRIVACY``..., ``TIDZAM_SOURCE_*``) are handed to every process of the stack
-    and kept by ``up`` for later commands (``check`` restarts a process with them).
+    (``TIDZAM_PRIVACY``..., ``TIDZAM_SOURCE_*``, ``TIDZAM_RETAIN_*``) are handed to
+    every process of the stack and kept by ``up`` for later commands (``check``
+    restarts a process with them).
     """
 
     home: Path = Field(default_factory=default_home)

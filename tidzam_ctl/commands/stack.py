@@ -9,12 +9,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from projections.roles import READER
+from tidzam_ctl.commands import retention
 from tidzam_ctl.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError
 from tidzam_ctl.settings import CtlSettings
 from tidzam_ctl.stack.stack import Stack
@@ -102,6 +104,9 @@ def check(settings: CtlSettings, args: argparse.Namespace) -> int:
         return EXIT_OK
     restarted = stack.check()
     console.print(f"restarted: {', '.join(restarted)}" if restarted else "all running")
+    if retention.configured(stack.settings):
+        for line in retention.apply(stack, datetime.now(UTC)):
+            console.print(f"retention: {line}")
     return EXIT_OK
 
 

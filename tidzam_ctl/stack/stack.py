@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -59,11 +60,13 @@ class Stack:
         self.run_dir = self.home / "run"
         self.log_dir = self.home / "logs"
         self.desired = self.home / "stack.json"
-        recorded = self._recorded()  # `up --icecast`/`--jack` hold for later commands
+        recorded = self._recorded()  # `up --icecast`/`--jack`/an archive hold for later
         for option in ("icecast", "jack"):
             if recorded.get(option):
                 settings = settings.model_copy(update={option: True})
-        # so do privacy and the source policy, unless this command sets them again
+        if recorded.get("archive_dir") and "archive_dir" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"archive_dir": Path(recorded["archive_dir"])})
+        # so do the site fields (privacy, sources, retention), unless this command sets them
         kept = {k: v for k, v in recorded.get("site", recorded.get("privacy", {})).items()
                 if k in SITE_FIELDS and k not in settings.model_fields_set}
         if kept:
@@ -197,7 +200,7 @@ class Stack:
                 started.append(spec.name)
         self.desired.write_text(json.dumps({
             "up": True, "since": time.time(), "icecast": self.settings.icecast,
-            "jack": self.settings.jack,
+            "jack": self.settings.jack, "archive_dir": str(self.settings.archive_dir or ""),
             "site": {k: getattr(self.settings, k) for k in SITE_FIELDS}}))
         self._verify_alive(started)
         if "gateway" in started:
@@ -389,7 +392,7 @@ class Stack:
         async def go() -> None:
             nc = await connect(self.nats_url, "tidzam_ctl")
             try:
-                await ensure_streams(nc.jetstream())
+                await ensure_streams(nc.jetstream(), retention=self.settings)
             finally:
                 await nc.close()
 
