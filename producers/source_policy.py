@@ -36,6 +36,7 @@ from pydantic import Field
 
 from bus.settings import TidzamSettings
 from bus_schemas import SourceAdded
+from bus_schemas.errors import TidzamError
 
 DEFAULT_SCHEMES = "http,https,rtsp,rtsps,rtmp"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -52,11 +53,11 @@ class SourcePolicySettings(TidzamSettings):
 SOURCE_POLICY_FIELDS = tuple(SourcePolicySettings.model_fields)
 
 
-class SourceRefused(Exception):
+class SourceRefused(TidzamError):
     """A source the site's policy does not allow: it never will, so it is not retried."""
 
 
-class Unresolved(Exception):
+class Unresolved(TidzamError):
     """A host that does not resolve now (it may later: a permanent source retries)."""
 
 
