@@ -25,7 +25,7 @@ from nats.errors import (
 )
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from nats.js.errors import APIError, ServiceUnavailableError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from bus_schemas import Event, encode
 from bus_schemas.errors import TidzamError
@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 # What a server back later cures: no answer, no responder, and while the client
 # reconnects, its outbound buffer full (a fast replay fills it in a moment).
+# NoStreamResponseError: no server answered for the stream (its leader is being elected
+# after a node of a cluster died, or the server restarts): it comes back by itself
 _RETRYABLE = (TimeoutError, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError,
-              OutboundBufferLimitError, ConnectionReconnectingError)
+              OutboundBufferLimitError, ConnectionReconnectingError, NoStreamResponseError)
 
 
 class PublishError(TidzamError, RuntimeError):

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from bus_schemas.streams import AUDIO
-from tests.audio_files import write_wav
+from tests.audio_files import default_grid, expected_windows, write_wav
 from tests.stack_helpers import REPO, TEST_SITE, ctl, running_stack
 from tidzam_ctl.stack.nats import find_binary
 from tidzam_ctl.stack.ports import free_port
@@ -40,7 +40,7 @@ class Node:
 server_name: {name}
 listen: 127.0.0.1:{port}
 max_payload: 4MB
-jetstream {{ store_dir: "{self.dir / 'js'}", max_file_store: 2G, max_memory_store: 64MB }}
+jetstream {{ store_dir: "{self.dir / 'js'}", max_file_store: 64G, max_memory_store: 64MB }}
 cluster {{ name: tidzam, listen: 127.0.0.1:{route}, routes: [{peers}] }}
 authorization {{ user: "{USER}", password: "{password}" }}
 """)
@@ -145,7 +145,8 @@ def test_a_node_killed_during_a_replay(cluster: tuple[list[Node], str], tmp_path
                 replay.kill()
         assert replay.returncode == 0, err
         db = stack.database_url
-        assert _windows(db, "storm") == _windows(db, "calm") > 16 * 40
+        expected = 16 * expected_windows(24 * 48_000, *default_grid())
+        assert _windows(db, "storm") == _windows(db, "calm") == expected
         calm_rows = _detections(db, "calm")
         assert calm_rows and _detections(db, "storm") == calm_rows
         states = {p["name"]: p["state"] for p in stack.status()["processes"]}

@@ -51,9 +51,10 @@ def replay(settings: CtlSettings, args: argparse.Namespace) -> int:
     except PublishError as exc:
         again = " ".join(shlex.quote(a) for a in sys.argv[1:])
         raise CliError(
-            f"the bus stored nothing for {OUTAGE_S / 60:.0f} minutes ({exc}); once "
-            "`tidzam_ctl status` shows NATS running, run the same command again: chunks "
-            f"already stored are not stored twice (tidzam_ctl {again})") from exc
+            f"the bus did not store the audio ({exc}; a bus that stores nothing is waited "
+            f"for {OUTAGE_S / 60:.0f} minutes); once `tidzam_ctl status` shows NATS "
+            "running, run the same command again: chunks already stored are not stored "
+            f"twice (tidzam_ctl {again})") from exc
     failed = [r for r in reports if r.errors]
     for report in reports:
         line = (f"{report.source}: {report.files} file(s), {report.channels} channel(s), "
