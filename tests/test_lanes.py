@@ -44,3 +44,42 @@ def test_the_stream_gap_is_read_from_the_two_newest_chunks() -> None:
         piece.stream_seq = stream_seq
         assert lane.add(piece) is None
     assert lane.stream_gap() == 32  # 31 messages of other subjects between two chunks
+
+
+def _windows_of(lane: Lane, pieces: list[Piece]) -> list[int]:
+    """Add ``pieces`` one by one (as deliveries come), scoring whatever is ready: the
+    window starts scored, in order."""
+    scored: list[int] = []
+    for piece in pieces:
+        assert lane.add(piece) is None
+        for ready in lane.ready():
+            scored += [int(s) for s in ready.starts]
+            lane.done(ready.piece)
+            lane.prune()
+    return scored
+
+
+def test_a_window_longer_than_a_chunk_across_a_broken_boundary_is_scored_once() -> None:
+    """The default selector's 1.95-s windows (hop 1.4625 s) over 1-s chunks: the window
+    at 5.85 s starts in chunk 5 and ends in chunk 7. With the boundary before chunk 6
+    broken (stored 11 s late: a NATS leader re-elected), it is chunk 6's, and chunk 6
+    must wait for chunk 7's audio to score it. It was dropped: one window per channel
+    lost (tests/test_cluster.py, tests/test_faults.py)."""
+    window, hop = 93_600, 70_200
+    stored = [k * 0.1 + (11.0 if k >= 6 else 0.0) for k in range(12)]
+    pieces = [_piece(k, stored[k], True) for k in range(12)]
+    pieces[-1].chunk = pieces[-1].chunk.model_copy(update={"final": True})
+    lane = Lane(session_key(pieces[0].chunk), Geometry(window, hop), STALL_NS)
+    scored = _windows_of(lane, pieces)
+    every = list(range(0, 12 * CHUNK - window + 1, hop))
+    assert sorted(scored) == every and 280_800 in scored
+    assert len(scored) == len(set(scored))
+    # and with the next boundary broken too, the window is chunk 7's (the last broken
+    # boundary it crosses), still once
+    stored = [k * 0.1 + (11.0 if k >= 6 else 0.0) + (11.0 if k >= 7 else 0.0)
+              for k in range(12)]
+    pieces = [_piece(k, stored[k], True) for k in range(12)]
+    pieces[-1].chunk = pieces[-1].chunk.model_copy(update={"final": True})
+    lane = Lane(session_key(pieces[0].chunk), Geometry(window, hop), STALL_NS)
+    scored = _windows_of(lane, pieces)
+    assert sorted(scored) == every and len(scored) == len(set(scored))

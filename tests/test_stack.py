@@ -69,6 +69,12 @@ def test_two_stacks_side_by_side_then_down(tmp_path: Path) -> None:
             assert url.startswith(f"TIDZAM_NATS_URL=nats://{role}:{nats_state['roles'][role]}@")
             assert nats_state["password"].encode() not in b"\0".join(environ), p["name"]
         assert_no_secret_shown(a, secrets)
+        # no service listens beyond loopback (none is configured to)
+        listening = {(p["name"], c.laddr.ip) for p in sa["processes"] if p["pid"]
+                     for c in psutil.Process(p["pid"]).net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN}
+        assert {"nats", "postgres", "gateway"} <= {name for name, _ in listening}
+        assert all(ip in ("127.0.0.1", "::1") for _, ip in listening), listening
         # each consumer's lag, and each process's last error, for the one who looks
         lags = {c["consumer"]: c for c in sa["consumers"]}
         assert {"classifier-selector", "projection-main-events",

@@ -93,7 +93,7 @@ class Classifier:
     TICK_S = 0.05  # how often held chunks are checked against the stream
     IDLE_S = 0.25  # no delivery for this long: ask the consumer's state (at most this often)
     SCAN_BUDGET = 32  # stream reads per lane per tick
-    MAX_LANES = 4096  # sessions remembered with nothing held
+    MAX_LANES = 1024  # sessions remembered with nothing held (a few chunks each: ~300 MB)
     JOBS = 2  # batches scored and published at once (one infers while one publishes)
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
@@ -442,6 +442,9 @@ class Classifier:
         finally:
             for lane, r in ready:
                 lane.set_scoring(r.piece, False)
+            for lane, _ in ready:
+                if lane.finished() and self._lanes.get(lane.key) is lane:
+                    del self._lanes[lane.key]  # an ended session keeps no audio here
             self._slots.release()
             self._count_held()
 

@@ -100,10 +100,19 @@ class Geometry:
 
     def need_after(self, piece: Piece) -> int:
         """Samples after ``piece`` its windows (and their contexts) need."""
-        n = piece.end - piece.first
+        return self._after(piece.first, piece.end - piece.first)
+
+    def head_end(self, piece: Piece) -> int:
+        """Where the audio ends that the windows crossing into ``piece`` from before
+        need (``piece``'s own when the boundary before it is broken): a window longer
+        than a chunk reaches past ``piece`` too."""
+        lo = max(0, piece.first - self.window + 1)
+        return piece.first + self._after(lo, piece.first - lo)
+
+    def _after(self, first: int, n: int) -> int:
         if self.context:
-            return audio_needed_after(piece.first, n, self.hop, self.window, self.context)
-        return samples_needed_after(piece.first, n, self.hop, self.window)
+            return audio_needed_after(first, n, self.hop, self.window, self.context)
+        return samples_needed_after(first, n, self.hop, self.window)
 
     def keep_before(self) -> int:
         """Samples a lane keeps before its oldest unscored chunk: the head of a
@@ -294,6 +303,8 @@ class Lane:
     def _available_end(self, piece: Piece) -> int | None:
         """Where the audio usable by ``piece``'s windows ends (None: wait)."""
         need_end = piece.end + self.geometry.need_after(piece)
+        if self.broken_before(piece):  # its head windows may reach past it
+            need_end = max(need_end, self.geometry.head_end(piece))
         prev, cursor = piece, piece.end
         while cursor < need_end:
             if prev.chunk.final or self.break_after == prev.seq:
@@ -384,6 +395,14 @@ class Lane:
             # a chunk gone may have been what proved a later boundary unbroken: the
             # chunk after it may now need its predecessor looked up
             self._changed()
+
+    def finished(self) -> bool:
+        """The session ended (its final chunk is known) and nothing of it is ours to
+        score or ack any more: the lane can go (a late redelivery makes a new one,
+        which looks up what it needs)."""
+        newest = self.newest
+        return (newest is not None and newest.chunk.final
+                and not any(p.owned or p.scoring for p in self.pieces.values()))
 
     def held(self) -> list[Delivery]:
         return [p.delivery for p in self.pieces.values() if p.delivery is not None]
