@@ -58,6 +58,12 @@ async def test_ended_sessions_leave_no_audio_behind(nc: Client, tmp_path: Path) 
     per_channel = expected_windows(int(2.5 * 48_000), 24_000, 18_000)
     [clf] = await _classify(nc, instances=1, expected=24 * per_channel, overlap=0.25)
     assert await count_predictions(nc.jetstream()) == 24 * per_channel
+    ended = [lane.finished_at for lane in clf._lanes.values()]
+    assert len(ended) == 24 and None not in ended  # kept a while, for late redeliveries
+    now = asyncio.get_running_loop().time()
+    clf.forget_finished(now)
+    assert len(clf._lanes) == 24
+    clf.forget_finished(now + clf.FINISHED_KEEP_S)
     assert clf._lanes == {}, list(clf._lanes)
 
 

@@ -94,6 +94,10 @@ class Classifier:
     IDLE_S = 0.25  # no delivery for this long: ask the consumer's state (at most this often)
     SCAN_BUDGET = 32  # stream reads per lane per tick
     MAX_LANES = 1024  # sessions remembered with nothing held (a few chunks each: ~300 MB)
+    # an ended session's lane is kept this long after its last chunk was scored: a chunk
+    # of it held by an instance that died comes back ack_wait later, and finds here the
+    # audio around it (a lane made anew would not know that its successors are stored)
+    FINISHED_KEEP_S = 300.0
     JOBS = 2  # batches scored and published at once (one infers while one publishes)
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
@@ -243,6 +247,7 @@ class Classifier:
     async def tick(self) -> None:
         """Scans and lookups the held chunks need, then whatever became ready.
         Call with the lock held."""
+        self.forget_finished(asyncio.get_running_loop().time())
         lanes = [lane for lane in self._lanes.values() if lane.pending()]
         if not lanes:
             return
@@ -312,6 +317,17 @@ class Classifier:
             log.warning("%s.%d: no chunk after seq %d for %.0f s of the stream's time: "
                         "scoring the session's windows up to there", lane.key[0],
                         lane.key[1], last.seq, (self._stream_ns - last.stored_ns) / 1e9)
+
+    def forget_finished(self, now: float) -> None:
+        """Drop the lanes of sessions that ended ``FINISHED_KEEP_S`` ago: memory does
+        not grow with the number of sessions a site has seen."""
+        for key, lane in list(self._lanes.items()):
+            if lane.finished_at is None:
+                continue
+            if not lane.finished():
+                lane.finished_at = None  # a chunk came back: it is not over
+            elif now - lane.finished_at >= self.FINISHED_KEEP_S:
+                del self._lanes[key]
 
     def _forget(self) -> None:
         """Drop the holes no lane can still wait on, and the oldest idle lanes."""
@@ -442,9 +458,10 @@ class Classifier:
         finally:
             for lane, r in ready:
                 lane.set_scoring(r.piece, False)
+            now = asyncio.get_running_loop().time()
             for lane, _ in ready:
-                if lane.finished() and self._lanes.get(lane.key) is lane:
-                    del self._lanes[lane.key]  # an ended session keeps no audio here
+                if lane.finished() and lane.finished_at is None:
+                    lane.finished_at = now  # forgotten FINISHED_KEEP_S later
             self._slots.release()
             self._count_held()
 

@@ -137,6 +137,7 @@ class Lane:
     scan_next_at: float = 0.0  # event loop time before which no hole triggers a scan
     scan_wait_s: float = 0.05  # the next empty scan's back-off
     scan_done_at: int = 0  # highest AUDIO sequence known when a scan last reached the end
+    finished_at: float | None = None  # event loop time the ended session was all scored
     # what decides readiness changed since ``ready`` was last asked: a chunk came, a
     # break, a chunk the stream no longer holds, another geometry, a failed publish
     changed: bool = True
