@@ -15,6 +15,7 @@ from bus.runner import ConsumerRunner
 from bus_schemas import AudioChunk, Prediction
 from bus_schemas.streams import classifier_consumer
 from consumers.classifier.classifier import Classifier
+from consumers.classifier.lanes import FINISHED_KEEP_S, forget_lanes
 from inference.placeholder import LoudnessScorer
 from producers.replay import Replayer, plan
 from tests.audio_files import expected_windows, write_wav
@@ -61,9 +62,9 @@ async def test_ended_sessions_leave_no_audio_behind(nc: Client, tmp_path: Path) 
     ended = [lane.finished_at for lane in clf._lanes.values()]
     assert len(ended) == 24 and None not in ended  # kept a while, for late redeliveries
     now = asyncio.get_running_loop().time()
-    clf.forget_finished(now)
+    forget_lanes(clf._lanes, now)
     assert len(clf._lanes) == 24
-    clf.forget_finished(now + clf.FINISHED_KEEP_S)
+    forget_lanes(clf._lanes, now + FINISHED_KEEP_S)
     assert clf._lanes == {}, list(clf._lanes)
 
 

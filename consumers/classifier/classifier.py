@@ -52,7 +52,15 @@ from bus.publisher import Publisher, PublishError
 from bus.runner import Ack, ConsumerRunner, Delivery, Hold, Outcome, Poison
 from bus_schemas import AudioChunk, Prediction
 from bus_schemas.errors import TidzamError
-from consumers.classifier.lanes import Geometry, Lane, Piece, Ready, SessionKey, session_key
+from consumers.classifier.lanes import (
+    Geometry,
+    Lane,
+    Piece,
+    Ready,
+    SessionKey,
+    forget_lanes,
+    session_key,
+)
 from consumers.classifier.lookup import StreamLookup, stored_ns
 from inference.cascade import Cascade
 from inference.contexts import SpanContexts
@@ -93,11 +101,6 @@ class Classifier:
     TICK_S = 0.05  # how often held chunks are checked against the stream
     IDLE_S = 0.25  # no delivery for this long: ask the consumer's state (at most this often)
     SCAN_BUDGET = 32  # stream reads per lane per tick
-    MAX_LANES = 1024  # sessions remembered with nothing held (a few chunks each: ~300 MB)
-    # an ended session's lane is kept this long after its last chunk was scored: a chunk
-    # of it held by an instance that died comes back ack_wait later, and finds here the
-    # audio around it (a lane made anew would not know that its successors are stored)
-    FINISHED_KEEP_S = 300.0
     JOBS = 2  # batches scored and published at once (one infers while one publishes)
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
@@ -247,7 +250,7 @@ class Classifier:
     async def tick(self) -> None:
         """Scans and lookups the held chunks need, then whatever became ready.
         Call with the lock held."""
-        self.forget_finished(asyncio.get_running_loop().time())
+        forget_lanes(self._lanes, asyncio.get_running_loop().time())
         lanes = [lane for lane in self._lanes.values() if lane.pending()]
         if not lanes:
             return
@@ -318,27 +321,11 @@ class Classifier:
                         "scoring the session's windows up to there", lane.key[0],
                         lane.key[1], last.seq, (self._stream_ns - last.stored_ns) / 1e9)
 
-    def forget_finished(self, now: float) -> None:
-        """Drop the lanes of sessions that ended ``FINISHED_KEEP_S`` ago: memory does
-        not grow with the number of sessions a site has seen."""
-        for key, lane in list(self._lanes.items()):
-            if lane.finished_at is None:
-                continue
-            if not lane.finished():
-                lane.finished_at = None  # a chunk came back: it is not over
-            elif now - lane.finished_at >= self.FINISHED_KEEP_S:
-                del self._lanes[key]
-
     def _forget(self) -> None:
-        """Drop the holes no lane can still wait on, and the oldest idle lanes."""
+        """Drop the holes no lane can still wait on."""
         oldest = min((p.stream_seq for lane in self._lanes.values() for p in lane.pending()),
                      default=self._max_seq)
         self._holes = [h for h in self._holes if h[1] >= oldest]
-        while len(self._lanes) > self.MAX_LANES:
-            key = next((k for k, v in self._lanes.items() if not v.pending()), None)
-            if key is None:
-                break
-            del self._lanes[key]
 
     async def _heartbeat(self) -> None:
         for lane in self._lanes.values():
@@ -458,10 +445,7 @@ class Classifier:
         finally:
             for lane, r in ready:
                 lane.set_scoring(r.piece, False)
-            now = asyncio.get_running_loop().time()
-            for lane, _ in ready:
-                if lane.finished() and lane.finished_at is None:
-                    lane.finished_at = now  # forgotten FINISHED_KEEP_S later
+                lane.note_finished(asyncio.get_running_loop().time())  # once all are done
             self._slots.release()
             self._count_held()
 

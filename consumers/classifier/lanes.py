@@ -28,7 +28,7 @@ and the windows this chunk leaves are produced by it when its audio arrives).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -405,5 +405,36 @@ class Lane:
         return (newest is not None and newest.chunk.final
                 and not any(p.owned or p.scoring for p in self.pieces.values()))
 
+    def note_finished(self, now: float) -> None:
+        """After a scoring: the time the session was found over (``forget_lanes``)."""
+        if self.finished_at is None and self.finished():
+            self.finished_at = now
+
     def held(self) -> list[Delivery]:
         return [p.delivery for p in self.pieces.values() if p.delivery is not None]
+
+
+MAX_LANES = 1024  # sessions remembered with nothing held (a few chunks each: ~300 MB)
+# an ended session's lane is kept this long after its last chunk was scored: a chunk of
+# it held by an instance that died comes back ack_wait later, and finds here the audio
+# around it (a lane made anew would not know that its successors are stored)
+FINISHED_KEEP_S = 300.0
+
+
+def forget_lanes(lanes: OrderedDict[SessionKey, Lane], now: float,
+                 keep_s: float = FINISHED_KEEP_S, most: int = MAX_LANES) -> None:
+    """Drop the lanes of sessions that ended ``keep_s`` ago (memory does not grow with
+    the sessions a site has seen), then the least recently used idle ones past
+    ``most``."""
+    for key, lane in list(lanes.items()):
+        if lane.finished_at is None:
+            continue
+        if not lane.finished():
+            lane.finished_at = None  # a chunk came back: it is not over
+        elif now - lane.finished_at >= keep_s:
+            del lanes[key]
+    while len(lanes) > most:
+        idle = next((k for k, v in lanes.items() if not v.pending()), None)
+        if idle is None:
+            break
+        del lanes[idle]
