@@ -26,8 +26,6 @@ async def ensure_roles(conn: AsyncConnection[Any], passwords: Mapping[str, str])
     tables that exist now and on those later migrations create. Run as the owner of
     the tables (the superuser), after ``migrate``; idempotent."""
     async with conn.transaction():
-        user = sql.Identifier(str((await (await conn.execute("SELECT current_user"))
-                                   .fetchone() or ("",))[0]))
         database = sql.Identifier(conn.info.dbname)
         for role in ROLES:
             name = sql.Identifier(role)
@@ -48,15 +46,16 @@ async def ensure_roles(conn: AsyncConnection[Any], passwords: Mapping[str, str])
             name = sql.Identifier(role)
             await conn.execute(sql.SQL("GRANT {} ON ALL TABLES IN SCHEMA public TO {}")
                                .format(sql.SQL(tables), name))
-            await conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
+            # the tables this role (the owner) creates later: migrations, partitions
+            await conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public "
                                        "GRANT {} ON TABLES TO {}")
-                               .format(user, sql.SQL(tables), name))
+                               .format(sql.SQL(tables), name))
             if sequences:
                 await conn.execute(sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA public TO {}")
                                    .format(sql.SQL(sequences), name))
-                await conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA "
-                                           "public GRANT {} ON SEQUENCES TO {}")
-                                   .format(user, sql.SQL(sequences), name))
+                await conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+                                           "GRANT {} ON SEQUENCES TO {}")
+                                   .format(sql.SQL(sequences), name))
         if (await (await conn.execute("SELECT to_regprocedure(%s)",
                                       (PARTITION_FUNCTION,))).fetchone() or (None,))[0]:
             await conn.execute(f"REVOKE EXECUTE ON FUNCTION {PARTITION_FUNCTION} FROM PUBLIC")

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from audio.archive import archive_name
 from bus.connect import stream_config
@@ -41,8 +42,6 @@ def test_the_streams_keep_what_the_site_says(monkeypatch: pytest.MonkeyPatch) ->
 
 async def test_old_months_are_dropped_whole_and_the_rest_row_by_row(pg_dsn: str) -> None:
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-        from psycopg_pool import AsyncConnectionPool
-
         async with AsyncConnectionPool(pg_dsn, min_size=1, max_size=2, open=False) as pool:
             store = ProjectionStore(pool)
             days = [0, 10, 30, 40, 60]  # June 10, June 20, July 10, July 20, Aug 9

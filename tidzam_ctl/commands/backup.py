@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgpack
+from nats.js import JetStreamContext
 from rich.console import Console
 
 from bus_schemas.streams import CONTROL
@@ -133,16 +136,24 @@ def _pg(stack: Stack, tool: str, *args: str) -> None:
         raise CliError(f"{tool} failed: {done.stderr.strip()[-2000:]}")
 
 
+@contextlib.asynccontextmanager
+async def _bus(stack: Stack) -> AsyncIterator[JetStreamContext]:
+    from bus.connect import connect, ensure_streams
+
+    nc = await connect(stack.nats_url, "tidzam_ctl-backup")
+    try:
+        await ensure_streams(nc.jetstream(), retention=stack.settings)
+        yield nc.jetstream()
+    finally:
+        await nc.drain()
+
+
 async def _read_control(stack: Stack) -> list[dict[str, Any]]:
     from nats.js.errors import NotFoundError
 
-    from bus.connect import connect
-
-    nc = await connect(stack.nats_url, "tidzam_ctl-backup")
-    js = nc.jetstream()
     messages: list[dict[str, Any]] = []
     seq = 0
-    try:
+    async with _bus(stack) as js:
         while True:
             try:
                 raw = await js.get_msg(CONTROL.name, seq=seq + 1, subject=">", next=True)
@@ -151,36 +162,22 @@ async def _read_control(stack: Stack) -> list[dict[str, Any]]:
             seq = raw.seq or seq + 1
             messages.append({"seq": seq, "subject": raw.subject,
                              "headers": dict(raw.headers or {}), "data": raw.data or b""})
-    finally:
-        await nc.drain()
 
 
 async def _control_count(stack: Stack) -> int:
-    from bus.connect import connect, ensure_streams
-
-    nc = await connect(stack.nats_url, "tidzam_ctl-restore")
-    try:
-        await ensure_streams(nc.jetstream())
-        return int((await nc.jetstream().stream_info(CONTROL.name)).state.messages)
-    finally:
-        await nc.drain()
+    async with _bus(stack) as js:
+        return int((await js.stream_info(CONTROL.name)).state.messages)
 
 
 async def _republish(stack: Stack, messages: list[dict[str, Any]]) -> int:
     """Publish the messages again, in order, with their headers (their ids): the last
     sequence of CONTROL after them."""
-    from bus.connect import connect
-
-    nc = await connect(stack.nats_url, "tidzam_ctl-restore")
-    js = nc.jetstream()
     last = 0
-    try:
+    async with _bus(stack) as js:
         for m in messages:
             ack = await js.publish(m["subject"], m["data"], headers=m["headers"] or None,
                                    stream=CONTROL.name, timeout=10)
             last = ack.seq
-    finally:
-        await nc.drain()
     return last
 
 
