@@ -111,8 +111,11 @@ def stream_config(spec: StreamSpec, retention: RetentionSettings | None = None) 
 
 
 async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = ALL_STREAMS,
-                         retention: RetentionSettings | None = None) -> None:
-    """Create the streams, or update them to the specs (idempotent)."""
+                         retention: RetentionSettings | None = None,
+                         update: bool = False) -> None:
+    """Create the streams that are missing; with ``update``, also update the others to
+    the specs (idempotent). Only the operator (`tidzam_ctl up`) updates: a process's
+    NATS role may not, so a compromised one cannot shorten what the bus keeps."""
     for spec in specs:
         config = stream_config(spec, retention)
         try:
@@ -120,6 +123,8 @@ async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = A
         except NotFoundError:
             await js.add_stream(config)
             log.info("created stream %s", spec.name)
+            continue
+        if not update:
             continue
         try:
             await js.update_stream(config)

@@ -3,9 +3,13 @@
 It listens on loopback only, stores JetStream data in the home, and requires a
 user/password generated at set-up (kept in a 0600 file, never logged): ``tidzam``
 for ``tidzam_ctl``, and one user per process role (``ROLES``), each process handed
-its own role's password alone. A role may not delete, purge or restore a stream, and
-may publish an event family only if it is that family's producer (``ONLY``): a
-compromised gateway or sink cannot forge audio, predictions or deploys.
+its own role's password alone. A role may publish an event family only if it is that
+family's producer (``ONLY``): a compromised gateway or sink cannot forge audio,
+predictions or deploys. Of JetStream it may read (stream and consumer information,
+direct reads, ephemeral consumers), create a missing stream of Tidzam's, and create,
+fetch from, ack and delete **its own durables** (``DURABLES``) alone: nobody else takes
+the source manager's source commands or the projector's events off their consumers.
+No role deletes, purges, updates, snapshots or restores a stream: `tidzam_ctl` does.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus_schemas import streams as st
 from bus_schemas.errors import TidzamError
 from tidzam_ctl.stack.ports import free_port
 from tidzam_ctl.stack.private import write_private
@@ -68,9 +73,57 @@ def role_of(process: str) -> str:
     return role
 
 
-def denied(role: str) -> list[str]:
-    """The subjects ``role`` may not publish on."""
-    return [*STREAM_ADMIN, *(family for family, roles in ONLY.items() if role not in roles)]
+
+def _with_privacy(spec: st.ConsumerSpec) -> tuple[tuple[str, str], ...]:
+    return ((spec.stream, spec.durable),
+            (st.EVENTS.name, st.privacy_predictions(spec.durable).durable))
+
+
+# (stream, durable) of each role's durable consumers; the classifier's carry the model
+# id (one per deployed model), hence any durable of AUDIO but the other roles' own
+DURABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "classifier": ((st.AUDIO.name, "*"),),
+    "projector": tuple((spec.name, st.projection_consumer(st.PROJECTION, spec, f).durable)
+                       for spec, f in st.PROJECTION_SUBSCRIPTIONS),
+    "sources": ((st.SOURCE_MANAGER.stream, st.SOURCE_MANAGER.durable),),
+    "sink": ((st.SINK_WEBHOOK.stream, st.SINK_WEBHOOK.durable),
+             (st.SINK_MQTT.stream, st.SINK_MQTT.durable)),
+    "relay": _with_privacy(st.ICECAST_RELAY),
+    "jack-out": _with_privacy(st.JACK_OUTPUT),
+    "archiver": _with_privacy(st.ARCHIVER),
+    "extractor": ((st.EXTRACTOR.stream, st.EXTRACTOR.durable),),
+    "gain-control": ((st.GAIN_CONTROLLER.stream, st.GAIN_CONTROLLER.durable),),
+}
+# what every role may ask: its events and requests, JetStream's read side, ephemeral
+# (ordered) consumers and their flow control, and creating a missing stream of Tidzam's
+COMMON = ("tidzam.>", "_INBOX.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.*",
+          "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.STREAM.MSG.GET.*",
+          "$JS.API.DIRECT.GET.>", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.NAMES.*",
+          "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.CREATE.*", "$JS.FC.>",
+          *(f"$JS.API.STREAM.CREATE.{spec.name}" for spec in st.ALL_STREAMS))
+
+
+def durable_subjects(stream: str, durable: str) -> list[str]:
+    """What creating, fetching from, acking and deleting a durable consumer publish to."""
+    api = "$JS.API.CONSUMER"
+    return [f"{api}.DURABLE.CREATE.{stream}.{durable}", f"{api}.CREATE.{stream}.{durable}",
+            f"{api}.CREATE.{stream}.{durable}.>", f"{api}.DELETE.{stream}.{durable}",
+            f"{api}.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>"]
+
+
+def permissions(role: str) -> dict[str, list[str]]:
+    """What ``role`` may publish (``allow``) and, of that, may not (``deny``: the
+    families it does not produce, the other roles' durables its wildcards would cover,
+    and the stream administration, denied again in case an allow ever covers it)."""
+    own = DURABLES.get(role, ())
+    allow = [*COMMON, *(s for stream, durable in own for s in durable_subjects(stream, durable))]
+    theirs = [(stream, durable) for other, pairs in DURABLES.items() if other != role
+              for stream, durable in pairs
+              if durable != "*" and any(d == "*" and s == stream for s, d in own)]
+    deny = [*STREAM_ADMIN, "$JS.API.STREAM.UPDATE.>",
+            *(family for family, roles in ONLY.items() if role not in roles),
+            *(s for stream, durable in theirs for s in durable_subjects(stream, durable))]
+    return {"allow": allow, "deny": deny}
 
 
 @dataclass(frozen=True)
@@ -144,7 +197,7 @@ class NatsServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         users = "\n".join(
             f'    {{user: "{role}", password: "{password}", '
-            f'permissions: {{publish: {{deny: {json.dumps(denied(role))}}}}}}}'
+            f'permissions: {{publish: {json.dumps(permissions(role))}}}}}'
             for role, password in sorted(self.roles.items()))
         conf = f"""
 listen: 127.0.0.1:{self.port}

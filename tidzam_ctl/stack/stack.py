@@ -392,7 +392,7 @@ class Stack:
         async def go() -> None:
             nc = await connect(self.nats_url, "tidzam_ctl")
             try:
-                await ensure_streams(nc.jetstream(), retention=self.settings)
+                await ensure_streams(nc.jetstream(), retention=self.settings, update=True)
             finally:
                 await nc.close()
 
