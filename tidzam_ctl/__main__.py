@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", type=Path, metavar="FILE.json",
                    help='load permanent sources from a JSON file: {"sources": [{"name", '
                    '"url", "path_database", "nb_channels"}]} (the original format)')
+    sub.add_parser("init", help="prepare external servers (docker-compose's `init`): the "
+                   "streams at the site's limits, the migrations, and the database roles "
+                   "(passwords from TIDZAM_DB_PROJECTOR_PASSWORD, TIDZAM_DB_READER_PASSWORD)")
     sub.add_parser("down", help="stop the Tidzam processes and the embedded servers")
     p = sub.add_parser("status", help="every process with its pid and state, and the URLs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -281,6 +284,7 @@ def _commands() -> dict[str, Callable[[CtlSettings, argparse.Namespace], int]]:
 
     return {
         "up": commands.up,
+        "init": commands.init,
         "down": commands.down,
         "status": commands.status,
         "check": commands.check,

@@ -38,6 +38,10 @@ class CtlSettings(PrivacySettings, SourcePolicySettings, RetentionSettings):
     home: Path = Field(default_factory=default_home)
     nats_url: SecretStr | None = None
     database_url: SecretStr | None = None
+    # an external database (docker-compose): the passwords `init` gives the projector's
+    # and the readers' roles (the embedded one generates its own)
+    db_projector_password: SecretStr | None = None
+    db_reader_password: SecretStr | None = None
     model_dir: Path = DEFAULT_SELECTOR
     sample_rate: int = 48_000
     chunk_s: float = Field(1.0, gt=0.05, le=10.0)

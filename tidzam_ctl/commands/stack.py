@@ -57,6 +57,19 @@ def up(settings: CtlSettings, args: argparse.Namespace) -> int:
     return status(settings, args)
 
 
+def init(settings: CtlSettings, args: argparse.Namespace) -> int:
+    if settings.nats_url is None or settings.database_url is None:
+        raise CliError("init prepares servers Tidzam does not start (docker-compose): set "
+                       "TIDZAM_NATS_URL and TIDZAM_DATABASE_URL; `up` prepares its own")
+    with console.status("creating the streams, migrating, granting the roles…"):
+        try:
+            Stack(settings).prepare()
+        except Exception as exc:
+            raise CliError(f"could not prepare the servers: {exc}") from exc
+    console.print("streams, tables and roles ready")
+    return EXIT_OK
+
+
 def down(settings: CtlSettings, args: argparse.Namespace) -> int:
     with console.status("stopping…"):
         Stack(settings).down()

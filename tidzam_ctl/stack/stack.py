@@ -190,9 +190,10 @@ class Stack:
         self._start_postgres()
         self._start_icecast()
         self._start_jack()
-        self._ensure_streams()
-        if self.settings.projector:
-            self._migrate()  # `query` and the tests work the moment `up` returns
+        if self.settings.projector:  # `query` and the tests work the moment `up` returns
+            self.prepare()
+        else:
+            self._ensure_streams()
         started = []
         for spec in self.processes():
             if self._state_of(spec.name).state != "running":
@@ -206,19 +207,31 @@ class Stack:
         if "gateway" in started:
             self._wait_serving("gateway", self.settings.gateway_host, self.gateway_port)
 
-    def _migrate(self) -> None:
+    def prepare(self) -> None:
+        """The streams (updated to the site's limits), the migrations and the database
+        roles: what `up` does before the processes start, and all that `init` does for
+        servers it did not start (docker-compose)."""
         import asyncio
 
         import psycopg
 
         from projections.migrate import migrate
-        from projections.roles import ensure_roles
+        from projections.roles import PROJECTOR, READER, ROLES, ensure_roles
+
+        passwords = self.pg.role_passwords() if self.pg is not None else {
+            role: secret.get_secret_value() for role, secret in (
+                (PROJECTOR, self.settings.db_projector_password),
+                (READER, self.settings.db_reader_password)) if secret is not None}
+        if passwords and set(passwords) != set(ROLES):
+            raise StackError("set both TIDZAM_DB_PROJECTOR_PASSWORD and "
+                             "TIDZAM_DB_READER_PASSWORD, or neither (the site's own roles)")
+        self._ensure_streams()
 
         async def go() -> None:
             async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
                 await migrate(conn)
-                if self.pg is not None:
-                    await ensure_roles(conn, self.pg.role_passwords())
+                if passwords:
+                    await ensure_roles(conn, passwords)
 
         asyncio.run(go())
 
