@@ -83,22 +83,23 @@ def status(settings: CtlSettings, args: argparse.Namespace) -> int:
         out.print_json(json.dumps(info))
         return EXIT_OK
     table = Table(title=f"Tidzam in {info['home']}")
-    for col in ("process", "pid", "state"):
-        table.add_column(col)
+    for col in ("process", "pid", "state", "acked/s", "lag"):
+        table.add_column(col, justify="right" if col in ("acked/s", "lag") else "left")
     for proc in info["processes"]:
         colour = {"running": "green", "dead": "red", "not answering": "red"}.get(
             proc["state"], "yellow")
         state = proc["state"] + (f" ({proc['problem']})" if proc.get("problem") else "")
-        table.add_row(proc["name"], str(proc["pid"] or "-"), f"[{colour}]{state}[/{colour}]")
+        rate, lag = proc.get("acked_per_s"), proc.get("lag")
+        table.add_row(proc["name"], str(proc["pid"] or "-"), f"[{colour}]{state}[/{colour}]",
+                      "-" if rate is None else f"{rate:,.1f}", "-" if lag is None else f"{lag:,}")
     out.print(table)
     if info.get("consumers"):
         lags = Table(title="consumers (messages waiting for each)")
-        for col in ("stream", "consumer", "pending", "unacked", "redelivered"):
-            lags.add_column(col, justify="right" if col in ("pending", "unacked",
-                                                            "redelivered") else "left")
+        for col in ("stream", "consumer", "pending", "unacked", "redelivered", "acked/s"):
+            lags.add_column(col, justify="left" if col in ("stream", "consumer") else "right")
         for c in info["consumers"]:
             lags.add_row(c["stream"], c["consumer"], f"{c['pending']:,}", f"{c['unacked']:,}",
-                         f"{c['redelivered']:,}")
+                         f"{c['redelivered']:,}", f"{c['acked_per_s']:,.1f}")
         out.print(lags)
     for proc in info["processes"]:
         if proc.get("last_error"):

@@ -103,6 +103,15 @@ COMMON = ("tidzam.>", "_INBOX.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.*",
           *(f"$JS.API.STREAM.CREATE.{spec.name}" for spec in st.ALL_STREAMS))
 
 
+def owns(role: str, stream: str, durable: str) -> bool:
+    """Whether ``durable`` of ``stream`` is one of ``role``'s (``DURABLES``)."""
+    mine = DURABLES.get(role, ())
+    if (stream, durable) in mine:
+        return True
+    return (stream, "*") in mine and not any(
+        (stream, durable) in pairs for other, pairs in DURABLES.items() if other != role)
+
+
 def durable_subjects(stream: str, durable: str) -> list[str]:
     """What creating, fetching from, acking and deleting a durable consumer publish to."""
     api = "$JS.API.CONSUMER"

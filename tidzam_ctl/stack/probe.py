@@ -19,6 +19,10 @@ from typing import Any, TypeVar
 import nats
 import psycopg
 from nats.aio.client import Client
+from nats.js.api import ConsumerInfo
+from nats.js.client import JetStreamContext
+
+from tidzam_ctl.stack.nats import NatsServerError, owns, role_of
 
 TIMEOUT_S = 3.0
 T = TypeVar("T")
@@ -49,21 +53,35 @@ def postgres_problem(url: str) -> str | None:
     return None
 
 
-def consumer_lags(url: str) -> list[dict[str, object]] | None:
+def consumer_lags(url: str, sample_s: float = 1.0) -> list[dict[str, object]] | None:
     """Every durable consumer of every stream: what waits for it (``pending``), what it
-    holds unacked, what was delivered again; None if NATS does not answer."""
+    holds unacked, what was delivered again, and the messages it acked per second over
+    ``sample_s`` (``acked_per_s``); None if NATS does not answer."""
+    async def snapshot(js: JetStreamContext) -> dict[tuple[str, str], ConsumerInfo]:
+        return {(stream.config.name or "", info.name or ""): info
+                for stream in await js.streams_info()
+                for info in await js.consumers_info(stream.config.name or "")}
+
+    def acked(info: ConsumerInfo) -> int:
+        return int(info.ack_floor.consumer_seq or 0) if info.ack_floor else 0
+
     async def ask() -> list[dict[str, object]]:
         nc = await _connect(url)
         try:
             js = nc.jetstream(timeout=TIMEOUT_S)
+            start, before = time.monotonic(), await snapshot(js)
+            await asyncio.sleep(sample_s)
+            after = await snapshot(js)
+            elapsed = time.monotonic() - start
             out: list[dict[str, object]] = []
-            for stream in await js.streams_info():
-                name = stream.config.name or ""
-                for info in await js.consumers_info(name):
-                    out.append({"stream": name, "consumer": info.name,
-                                "pending": int(info.num_pending or 0),
-                                "unacked": int(info.num_ack_pending or 0),
-                                "redelivered": int(info.num_redelivered or 0)})
+            for (stream, name), info in after.items():
+                earlier = before.get((stream, name))
+                rate = (max(0, acked(info) - acked(earlier)) / elapsed) if earlier else 0.0
+                out.append({"stream": stream, "consumer": name,
+                            "pending": int(info.num_pending or 0),
+                            "unacked": int(info.num_ack_pending or 0),
+                            "redelivered": int(info.num_redelivered or 0),
+                            "acked_per_s": round(rate, 1)})
             return out
         finally:
             await nc.close()
@@ -72,6 +90,21 @@ def consumer_lags(url: str) -> list[dict[str, object]] | None:
         return _in_own_loop(ask)
     except Exception:  # not answering: `problem` in the status says why
         return None
+
+
+def throughput(process: str, consumers: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """What ``process``'s durable consumers acked per second and still have waiting (the
+    instances of a classifier share theirs: each shows the whole); {} for a server or a
+    process with no durable."""
+    try:
+        role = role_of(process)
+    except NatsServerError:
+        return {}
+    mine = [c for c in consumers or [] if owns(role, c["stream"], c["consumer"])]
+    if not mine:
+        return {}
+    return {"acked_per_s": round(sum(c["acked_per_s"] for c in mine), 1),
+            "lag": sum(c["pending"] + c["unacked"] for c in mine)}
 
 
 def last_error(log_file: str, tail_bytes: int = 65_536) -> str | None:

@@ -338,12 +338,14 @@ class Stack:
         if self.settings.jack:
             procs.append(self._state_of("jackd"))
         procs.extend(self._state_of(spec.name) for spec in self.processes())
+        consumers = probe.consumer_lags(self.nats_url) if self.is_meant_up() else None
         return {
             "home": str(self.home),
             "up": self.is_meant_up(),
-            "processes": [{**p.__dict__, "last_error": probe.last_error(p.log)} for p in procs],
+            "processes": [{**p.__dict__, "last_error": probe.last_error(p.log),
+                           **probe.throughput(p.name, consumers)} for p in procs],
             "services": self.public_urls(),
-            "consumers": probe.consumer_lags(self.nats_url) if self.is_meant_up() else None,
+            "consumers": consumers,
         }
 
     def _answering(self, state: ProcState) -> ProcState:
