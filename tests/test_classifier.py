@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 from nats.aio.client import Client
 
 from bus.publisher import Publisher
@@ -90,11 +91,13 @@ async def test_every_window_once_across_chunk_boundaries(nc: Client, tmp_path: P
     assert ch0[0.0] == "loud" and ch0[1.125] == "quiet"
 
 
-async def test_two_instances_share_work_without_duplicates(nc: Client, tmp_path: Path) -> None:
+@pytest.mark.parametrize("instances", [2, 3])
+async def test_instances_share_work_without_duplicates(nc: Client, tmp_path: Path,
+                                                       instances: int) -> None:
     wav = write_wav(tmp_path / "four.wav", seconds=12.0, channels=4, seed=3)
     await Replayer(Publisher(nc.jetstream()), chunk_s=0.5).replay(plan([wav], source="four"))
     per_channel = expected_windows(12 * 48_000, 24_000, 12_000)
-    await _classify(nc, instances=2, expected=4 * per_channel, overlap=0.5)
+    await _classify(nc, instances=instances, expected=4 * per_channel, overlap=0.5)
     preds = await read_predictions(nc)
     keys = [(p.channel, p.window_start_ns) for p in preds]
     assert len(keys) == len(set(keys)) == 4 * per_channel
