@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 I16 = npt.NDArray[np.int16]
 _S = TypeVar("_S", bound=np.generic)
+QUICK_PROBE = 256 * 1024  # bytes a local file is probed on first (``AudioStream._open``)
 MAX_CHANNELS = 64  # libswresample's limit (SWR_CH_MAX)
 # Packets the decoder may reject in a row before the stream is garbage, not a scratch.
 MAX_BAD_PACKETS_IN_ROW = 50
@@ -71,9 +72,7 @@ class AudioStream:
         """Packets the decoder rejected and that were skipped, as ``ffmpeg`` skips them."""
         self._seek_to: float | None = None
         try:
-            # Tags are not ours to judge: a Latin-1 "(c)" must not make the audio unreadable.
-            self._container = av.open(self.location, timeout=timeout_s,
-                                      metadata_errors="replace")
+            self._container = self._open(timeout_s)
         except FileNotFoundError:
             raise AudioDecodeError(self.location, "no such file") from None
         except (av.error.FFmpegError, OSError) as exc:
@@ -98,6 +97,21 @@ class AudioStream:
                                    f"resampler takes at most {MAX_CHANNELS} per stream")
         if self.info.channels < 1:
             raise AudioDecodeError(self.location, "the audio stream has no channels")
+
+    def _open(self, timeout_s: float) -> av.container.InputContainer:
+        """FFmpeg reads up to 5 MB to learn a stream's parameters: 0.3 s for a
+        32-channel WAV, whose header says them all. A local file is probed on
+        ``QUICK_PROBE`` bytes first, and opened again with FFmpeg's defaults if that
+        did not give its audio's rate and channels (a URL keeps the defaults)."""
+        # Tags are not ours to judge: a Latin-1 "(c)" must not make the audio unreadable.
+        if "://" not in self.location:
+            quick = av.open(self.location, timeout=timeout_s, metadata_errors="replace",
+                            options={"probesize": str(QUICK_PROBE)})
+            audio = quick.streams.audio
+            if audio and audio[0].codec_context.sample_rate and audio[0].codec_context.channels:
+                return quick
+            quick.close()
+        return av.open(self.location, timeout=timeout_s, metadata_errors="replace")
 
     def __enter__(self) -> AudioStream:
         return self
