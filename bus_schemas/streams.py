@@ -77,6 +77,12 @@ DLQ_CONSUMER = "Tidzam-Dlq-Consumer"
 
 
 CLASSIFIER_DURABLE_PREFIX = "classifier-"
+# The newest chunk of every live session is held (one or two each, more with an audio
+# expert's look-ahead) besides the batches in hand. Past half of this the classifier
+# reads successors from the stream itself, a request per held channel and tick: at
+# 1,024, 512 channels did (NATS and classifier CPU per audio second x4,
+# `benchmarks/throughput.py --channels 512`).
+CLASSIFIER_MAX_ACK_PENDING = 4096
 
 
 def classifier_consumer(model_id: str) -> ConsumerSpec:
@@ -86,9 +92,7 @@ def classifier_consumer(model_id: str) -> ConsumerSpec:
         stream=AUDIO.name,
         filter_subjects=(subjects.AUDIO_ALL,),
         ack_wait_s=30.0,
-        # the newest chunk of every live session is held (one or two each, more
-        # with an audio expert's look-ahead) besides the batches in hand
-        max_ack_pending=1024,
+        max_ack_pending=CLASSIFIER_MAX_ACK_PENDING,
         batch=32,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +102,32 @@ async def test_instances_share_work_without_duplicates(nc: Client, tmp_path: Pat
     preds = await read_predictions(nc)
     keys = [(p.channel, p.window_start_ns) for p in preds]
     assert len(keys) == len(set(keys)) == 4 * per_channel
+
+
+async def test_more_channels_than_the_consumer_lets_it_hold(nc: Client, tmp_path: Path) -> None:
+    """Each of 12 channels holds its newest chunk, waiting for the next, and the consumer
+    delivers at most 8 unacked: deliveries stop. The classifier reads the successors
+    from the stream instead (crowded), and every window comes, once."""
+    wav = write_wav(tmp_path / "twelve.wav", seconds=6.0, channels=12, seed=5)
+    await Replayer(Publisher(nc.jetstream()), chunk_s=0.5).replay(plan([wav], source="many"))
+    per_channel = expected_windows(6 * 48_000, 24_000, 18_000)
+    spec = dataclasses.replace(classifier_consumer("placeholder"), max_ack_pending=8, batch=4)
+    clf = Classifier(nc, LoudnessScorer(), Publisher(nc.jetstream()), overlap=0.25,
+                     max_ack_pending=8)
+    stop = asyncio.Event()
+    task = asyncio.create_task(clf.consume(ConsumerRunner(nc, spec, clf.handle), stop))
+    js = nc.jetstream()
+    try:
+        async with asyncio.timeout(60):
+            while (await count_predictions(js)) < 12 * per_channel:
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    preds = await read_predictions(nc)
+    keys = [(p.channel, p.window_start_ns) for p in preds]
+    assert len(keys) == len(set(keys)) == 12 * per_channel
+    assert clf.stats.scans > 0  # the crowded path was taken
 
 
 def _dead_chunks(n: int, *, first: int = 0, final: bool = False) -> list[AudioChunk]:

@@ -16,9 +16,8 @@ Everything else reads the stream (``lookup``), never the wall clock:
   it, a restart) looks it up: its stored time says whether the boundary between
   them is broken, and its audio completes the windows and contexts that need it;
 - a held chunk whose successor went to another instance is found by a forward
-  scan of its subject, done only when the deliveries show a hole (sequences
-  this instance did not get) after it, or when held chunks fill half of
-  ``max_ack_pending``;
+  scan of its subject, done only when the deliveries show a hole (sequences this
+  instance did not get) after it, or when held chunks fill half of ``max_ack_pending``;
 - a session that stops without a final chunk: once the stream's own clock (the
   stored times it shows us) has passed the newest chunk's time by ``stall_s``
   while the consumer has no backlog, and a scan finds no successor, the lane
@@ -52,6 +51,7 @@ from bus.publisher import Publisher, PublishError
 from bus.runner import Ack, ConsumerRunner, Delivery, Hold, Outcome, Poison
 from bus_schemas import AudioChunk, Prediction
 from bus_schemas.errors import TidzamError
+from bus_schemas.streams import CLASSIFIER_MAX_ACK_PENDING
 from consumers.classifier.lanes import (
     Geometry,
     Lane,
@@ -105,7 +105,7 @@ class Classifier:
 
     def __init__(self, nc: Client, scorer: Scorer, publisher: Publisher, *,
                  overlap: float = 0.25, stall_s: float = 10.0, ack_wait_s: float = 30.0,
-                 max_ack_pending: int = 1024) -> None:
+                 max_ack_pending: int = CLASSIFIER_MAX_ACK_PENDING) -> None:
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         self.scorer = scorer
