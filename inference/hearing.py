@@ -97,26 +97,31 @@ SLICE = 8
 
 
 def _sliced(f: Callable[[F32], F32], windows: F32) -> F32:
-    if len(windows) <= SLICE:
+    """``f`` of ``SLICE`` rows at a time; ``windows`` (N, n) or (N, k, n), a view of k
+    frames of each of N windows (no copy of them is made: ``f`` reads them where they
+    are and returns one result per frame, in order)."""
+    rows = max(1, SLICE // int(np.prod(windows.shape[1:-1], dtype=np.int64)))
+    if len(windows) <= rows:
         return f(windows)
-    return np.concatenate([f(windows[i:i + SLICE]) for i in range(0, len(windows), SLICE)])
+    return np.concatenate([f(windows[i:i + rows]) for i in range(0, len(windows), rows)])
 
 
 def highband(windows: F32, rate: int = 48_000) -> F32:
-    """windows float32 (N, n) at ``rate`` → (N, 6): log10 of each high band's share
-    of the window's power (frames of 1024, hop 512, averaged). The FFT runs in
-    float32 (scipy): 4x numpy's float64 here, the same shares to 1e-5."""
+    """windows float32 (N, n) (or a view (N, k, n)) at ``rate`` → (N [* k], 6): log10 of
+    each high band's share of the window's power (frames of 1024, hop 512, averaged).
+    The FFT runs in float32 (scipy): 4x numpy's float64 here, the same shares to 1e-5."""
     return _sliced(lambda rows: _highband(rows, rate), windows)
 
 
 def _highband(windows: F32, rate: int) -> F32:
     hann, masks = _band_masks(rate)
-    frames = np.lib.stride_tricks.sliding_window_view(windows, _FFT, axis=1)[:, ::_FFT // 2]
+    frames = np.lib.stride_tricks.sliding_window_view(windows, _FFT, axis=-1)[
+        ..., ::_FFT // 2, :]
     spectrum = scipy.fft.rfft(frames * hann, axis=-1)
     pairs = spectrum.view(np.float32)
-    power = (np.square(pairs[..., 0::2]) + np.square(pairs[..., 1::2])).mean(axis=1,
-                                                                            dtype=np.float64)
-    power += 1e-12
+    power = (np.square(pairs[..., 0::2]) + np.square(pairs[..., 1::2])).mean(axis=-2,
+                                                                             dtype=np.float64)
+    power = power.reshape(-1, power.shape[-1]) + 1e-12
     total = power.sum(axis=1, keepdims=True)
     bands = power @ masks.T.astype(np.float64)
     shares: F32 = np.log10(bands / total).astype(np.float32)
@@ -124,12 +129,12 @@ def _highband(windows: F32, rate: int) -> F32:
 
 
 def rms_db(windows: F32) -> F32:
-    """RMS level in dBFS of each window: (N, n) → (N,)."""
+    """RMS level in dBFS of each window: (N, n) → (N,); a view (N, k, n) → (N * k,)."""
     return _sliced(_rms_db, windows)
 
 
 def _rms_db(windows: F32) -> F32:
-    power = np.mean(np.square(windows, dtype=np.float64), axis=1)
+    power = np.mean(np.square(windows, dtype=np.float64), axis=-1).reshape(-1)
     levels: F32 = (10.0 * np.log10(power + 1e-20)).astype(np.float32)
     return levels
 
