@@ -73,7 +73,6 @@ def role_of(process: str) -> str:
     return role
 
 
-
 def _with_privacy(spec: st.ConsumerSpec) -> tuple[tuple[str, str], ...]:
     return ((spec.stream, spec.durable),
             (st.EVENTS.name, st.privacy_predictions(spec.durable).durable))
