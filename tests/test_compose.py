@@ -9,7 +9,6 @@ cluster; the cluster URL form the services get works with the real client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import os
 import re
@@ -17,6 +16,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +159,27 @@ def test_the_nodes_users_are_the_embedded_servers(tmp_path: Path) -> None:
          str(tmp_path), "-a", "127.0.0.1", "-p", str(port)],
         env={**os.environ, **values}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
+        deadline = time.monotonic() + 60  # two workers' stacks starting beside it
+        while not _answers(port):
+            assert server.poll() is None, server.communicate()[1].decode(errors="replace")
+            assert time.monotonic() < deadline, "nats-server did not start in 60 s"
+            time.sleep(0.05)
         asyncio.run(_roles_enforced(port, values))
     finally:
         server.terminate()
         server.wait(10)
 
 
+def _answers(port: int) -> bool:
+    """The server sends its INFO: it is ready for clients."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            return sock.recv(4) == b"INFO"
+    except OSError:
+        return False
+
+
 async def _roles_enforced(port: int, values: dict[str, str]) -> None:
-    for _ in range(100):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-            break
-        await asyncio.sleep(0.05)
     operator = await nats.connect(f"nats://tidzam:{values['TIDZAM_NATS_PASSWORD']}"
                                   f"@127.0.0.1:{port}")
     await ensure_streams(operator.jetstream())
